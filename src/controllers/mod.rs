@@ -1,0 +1,3 @@
+//! One kube-runtime controller per kind, and the `operator` runtime that runs them.
+
+pub mod cli;

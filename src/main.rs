@@ -1,0 +1,61 @@
+//! The one `homelab-autopilot` binary: `operator`, `crd`, `store`, `pvesim` and `demo`.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use homelab_autopilot::{controllers, crd, demo, proxmox, storage, telemetry};
+
+/// Keeps a homelab's Proxmox VE estate backed up, updated, restore-tested and replicated.
+#[derive(Parser, Debug)]
+#[command(name = "homelab-autopilot", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    log: telemetry::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the Kubernetes controllers (with /metrics, /healthz and /readyz).
+    Operator(controllers::cli::OperatorArgs),
+    /// Print the CustomResourceDefinitions, or write them into crds/ and the Helm chart.
+    Crd(crd::cli::CrdArgs),
+    /// Inspect, back up to, restore from, verify and prune a dedup chunk store.
+    Store(storage::cli::StoreArgs),
+    /// Run a simulator of the Proxmox VE API (for tests, demos and trying things out).
+    Pvesim(proxmox::sim::cli::PvesimArgs),
+    /// Run the whole product on embedded defaults: no cluster and no Proxmox needed.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = telemetry::init(&cli.log) {
+        eprintln!("error: cannot set up logging: {e:#}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        // `crd` and `store` are synchronous: no runtime needed (the store spawns its own threads).
+        Command::Crd(args) => crd::cli::run(args),
+        Command::Store(args) => storage::cli::run(args),
+        Command::Operator(args) => block_on(controllers::cli::run(args)),
+        Command::Pvesim(args) => block_on(proxmox::sim::cli::run(args)),
+        Command::Demo(args) => block_on(demo::run(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(fut: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
