@@ -391,8 +391,11 @@ impl<D: Send + Sync + 'static> Operator<D> {
         };
         self.metrics.leader.set(0);
         health.set(Readiness::Stopping);
-        if result.is_ok() {
-            elector.release().await?;
+        if result.is_ok()
+            && let Err(e) = elector.release().await
+        {
+            // Shutdown itself went well; the Lease simply expires after its duration.
+            warn!(error = %e, "cannot release leader lease; a standby takes over when it expires");
         }
         result
     }
