@@ -24,7 +24,9 @@ pub use error::{Error, ReconcileError};
 pub use events::report_transition;
 pub use http::{Health, Readiness};
 pub use leader::{LeaderElector, LeaseConfig};
-pub use runtime::{ApiScope, ControllerSpec, Failure, Operator, crd_name, object_ref, wait_for_crds};
+pub use runtime::{
+    ApiScope, ControlledKind, ControllerSpec, Failure, Operator, crd_name, object_ref, wait_for_crds,
+};
 pub use status::{
     ConditionStatus, DesiredCondition, StatusCondition, Transition, patch_status, set_condition,
 };

@@ -87,6 +87,29 @@ pub fn crd_name<K: Resource<DynamicType = ()>>() -> String {
     format!("{}.{}", K::plural(&()), K::group(&()))
 }
 
+/// What a kind needs to be run by a controller: one of our namespaced custom resources.
+pub trait ControlledKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> ControlledKind for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 type Guarded<K> = DeserializeGuard<K>;
 type Hook<K> = Box<dyn FnOnce(Controller<Guarded<K>>, &ApiScope) -> Controller<Guarded<K>> + Send>;
 
@@ -100,16 +123,7 @@ pub struct ControllerSpec<K: Resource<DynamicType = ()> + Clone + Debug + 'stati
     hooks: Vec<Hook<K>>,
 }
 
-impl<K> ControllerSpec<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
+impl<K: ControlledKind> ControllerSpec<K> {
     /// A controller named `name` (lowercase kind: metric label, field manager suffix) watching
     /// every object of `K` in the operator's scope.
     pub fn new(name: &'static str) -> Self {
@@ -303,13 +317,7 @@ impl<D: Send + Sync + 'static> Operator<D> {
     /// controller's [`Context`].
     pub fn register<K, E, F, Fut>(mut self, spec: ControllerSpec<K>, reconcile: F) -> Self
     where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + Sync
-            + 'static,
+        K: ControlledKind,
         E: ReconcileError,
         F: Fn(Arc<K>, Arc<Context<D>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,

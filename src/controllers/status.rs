@@ -260,6 +260,9 @@ pub fn find_condition<'a, C: StatusCondition>(conditions: &'a [C], type_: &str) 
 mod tests {
     use super::*;
 
+    const JAN1: &str = "2025-01-01T00:00:00Z";
+    const JAN2: &str = "2025-01-02T00:00:00Z";
+
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
@@ -268,131 +271,83 @@ mod tests {
         DesiredCondition::new("Ready", ok, reason, format!("{reason} happened."))
     }
 
+    /// Sets Ready=`ok` with `reason` for `generation` at time `now`.
+    fn set(c: &mut Vec<Condition>, ok: bool, reason: &str, generation: i64, now: &str) -> Transition {
+        set_condition(c, &ready(ok, reason), Some(generation), t(now))
+    }
+
+    /// Conditions holding Ready=True (Reconciled) for generation 1 since JAN1.
+    fn reconciled() -> Vec<Condition> {
+        let mut c = vec![];
+        set(&mut c, true, "Reconciled", 1, JAN1);
+        c
+    }
+
     #[test]
     fn set_condition_new_type_is_a_flip_stamped_now() {
         let mut c: Vec<Condition> = vec![];
-        let tr = set_condition(
-            &mut c,
-            &ready(true, "Reconciled"),
-            Some(1),
-            t("2025-01-01T00:00:00Z"),
-        );
-        assert_eq!(
-            tr,
-            Transition::Flipped {
-                from: None,
-                to: ConditionStatus::True
-            }
-        );
+        let tr = set(&mut c, true, "Reconciled", 1, JAN1);
+        let expected = Transition::Flipped {
+            from: None,
+            to: ConditionStatus::True,
+        };
+        assert_eq!(tr, expected);
         assert_eq!(c[0].status, "True");
         assert_eq!(c[0].observed_generation, Some(1));
-        assert_eq!(c[0].last_transition_time.0, t("2025-01-01T00:00:00Z"));
+        assert_eq!(c[0].last_transition_time.0, t(JAN1));
     }
 
     #[test]
     fn set_condition_same_status_keeps_transition_time_and_updates_generation() {
-        let mut c: Vec<Condition> = vec![];
-        set_condition(
-            &mut c,
-            &ready(true, "Reconciled"),
-            Some(1),
-            t("2025-01-01T00:00:00Z"),
-        );
-        let tr = set_condition(
-            &mut c,
-            &ready(true, "Reconciled"),
-            Some(2),
-            t("2025-02-01T00:00:00Z"),
-        );
+        let mut c = reconciled();
+        let tr = set(&mut c, true, "Reconciled", 2, "2025-02-01T00:00:00Z");
         assert_eq!(tr, Transition::Updated);
         assert_eq!(c[0].observed_generation, Some(2));
-        assert_eq!(c[0].last_transition_time.0, t("2025-01-01T00:00:00Z"));
+        assert_eq!(c[0].last_transition_time.0, t(JAN1));
     }
 
     #[test]
     fn set_condition_identical_input_is_unchanged_and_idempotent() {
-        let mut c: Vec<Condition> = vec![];
-        set_condition(
-            &mut c,
-            &ready(true, "Reconciled"),
-            Some(3),
-            t("2025-01-01T00:00:00Z"),
-        );
+        let mut c = reconciled();
         let before = c.clone();
-        let tr = set_condition(
-            &mut c,
-            &ready(true, "Reconciled"),
-            Some(3),
-            t("2025-03-01T00:00:00Z"),
-        );
+        let tr = set(&mut c, true, "Reconciled", 1, "2025-03-01T00:00:00Z");
         assert_eq!(tr, Transition::Unchanged);
         assert_eq!(c, before);
     }
 
     #[test]
     fn set_condition_status_flip_sets_now_and_reports_previous() {
-        let mut c: Vec<Condition> = vec![];
-        set_condition(
-            &mut c,
-            &ready(true, "Reconciled"),
-            Some(1),
-            t("2025-01-01T00:00:00Z"),
-        );
-        let tr = set_condition(
-            &mut c,
-            &ready(false, "ClusterNotFound"),
-            Some(1),
-            t("2025-01-02T00:00:00Z"),
-        );
-        assert_eq!(
-            tr,
-            Transition::Flipped {
-                from: Some("True".into()),
-                to: ConditionStatus::False
-            }
-        );
+        let mut c = reconciled();
+        let tr = set(&mut c, false, "ClusterNotFound", 1, JAN2);
+        let expected = Transition::Flipped {
+            from: Some("True".into()),
+            to: ConditionStatus::False,
+        };
+        assert_eq!(tr, expected);
         assert!(tr.is_flip());
         assert_eq!(c[0].reason, "ClusterNotFound");
-        assert_eq!(c[0].last_transition_time.0, t("2025-01-02T00:00:00Z"));
+        assert_eq!(c[0].last_transition_time.0, t(JAN2));
     }
 
     #[test]
     fn set_condition_reason_change_without_flip_keeps_time() {
-        let mut c: Vec<Condition> = vec![];
-        set_condition(
-            &mut c,
-            &ready(false, "Unreachable"),
-            Some(1),
-            t("2025-01-01T00:00:00Z"),
-        );
-        let tr = set_condition(
-            &mut c,
-            &ready(false, "AuthFailed"),
-            Some(1),
-            t("2025-01-05T00:00:00Z"),
-        );
+        let mut c = vec![];
+        set(&mut c, false, "Unreachable", 1, JAN1);
+        let tr = set(&mut c, false, "AuthFailed", 1, "2025-01-05T00:00:00Z");
         assert_eq!(tr, Transition::Updated);
         assert!(!tr.is_flip());
         assert_eq!(c[0].reason, "AuthFailed");
-        assert_eq!(c[0].last_transition_time.0, t("2025-01-01T00:00:00Z"));
+        assert_eq!(c[0].last_transition_time.0, t(JAN1));
     }
 
     #[test]
     fn set_condition_leaves_other_types_alone() {
-        let mut c: Vec<Condition> = vec![];
-        set_condition(
-            &mut c,
-            &ready(true, "Reconciled"),
-            Some(1),
-            t("2025-01-01T00:00:00Z"),
-        );
+        let mut c = reconciled();
         let connected = DesiredCondition::new("Connected", ConditionStatus::Unknown, "Probing", "Probing.");
-        set_condition(&mut c, &connected, Some(1), t("2025-01-02T00:00:00Z"));
+        set_condition(&mut c, &connected, Some(1), t(JAN2));
         assert_eq!(c.len(), 2);
-        assert_eq!(
-            find_condition(&c, "Ready").unwrap().last_transition_time.0,
-            t("2025-01-01T00:00:00Z")
-        );
+        let ready = find_condition(&c, "Ready").unwrap();
+        assert_eq!(ready.last_transition_time.0, t(JAN1));
         assert_eq!(find_condition(&c, "Connected").unwrap().status, "Unknown");
         assert!(find_condition(&c, "Quorate").is_none());
     }
@@ -401,9 +356,11 @@ mod tests {
     fn status_patch_body_carries_api_version_and_kind() {
         use k8s_openapi::api::core::v1::ConfigMap;
         let body = status_patch_body::<ConfigMap, _>(&serde_json::json!({"observedGeneration": 4}));
-        assert_eq!(
-            body,
-            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "status": {"observedGeneration": 4}})
-        );
+        let expected = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "status": {"observedGeneration": 4},
+        });
+        assert_eq!(body, expected);
     }
 }

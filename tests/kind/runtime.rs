@@ -129,12 +129,9 @@ async fn leader_election_single_leader_takeover_on_release_and_expiry() {
 
 #[tokio::test]
 async fn controller_reconciles_status_events_backoff_and_bad_objects() {
-    let Some(client) = client_or_skip().await else {
+    let Some((client, ns, gadgets)) = fixtures::gadget_env("rt-ctrl").await else {
         return;
     };
-    apply_crd::<Gadget>(&client).await;
-    let ns = TestNamespace::create(&client, "rt-ctrl").await;
-    let gadgets = Api::<Gadget>::namespaced(client.clone(), &ns.name);
 
     // A stored object that the apiserver accepts but our type rejects, created first.
     fixtures::create_gadget(&client, &ns.name, "malformed", json!({"color": "purple"})).await;
@@ -259,12 +256,9 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
 
 #[tokio::test]
 async fn operators_sharing_a_lease_never_both_reconcile() {
-    let Some(client) = client_or_skip().await else {
+    let Some((client, ns, gadgets)) = fixtures::gadget_env("rt-2rep").await else {
         return;
     };
-    apply_crd::<Gadget>(&client).await;
-    let ns = TestNamespace::create(&client, "rt-2rep").await;
-    let gadgets = Api::<Gadget>::namespaced(client.clone(), &ns.name);
     let start = |identity: &'static str| {
         let deps = GadgetDeps::default();
         let health = Health::new();

@@ -266,6 +266,16 @@ pub async fn client_or_skip() -> Option<Client> {
     }
 }
 
+/// Client, a fresh namespace and the Gadget API in it, with the Gadget CRD installed; `None`
+/// (after the SKIP line) without an API server.
+pub async fn gadget_env(prefix: &str) -> Option<(Client, TestNamespace, Api<Gadget>)> {
+    let client = client_or_skip().await?;
+    apply_crd::<Gadget>(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let gadgets = Api::<Gadget>::namespaced(client.clone(), &ns.name);
+    Some((client, ns, gadgets))
+}
+
 /// A namespace of its own for one test.
 pub struct TestNamespace {
     pub name: String,
