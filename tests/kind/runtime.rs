@@ -9,10 +9,7 @@ mod fixtures;
 use std::time::Duration;
 
 use homelab_autopilot::{
-    controllers::{
-        BackoffPolicy, ControllerSpec, Health, LeaderElector, LeaseConfig, Operator, Readiness,
-        leader::Attempt,
-    },
+    controllers::{ControllerSpec, Health, LeaderElector, LeaseConfig, Operator, Readiness, leader::Attempt},
     metrics::Metrics,
 };
 use k8s_openapi::api::coordination::v1::Lease;
@@ -24,8 +21,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use fixtures::{
-    Gadget, GadgetDeps, Latecomer, TestNamespace, apply_crd, client_or_skip, delete_crd, gadget_reconcile,
-    get, latecomer_reconcile, wait_for,
+    GadgetDeps, Latecomer, TestNamespace, apply_crd, client_or_skip, delete_crd, gadget_reconcile, get,
+    latecomer_reconcile, wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -37,14 +34,6 @@ fn short_lease(namespace: &str, identity: &str) -> LeaseConfig {
         renew_interval: Duration::from_millis(300),
         retry_period: Duration::from_millis(100),
         ..LeaseConfig::new("runtime-test", namespace, identity)
-    }
-}
-
-fn fast_backoff() -> BackoffPolicy {
-    BackoffPolicy {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(2),
-        jitter: 0.1,
     }
 }
 
@@ -149,10 +138,7 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
         deps.clone(),
     )
     .leader_election(short_lease(&ns.name, "test-pod"))
-    .register(
-        ControllerSpec::<Gadget>::new("gadget").backoff(fast_backoff()),
-        gadget_reconcile,
-    );
+    .register(fixtures::gadget_spec(), gadget_reconcile);
     let run = tokio::spawn(operator.run(health.clone(), shutdown.clone()));
 
     wait_for("readyz 200", WAIT, || async move {
@@ -204,6 +190,28 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
     assert_eq!(cond.observed_generation, Some(2));
     assert_eq!(cond.last_transition_time, since);
     assert!(cond.message.contains("Green"), "{}", cond.message);
+
+    // The controller's ConfigMap watch (a `.customize()` hook) re-triggers the gadget at once;
+    // without it the next reconcile would be the 5 min requeue.
+    let motto = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("good".into()),
+            ..Default::default()
+        },
+        data: Some([("motto".to_owned(), "shiny".to_owned())].into()),
+        ..Default::default()
+    };
+    Api::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &motto)
+        .await
+        .unwrap();
+    let gadgets_ref = &gadgets;
+    wait_for("the ConfigMap watch to re-reconcile good", WAIT, || async move {
+        let g = gadgets_ref.get("good").await.ok()?;
+        let cond = g.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        cond.message.contains("Green and shiny").then_some(())
+    })
+    .await;
 
     // Transient errors are retried with backoff until the reconcile succeeds.
     let flaky = fixtures::wait_ready(&gadgets, "flaky", 1).await;
@@ -271,10 +279,7 @@ async fn operators_sharing_a_lease_never_both_reconcile() {
             deps.clone(),
         )
         .leader_election(short_lease(&ns.name, identity))
-        .register(
-            ControllerSpec::<Gadget>::new("gadget").backoff(fast_backoff()),
-            gadget_reconcile,
-        );
+        .register(fixtures::gadget_spec(), gadget_reconcile);
         let run = tokio::spawn(operator.run(health.clone(), shutdown.clone()));
         (deps, health, shutdown, run)
     };

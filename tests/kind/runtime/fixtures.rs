@@ -11,14 +11,17 @@ use std::{
 
 use homelab_autopilot::{
     controllers::{
-        self, ConditionStatus, Context, DesiredCondition, Health, ReconcileError, StatusCondition, http,
-        patch_status, report_transition, set_condition,
+        self, BackoffPolicy, ConditionStatus, Context, ControllerSpec, DesiredCondition, Health,
+        ReconcileError, StatusCondition, http, object_ref, patch_status, report_transition, set_condition,
     },
     metrics::Metrics,
 };
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::{core::v1::Namespace, events::v1::Event},
+    api::{
+        core::v1::{ConfigMap, Namespace},
+        events::v1::Event,
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::apis::meta::v1::Time,
 };
@@ -29,6 +32,7 @@ use kube::{
         controller::Action,
         events::EventType,
         wait::{await_condition, conditions},
+        watcher,
     },
 };
 use schemars::JsonSchema;
@@ -148,6 +152,8 @@ pub enum GadgetError {
     Flaky { attempt: i32 },
     #[error("spec.color: black is not supported; use red or green")]
     Unsupported,
+    #[error("cannot read the gadget's ConfigMap: {0}")]
+    ReadConfigMap(#[source] Box<kube::Error>),
     #[error(transparent)]
     Runtime(#[from] controllers::Error),
 }
@@ -157,6 +163,7 @@ impl ReconcileError for GadgetError {
         match self {
             Self::Flaky { .. } => "DependencyFlaked",
             Self::Unsupported => "UnsupportedColor",
+            Self::ReadConfigMap(_) => "ConfigMapUnreadable",
             Self::Runtime(e) => e.category(),
         }
     }
@@ -164,6 +171,7 @@ impl ReconcileError for GadgetError {
         match self {
             Self::Flaky { .. } => true,
             Self::Unsupported => false,
+            Self::ReadConfigMap(e) => controllers::error::kube_error_is_transient(e),
             Self::Runtime(e) => e.is_transient(),
         }
     }
@@ -184,12 +192,21 @@ pub async fn gadget_reconcile(g: Arc<Gadget>, ctx: Arc<Context<GadgetDeps>>) -> 
     if attempt <= g.spec.fail_first {
         return Err(GadgetError::Flaky { attempt });
     }
+    // A ConfigMap of the same name may add a motto; the controller watches ConfigMaps.
+    let configmaps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    let motto = configmaps
+        .get_opt(&g.name_any())
+        .await
+        .map_err(|e| GadgetError::ReadConfigMap(Box::new(e)))?
+        .and_then(|cm| cm.data?.get("motto").cloned())
+        .map(|m| format!(" and {m}"))
+        .unwrap_or_default();
     let mut status = g.status.clone().unwrap_or_default();
     let ready = DesiredCondition::new(
         "Ready",
         ConditionStatus::True,
         "Reconciled",
-        format!("The gadget is {:?}.", g.spec.color),
+        format!("The gadget is {:?}{motto}.", g.spec.color),
     );
     let generation = g.meta().generation;
     let transition = set_condition(&mut status.conditions, &ready, generation, Timestamp::now());
@@ -206,6 +223,24 @@ pub async fn gadget_reconcile(g: Arc<Gadget>, ctx: Arc<Context<GadgetDeps>>) -> 
     )
     .await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The Gadget controller: fast backoff, and a watch on ConfigMaps that re-triggers the Gadget
+/// of the same name.
+pub fn gadget_spec() -> ControllerSpec<Gadget> {
+    let backoff = BackoffPolicy {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+        jitter: 0.1,
+    };
+    ControllerSpec::new("gadget")
+        .backoff(backoff)
+        .customize(|controller, scope| {
+            controller.watches(scope.api::<ConfigMap>(), watcher::Config::default(), |cm| {
+                let ns = cm.namespace()?;
+                Some(object_ref::<Gadget>(&ns, &cm.name_any()))
+            })
+        })
 }
 
 /// A second test-only kind whose CRD the readiness test deletes and creates.
