@@ -399,10 +399,11 @@ impl<D: Send + Sync + 'static> Operator<D> {
         };
         self.metrics.leader.set(0);
         health.set(Readiness::Stopping);
-        if result.is_ok()
+        // Every controller has stopped acting, so a standby may take over at once; unless the
+        // lease is already someone else's.
+        if !matches!(result, Err(Error::LeadershipLost { .. }))
             && let Err(e) = elector.release().await
         {
-            // Shutdown itself went well; the Lease simply expires after its duration.
             warn!(error = %e, "cannot release leader lease; a standby takes over when it expires");
         }
         result

@@ -49,11 +49,20 @@ async fn holder(client: &Client, ns: &str, name: &str) -> Option<String> {
 /// looks like to the current leader).
 async fn steal_lease(client: &Client, ns: &str, name: &str) {
     let api = Api::<Lease>::namespaced(client.clone(), ns);
-    let mut lease = api.get(name).await.unwrap();
-    let spec = lease.spec.get_or_insert_with(Default::default);
-    spec.holder_identity = Some("intruder".into());
-    spec.lease_duration_seconds = Some(3600);
-    api.replace(name, &PostParams::default(), &lease).await.unwrap();
+    let api = &api;
+    // The leader renews concurrently: retry on a resourceVersion conflict.
+    wait_for("the lease to be stolen", WAIT, || async move {
+        let mut lease = api.get(name).await.unwrap();
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = Some("intruder".into());
+        spec.lease_duration_seconds = Some(3600);
+        match api.replace(name, &PostParams::default(), &lease).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => None,
+            Err(e) => panic!("cannot steal the lease: {e}"),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -141,12 +150,12 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
     .register(fixtures::gadget_spec(), gadget_reconcile);
     let run = tokio::spawn(operator.run(health.clone(), shutdown.clone()));
 
-    wait_for("readyz 200", WAIT, || async move {
-        (get(addr, "/readyz").await.0 == 200).then_some(())
+    wait_for("readyz 200 and leading", WAIT, || async move {
+        let (code, body) = get(addr, "/readyz").await;
+        (code == 200 && body.starts_with("leading")).then_some(())
     })
     .await;
     assert_eq!(get(addr, "/healthz").await, (200, "ok\n".into()));
-    assert_eq!(health.get(), Readiness::Leading);
 
     fixtures::create_gadget(&client, &ns.name, "good", json!({"color": "red"})).await;
     fixtures::create_gadget(
@@ -363,14 +372,16 @@ async fn readyz_waits_for_crd_established_then_controller_runs() {
     })
     .await;
     let latecomers = Api::<Latecomer>::namespaced(client.clone(), &ns.name);
-    latecomers
-        .create(
-            &PostParams::default(),
-            &Latecomer::new("first", Default::default()),
-        )
-        .await
-        .unwrap();
     let latecomers = &latecomers;
+    let first = &Latecomer::new("first", Default::default());
+    wait_for("latecomer created", WAIT, || async move {
+        latecomers
+            .create(&PostParams::default(), first)
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
     wait_for("latecomer reconciled", WAIT, || async move {
         let l = latecomers.get("first").await.ok()?;
         (l.status?.observed_generation == Some(1)).then_some(())
@@ -402,10 +413,11 @@ async fn operator_cli_leads_serves_probes_and_releases_lease_on_sigterm() {
         .spawn()
         .unwrap();
 
-    wait_for("operator readyz 200", WAIT, || async move {
+    // Ready comes first (standby), then leading once the lease is acquired.
+    wait_for("operator readyz 200 and leading", WAIT, || async move {
         fixtures::try_get(addr, "/readyz")
             .await
-            .filter(|(code, _)| *code == 200)
+            .filter(|(code, body)| *code == 200 && body.starts_with("leading"))
     })
     .await;
     assert_eq!(
