@@ -215,7 +215,11 @@ impl LeaderElector {
     }
 
     /// Renews the lease until leadership is lost, then returns why. Never returns while we lead.
+    /// Call it after [`LeaderElector::acquire`]; without the lease it returns at once.
     pub async fn hold(&mut self) -> Error {
+        if !self.is_leader() {
+            return self.lost("this replica does not hold it".into());
+        }
         let mut pause = self.config.renew_interval;
         loop {
             let last = self.last_renew.unwrap_or_else(Instant::now);
