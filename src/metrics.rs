@@ -33,6 +33,8 @@ pub struct Metrics {
     pub backup: BackupMetrics,
     /// Restore test results (filled by the RestoreTest controller).
     pub restore_test: RestoreTestMetrics,
+    /// Proxmox connection series.
+    pub proxmox: ProxmoxMetrics,
     /// Update results (filled by the UpdatePolicy controller).
     pub update: UpdateMetrics,
     /// Chunk store size (filled by the chunk store users).
@@ -65,12 +67,23 @@ pub struct BackupMetrics {
 /// Restore test series.
 #[derive(Clone, Debug)]
 pub struct RestoreTestMetrics {
-    /// `homelab_autopilot_restore_test_rto_seconds{namespace,restore_test}`: measured recovery
-    /// time of the last run.
+    /// `homelab_autopilot_restore_test_rto_seconds{namespace,restoretest,service}`: measured
+    /// recovery time of the last run.
     pub rto_seconds: GaugeVec,
-    /// `homelab_autopilot_restore_test_result{namespace,restore_test}`: 1 if the last run passed,
-    /// 0 if it failed.
-    pub result: IntGaugeVec,
+    /// `homelab_autopilot_restore_test_rto_target_seconds{namespace,restoretest,service}`: the
+    /// RTO target the last run was measured against.
+    pub rto_target_seconds: GaugeVec,
+    /// `homelab_autopilot_restore_test_success{namespace,restoretest,service}`: 1 if the last run
+    /// passed, 0 if it failed.
+    pub success: IntGaugeVec,
+}
+
+/// Proxmox connection series.
+#[derive(Clone, Debug)]
+pub struct ProxmoxMetrics {
+    /// `homelab_autopilot_pve_cluster_connected{namespace,cluster}`: 1 while the operator reaches
+    /// the ProxmoxCluster's API, else 0.
+    pub cluster_connected: IntGaugeVec,
 }
 
 /// Update series.
@@ -151,20 +164,37 @@ impl Metrics {
                 &["namespace", "policy", "kind"],
             )?,
         };
+        let restore_test_labels = ["namespace", "restoretest", "service"];
         let restore_test = RestoreTestMetrics {
             rto_seconds: GaugeVec::new(
                 opts(
                     "restore_test_rto_seconds",
                     "Measured recovery time of the last run of a RestoreTest.",
                 ),
-                &["namespace", "restore_test"],
+                &restore_test_labels,
             )?,
-            result: IntGaugeVec::new(
+            rto_target_seconds: GaugeVec::new(
                 opts(
-                    "restore_test_result",
+                    "restore_test_rto_target_seconds",
+                    "RTO target of a RestoreTest, for comparison with the measured RTO.",
+                ),
+                &restore_test_labels,
+            )?,
+            success: IntGaugeVec::new(
+                opts(
+                    "restore_test_success",
                     "1 if the last run of a RestoreTest passed, 0 if it failed.",
                 ),
-                &["namespace", "restore_test"],
+                &restore_test_labels,
+            )?,
+        };
+        let proxmox = ProxmoxMetrics {
+            cluster_connected: IntGaugeVec::new(
+                opts(
+                    "pve_cluster_connected",
+                    "1 while the operator reaches a ProxmoxCluster's API, else 0.",
+                ),
+                &["namespace", "cluster"],
             )?,
         };
         let update = UpdateMetrics {
@@ -192,7 +222,9 @@ impl Metrics {
         registry.register(Box::new(backup.last_success_timestamp_seconds.clone()))?;
         registry.register(Box::new(backup.bytes.clone()))?;
         registry.register(Box::new(restore_test.rto_seconds.clone()))?;
-        registry.register(Box::new(restore_test.result.clone()))?;
+        registry.register(Box::new(restore_test.rto_target_seconds.clone()))?;
+        registry.register(Box::new(restore_test.success.clone()))?;
+        registry.register(Box::new(proxmox.cluster_connected.clone()))?;
         registry.register(Box::new(update.rollbacks_total.clone()))?;
         registry.register(Box::new(chunkstore.bytes.clone()))?;
         Ok(Self {
@@ -201,6 +233,7 @@ impl Metrics {
             leader,
             backup,
             restore_test,
+            proxmox,
             update,
             chunkstore,
         })
@@ -285,11 +318,19 @@ mod tests {
             .set(42);
         m.restore_test
             .rto_seconds
-            .with_label_values(&["lab", "nextcloud"])
+            .with_label_values(&["lab", "nextcloud-weekly", "nextcloud"])
             .set(93.5);
         m.restore_test
-            .result
-            .with_label_values(&["lab", "nextcloud"])
+            .rto_target_seconds
+            .with_label_values(&["lab", "nextcloud-weekly", "nextcloud"])
+            .set(300.0);
+        m.restore_test
+            .success
+            .with_label_values(&["lab", "nextcloud-weekly", "nextcloud"])
+            .set(1);
+        m.proxmox
+            .cluster_connected
+            .with_label_values(&["lab", "homelab"])
             .set(1);
         m.update
             .rollbacks_total
@@ -312,8 +353,10 @@ mod tests {
             "homelab_autopilot_leader 1",
             "homelab_autopilot_backup_last_success_timestamp_seconds{namespace=\"lab\",policy=\"nightly\",service=\"nextcloud\"} 1700000000",
             "homelab_autopilot_backup_bytes{kind=\"stored\",namespace=\"lab\",policy=\"nightly\"} 42",
-            "homelab_autopilot_restore_test_rto_seconds{namespace=\"lab\",restore_test=\"nextcloud\"} 93.5",
-            "homelab_autopilot_restore_test_result{namespace=\"lab\",restore_test=\"nextcloud\"} 1",
+            "homelab_autopilot_restore_test_rto_seconds{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 93.5",
+            "homelab_autopilot_restore_test_rto_target_seconds{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 300",
+            "homelab_autopilot_restore_test_success{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 1",
+            "homelab_autopilot_pve_cluster_connected{cluster=\"homelab\",namespace=\"lab\"} 1",
             "homelab_autopilot_update_rollbacks_total{namespace=\"lab\",policy=\"weekly\"} 1",
             "homelab_autopilot_chunkstore_bytes{kind=\"logical\"} 1024",
             "# TYPE homelab_autopilot_reconcile_duration_seconds histogram",
