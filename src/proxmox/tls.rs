@@ -1,0 +1,320 @@
+//! rustls configuration for the client: CA bundle, SHA-256 fingerprint pinning, system roots, or
+//! (explicitly) no verification. Always the `ring` provider: reqwest is built without one and is
+//! handed the finished `ClientConfig`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use super::config::TlsVerify;
+use super::error::Error;
+
+/// Formats a SHA-256 digest as PVE shows it: `AA:BB:...`.
+pub fn format_fingerprint(digest: &[u8]) -> String {
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The SHA-256 fingerprint of a DER certificate, formatted `AA:BB:...`.
+pub fn fingerprint_of(cert_der: &[u8]) -> String {
+    format_fingerprint(&Sha256::digest(cert_der))
+}
+
+/// Parses `AA:BB:...` (colons optional, any case) into the 32 digest bytes.
+fn parse_fingerprint(s: &str) -> Result<[u8; 32], Error> {
+    let hex: String = s.trim().chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&hex, &mut out).map_err(|_| Error::Config {
+        field: "tls.fingerprint",
+        message: format!(
+            "{s:?} is not a SHA-256 fingerprint; expected 32 hex bytes like `AA:BB:...` \
+             (PVE: Node > System > Certificates)"
+        ),
+    })?;
+    Ok(out)
+}
+
+/// The certificate presented does not have the pinned fingerprint.
+#[derive(Debug)]
+pub(crate) struct FingerprintMismatch {
+    pub(crate) expected: String,
+    pub(crate) presented: String,
+}
+
+impl fmt::Display for FingerprintMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "server certificate fingerprint is {}, but {} is pinned; if the certificate was renewed, update the pinned fingerprint",
+            self.presented, self.expected
+        )
+    }
+}
+
+impl std::error::Error for FingerprintMismatch {}
+
+/// Accepts exactly the certificate whose SHA-256 matches; still checks handshake signatures.
+#[derive(Debug)]
+struct FingerprintVerifier {
+    expected: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+/// Accepts any certificate (`InsecureSkipVerify`); still checks handshake signatures.
+#[derive(Debug)]
+struct AnyCertVerifier {
+    provider: Arc<CryptoProvider>,
+}
+
+fn check_signature12(
+    p: &CryptoProvider,
+    m: &[u8],
+    c: &CertificateDer<'_>,
+    d: &DigitallySignedStruct,
+) -> SigResult {
+    verify_tls12_signature(m, c, d, &p.signature_verification_algorithms)
+}
+
+fn check_signature13(
+    p: &CryptoProvider,
+    m: &[u8],
+    c: &CertificateDer<'_>,
+    d: &DigitallySignedStruct,
+) -> SigResult {
+    verify_tls13_signature(m, c, d, &p.signature_verification_algorithms)
+}
+
+type SigResult = Result<HandshakeSignatureValid, rustls::Error>;
+
+macro_rules! signature_methods {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> SigResult {
+            check_signature12(&self.provider, m, c, d)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> SigResult {
+            check_signature13(&self.provider, m, c, d)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
+impl ServerCertVerifier for FingerprintVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = Sha256::digest(end_entity.as_ref());
+        if presented.as_slice() == self.expected {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let mismatch = FingerprintMismatch {
+            expected: format_fingerprint(&self.expected),
+            presented: format_fingerprint(&presented),
+        };
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(mismatch)),
+        )))
+    }
+    signature_methods!();
+}
+
+impl ServerCertVerifier for AnyCertVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    signature_methods!();
+}
+
+fn webpki(
+    roots: RootCertStore,
+    provider: Arc<CryptoProvider>,
+    field: &'static str,
+) -> Result<Arc<dyn ServerCertVerifier>, Error> {
+    let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| Error::Config {
+            field,
+            message: format!("cannot build a verifier: {e}"),
+        })?;
+    Ok(v)
+}
+
+/// Builds the rustls client configuration for `tls`.
+pub(crate) fn client_config(tls: &TlsVerify) -> Result<rustls::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn ServerCertVerifier> = match tls {
+        TlsVerify::CaPem(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| Error::Config {
+                    field: "tls.caPem",
+                    message: format!("cannot read a certificate from the PEM: {e}"),
+                })?;
+                roots.add(cert).map_err(|e| Error::Config {
+                    field: "tls.caPem",
+                    message: format!("certificate cannot be used as a CA: {e}"),
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(Error::Config {
+                    field: "tls.caPem",
+                    message: "contains no `-----BEGIN CERTIFICATE-----` block; paste PVE's pve-root-ca.pem"
+                        .into(),
+                });
+            }
+            webpki(roots, provider.clone(), "tls.caPem")?
+        }
+        TlsVerify::Fingerprint(fp) => Arc::new(FingerprintVerifier {
+            expected: parse_fingerprint(fp)?,
+            provider: provider.clone(),
+        }),
+        TlsVerify::InsecureSkipVerify => {
+            tracing::warn!(
+                "TLS certificate verification is disabled for this Proxmox VE connection (insecureSkipVerify); \
+                 pin the certificate fingerprint instead"
+            );
+            Arc::new(AnyCertVerifier {
+                provider: provider.clone(),
+            })
+        }
+        TlsVerify::SystemRoots => {
+            let mut roots = RootCertStore::empty();
+            let loaded = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(loaded.certs);
+            if roots.is_empty() {
+                return Err(Error::Config {
+                    field: "tls",
+                    message: "no system root certificates found; give a CA PEM or pin the fingerprint".into(),
+                });
+            }
+            webpki(roots, provider.clone(), "tls")?
+        }
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config {
+            field: "tls",
+            message: format!("cannot set up TLS: {e}"),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// What a failed TLS handshake tells us, found in an error's source chain.
+pub(crate) struct TlsFailure {
+    pub(crate) expected: Option<String>,
+    pub(crate) presented: Option<String>,
+    pub(crate) detail: String,
+}
+
+/// Looks for a rustls error in `err`'s chain (looking inside `io::Error`s, whose `source()` skips
+/// the error they wrap).
+pub(crate) fn find_tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
+    let mut stack: Vec<&(dyn std::error::Error + 'static)> = vec![err];
+    while let Some(e) = stack.pop() {
+        if let Some(rustls_err) = e.downcast_ref::<rustls::Error>() {
+            if let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = rustls_err
+                && let Some(m) = other.0.downcast_ref::<FingerprintMismatch>()
+            {
+                return Some(TlsFailure {
+                    expected: Some(m.expected.clone()),
+                    presented: Some(m.presented.clone()),
+                    detail: m.to_string(),
+                });
+            }
+            return Some(TlsFailure {
+                expected: None,
+                presented: None,
+                detail: rustls_err.to_string(),
+            });
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            stack.push(inner);
+        }
+        if let Some(next) = e.source() {
+            stack.push(next);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_parse_accepts_pve_format_and_rejects_garbage() {
+        let fp = "AB:".repeat(31) + "AB";
+        assert_eq!(parse_fingerprint(&fp).unwrap(), [0xAB; 32]);
+        assert_eq!(parse_fingerprint(&"ab".repeat(32)).unwrap(), [0xAB; 32]);
+        for bad in ["", "AB:CD", &"ZZ:".repeat(32)] {
+            let e = parse_fingerprint(bad).unwrap_err();
+            assert!(e.to_string().contains("tls.fingerprint"), "{e}");
+        }
+        assert_eq!(format_fingerprint(&[0x0A, 0xFF]), "0A:FF");
+    }
+
+    #[test]
+    fn tls_config_rejects_empty_ca_pem() {
+        let e = client_config(&TlsVerify::CaPem("not a pem".into())).unwrap_err();
+        assert!(e.to_string().contains("tls.caPem"), "{e}");
+    }
+
+    #[test]
+    fn tls_failure_is_found_through_io_errors() {
+        let mismatch = FingerprintMismatch {
+            expected: "AA".into(),
+            presented: "BB".into(),
+        };
+        let rustls_err = rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            Arc::new(mismatch),
+        )));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_err);
+        let f = find_tls_failure(&io).expect("found");
+        assert_eq!(
+            (f.expected.as_deref(), f.presented.as_deref()),
+            (Some("AA"), Some("BB"))
+        );
+        let plain = std::io::Error::other("connection refused");
+        assert!(find_tls_failure(&plain).is_none());
+    }
+}
