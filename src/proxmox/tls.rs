@@ -44,24 +44,85 @@ fn parse_fingerprint(s: &str) -> Result<[u8; 32], Error> {
     Ok(out)
 }
 
-/// The certificate presented does not have the pinned fingerprint.
+/// A rejected server certificate, with its fingerprint so the user can compare or pin it.
 #[derive(Debug)]
-pub(crate) struct FingerprintMismatch {
-    pub(crate) expected: String,
+pub(crate) struct CertRejected {
+    /// The pinned fingerprint, when pinning.
+    pub(crate) expected: Option<String>,
     pub(crate) presented: String,
+    /// Why a CA-verified certificate was rejected.
+    pub(crate) reason: Option<String>,
 }
 
-impl fmt::Display for FingerprintMismatch {
+impl fmt::Display for CertRejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "server certificate fingerprint is {}, but {} is pinned; if the certificate was renewed, update the pinned fingerprint",
-            self.presented, self.expected
-        )
+        match (&self.expected, &self.reason) {
+            (Some(expected), _) => write!(
+                f,
+                "server certificate fingerprint is {}, but {expected} is pinned; if the certificate was renewed, update the pinned fingerprint",
+                self.presented
+            ),
+            (None, reason) => write!(
+                f,
+                "server certificate (SHA-256 fingerprint {}) was rejected: {}",
+                self.presented,
+                reason.as_deref().unwrap_or("untrusted")
+            ),
+        }
     }
 }
 
-impl std::error::Error for FingerprintMismatch {}
+impl std::error::Error for CertRejected {}
+
+fn rejected(r: CertRejected) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(r))))
+}
+
+/// Verifies the chain with webpki; on failure reports the presented certificate's fingerprint.
+#[derive(Debug)]
+struct ChainVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for ChainVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .map_err(|e| {
+                rejected(CertRejected {
+                    expected: None,
+                    presented: fingerprint_of(end_entity),
+                    reason: Some(e.to_string()),
+                })
+            })
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> SigResult {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> SigResult {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
 
 /// Accepts exactly the certificate whose SHA-256 matches; still checks handshake signatures.
 #[derive(Debug)]
@@ -135,13 +196,11 @@ impl ServerCertVerifier for FingerprintVerifier {
         if presented.as_slice() == self.expected {
             return Ok(ServerCertVerified::assertion());
         }
-        let mismatch = FingerprintMismatch {
-            expected: format_fingerprint(&self.expected),
+        Err(rejected(CertRejected {
+            expected: Some(format_fingerprint(&self.expected)),
             presented: format_fingerprint(&presented),
-        };
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            rustls::OtherError(Arc::new(mismatch)),
-        )))
+            reason: None,
+        }))
     }
     signature_methods!();
 }
@@ -165,13 +224,13 @@ fn webpki(
     provider: Arc<CryptoProvider>,
     field: &'static str,
 ) -> Result<Arc<dyn ServerCertVerifier>, Error> {
-    let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| Error::Config {
             field,
             message: format!("cannot build a verifier: {e}"),
         })?;
-    Ok(v)
+    Ok(Arc::new(ChainVerifier { inner }))
 }
 
 /// Builds the rustls client configuration for `tls`.
@@ -251,12 +310,12 @@ pub(crate) fn find_tls_failure(err: &(dyn std::error::Error + 'static)) -> Optio
     while let Some(e) = stack.pop() {
         if let Some(rustls_err) = e.downcast_ref::<rustls::Error>() {
             if let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = rustls_err
-                && let Some(m) = other.0.downcast_ref::<FingerprintMismatch>()
+                && let Some(r) = other.0.downcast_ref::<CertRejected>()
             {
                 return Some(TlsFailure {
-                    expected: Some(m.expected.clone()),
-                    presented: Some(m.presented.clone()),
-                    detail: m.to_string(),
+                    expected: r.expected.clone(),
+                    presented: Some(r.presented.clone()),
+                    detail: r.to_string(),
                 });
             }
             return Some(TlsFailure {
@@ -301,14 +360,12 @@ mod tests {
 
     #[test]
     fn tls_failure_is_found_through_io_errors() {
-        let mismatch = FingerprintMismatch {
-            expected: "AA".into(),
+        let mismatch = CertRejected {
+            expected: Some("AA".into()),
             presented: "BB".into(),
+            reason: None,
         };
-        let rustls_err = rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
-            Arc::new(mismatch),
-        )));
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_err);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rejected(mismatch));
         let f = find_tls_failure(&io).expect("found");
         assert_eq!(
             (f.expected.as_deref(), f.presented.as_deref()),

@@ -95,7 +95,18 @@ async fn tls_ca_pem_accepts_its_leaf_and_rejects_another_ca() {
         .version()
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::Tls { presented: None, .. }), "{err:?}");
+    // The presented fingerprint is reported, so the user can compare it or pin it.
+    let Error::Tls {
+        expected: None,
+        presented: Some(fp),
+        detail,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(fp, &certs.fingerprint);
+    assert!(detail.contains("was rejected"), "{detail}");
 }
 
 #[tokio::test]
