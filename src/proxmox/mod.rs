@@ -27,6 +27,8 @@ mod auth_tests;
 #[cfg(test)]
 mod fixture_tests;
 #[cfg(test)]
+mod ops_tests;
+#[cfg(test)]
 mod testutil;
 #[cfg(test)]
 mod transport_tests;
