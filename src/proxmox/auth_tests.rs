@@ -8,26 +8,20 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::auth::unix_now;
-use super::testutil::{TOKEN_SECRET, serve_plain, token_config};
-use super::{
-    ClientConfig, Credentials, Error, GuestRef, GuestType, NodeName, PveClient, Secret, TlsVerify, Vmid,
-};
+use super::testutil::{TOKEN_SECRET, guest_on_pve1, json_response, serve_plain, token_config};
+use super::{ClientConfig, Credentials, Error, GuestType, PveClient, Secret, TlsVerify};
 
 const PASSWORD: &str = "correct-horse-battery";
 const UPID: &str = "UPID:pve1:00001234:00005678:6AC05394:qmstart:100:root@pam:";
 
-fn json(status: StatusCode, body: String) -> Response {
-    (status, [("content-type", "application/json")], body).into_response()
-}
-
 fn unauthorized() -> Response {
-    json(
+    json_response(
         StatusCode::UNAUTHORIZED,
-        r#"{"data":null,"message":"authentication failure\n"}"#.into(),
+        r#"{"data":null,"message":"authentication failure\n"}"#,
     )
 }
 
@@ -78,7 +72,7 @@ async fn ticket_endpoint(State(s): State<Arc<Tickets>>, Form(f): Form<HashMap<St
     let body = format!(
         r#"{{"data":{{"username":"root@pam","ticket":"{ticket}","CSRFPreventionToken":"{csrf}","clustername":"lab"}}}}"#
     );
-    json(StatusCode::OK, body)
+    json_response(StatusCode::OK, body)
 }
 
 fn ticket_router(state: Arc<Tickets>) -> Router {
@@ -91,9 +85,9 @@ fn ticket_router(state: Arc<Tickets>) -> Router {
                 if s.check(&h).is_none() || h.contains_key("csrfpreventiontoken") {
                     return unauthorized();
                 }
-                json(
+                json_response(
                     StatusCode::OK,
-                    r#"{"data":{"version":"9.1.2","release":"9.1","repoid":"0123abcd"}}"#.into(),
+                    r#"{"data":{"version":"9.1.2","release":"9.1","repoid":"0123abcd"}}"#,
                 )
             }),
         )
@@ -103,7 +97,7 @@ fn ticket_router(state: Arc<Tickets>) -> Router {
                 let csrf = h.get("csrfpreventiontoken").and_then(|v| v.to_str().ok());
                 match s.check(&h) {
                     Some(want) if csrf == Some(want.as_str()) => {
-                        json(StatusCode::OK, format!(r#"{{"data":"{UPID}"}}"#))
+                        json_response(StatusCode::OK, format!(r#"{{"data":"{UPID}"}}"#))
                     }
                     _ => unauthorized(),
                 }
@@ -119,14 +113,6 @@ fn password_config(url: &str, password: &str) -> ClientConfig {
         password: Secret::new(password),
     };
     c
-}
-
-fn vm100() -> GuestRef {
-    GuestRef::new(
-        NodeName::new("pve1").unwrap(),
-        GuestType::Qemu,
-        Vmid::new(100).unwrap(),
-    )
 }
 
 #[tokio::test]
@@ -146,7 +132,10 @@ async fn ticket_login_sends_cookie_and_csrf_and_renews_before_expiry() {
 
     // The first ticket is 110 minutes old: the next call renews it (posting it as the password)
     // and the POST carries the new cookie and CSRF token.
-    let task = client.start_guest(&vm100()).await.unwrap();
+    let task = client
+        .start_guest(&guest_on_pve1(GuestType::Qemu, 100))
+        .await
+        .unwrap();
     assert_eq!(task.upid.as_str(), UPID);
     assert_eq!(
         (
@@ -209,7 +198,7 @@ fn echo_router() -> Router {
     fn echo(status: StatusCode, h: &HeaderMap) -> Response {
         let c = creds(h);
         let body = format!(r#"{{"data":null,"message":"bad {c}\n","errors":{{"{c}":"was {c}"}}}}"#);
-        let mut resp = json(status, body);
+        let mut resp = json_response(status, body);
         if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(format!("bad {c}").into_bytes()) {
             resp.extensions_mut().insert(reason);
         }
@@ -231,7 +220,9 @@ fn echo_router() -> Router {
         .route(
             "/api2/json/cluster/nextid",
             // 200 with a body that does not decode: the decoder's message quotes the value.
-            get(|h: HeaderMap| async move { json(StatusCode::OK, format!(r#"{{"data":"{}"}}"#, creds(&h))) }),
+            get(|h: HeaderMap| async move {
+                json_response(StatusCode::OK, format!(r#"{{"data":"{}"}}"#, creds(&h)))
+            }),
         )
 }
 
@@ -297,7 +288,7 @@ fn echo_router_for_tickets() -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            json(
+            json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(r#"{{"data":null,"message":"cannot use {cookie}\n"}}"#),
             )

@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::api::{MigrateRequest, RestoreCt, VzdumpRequest};
-use super::testutil::{TestServer, serve_plain, token_config};
-use super::{Error, GuestRef, GuestType, NodeName, PveClient, TaskRef, TlsVerify, Vmid};
+use super::testutil::{TestServer, guest_on_pve1, serve_plain, token_config};
+use super::{Error, GuestType, NodeName, PveClient, TaskRef, TlsVerify, Vmid};
 
 /// One request as the server saw it (path still percent-encoded).
 #[derive(Debug, Clone)]
@@ -86,10 +86,6 @@ async fn setup() -> (Recorder, TestServer, PveClient) {
 
 fn node() -> NodeName {
     NodeName::new("pve1").unwrap()
-}
-
-fn guest(t: GuestType, id: u32) -> GuestRef {
-    GuestRef::new(node(), t, Vmid::new(id).unwrap())
 }
 
 const UPID: &str = "UPID:pve1:00001234:00005678:6AC05394:vzdump:100:autopilot@pve!operator:";
@@ -259,7 +255,7 @@ async fn migrate_refused_by_precondition_sends_no_post() {
         r#"{"data":{"running":1,"allowed_nodes":["pve2"],"not_allowed_nodes":{"pve3":{"unavailable_storages":["local-lvm"]}},"local_disks":[],"local_resources":[]}}"#,
     );
     rec.reply("POST", "/nodes/pve1/qemu/100/migrate", 200, &upid_reply());
-    let vm = guest(GuestType::Qemu, 100);
+    let vm = guest_on_pve1(GuestType::Qemu, 100);
     let to = |n: &str, online| MigrateRequest::new(NodeName::new(n).unwrap(), online);
     let err = client.migrate_guest(&vm, &to("pve3", true)).await.unwrap_err();
     assert!(err.to_string().contains("local-lvm"), "{err}");

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -13,7 +15,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{ClientConfig, Credentials, Endpoint, RetryPolicy, Secret, Timeouts, TlsVerify};
+use super::{
+    ClientConfig, Credentials, Endpoint, GuestRef, GuestType, NodeName, RetryPolicy, Secret, Timeouts,
+    TlsVerify, Vmid,
+};
 
 /// `../shared/proxmox`, or `None` (with a printed note) when the checkout has no `../shared`.
 pub(crate) fn shared_proxmox_dir() -> Option<PathBuf> {
@@ -138,4 +143,14 @@ pub(crate) fn token_config(urls: &[&str], tls: TlsVerify) -> ClientConfig {
         request: Duration::from_secs(10),
     };
     config
+}
+
+/// A JSON response with `status`.
+pub(crate) fn json_response(status: StatusCode, body: impl Into<String>) -> Response {
+    (status, [("content-type", "application/json")], body.into()).into_response()
+}
+
+/// Guest `id` of type `t` on node `pve1`.
+pub(crate) fn guest_on_pve1(t: GuestType, id: u32) -> GuestRef {
+    GuestRef::new(NodeName::new("pve1").unwrap(), t, Vmid::new(id).unwrap())
 }

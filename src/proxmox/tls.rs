@@ -78,13 +78,27 @@ fn rejected(r: CertRejected) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(r))))
 }
 
-/// Verifies the chain with webpki; on failure reports the presented certificate's fingerprint.
+/// How the server certificate is checked. Handshake signatures are verified in every case.
 #[derive(Debug)]
-struct ChainVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+enum CertCheck {
+    /// Chain and host name, by webpki against a root store.
+    Chain(Arc<WebPkiServerVerifier>),
+    /// Exactly the leaf certificate with this SHA-256.
+    Pinned([u8; 32]),
+    /// Anything (`InsecureSkipVerify`).
+    Any,
 }
 
-impl ServerCertVerifier for ChainVerifier {
+/// The client's certificate verifier; a rejection carries the presented fingerprint.
+#[derive(Debug)]
+struct Verifier {
+    check: CertCheck,
+    provider: Arc<CryptoProvider>,
+}
+
+type SigResult = Result<HandshakeSignatureValid, rustls::Error>;
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -93,150 +107,74 @@ impl ServerCertVerifier for ChainVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            .map_err(|e| {
-                rejected(CertRejected {
-                    expected: None,
-                    presented: fingerprint_of(end_entity),
-                    reason: Some(e.to_string()),
-                })
-            })
+        match &self.check {
+            CertCheck::Any => Ok(ServerCertVerified::assertion()),
+            CertCheck::Pinned(expected) => {
+                let presented = Sha256::digest(end_entity.as_ref());
+                if presented.as_slice() == expected {
+                    return Ok(ServerCertVerified::assertion());
+                }
+                Err(rejected(CertRejected {
+                    expected: Some(format_fingerprint(expected)),
+                    presented: format_fingerprint(&presented),
+                    reason: None,
+                }))
+            }
+            CertCheck::Chain(webpki) => webpki
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+                .map_err(|e| {
+                    rejected(CertRejected {
+                        expected: None,
+                        presented: fingerprint_of(end_entity),
+                        reason: Some(e.to_string()),
+                    })
+                }),
+        }
     }
+
     fn verify_tls12_signature(
         &self,
         m: &[u8],
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> SigResult {
-        self.inner.verify_tls12_signature(m, c, d)
+        verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
+
     fn verify_tls13_signature(
         &self,
         m: &[u8],
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> SigResult {
-        self.inner.verify_tls13_signature(m, c, d)
+        verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
+
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
-}
-
-/// Accepts exactly the certificate whose SHA-256 matches; still checks handshake signatures.
-#[derive(Debug)]
-struct FingerprintVerifier {
-    expected: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-/// Accepts any certificate (`InsecureSkipVerify`); still checks handshake signatures.
-#[derive(Debug)]
-struct AnyCertVerifier {
-    provider: Arc<CryptoProvider>,
-}
-
-fn check_signature12(
-    p: &CryptoProvider,
-    m: &[u8],
-    c: &CertificateDer<'_>,
-    d: &DigitallySignedStruct,
-) -> SigResult {
-    verify_tls12_signature(m, c, d, &p.signature_verification_algorithms)
-}
-
-fn check_signature13(
-    p: &CryptoProvider,
-    m: &[u8],
-    c: &CertificateDer<'_>,
-    d: &DigitallySignedStruct,
-) -> SigResult {
-    verify_tls13_signature(m, c, d, &p.signature_verification_algorithms)
-}
-
-type SigResult = Result<HandshakeSignatureValid, rustls::Error>;
-
-macro_rules! signature_methods {
-    () => {
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &DigitallySignedStruct,
-        ) -> SigResult {
-            check_signature12(&self.provider, m, c, d)
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &DigitallySignedStruct,
-        ) -> SigResult {
-            check_signature13(&self.provider, m, c, d)
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.provider
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    };
-}
-
-impl ServerCertVerifier for FingerprintVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let presented = Sha256::digest(end_entity.as_ref());
-        if presented.as_slice() == self.expected {
-            return Ok(ServerCertVerified::assertion());
-        }
-        Err(rejected(CertRejected {
-            expected: Some(format_fingerprint(&self.expected)),
-            presented: format_fingerprint(&presented),
-            reason: None,
-        }))
-    }
-    signature_methods!();
-}
-
-impl ServerCertVerifier for AnyCertVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    signature_methods!();
 }
 
 fn webpki(
     roots: RootCertStore,
     provider: Arc<CryptoProvider>,
     field: &'static str,
-) -> Result<Arc<dyn ServerCertVerifier>, Error> {
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+) -> Result<CertCheck, Error> {
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| Error::Config {
             field,
             message: format!("cannot build a verifier: {e}"),
         })?;
-    Ok(Arc::new(ChainVerifier { inner }))
+    Ok(CertCheck::Chain(verifier))
 }
 
 /// Builds the rustls client configuration for `tls`.
 pub(crate) fn client_config(tls: &TlsVerify) -> Result<rustls::ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ServerCertVerifier> = match tls {
+    let check = match tls {
         TlsVerify::CaPem(pem) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
@@ -258,18 +196,13 @@ pub(crate) fn client_config(tls: &TlsVerify) -> Result<rustls::ClientConfig, Err
             }
             webpki(roots, provider.clone(), "tls.caPem")?
         }
-        TlsVerify::Fingerprint(fp) => Arc::new(FingerprintVerifier {
-            expected: parse_fingerprint(fp)?,
-            provider: provider.clone(),
-        }),
+        TlsVerify::Fingerprint(fp) => CertCheck::Pinned(parse_fingerprint(fp)?),
         TlsVerify::InsecureSkipVerify => {
             tracing::warn!(
                 "TLS certificate verification is disabled for this Proxmox VE connection (insecureSkipVerify); \
                  pin the certificate fingerprint instead"
             );
-            Arc::new(AnyCertVerifier {
-                provider: provider.clone(),
-            })
+            CertCheck::Any
         }
         TlsVerify::SystemRoots => {
             let mut roots = RootCertStore::empty();
@@ -284,6 +217,10 @@ pub(crate) fn client_config(tls: &TlsVerify) -> Result<rustls::ClientConfig, Err
             webpki(roots, provider.clone(), "tls")?
         }
     };
+    let verifier = Arc::new(Verifier {
+        check,
+        provider: provider.clone(),
+    });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config {

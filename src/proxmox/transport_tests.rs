@@ -6,34 +6,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::testutil::{TOKEN_SECRET, mint_certs, refused_url, serve_plain, serve_tls, token_config};
-use super::{ClientMetrics, Error, GuestRef, GuestType, NodeName, PveClient, TlsVerify, Vmid};
+use super::testutil::{
+    TOKEN_SECRET, guest_on_pve1, json_response, mint_certs, refused_url, serve_plain, serve_tls, token_config,
+};
+use super::{ClientMetrics, Error, GuestType, PveClient, TlsVerify};
 
 const VERSION: &str = r#"{"data":{"version":"9.1.2","release":"9.1","repoid":"0123abcd"}}"#;
 const UPID: &str = "UPID:pve1:00001234:00005678:6AC05394:qmstart:100:autopilot@pve!operator:";
-
-fn json(status: StatusCode, body: &str) -> Response {
-    (status, [("content-type", "application/json")], body.to_owned()).into_response()
-}
 
 fn version_router(hits: Arc<AtomicUsize>) -> Router {
     Router::new().route(
         "/api2/json/version",
         get(move || {
             hits.fetch_add(1, Ordering::SeqCst);
-            async { json(StatusCode::OK, VERSION) }
+            async { json_response(StatusCode::OK, VERSION) }
         }),
-    )
-}
-
-fn vm100() -> GuestRef {
-    GuestRef::new(
-        NodeName::new("pve1").unwrap(),
-        GuestType::Qemu,
-        Vmid::new(100).unwrap(),
     )
 }
 
@@ -126,7 +115,7 @@ async fn failover_when_first_endpoint_refuses_connections() {
         "/api2/json/nodes/pve1/qemu/100/status/start",
         post(move || {
             p.fetch_add(1, Ordering::SeqCst);
-            async { json(StatusCode::OK, &format!(r#"{{"data":"{UPID}"}}"#)) }
+            async { json_response(StatusCode::OK, format!(r#"{{"data":"{UPID}"}}"#)) }
         }),
     );
     let server = serve_plain(router).await;
@@ -137,7 +126,10 @@ async fn failover_when_first_endpoint_refuses_connections() {
     let client = PveClient::new(config).unwrap();
     assert_eq!(client.version().await.unwrap().version, "9.1.2");
     // A POST is safe to send elsewhere when the connection was refused: it never left.
-    let task = client.start_guest(&vm100()).await.unwrap();
+    let task = client
+        .start_guest(&guest_on_pve1(GuestType::Qemu, 100))
+        .await
+        .unwrap();
     assert_eq!(task.upid.as_str(), UPID);
     assert_eq!(
         (hits.load(Ordering::SeqCst), posts.load(Ordering::SeqCst)),
@@ -180,9 +172,9 @@ async fn get_is_retried_on_503_but_post_is_not() {
                 let n = g.fetch_add(1, Ordering::SeqCst);
                 async move {
                     if n < 2 {
-                        json(StatusCode::SERVICE_UNAVAILABLE, "")
+                        json_response(StatusCode::SERVICE_UNAVAILABLE, "")
                     } else {
-                        json(StatusCode::OK, VERSION)
+                        json_response(StatusCode::OK, VERSION)
                     }
                 }
             }),
@@ -191,14 +183,17 @@ async fn get_is_retried_on_503_but_post_is_not() {
             "/api2/json/nodes/pve1/qemu/100/status/start",
             post(move || {
                 p.fetch_add(1, Ordering::SeqCst);
-                async { json(StatusCode::SERVICE_UNAVAILABLE, "") }
+                async { json_response(StatusCode::SERVICE_UNAVAILABLE, "") }
             }),
         );
     let server = serve_plain(router).await;
     let client = PveClient::new(token_config(&[&server.url], TlsVerify::InsecureSkipVerify)).unwrap();
     assert_eq!(client.version().await.unwrap().version, "9.1.2");
     assert_eq!(gets.load(Ordering::SeqCst), 3);
-    let err = client.start_guest(&vm100()).await.unwrap_err();
+    let err = client
+        .start_guest(&guest_on_pve1(GuestType::Qemu, 100))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Api { status: 503, .. }), "{err:?}");
     assert_eq!(
         posts.load(Ordering::SeqCst),
@@ -216,7 +211,7 @@ async fn unauthorized_401_is_classified_and_not_retried() {
         get(move || {
             h.fetch_add(1, Ordering::SeqCst);
             async {
-                json(
+                json_response(
                     StatusCode::UNAUTHORIZED,
                     r#"{"data":null,"message":"authentication failure\n"}"#,
                 )

@@ -164,29 +164,17 @@ mod tests {
 
     /// Formats the fields the way pve-common `PVE::UPID::encode` does.
     fn encode(u: &Upid) -> String {
-        match u.task_counter() {
-            None => format!(
-                "UPID:{}:{:08X}:{:08X}:{:08X}:{}:{}:{}:",
-                u.node(),
-                u.pid(),
-                u.pstart(),
-                u.starttime(),
-                u.worker_type(),
-                u.id(),
-                u.auth_id()
-            ),
-            Some(c) => format!(
-                "UPID:{}:{:08X}:{:08X}:{:08X}:{:08X}:{}:{}:{}:",
-                u.node(),
-                u.pid(),
-                u.pstart(),
-                c,
-                u.starttime(),
-                u.worker_type(),
-                u.id(),
-                u.auth_id()
-            ),
-        }
+        let counter = u.task_counter().map(|c| format!("{c:08X}:")).unwrap_or_default();
+        format!(
+            "UPID:{}:{:08X}:{:08X}:{counter}{:08X}:{}:{}:{}:",
+            u.node(),
+            u.pid(),
+            u.pstart(),
+            u.starttime(),
+            u.worker_type(),
+            u.id(),
+            u.auth_id()
+        )
     }
 
     #[test]
