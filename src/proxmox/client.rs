@@ -230,7 +230,7 @@ impl PveClient {
                 other => {
                     // Any answer (even an HTTP error) proves the endpoint reachable.
                     if !matches!(other, Err(Error::Tls { .. })) {
-                        self.mark_active(idx);
+                        self.mark_active(idx, idx != start);
                     }
                     return other;
                 }
@@ -242,9 +242,15 @@ impl PveClient {
         }))
     }
 
-    fn mark_active(&self, idx: usize) {
-        if self.inner.active.swap(idx, Ordering::Relaxed) != idx {
+    /// Remembers the endpoint that answered. After a failover (including a failed re-probe of
+    /// the preferred endpoints) the clock restarts, so a dead preferred endpoint is tried again
+    /// only once per [`PREFER_AGAIN_AFTER_SECS`], not on every call.
+    fn mark_active(&self, idx: usize, failed_over: bool) {
+        let previous = self.inner.active.swap(idx, Ordering::Relaxed);
+        if failed_over || previous != idx {
             self.inner.active_since.store(auth::unix_now(), Ordering::Relaxed);
+        }
+        if previous != idx {
             tracing::info!(endpoint = %self.inner.endpoints[idx].0, "using PVE endpoint");
         }
     }

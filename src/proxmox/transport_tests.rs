@@ -146,6 +146,8 @@ async fn failover_when_first_endpoint_refuses_connections() {
         text.contains(r#"code="200",method="POST",path_template="/nodes/{node}/qemu/{vmid}/status/start""#),
         "{text}"
     );
+    // The second call went straight to the endpoint that answered.
+    assert!(!text.contains(r#"code="ConnectFailed",method="POST""#), "{text}");
 }
 
 #[tokio::test]
@@ -256,4 +258,25 @@ fn client_config_errors_name_the_field() {
     config.tls = TlsVerify::InsecureSkipVerify;
     let client = PveClient::new(config).unwrap();
     assert!(!format!("{client:?}").contains(TOKEN_SECRET));
+}
+
+#[test]
+fn client_and_its_futures_are_send_sync_and_cheap_to_clone() {
+    fn shared<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn send<F: std::future::Future + Send>(_: F) {}
+    let client = PveClient::new(token_config(
+        &["https://pve1:8006"],
+        TlsVerify::InsecureSkipVerify,
+    ))
+    .unwrap();
+    shared(&client);
+    shared(&Error::Timeout { what: String::new() });
+    let task: super::TaskRef = "UPID:pve1:00000001:00000002:00000003:qmstart:100:root@pam:"
+        .parse()
+        .unwrap();
+    let deadline = tokio::time::Instant::now();
+    // Controllers run these inside spawned tasks: the futures must be Send (never polled here).
+    send(client.wait_task(&task, std::time::Duration::from_secs(1), deadline));
+    send(client.locate_guest(super::Vmid::new(100).unwrap()));
+    send(client.start_guest(&guest_on_pve1(GuestType::Lxc, 101)));
 }
