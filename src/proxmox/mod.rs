@@ -1,5 +1,44 @@
 //! The typed Proxmox VE (and PBS) REST client, and the PVE API simulator.
 //!
 //! Never imports `kube` or `crate::controllers`: usable from the CLI, benches and tests.
+//!
+//! The client is a thin typed layer over reqwest + rustls: [`PveClient`] (built from a
+//! [`ClientConfig`]) does transport, endpoint failover, auth, timeouts, retries and metrics; the
+//! operations live in `api/<area>.rs` as methods on [`PveClient`]; every `(method, path)` it can
+//! call is listed in [`ops::ALL`].
 
+pub mod api;
+mod auth;
+mod client;
+mod config;
+pub(crate) mod decode;
+mod error;
+mod metrics;
+pub mod ops;
+mod request;
 pub mod sim;
+mod task;
+mod tls;
+mod types;
+mod upid;
+
+#[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
+mod fixture_tests;
+#[cfg(test)]
+mod ops_tests;
+#[cfg(test)]
+mod testutil;
+#[cfg(test)]
+mod transport_tests;
+
+pub use auth::{Credentials, Secret};
+pub use client::PveClient;
+pub use config::{ClientConfig, Endpoint, RetryPolicy, Timeouts, TlsVerify};
+pub use error::{Error, Result};
+pub use metrics::ClientMetrics;
+pub use task::{LOG_TAIL_LINES, TaskExit, TaskLog, TaskLogLine, TaskRef, TaskStatus, TaskSuccess};
+pub use tls::fingerprint_of;
+pub use types::{GuestRef, GuestType, NodeName, ParseIdError, SnapshotName, Vmid};
+pub use upid::Upid;
