@@ -220,6 +220,11 @@ pub struct ReplicaNetwork {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4094))]
     pub vlan_tag: Option<i32>,
+    /// MAC prefix for replicas (1-3 unicast octets); default: the network plan's `macPrefix`
+    /// (`02:00:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8), regex(pattern = crate::crd::network::MAC_PREFIX_PATTERN))]
+    pub mac_prefix: Option<String>,
 }
 
 /// How replicas get their addresses.

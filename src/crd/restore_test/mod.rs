@@ -56,10 +56,16 @@ use super::validation::{Errors, InvalidSpec, Validate};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = rule(
-    "!has(self.selection) || !has(self.selection.policy) || self.selection.policy != 'Volid' || !has(self.source.services)",
-    "selection.volid names one backup; it needs a single source (serviceRef or vmid), not source.services"
-))]
+#[x_kube(
+    validation = rule(
+        "!has(self.selection) || !has(self.selection.policy) || self.selection.policy != 'Volid' || !has(self.source.services)",
+        "selection.volid names one backup; it needs a single source (serviceRef or vmid), not source.services"
+    ),
+    validation = rule(
+        "!has(self.source.type) || self.source.type == 'VM' || !has(self.healthChecks) || self.healthChecks.all(c, c.type != 'GuestAgent' && c.type != 'Exec')",
+        "healthChecks: GuestAgent and Exec checks need the QEMU guest agent and work for VMs only; use GuestRunning, TCP or HTTP for an LXC source"
+    )
+)]
 pub struct RestoreTestSpec {
     /// The ProxmoxCluster (same namespace) to restore in. Immutable.
     #[x_kube(validation = immutable("clusterRef"))]
@@ -355,6 +361,16 @@ impl Validate for RestoreTestSpec {
             errors.add("spec.target.vmidRange", "start must not be greater than end");
         }
         validate_health_checks("spec.healthChecks", &self.health_checks, &mut errors);
+        if s.type_ == Some(GuestType::Lxc) {
+            for (i, check) in self.health_checks.iter().enumerate() {
+                if check.type_.needs_guest_agent() {
+                    errors.add(
+                        format!("spec.healthChecks[{i}].type"),
+                        "needs the QEMU guest agent and works for VMs only; use GuestRunning, TCP or HTTP",
+                    );
+                }
+            }
+        }
         errors.finish()
     }
 }

@@ -20,6 +20,10 @@ use super::refs::{LocalObjectReference, SecretReference};
 use super::validation::{Errors, InvalidSpec, Validate};
 
 /// Scheduled updates of guests or of the Proxmox nodes.
+///
+/// Privileges the API token needs: for guests `VM.Snapshot`, `VM.Snapshot.Rollback`,
+/// `VM.GuestAgent.Unrestricted` and `VM.PowerMgmt`; for nodes `Sys.Audit`, `Sys.Modify`,
+/// `Sys.PowerMgmt`, `VM.Migrate`, `VM.PowerMgmt` and `Sys.Console` (HA migrations).
 // Every `printcolumn(...)` repeats `type_`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
