@@ -7,18 +7,15 @@
 //! client-side through `kube-cel`. The real API server runs the same cases in `tests/kind`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use homelab_autopilot::crd::generate::{CHART_CRDS_DIR, CRDS_DIR, crds, generated_files};
 use homelab_autopilot::crd::{
-    BackupPolicy, GROUP, ProxmoxCluster, ReplicationJob, RestoreTest, Service, UpdatePolicy, VERSION,
-    Validate,
+    BackupPolicy, ProxmoxCluster, ReplicationJob, RestoreTest, Service, UpdatePolicy, VERSION, Validate,
 };
 use serde_json::{Value, json};
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::fixtures::{api_version, example_manifests, invalid_cases, repo_root};
 
 /// Every generated file on disk must equal what the code renders now, and the two CRD
 /// directories must hold nothing else.
@@ -50,49 +47,6 @@ fn crd_files_match_the_code_byte_for_byte() {
         "the CRDs in the repository drifted from src/crd:\n  {}\nrun `cargo run -- crd --write` and commit",
         problems.join("\n  ")
     );
-}
-
-/// One parsed YAML document with where it came from.
-struct Doc {
-    origin: String,
-    value: Value,
-}
-
-fn example_docs() -> Vec<Doc> {
-    let dir = repo_root().join("examples");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("examples/ exists")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .filter(|p| p.file_name().is_some_and(|n| n != "pvesim-cluster.yaml"))
-        .collect();
-    paths.sort();
-    let mut docs = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).expect("example readable");
-        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let value: Value = serde::Deserialize::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{} document {i} is not YAML: {e}", path.display()));
-            if value.is_null() {
-                continue;
-            }
-            docs.push(Doc {
-                origin: format!(
-                    "{} document {i}",
-                    path.file_name().unwrap_or_default().to_string_lossy()
-                ),
-                value,
-            });
-        }
-    }
-    docs
-}
-
-fn is_ours(value: &Value) -> bool {
-    value["apiVersion"]
-        .as_str()
-        .is_some_and(|v| v.starts_with(&format!("{GROUP}/")))
 }
 
 /// Parses `value` into its typed resource and runs its `validate()`.
@@ -217,7 +171,7 @@ fn dotted_with_indexes(path: &str) -> String {
 fn examples_parse_into_typed_resources_and_pass_validate() {
     let mut failures = Vec::new();
     let mut kinds = std::collections::BTreeSet::new();
-    for doc in example_docs().iter().filter(|d| is_ours(&d.value)) {
+    for doc in example_manifests().iter().filter(|d| d.is_ours()) {
         kinds.insert(doc.value["kind"].as_str().unwrap_or_default().to_string());
         if let Err(e) = parse_typed(&doc.value) {
             failures.push(format!("{}: {e}", doc.origin));
@@ -236,7 +190,7 @@ fn examples_parse_into_typed_resources_and_pass_validate() {
 fn examples_pass_the_generated_schema_and_its_cel_rules() {
     let schemas = schemas();
     let mut failures = Vec::new();
-    for doc in example_docs().iter().filter(|d| is_ours(&d.value)) {
+    for doc in example_manifests().iter().filter(|d| d.is_ours()) {
         for e in validate_client_side(&schemas, &doc.value, None) {
             failures.push(format!("{}: {e}", doc.origin));
         }
@@ -250,7 +204,7 @@ fn examples_pass_the_generated_schema_and_its_cel_rules() {
 
 #[test]
 fn examples_reference_each_other_consistently() {
-    let docs = example_docs();
+    let docs = example_manifests();
     let names = |kind: &str| -> Vec<String> {
         docs.iter()
             .filter(|d| d.value["kind"] == kind)
@@ -258,7 +212,7 @@ fn examples_reference_each_other_consistently() {
             .collect()
     };
     let (clusters, secrets, services) = (names("ProxmoxCluster"), names("Secret"), names("Service"));
-    for doc in docs.iter().filter(|d| is_ours(&d.value)) {
+    for doc in docs.iter().filter(|d| d.is_ours()) {
         assert!(
             doc.value["metadata"]["namespace"].is_null(),
             "{}: examples carry no namespace",
@@ -294,31 +248,6 @@ fn examples_reference_each_other_consistently() {
             doc.origin
         );
     }
-}
-
-/// One entry of `tests/kind/invalid_crs.yaml`.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct InvalidCase {
-    case: String,
-    field: String,
-    message: String,
-    #[serde(default)]
-    server_only: bool,
-    #[serde(default)]
-    schema_only: bool,
-    object: Value,
-}
-
-fn invalid_cases() -> Vec<InvalidCase> {
-    let path = repo_root().join("tests/kind/invalid_crs.yaml");
-    let text = std::fs::read_to_string(&path).expect("invalid_crs.yaml readable");
-    let mut cases: Vec<InvalidCase> = serde_yaml::from_str(&text).expect("invalid_crs.yaml parses");
-    for c in &mut cases {
-        c.object["apiVersion"] = json!(format!("{GROUP}/{VERSION}"));
-        c.object["metadata"] = json!({ "name": c.case });
-    }
-    cases
 }
 
 #[test]
@@ -360,7 +289,7 @@ fn invalid_resources_also_fail_typed_validate() {
 fn identity_fields_are_immutable_client_side() {
     let schemas = schemas();
     let old = json!({
-        "apiVersion": format!("{GROUP}/{VERSION}"), "kind": "Service",
+        "apiVersion": api_version(), "kind": "Service",
         "metadata": {"name": "nextcloud"},
         "spec": {"clusterRef": {"name": "homelab"}, "vmid": 200, "type": "VM"}
     });

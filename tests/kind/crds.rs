@@ -4,7 +4,6 @@
 //! designed printer columns filled from status.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use homelab_autopilot::crd::service::{Criticality, DesiredPowerState};
 use homelab_autopilot::crd::{CATEGORY, GROUP, Service, VERSION};
@@ -12,44 +11,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use serde_json::{Value, json};
 
+use crate::fixtures::{api_version, example_manifests, invalid_cases};
 use crate::harness::{Harness, TestNamespace};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn api_version() -> String {
-    format!("{GROUP}/{VERSION}")
-}
-
-/// Every document of `examples/*.yaml` (the simulator's seed file is not a manifest).
-fn example_manifests() -> Vec<(String, Value)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(repo_root().join("examples"))
-        .expect("examples/ exists")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .filter(|p| p.file_name().is_some_and(|n| n != "pvesim-cluster.yaml"))
-        .collect();
-    paths.sort();
-    let mut out = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).expect("example readable");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc).expect("example is YAML");
-            if !value.is_null() {
-                out.push((
-                    path.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned(),
-                    value,
-                ));
-            }
-        }
-    }
-    out
-}
 
 /// Runs `test` in a fresh namespace of a cluster with our CRDs, or skips without a cluster.
 async fn with_crds<F, Fut>(test: F)
@@ -97,12 +60,14 @@ async fn crds_install_and_become_established_in_the_autopilot_category() {
 async fn examples_apply_with_server_side_dry_run() {
     with_crds(|ns| async move {
         let mut failures = Vec::new();
-        for (file, manifest) in example_manifests() {
-            if let Err(status) = ns.apply(&manifest, true).await {
-                failures.push(format!(
-                    "{file} {}: {}",
-                    manifest["metadata"]["name"], status.message
-                ));
+        let manifests = example_manifests();
+        assert!(
+            manifests.iter().filter(|m| m.is_ours()).count() >= 6,
+            "one example per kind at least"
+        );
+        for manifest in manifests {
+            if let Err(status) = ns.apply(&manifest.value, true).await {
+                failures.push(format!("{}: {}", manifest.origin, status.message));
             }
         }
         assert!(
@@ -114,24 +79,11 @@ async fn examples_apply_with_server_side_dry_run() {
     .await;
 }
 
-#[derive(serde::Deserialize)]
-struct InvalidCase {
-    case: String,
-    field: String,
-    message: String,
-    object: Value,
-}
-
 #[tokio::test]
 async fn invalid_resources_are_rejected_with_422_naming_the_field() {
     with_crds(|ns| async move {
-        let text =
-            std::fs::read_to_string(repo_root().join("tests/kind/invalid_crs.yaml")).expect("readable");
-        let cases: Vec<InvalidCase> = serde_yaml::from_str(&text).expect("invalid_crs.yaml parses");
         let mut failures = Vec::new();
-        for mut case in cases {
-            case.object["apiVersion"] = json!(api_version());
-            case.object["metadata"] = json!({ "name": case.case });
+        for case in invalid_cases() {
             match ns.dry_run_create(&case.object).await {
                 Ok(_) => failures.push(format!("{}: accepted", case.case)),
                 Err(status) => {
@@ -255,9 +207,10 @@ fn first_row(table: &Value) -> BTreeMap<String, Value> {
 #[tokio::test]
 async fn restore_test_row_shows_service_result_rto_and_target_from_status() {
     with_crds(|ns| async move {
-        let (_, manifest) = example_manifests()
+        let manifest = example_manifests()
             .into_iter()
-            .find(|(_, m)| m["kind"] == "RestoreTest")
+            .map(|m| m.value)
+            .find(|m| m["kind"] == "RestoreTest")
             .expect("a RestoreTest example");
         let name = manifest["metadata"]["name"].as_str().expect("name").to_string();
         ns.apply(&manifest, false).await.expect("example stored");
@@ -291,9 +244,10 @@ async fn restore_test_row_shows_service_result_rto_and_target_from_status() {
 #[tokio::test]
 async fn backup_policy_row_shows_last_backup_result_next_and_stored() {
     with_crds(|ns| async move {
-        let (_, manifest) = example_manifests()
+        let manifest = example_manifests()
             .into_iter()
-            .find(|(_, m)| m["kind"] == "BackupPolicy")
+            .map(|m| m.value)
+            .find(|m| m["kind"] == "BackupPolicy")
             .expect("a BackupPolicy example");
         let name = manifest["metadata"]["name"].as_str().expect("name").to_string();
         ns.apply(&manifest, false).await.expect("example stored");

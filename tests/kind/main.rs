@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Layout: [`harness`] holds the shared plumbing (client, CRD install, a fresh namespace per
-//! test, waits with deadlines); each area adds a module here. [`crds`] covers the published
+//! test, waits with deadlines), [`fixtures`] the examples and invalid resources; each area adds a module here. [`crds`] covers the published
 //! API. Controller suites (operator in-process against the PVE simulator) slot in as further
 //! modules using the same harness.
 
 mod crds;
+mod fixtures;
 mod harness;
