@@ -158,6 +158,23 @@ pub fn validate_health_checks(path: &str, checks: &[HealthCheck], errors: &mut E
     }
 }
 
+/// Reports every check of `checks` that needs the QEMU guest agent, for a container.
+pub fn reject_agent_checks_for_lxc(path: &str, checks: &[HealthCheck], errors: &mut Errors) {
+    for (i, check) in checks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.type_.needs_guest_agent())
+    {
+        errors.add(
+            format!("{path}[{i}].type"),
+            format!(
+                "{:?} needs the QEMU guest agent and works for VMs only; use GuestRunning, TCP or HTTP for LXC",
+                check.type_
+            ),
+        );
+    }
+}
+
 /// An HTTP(S) GET from the operator's pod.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

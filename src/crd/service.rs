@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::cel::{immutable, rule};
 use super::common::{GuestType, NODE_PATTERN, VMID_MAX, VMID_MIN};
 use super::conditions::Condition;
-use super::health::{HealthCheck, HealthCheckResult, validate_health_checks};
+use super::health::{HealthCheck, HealthCheckResult, reject_agent_checks_for_lxc, validate_health_checks};
 use super::refs::LocalObjectReference;
 use super::validation::{Errors, InvalidSpec, Validate};
 
@@ -183,18 +183,7 @@ impl Validate for ServiceSpec {
         let mut errors = Errors::new();
         validate_health_checks("spec.healthChecks", &self.health_checks, &mut errors);
         if self.type_ == GuestType::Lxc {
-            for (i, check) in self.health_checks.iter().enumerate() {
-                if check.type_.needs_guest_agent() {
-                    errors.add(
-                        format!("spec.healthChecks[{i}].type"),
-                        format!(
-                            "{:?} needs the QEMU guest agent and works for type VM only; \
-                             use GuestRunning, TCP or HTTP for LXC",
-                            check.type_
-                        ),
-                    );
-                }
-            }
+            reject_agent_checks_for_lxc("spec.healthChecks", &self.health_checks, &mut errors);
         }
         errors.finish()
     }

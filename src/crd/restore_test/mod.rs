@@ -14,7 +14,7 @@ use super::common::{
     BRIDGE_PATTERN, CRON_PATTERN, GuestType, NODE_PATTERN, STORAGE_PATTERN, ServiceSelector,
     TIME_ZONE_PATTERN, VMID_MAX, VMID_MIN, VmidRange, default_time_zone, default_true, validate_schedule,
 };
-use super::health::{HealthCheck, validate_health_checks};
+use super::health::{HealthCheck, reject_agent_checks_for_lxc, validate_health_checks};
 use super::refs::LocalObjectReference;
 use super::validation::{Errors, InvalidSpec, Validate};
 
@@ -362,14 +362,7 @@ impl Validate for RestoreTestSpec {
         }
         validate_health_checks("spec.healthChecks", &self.health_checks, &mut errors);
         if s.type_ == Some(GuestType::Lxc) {
-            for (i, check) in self.health_checks.iter().enumerate() {
-                if check.type_.needs_guest_agent() {
-                    errors.add(
-                        format!("spec.healthChecks[{i}].type"),
-                        "needs the QEMU guest agent and works for VMs only; use GuestRunning, TCP or HTTP",
-                    );
-                }
-            }
+            reject_agent_checks_for_lxc("spec.healthChecks", &self.health_checks, &mut errors);
         }
         errors.finish()
     }
