@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use homelab_autopilot::crd::generate::{CHART_CRDS_DIR, CRDS_DIR, crds, generated_files};
+use homelab_autopilot::crd::generate::{CHART_CRDS_DIR, CRDS_DIR, all_crds_yaml, crds, generated_files};
 use homelab_autopilot::crd::{
     BackupPolicy, ProxmoxCluster, ReplicationJob, RestoreTest, Service, UpdatePolicy, VERSION, Validate,
 };
@@ -47,6 +47,35 @@ fn crd_files_match_the_code_byte_for_byte() {
         "the CRDs in the repository drifted from src/crd:\n  {}\nrun `cargo run -- crd --write` and commit",
         problems.join("\n  ")
     );
+}
+
+#[test]
+fn crd_command_prints_all_crds_and_writes_both_copies() {
+    let bin = env!("CARGO_BIN_EXE_homelab-autopilot");
+    let out = std::process::Command::new(bin).arg("crd").output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(printed, all_crds_yaml().expect("renders"));
+    assert_eq!(printed.matches("kind: CustomResourceDefinition").count(), 6);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(bin)
+        .args(["crd", "--write", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for file in generated_files().expect("renders") {
+        let written = std::fs::read_to_string(dir.path().join(&file.path)).expect("file written");
+        assert_eq!(written, file.content, "{}", file.path.display());
+    }
+
+    let out = std::process::Command::new(bin)
+        .args(["crd", "--dir", "x"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "--dir without --write is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--write"));
 }
 
 /// Parses `value` into its typed resource and runs its `validate()`.
