@@ -1,0 +1,372 @@
+//! Pieces shared by several kinds: schedules, retention, selectors, ranges, policies, and the
+//! patterns that validate Proxmox names in the CRD schema.
+
+use std::collections::BTreeMap;
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::validation::{Errors, check_time_zone, parse_cron};
+
+/// Shape of a cron schedule: 5 fields (minute hour day-of-month month day-of-week) or a
+/// nickname. The controllers parse it fully; `validate()` reports a precise error.
+pub const CRON_PATTERN: &str =
+    r"^(@(yearly|annually|monthly|weekly|daily|hourly)|[0-9A-Za-z*?,/#-]+( +[0-9A-Za-z*?,/#-]+){4})$";
+/// Shape of an IANA time zone name (`UTC`, `Europe/Berlin`, `America/Argentina/Salta`).
+pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
+/// A Proxmox VE node name (DNS label).
+pub const NODE_PATTERN: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$";
+/// A Proxmox VE storage ID (`local-lvm`, `pbs-main`, `nfs.backup`).
+pub const STORAGE_PATTERN: &str = r"^[a-zA-Z][a-zA-Z0-9_.-]*[a-zA-Z0-9]$";
+/// A Linux bridge or SDN VNet name (`vmbr0`, `vmbr99`, `isolated`), at most 15 characters.
+pub const BRIDGE_PATTERN: &str = r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$";
+/// A dotted-quad IPv4 address without leading zeros.
+pub const IPV4_PATTERN: &str =
+    r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$";
+/// An IPv4 subnet in CIDR notation.
+pub const CIDR_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";
+/// A time of day, `HH:MM` (24 h).
+pub const TIME_OF_DAY_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$";
+/// Smallest VMID Proxmox accepts.
+pub const VMID_MIN: i32 = 100;
+/// Largest VMID Proxmox accepts.
+pub const VMID_MAX: i32 = 999_999_999;
+
+/// Kind of Proxmox guest.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum GuestType {
+    /// A QEMU/KVM virtual machine (`qm`, `/nodes/{node}/qemu`).
+    #[serde(rename = "VM")]
+    Vm,
+    /// An LXC container (`pct`, `/nodes/{node}/lxc`).
+    #[serde(rename = "LXC")]
+    Lxc,
+}
+
+impl GuestType {
+    /// The segment of the PVE API path: `qemu` or `lxc`.
+    pub fn api_path(self) -> &'static str {
+        match self {
+            Self::Vm => "qemu",
+            Self::Lxc => "lxc",
+        }
+    }
+
+    /// The value of the `{type}` placeholder in naming patterns: `vm` or `lxc`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Vm => "vm",
+            Self::Lxc => "lxc",
+        }
+    }
+}
+
+/// What happens to what the operator created (backups, replica guests) when the resource that
+/// created it is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep everything (the default): backups and guests outlive the resource.
+    #[default]
+    Retain,
+    /// Delete what this resource created (proven by the `autopilot` tag and this resource's
+    /// UID in the notes), and nothing else.
+    Delete,
+}
+
+/// A day of the week.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Weekday {
+    /// Monday.
+    Monday,
+    /// Tuesday.
+    Tuesday,
+    /// Wednesday.
+    Wednesday,
+    /// Thursday.
+    Thursday,
+    /// Friday.
+    Friday,
+    /// Saturday.
+    Saturday,
+    /// Sunday.
+    Sunday,
+}
+
+/// When work may start. A run starts only inside the window and may finish after it ends. The
+/// window is read in the resource's `timeZone`. An `endTime` before `startTime` spans midnight
+/// (`22:00`-`04:00`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = crate::crd::cel::rule(
+    "self.startTime != self.endTime",
+    "startTime and endTime must differ; for a whole day leave the window out"
+))]
+pub struct MaintenanceWindow {
+    /// Days on which the window opens (the day `startTime` falls on). Empty: every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub days: Vec<Weekday>,
+    /// Opening time, `HH:MM` (24 h), e.g. `02:00`.
+    #[schemars(length(max = 5), regex(pattern = TIME_OF_DAY_PATTERN))]
+    pub start_time: String,
+    /// Closing time, `HH:MM` (24 h), e.g. `05:00`.
+    #[schemars(length(max = 5), regex(pattern = TIME_OF_DAY_PATTERN))]
+    pub end_time: String,
+}
+
+/// How many backups to keep, with Proxmox Backup Server prune semantics: each option keeps the
+/// newest backup of that many distinct periods (hours, days, ...); a backup kept by one
+/// option is not counted by the next. Leave `retention` out to keep every backup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = crate::crd::cel::rule(
+    "has(self.keepLast) || has(self.keepHourly) || has(self.keepDaily) || has(self.keepWeekly) || has(self.keepMonthly) || has(self.keepYearly)",
+    "set at least one of keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly (or leave retention out to keep every backup)"
+))]
+pub struct Retention {
+    /// Keep the newest N backups (1-1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep_last: Option<i32>,
+    /// Keep the newest backup of each of the last N hours (1-744).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 744))]
+    pub keep_hourly: Option<i32>,
+    /// Keep the newest backup of each of the last N days (1-366).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 366))]
+    pub keep_daily: Option<i32>,
+    /// Keep the newest backup of each of the last N weeks (1-520).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 520))]
+    pub keep_weekly: Option<i32>,
+    /// Keep the newest backup of each of the last N months (1-240).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 240))]
+    pub keep_monthly: Option<i32>,
+    /// Keep the newest backup of each of the last N years (1-100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub keep_yearly: Option<i32>,
+}
+
+impl Retention {
+    /// Renders PVE's `prune-backups` property string, e.g. `keep-daily=7,keep-weekly=4`.
+    pub fn to_prune_backups(&self) -> String {
+        [
+            ("keep-last", self.keep_last),
+            ("keep-hourly", self.keep_hourly),
+            ("keep-daily", self.keep_daily),
+            ("keep-weekly", self.keep_weekly),
+            ("keep-monthly", self.keep_monthly),
+            ("keep-yearly", self.keep_yearly),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+
+    /// Runtime check (backstop for the CEL rule).
+    pub fn validate_into(&self, path: &str, errors: &mut Errors) {
+        if self.to_prune_backups().is_empty() {
+            errors.add(
+                path,
+                "set at least one of keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly \
+                 (or leave retention out to keep every backup)",
+            );
+        }
+    }
+}
+
+/// Selects Services (kind `services.autopilot.homelab.dev`) in the same namespace, by name
+/// and/or by labels. A Service matches if it is listed in `names` or carries all `matchLabels`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = crate::crd::cel::rule(
+    "(has(self.names) && size(self.names) > 0) || (has(self.matchLabels) && size(self.matchLabels) > 0)",
+    "select at least one Service: list names or set matchLabels"
+))]
+pub struct ServiceSelector {
+    /// Names of Services in this namespace, e.g. `[nextcloud, gitea]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253), regex(pattern = crate::crd::refs::NAME_PATTERN)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub names: Vec<String>,
+    /// Labels a Service must all carry, e.g. `{backup: nightly}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl ServiceSelector {
+    /// Whether a Service called `name` with `labels` is selected.
+    pub fn matches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.names.iter().any(|n| n == name)
+            || (!self.match_labels.is_empty()
+                && self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    }
+}
+
+/// An inclusive range of VMIDs the operator may allocate from, e.g. `9000`-`9099`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = crate::crd::cel::rule("self.start <= self.end", "start must not be greater than end"))]
+pub struct VmidRange {
+    /// First VMID of the range (100-999999999).
+    #[schemars(range(min = VMID_MIN, max = VMID_MAX))]
+    pub start: i32,
+    /// Last VMID of the range, inclusive (100-999999999).
+    #[schemars(range(min = VMID_MIN, max = VMID_MAX))]
+    pub end: i32,
+}
+
+impl VmidRange {
+    /// Number of VMIDs in the range.
+    pub fn len(&self) -> i64 {
+        (i64::from(self.end) - i64::from(self.start) + 1).max(0)
+    }
+
+    /// Whether the range holds no VMID (start after end).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `vmid` lies in the range.
+    pub fn contains(&self, vmid: i32) -> bool {
+        (self.start..=self.end).contains(&vmid)
+    }
+}
+
+/// Checks a schedule and its time zone (backstop for the CRD's shape checks).
+pub fn validate_schedule(path_prefix: &str, schedule: &str, time_zone: &str, errors: &mut Errors) {
+    errors.check(
+        &format!("{path_prefix}schedule"),
+        parse_cron(schedule).map(|_| ()),
+    );
+    errors.check(&format!("{path_prefix}timeZone"), check_time_zone(time_zone));
+}
+
+/// Field-level schema transform for `Option<SomeEnum>` fields:
+/// `#[schemars(transform = crate::crd::common::optional_enum)]`.
+///
+/// kube's own rewrite of `anyOf: [enum, null]` replaces the field's description with the
+/// enum type's, so `kubectl explain` would lose what the field means. Doing the rewrite here,
+/// while the field's description is still on the outer schema, keeps it.
+pub fn optional_enum(schema: &mut schemars::Schema) {
+    use serde_json::{Value, json};
+    let Some(obj) = schema.as_object_mut() else { return };
+    let Some(Value::Array(any_of)) = obj.get("anyOf") else {
+        return;
+    };
+    let [Value::Object(inner), null] = any_of.as_slice() else {
+        return;
+    };
+    let is_null = null.get("type") == Some(&json!("null")) || null.get("enum") == Some(&json!([null]));
+    let values: Option<Vec<Value>> = match (inner.get("enum"), inner.get("oneOf")) {
+        (Some(Value::Array(values)), _) => Some(values.clone()),
+        (None, Some(Value::Array(variants))) => variants
+            .iter()
+            .map(|v| match (v.get("enum"), v.get("const")) {
+                (Some(Value::Array(one)), _) if one.len() == 1 => Some(one[0].clone()),
+                (None, Some(c)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    };
+    let (true, Some(values)) = (is_null, values) else {
+        return;
+    };
+    obj.remove("anyOf");
+    obj.insert("type".into(), json!("string"));
+    obj.insert("enum".into(), Value::Array(values));
+    obj.insert("nullable".into(), json!(true));
+}
+
+/// Default for `timeZone` fields.
+pub fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+/// Serde default `true`.
+pub fn default_true() -> bool {
+    true
+}
+
+/// Whether a boolean is `false` (to skip serializing a false default).
+pub fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_renders_prune_backups_in_pve_order() {
+        let r = Retention {
+            keep_daily: Some(7),
+            keep_last: Some(3),
+            keep_yearly: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(r.to_prune_backups(), "keep-last=3,keep-daily=7,keep-yearly=1");
+        let mut errors = Errors::new();
+        Retention::default().validate_into("spec.retention", &mut errors);
+        let err = errors.finish().unwrap_err().to_string();
+        assert!(
+            err.starts_with("spec.retention: set at least one of keepLast"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn service_selector_matches_by_name_or_all_labels() {
+        let sel = ServiceSelector {
+            names: vec!["gitea".into()],
+            match_labels: BTreeMap::from([("backup".into(), "nightly".into())]),
+        };
+        let none = BTreeMap::new();
+        let nightly = BTreeMap::from([("backup".to_string(), "nightly".to_string())]);
+        assert!(sel.matches("gitea", &none));
+        assert!(sel.matches("nextcloud", &nightly));
+        assert!(!sel.matches("nextcloud", &none));
+        assert!(!ServiceSelector::default().matches("x", &none));
+    }
+
+    #[test]
+    fn vmid_range_len_and_contains() {
+        let r = VmidRange {
+            start: 9000,
+            end: 9009,
+        };
+        assert_eq!(r.len(), 10);
+        assert!(r.contains(9009) && !r.contains(9010));
+        assert!(VmidRange { start: 5, end: 4 }.is_empty());
+    }
+
+    #[test]
+    fn guest_type_serializes_as_uppercase_acronym() {
+        assert_eq!(serde_json::to_value(GuestType::Vm).unwrap(), "VM");
+        assert_eq!(
+            serde_json::from_value::<GuestType>("LXC".into()).unwrap(),
+            GuestType::Lxc
+        );
+        assert_eq!(GuestType::Lxc.api_path(), "lxc");
+        assert_eq!(GuestType::Vm.short_name(), "vm");
+    }
+
+    #[test]
+    fn validate_schedule_names_both_fields() {
+        let mut errors = Errors::new();
+        validate_schedule("spec.", "61 * * * *", "Mars/Olympus", &mut errors);
+        let err = errors.finish().unwrap_err();
+        assert_eq!(err.errors()[0].path, "spec.schedule");
+        if !jiff::tz::db().is_definitively_empty() {
+            assert_eq!(err.errors()[1].path, "spec.timeZone");
+        }
+    }
+}

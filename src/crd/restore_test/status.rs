@@ -1,0 +1,192 @@
+//! Status of a RestoreTest: the last and current run with the RTO breakdown of every
+//! restore, and a bounded history.
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::crd::common::GuestType;
+use crate::crd::conditions::Condition;
+
+/// Condition type: the last run passed.
+pub const CONDITION_SUCCEEDED: &str = "Succeeded";
+/// Condition type: the last run met the RTO target (reasons `WithinTarget`, `TargetExceeded`).
+pub const CONDITION_RTO_MET: &str = "RTOMet";
+
+/// Observed state of a RestoreTest.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTestStatus {
+    /// The `metadata.generation` this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Succeeded` (last run) and `RTOMet` (`WithinTarget` or `TargetExceeded`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::crd::conditions::conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The last finished run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RestoreRun>,
+    /// The run in progress; each restore's VMID and task are recorded before they are used,
+    /// so a restarted operator resumes (or cleans up) instead of restoring twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_run: Option<RestoreRun>,
+    /// Next scheduled run (absent while suspended or without a schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<Timestamp>,
+    /// Earlier runs, newest first, at most `spec.historyLimit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RestoreRunSummary>,
+}
+
+/// Outcome of a restore test.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestoreResult {
+    /// Restored, booted, every check passed within the RTO target.
+    Passed,
+    /// Restore, boot or a check failed.
+    Failed,
+    /// Everything passed, but slower than the RTO target.
+    #[serde(rename = "RTOExceeded")]
+    RtoExceeded,
+}
+
+/// Where one restore is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestorePhase {
+    /// VMID chosen, restore not requested yet.
+    Pending,
+    /// The restore task runs.
+    Restoring,
+    /// Configuring the isolated network and starting the guest.
+    Booting,
+    /// Waiting for the checks to pass.
+    Checking,
+    /// Waiting for `cleanup.afterSeconds`, then deleting the guest.
+    CleaningUp,
+    /// Finished (guest removed, or kept after a failure).
+    Done,
+}
+
+/// One run (possibly several restores).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRun {
+    /// Run id, e.g. `20240601-060000`.
+    pub run_id: String,
+    /// When the run started.
+    pub start_time: Timestamp,
+    /// When the run finished (absent while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Timestamp>,
+    /// Services restored, comma-separated (for `kubectl get`), e.g. `nextcloud, gitea`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service: String,
+    /// Overall result: the worst of the restores (absent while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::crd::common::optional_enum)]
+    pub result: Option<RestoreResult>,
+    /// The slowest restore's RTO in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<i64>,
+    /// One entry per restored backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restores: Vec<RestoreResultDetail>,
+}
+
+/// One restored backup, with the RTO breakdown.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreResultDetail {
+    /// Name of the Service restored (empty for a `vmid` source).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service: String,
+    /// VMID of the original guest.
+    pub source_vmid: i32,
+    /// `VM` or `LXC`.
+    #[serde(rename = "type")]
+    pub type_: GuestType,
+    /// Volume ID of the backup restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_volid: Option<String>,
+    /// When that backup was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_time: Option<Timestamp>,
+    /// VMID of the restored guest (recorded before the restore is requested).
+    pub restored_vmid: i32,
+    /// Node it was restored on.
+    pub node: String,
+    /// Where this restore is.
+    pub phase: RestorePhase,
+    /// UPID of the running PVE task (restore, start, destroy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upid: Option<String>,
+    /// When the restore request was accepted (the RTO clock starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_start_time: Option<Timestamp>,
+    /// When the restore task finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_time: Option<Timestamp>,
+    /// When the guest was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_time: Option<Timestamp>,
+    /// When all checks first passed (the RTO clock stops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_time: Option<Timestamp>,
+    /// Restore request to all checks passing, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<i64>,
+    /// Time spent restoring data, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_seconds: Option<i64>,
+    /// Time from start until the checks passed, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_seconds: Option<i64>,
+    /// Result of this restore (absent while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::crd::common::optional_enum)]
+    pub result: Option<RestoreResult>,
+    /// PascalCase reason, e.g. `CheckFailed`, `NoVerifiedBackup`, `IsolationUnverified`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// What happened, for humans.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Outcome of each check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckOutcome>,
+    /// Whether the restored guest has been removed.
+    #[serde(default, skip_serializing_if = "crate::crd::common::is_false")]
+    pub cleaned_up: bool,
+}
+
+/// Outcome of one check on a restored guest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckOutcome {
+    /// Check name.
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Details of the last probe.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// A past run, in `history`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// When it started.
+    pub start_time: Timestamp,
+    /// Services restored.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service: String,
+    /// Result.
+    pub result: RestoreResult,
+    /// Slowest RTO in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<i64>,
+}
