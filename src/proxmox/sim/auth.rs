@@ -7,7 +7,7 @@
 //! keyed SHA-256 instead of RSA (nobody but the simulator verifies it).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -70,28 +70,31 @@ impl Caller {
 #[derive(Debug)]
 pub(crate) struct Auth {
     users: BTreeMap<String, User>,
-    key: [u8; 32],
-    /// Tickets and CSRF tokens stamped at or before this time are rejected (fault injection).
-    not_before: AtomicI64,
+    /// Signing key; rotating it invalidates every ticket (like PVE's auth key rotation).
+    key: Mutex<[u8; 32]>,
 }
 
 impl Auth {
     pub(crate) fn new(users: BTreeMap<String, User>, key: [u8; 32]) -> Self {
         Self {
             users,
-            key,
-            not_before: AtomicI64::new(i64::MIN),
+            key: Mutex::new(key),
         }
     }
 
-    /// Invalidates every ticket issued up to `now` (the next request needs a new login).
-    pub(crate) fn expire_tickets(&self, now: i64) {
-        self.not_before.store(now, Ordering::Relaxed);
+    fn key(&self) -> [u8; 32] {
+        *self.key.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Invalidates every ticket issued so far by rotating the signing key.
+    pub(crate) fn expire_tickets(&self) {
+        let mut key = self.key.lock().unwrap_or_else(|p| p.into_inner());
+        *key = Sha256::digest(*key).into();
     }
 
     fn sign(&self, data: &str) -> Vec<u8> {
         let mut hasher = Sha256::new();
-        hasher.update(self.key);
+        hasher.update(self.key());
         hasher.update(data.as_bytes());
         hasher.finalize().to_vec()
     }
@@ -110,10 +113,7 @@ impl Auth {
             return false;
         };
         let age = now - time;
-        stamp.len() == 8
-            && age > -GRACE_SECS
-            && age < TICKET_LIFETIME_SECS
-            && time > self.not_before.load(Ordering::Relaxed)
+        stamp.len() == 8 && age > -GRACE_SECS && age < TICKET_LIFETIME_SECS
     }
 
     /// The user a ticket belongs to, if it is genuine and not expired.
@@ -251,7 +251,8 @@ pub(crate) fn split_tokenid(full: &str) -> Option<(&str, &str)> {
             && (!first_alpha || s.starts_with(|c: char| c.is_ascii_alphabetic()))
     };
     let user_ok = !user.is_empty() && !user.contains([':', '/']) && !user.chars().any(char::is_whitespace);
-    (user_ok && word(realm, true) && word(tokenid, true) && tokenid.len() > 1).then_some((userid, tokenid))
+    let long_enough = realm.len() > 1 && tokenid.len() > 1;
+    (user_ok && long_enough && word(realm, true) && word(tokenid, true)).then_some((userid, tokenid))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -347,7 +348,7 @@ mod tests {
             late.map_err(|e| e.reason()),
             Err("permission denied - invalid PVE ticket".into())
         );
-        a.expire_tickets(now);
+        a.expire_tickets();
         assert!(a.verify_ticket(&ticket, now + 1).is_none());
     }
 

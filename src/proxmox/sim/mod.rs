@@ -192,7 +192,7 @@ impl Shared {
                 message,
                 count,
             } => self.faults.add_task_failure(&task_type, &message, count),
-            Fault::ExpireTickets => self.auth.expire_tickets(self.clock.now()),
+            Fault::ExpireTickets => self.auth.expire_tickets(),
             Fault::AdvanceClock { seconds } => self.clock.advance(seconds),
             Fault::Clear => self.faults.clear(),
         }

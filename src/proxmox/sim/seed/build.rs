@@ -446,11 +446,13 @@ fn build_guest(
     let count = g.snapshots.len() as i64;
     let mut parent: Option<String> = None;
     for (i, s) in g.snapshots.iter().enumerate() {
-        if guest.snapshots.contains_key(&s.name) || s.name == "current" {
+        let valid =
+            crate::proxmox::sim::schema::check_named("pve-configid", &s.name).is_ok() && s.name.len() <= 40;
+        if !valid || guest.snapshots.contains_key(&s.name) || s.name == "current" {
             return Err(err(
                 path,
                 format!(
-                    "guests: vmid {vmid} has a duplicate or reserved snapshot name '{}'",
+                    "guests: vmid {vmid} has an invalid, duplicate or reserved snapshot name '{}' (letters, digits, '-', '_'; 2 to 40 characters)",
                     s.name
                 ),
             ));
