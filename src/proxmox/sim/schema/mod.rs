@@ -114,9 +114,9 @@ impl SchemaIndex {
         static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<SchemaIndex>>>> = OnceLock::new();
         let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        if let Ok(guard) = cache.lock()
-            && let Some(index) = guard.get(&key)
-        {
+        // Hold the lock while parsing: simulators started in parallel wait for one parse.
+        let mut guard = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(index) = guard.get(&key) {
             return Ok(index.clone());
         }
         let bytes = std::fs::read(path).map_err(|source| SimError::Schema {
@@ -127,9 +127,7 @@ impl SchemaIndex {
             path: path.to_path_buf(),
             reason,
         })?);
-        if let Ok(mut guard) = cache.lock() {
-            guard.insert(key, index.clone());
-        }
+        guard.insert(key, index.clone());
         Ok(index)
     }
 

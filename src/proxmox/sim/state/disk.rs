@@ -90,10 +90,9 @@ impl PseudoDisk {
     /// This lineage frozen at `day`, continued by a new live layer (restore, clone, rollback).
     pub fn fork(&self, day: i64, seed: u64) -> Self {
         let mut copy = self.frozen(day);
-        let from_day = copy.layers.last().and_then(|l| l.until_day).unwrap_or(day);
         copy.layers.push(DiskLayer {
             seed,
-            from_day,
+            from_day: day,
             until_day: None,
         });
         copy
@@ -198,6 +197,12 @@ mod tests {
         assert_eq!(frozen.bytes(90), disk.bytes(50));
         let forked = disk.fork(50, 99);
         assert_eq!(forked.bytes(50), disk.bytes(50));
+        let late = frozen.fork(80, 5);
+        assert_eq!(
+            late.bytes(80),
+            disk.bytes(50),
+            "a restore days later starts from the backup"
+        );
         assert_ne!(forked.bytes(200), disk.bytes(200));
         assert_eq!(forked.digest(60), Sha256::digest(forked.bytes(60)).as_slice());
     }

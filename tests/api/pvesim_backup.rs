@@ -1,0 +1,473 @@
+//! Backups on the simulator: vzdump writes real archive files, storage content lists them,
+//! restore reads them back, PBS storages keep snapshots in memory.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use homelab_autopilot::proxmox::sim::{SimConfig, read_dump};
+use serde_json::Value;
+
+use crate::pvesim_common::{Api, Body, encode, fast_config};
+
+/// SHA-256 hex of some bytes (compared instead of megabytes of assertion output).
+fn sha(bytes: Option<Vec<u8>>) -> Option<String> {
+    bytes.map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
+}
+
+/// Splits a decompressed archive into `(header JSON, disk bytes)` following the documented
+/// container layout (magic line, JSON line, disk bytes, `SHA256:` trailer).
+fn split_archive(bytes: &[u8]) -> (Value, Vec<u8>) {
+    let magic_end = bytes.iter().position(|b| *b == b'\n').expect("magic line");
+    assert_eq!(&bytes[..magic_end], b"PVESIM-VZDUMP/1");
+    let rest = &bytes[magic_end + 1..];
+    let header_end = rest.iter().position(|b| *b == b'\n').expect("header line");
+    let header: Value = serde_json::from_slice(&rest[..header_end]).expect("header JSON");
+    let size = header["disk"]["size"].as_u64().expect("disk size") as usize;
+    let disk = rest[header_end + 1..header_end + 1 + size].to_vec();
+    assert!(rest[header_end + 1 + size..].starts_with(b"SHA256:"));
+    (header, disk)
+}
+
+fn backup_files(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dump dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+async fn content(api: &Api, storage: &str) -> Vec<Value> {
+    let resp = api
+        .get(&format!("/nodes/pve1/storage/{storage}/content?content=backup"))
+        .await
+        .ok();
+    resp.data().as_array().expect("rows").clone()
+}
+
+#[tokio::test]
+async fn vzdump_zstd_writes_a_real_archive_of_the_pseudo_disk_with_log_and_notes() {
+    let api = Api::fast().await;
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve1/vzdump",
+            &[
+                ("vmid", "100"),
+                ("storage", "local"),
+                ("compress", "zstd"),
+                ("notes-template", "{{guestname}} on {{node}}"),
+            ],
+        )
+        .await;
+    assert_eq!(status["exitstatus"], "OK", "{:?}", api.task_log(&upid).await);
+    let files = backup_files(api.sim.dump_dir(), ".vma.zst");
+    assert_eq!(files.len(), 1);
+    let name = &files[0];
+    assert!(
+        regex::Regex::new(r"^vzdump-qemu-100-\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d\.vma\.zst$")
+            .expect("re")
+            .is_match(name),
+        "{name}"
+    );
+    let path = api.sim.dump_dir().join(name);
+    let decoded = zstd::decode_all(std::fs::File::open(&path).expect("archive")).expect("real zstd");
+    let (header, disk) = split_archive(&decoded);
+    assert_eq!(header["vmid"], 100);
+    assert!(
+        header["config"]
+            .as_str()
+            .is_some_and(|c| c.contains("name: nextcloud"))
+    );
+    assert_eq!(
+        sha(Some(disk)),
+        sha(api.sim.disk_image(100)),
+        "archive holds the guest's pseudo-disk"
+    );
+    let stem = name.trim_end_matches(".vma.zst");
+    let log = std::fs::read_to_string(api.sim.dump_dir().join(format!("{stem}.log")))
+        .expect(".log beside the archive");
+    assert!(log.contains("INFO: Starting Backup of VM 100 (qemu)"));
+    let notes = std::fs::read_to_string(format!("{}.notes", path.display())).expect(".notes");
+    assert_eq!(notes.trim_end(), "nextcloud on pve1");
+    let task_log = api.task_log(&upid).await;
+    assert!(
+        task_log[0].starts_with("INFO: starting new backup job: vzdump 100"),
+        "{task_log:?}"
+    );
+    assert!(task_log.iter().any(|l| l == "INFO: backup mode: snapshot"));
+    assert!(
+        task_log
+            .iter()
+            .any(|l| l.starts_with("INFO: creating vzdump archive '") && l.ends_with(".vma.zst'"))
+    );
+    let rows = content(&api, "local").await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row["volid"], format!("local:backup/{name}"));
+    assert_eq!(row["subtype"], "qemu");
+    assert_eq!(row["format"], "vma.zst");
+    assert_eq!(row["vmid"], 100);
+    assert_eq!(row["notes"], "nextcloud on pve1");
+    assert_eq!(row["size"], std::fs::metadata(&path).expect("metadata").len());
+    assert!(row["ctime"].is_i64() && row.get("protected").is_none());
+    assert!(api.sim.state(|c| {
+        c.guest(100)
+            .is_some_and(|g| g.lock().is_none() && g.power.is_up())
+    }));
+}
+
+#[tokio::test]
+async fn vzdump_compress_options_produce_the_pve_extensions() {
+    let api = Api::fast().await;
+    for (compress, ext) in [("0", ".tar"), ("gzip", ".tar.gz"), ("lzo", ".tar.lzo")] {
+        let (_, status) = api
+            .run_task("/nodes/pve2/vzdump", &[("vmid", "102"), ("compress", compress)])
+            .await;
+        assert_eq!(status["exitstatus"], "OK");
+        api.sim.advance_clock(Duration::from_secs(1));
+        let files = backup_files(api.sim.dump_dir(), ext);
+        assert_eq!(files.len(), 1, "{compress}: {files:?}");
+        assert_eq!(
+            read_dump(&api.sim.dump_dir().join(&files[0])).map(|h| h.vmid),
+            Ok(102)
+        );
+    }
+    let gz = backup_files(api.sim.dump_dir(), ".tar.gz");
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(api.sim.dump_dir().join(&gz[0])).expect("file"))
+        .read_to_end(&mut decoded)
+        .expect("real gzip");
+    assert!(decoded.starts_with(b"PVESIM-VZDUMP/1\n"));
+}
+
+#[tokio::test]
+async fn vzdump_of_several_guests_skips_other_nodes_and_has_an_empty_task_id() {
+    let api = Api::fast().await;
+    let (upid, status) = api
+        .run_task("/nodes/pve1/vzdump", &[("vmid", "100,101,102"), ("mode", "stop")])
+        .await;
+    assert!(upid.contains(":vzdump::root@pam!pvesim:"), "{upid}");
+    assert_eq!(
+        status["exitstatus"], "job errors",
+        "HA-managed 101 refuses stop mode"
+    );
+    let log = api.task_log(&upid).await;
+    let ha = "ERROR: Backup of VM 101 failed - Cannot execute a backup with stop mode on a HA managed and enabled Service. Use snapshot mode or disable the Service.";
+    assert!(log.contains(&ha.to_string()), "{log:?}");
+    assert!(
+        log.contains(&"INFO: skip external VMs: 102".to_string()),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l == "INFO: stopping virtual guest"));
+    assert!(log.iter().any(|l| l == "INFO: restarting vm"));
+    assert!(api.sim.state(|c| c.guest(100).is_some_and(|g| g.power.is_up())));
+    let only_remote = api.post("/nodes/pve1/vzdump", &[("vmid", "102")]).await.ok();
+    assert_eq!(only_remote.data(), &Value::String("OK".into()));
+    let missing = api.post("/nodes/pve1/vzdump", &[]).await;
+    assert_eq!(missing.body["errors"]["vmid"], "property is missing");
+}
+
+#[tokio::test]
+async fn vzdump_failures_end_in_job_errors_and_unlock_the_guest() {
+    let api = Api::fast().await;
+    api.sim.fail_next_task("vzdump", "this should not be used");
+    api.sim.clear_faults();
+    api.sim.state_mut(|c| {
+        c.guests
+            .get_mut(&100)
+            .map(|g| g.config.insert("lock".into(), "snapshot".into()))
+    });
+    let (upid, status) = api.run_task("/nodes/pve1/vzdump", &[("vmid", "100")]).await;
+    assert_eq!(status["exitstatus"], "job errors");
+    let log = api.task_log(&upid).await;
+    assert!(
+        log.contains(&"ERROR: Backup of VM 100 failed - VM is locked (snapshot)".to_string()),
+        "{log:?}"
+    );
+    assert_eq!(log.last().map(String::as_str), Some("TASK ERROR: job errors"));
+    api.sim
+        .state_mut(|c| c.guests.get_mut(&100).map(|g| g.config.remove("lock")));
+    api.sim
+        .fail_next_task("vzdump", "unable to write archive: No space left on device");
+    let (_, injected) = api.run_task("/nodes/pve1/vzdump", &[("vmid", "100")]).await;
+    assert_eq!(injected["exitstatus"], "job errors");
+    assert!(
+        api.sim
+            .state(|c| c.guest(100).is_some_and(|g| g.lock().is_none()))
+    );
+}
+
+#[tokio::test]
+async fn protected_backups_cannot_be_deleted_and_others_go_via_imgdel() {
+    let api = Api::fast().await;
+    api.run_task(
+        "/nodes/pve1/vzdump",
+        &[("vmid", "100"), ("storage", "local"), ("protected", "1")],
+    )
+    .await;
+    api.sim.advance_clock(Duration::from_secs(5));
+    api.run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("storage", "local")])
+        .await;
+    let rows = content(&api, "local").await;
+    assert_eq!(rows.len(), 2);
+    let protected = rows
+        .iter()
+        .find(|r| r["protected"] == 1)
+        .expect("protected backup");
+    let plain = rows
+        .iter()
+        .find(|r| r.get("protected").is_none())
+        .expect("plain backup");
+    let path = |r: &Value| {
+        format!(
+            "/nodes/pve1/storage/local/content/{}",
+            encode(r["volid"].as_str().unwrap_or(""))
+        )
+    };
+    let resp = api.delete(&path(protected)).await.ok();
+    let status = api.wait_task(resp.data().as_str().expect("UPID")).await;
+    assert!(
+        status["exitstatus"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cannot remove protected archive '")),
+        "{status}"
+    );
+    let waited = api
+        .request(
+            reqwest::Method::DELETE,
+            &format!("{}?delay=5", path(plain)),
+            Body::None,
+            &api.auth,
+        )
+        .await
+        .ok();
+    assert_eq!(waited.data(), &Value::Null, "delete finished within the delay");
+    assert_eq!(content(&api, "local").await.len(), 1);
+    let info = api.get(&path(protected)).await.ok();
+    assert_eq!(info.data()["protected"], 1);
+    api.put(&path(protected), &[("protected", "0"), ("notes", "keep me")])
+        .await
+        .ok();
+    let updated = content(&api, "local").await;
+    assert_eq!(updated[0]["notes"], "keep me");
+    assert!(updated[0].get("protected").is_none());
+}
+
+#[tokio::test]
+async fn restore_reads_the_archive_back_and_refuses_existing_vmids_without_force() {
+    let api = Api::fast().await;
+    api.run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("compress", "zstd")])
+        .await;
+    let backed_up = api.sim.disk_image(100).expect("disk");
+    let volid = content(&api, "local").await[0]["volid"]
+        .as_str()
+        .expect("volid")
+        .to_string();
+    let config = api
+        .get(&format!(
+            "/nodes/pve1/vzdump/extractconfig?volume={}",
+            encode(&volid)
+        ))
+        .await
+        .ok();
+    assert!(
+        config
+            .data()
+            .as_str()
+            .is_some_and(|c| c.contains("name: nextcloud") && c.contains("scsi0: local-lvm:vm-100-disk-0"))
+    );
+    let exists = api
+        .post("/nodes/pve1/qemu", &[("vmid", "100"), ("archive", &volid)])
+        .await;
+    assert_eq!(
+        exists.reason.as_deref(),
+        Some("unable to restore vm 100 - config file already exists")
+    );
+    let elsewhere = api
+        .post("/nodes/pve2/qemu", &[("vmid", "100"), ("archive", &volid)])
+        .await;
+    assert_eq!(
+        elsewhere.reason.as_deref(),
+        Some("unable to restore vm 100 - already existing on cluster node 'pve1'")
+    );
+    api.sim.advance_clock(Duration::from_secs(3 * 86_400));
+    let resp = api
+        .post(
+            "/nodes/pve2/qemu",
+            &[
+                ("vmid", "150"),
+                ("archive", &volid),
+                ("unique", "1"),
+                ("storage", "ceph"),
+                ("name", "ap-restore-test"),
+            ],
+        )
+        .await
+        .ok();
+    let upid = resp.data().as_str().expect("UPID").to_string();
+    assert!(upid.contains(":qmrestore:150:"), "{upid}");
+    let status = api.wait_task(&upid).await;
+    assert_eq!(status["exitstatus"], "OK", "{:?}", api.task_log(&upid).await);
+    let restored = api.get("/nodes/pve2/qemu/150/config").await.ok();
+    assert_eq!(restored.data()["name"], "ap-restore-test");
+    assert_eq!(restored.data()["scsi0"], "ceph:vm-150-disk-0,iothread=1,size=64G");
+    assert!(restored.data().get("lock").is_none());
+    assert_ne!(
+        restored.data()["net0"],
+        api.get("/nodes/pve1/qemu/100/config").await.ok().data()["net0"],
+        "unique renews MACs"
+    );
+    assert_eq!(
+        sha(api.sim.disk_image(150)),
+        sha(Some(backed_up)),
+        "restored disk equals the backed-up disk"
+    );
+}
+
+#[tokio::test]
+async fn restore_of_a_truncated_archive_fails_the_task_and_removes_the_guest() {
+    let api = Api::fast().await;
+    api.run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("compress", "zstd")])
+        .await;
+    let name = backup_files(api.sim.dump_dir(), ".vma.zst").remove(0);
+    let path = api.sim.dump_dir().join(&name);
+    let bytes = std::fs::read(&path).expect("archive");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve1/qemu",
+            &[("vmid", "151"), ("archive", &format!("local:backup/{name}"))],
+        )
+        .await;
+    assert_eq!(status["status"], "stopped");
+    assert_ne!(status["exitstatus"], "OK", "{:?}", api.task_log(&upid).await);
+    assert!(api.sim.state(|c| c.guest(151).is_none()));
+}
+
+#[tokio::test]
+async fn lxc_restore_uses_ostemplate_restore_and_target_storage() {
+    let api = Api::fast().await;
+    api.run_task("/nodes/pve2/vzdump", &[("vmid", "102"), ("compress", "zstd")])
+        .await;
+    let volid = content(&api, "local").await[0]["volid"]
+        .as_str()
+        .expect("volid")
+        .to_string();
+    let no_rootdir = api
+        .post(
+            "/nodes/pve2/lxc",
+            &[("vmid", "160"), ("ostemplate", &volid), ("restore", "1")],
+        )
+        .await;
+    assert_eq!(
+        no_rootdir.reason.as_deref(),
+        Some("storage 'local' does not support container directories")
+    );
+    let exists = api
+        .post(
+            "/nodes/pve2/lxc",
+            &[
+                ("vmid", "102"),
+                ("ostemplate", &volid),
+                ("restore", "1"),
+                ("storage", "local-lvm"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        exists.reason.as_deref(),
+        Some("CT 102 already exists on node 'pve2'")
+    );
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve2/lxc",
+            &[
+                ("vmid", "160"),
+                ("ostemplate", &volid),
+                ("restore", "1"),
+                ("storage", "local-lvm"),
+                ("hostname", "ap-pihole"),
+            ],
+        )
+        .await;
+    assert!(upid.contains(":vzrestore:160:"), "{upid}");
+    assert_eq!(status["exitstatus"], "OK");
+    let config = api.get("/nodes/pve2/lxc/160/config").await.ok();
+    assert_eq!(config.data()["hostname"], "ap-pihole");
+    assert_eq!(config.data()["rootfs"], "local-lvm:vm-160-disk-0,size=8G");
+    assert_eq!(config.data()["memory"], 512);
+}
+
+#[tokio::test]
+async fn pbs_storage_keeps_backups_in_memory_and_restores_them() {
+    let api = Api::fast().await;
+    let (_, status) = api
+        .run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("storage", "pbs")])
+        .await;
+    assert_eq!(status["exitstatus"], "OK");
+    let rows = content(&api, "pbs").await;
+    let volid = rows[0]["volid"].as_str().expect("volid").to_string();
+    assert!(
+        regex::Regex::new(r"^pbs:backup/vm/100/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+            .expect("re")
+            .is_match(&volid),
+        "{volid}"
+    );
+    assert_eq!(rows[0]["verification"]["state"], "ok");
+    let (_, restore) = api
+        .run_task("/nodes/pve1/qemu", &[("vmid", "170"), ("archive", &volid)])
+        .await;
+    assert_eq!(restore["exitstatus"], "OK");
+    assert_eq!(sha(api.sim.disk_image(170)), sha(api.sim.disk_image(100)));
+}
+
+#[tokio::test]
+async fn prune_backups_is_root_only_and_keeps_the_newest() {
+    let mut api = Api::fast().await;
+    let token = api
+        .post(
+            "/nodes/pve1/vzdump",
+            &[("vmid", "100"), ("prune-backups", "keep-last=1")],
+        )
+        .await;
+    assert_eq!(
+        token.body["errors"]["prune-backups"],
+        "Only root may set this option."
+    );
+    api.login().await;
+    for _ in 0..3 {
+        let (_, s) = api
+            .run_task(
+                "/nodes/pve1/vzdump",
+                &[("vmid", "100"), ("prune-backups", "keep-last=1")],
+            )
+            .await;
+        assert_eq!(s["exitstatus"], "OK");
+        api.sim.advance_clock(Duration::from_secs(60));
+    }
+    assert_eq!(content(&api, "local").await.len(), 1);
+    assert!(
+        backup_files(api.sim.dump_dir(), ".log").len() == 1,
+        "pruned backups take their .log with them"
+    );
+}
+
+#[tokio::test]
+async fn pseudo_disk_drifts_a_little_per_simulated_day() {
+    let api = Api::start(SimConfig { ..fast_config() }).await;
+    let today = api.sim.disk_image(100).expect("disk");
+    api.sim.advance_clock(Duration::from_secs(86_400));
+    let tomorrow = api.sim.disk_image(100).expect("disk");
+    let changed = today
+        .chunks(4096)
+        .zip(tomorrow.chunks(4096))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        changed > 0 && changed < today.len() / 4096 / 10,
+        "{changed} blocks changed"
+    );
+}
