@@ -471,3 +471,76 @@ async fn pseudo_disk_drifts_a_little_per_simulated_day() {
         "{changed} blocks changed"
     );
 }
+
+#[tokio::test]
+async fn bad_notes_template_is_a_warning_not_a_failure() {
+    let api = Api::fast().await;
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve1/vzdump",
+            &[
+                ("vmid", "100"),
+                ("storage", "local"),
+                ("notes-template", "{{bogus}}"),
+            ],
+        )
+        .await;
+    assert_eq!(status["exitstatus"], "WARNINGS: 1");
+    let log = api.task_log(&upid).await;
+    assert!(
+        log.contains(&"WARN: unable to add notes - unexpected variable name 'bogus'".to_string()),
+        "{log:?}"
+    );
+    assert_eq!(log.last().map(String::as_str), Some("TASK WARNINGS: 1"));
+}
+
+#[tokio::test]
+async fn dumpdir_is_root_only_and_must_be_inside_the_dump_directory() {
+    let mut api = Api::fast().await;
+    let sub = api.sim.dump_dir().join("manual");
+    std::fs::create_dir_all(&sub).expect("subdir");
+    let dir = sub.display().to_string();
+    let token = api
+        .post("/nodes/pve1/vzdump", &[("vmid", "100"), ("dumpdir", &dir)])
+        .await;
+    assert_eq!(token.body["errors"]["dumpdir"], "Only root may set this option.");
+    api.login().await;
+    let (_, ok) = api
+        .run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("dumpdir", &dir)])
+        .await;
+    assert_eq!(ok["exitstatus"], "OK");
+    assert_eq!(backup_files(&sub, ".vma").len(), 1);
+    let (_, outside) = api
+        .run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("dumpdir", "/etc")])
+        .await;
+    assert!(
+        outside["exitstatus"]
+            .as_str()
+            .is_some_and(|e| e.contains("outside the simulator's dump directory")),
+        "{outside}"
+    );
+}
+
+#[tokio::test]
+async fn restore_with_force_overwrites_a_stopped_guest() {
+    let api = Api::fast().await;
+    api.run_task("/nodes/pve2/vzdump", &[("vmid", "103")]).await;
+    let volid = content(&api, "local").await[0]["volid"]
+        .as_str()
+        .expect("volid")
+        .to_string();
+    api.put("/nodes/pve2/qemu/103/config", &[("memory", "1024")])
+        .await
+        .ok();
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve2/qemu",
+            &[("vmid", "103"), ("archive", &volid), ("force", "1")],
+        )
+        .await;
+    assert_eq!(status["exitstatus"], "OK", "{:?}", api.task_log(&upid).await);
+    assert_eq!(
+        api.get("/nodes/pve2/qemu/103/config").await.ok().data()["memory"],
+        "8192"
+    );
+}

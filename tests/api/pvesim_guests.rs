@@ -654,3 +654,29 @@ async fn apt_update_refreshes_the_update_list_and_versions_show_the_kernel() {
         .collect();
     assert_eq!(ids, vec!["local", "pbs"]);
 }
+
+#[tokio::test]
+async fn feature_reports_snapshot_and_clone_capabilities() {
+    let api = Api::fast().await;
+    let snap = api
+        .get("/nodes/pve1/qemu/100/feature?feature=snapshot")
+        .await
+        .ok();
+    assert_eq!(snap.data()["hasFeature"], 1);
+    assert_eq!(
+        snap.data()["nodes"],
+        json!(["pve1"]),
+        "local storage: only this node"
+    );
+    let linked = api.get("/nodes/pve1/qemu/100/feature?feature=clone").await.ok();
+    assert_eq!(linked.data()["hasFeature"], 0, "linked clones need a template");
+    let template = api.get("/nodes/pve3/qemu/9000/feature?feature=clone").await.ok();
+    assert_eq!(template.data()["hasFeature"], 1);
+    assert_eq!(
+        template.data()["nodes"],
+        json!(["pve1", "pve2", "pve3"]),
+        "shared storage: every node"
+    );
+    let lxc = api.get("/nodes/pve2/lxc/102/feature?feature=snapshot").await.ok();
+    assert_eq!(lxc.data(), &json!({"hasFeature": 1}));
+}

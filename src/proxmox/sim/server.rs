@@ -202,14 +202,13 @@ async fn api(
         .schema
         .as_ref()
         .and_then(|s| s.method(method, route.template));
-    if let Some(schema) = method_schema {
-        super::schema::validate(&schema.params, &mut params)?;
-        if caller.is_token() && !schema.allow_token {
-            return Err(ApiError::forbidden(&format!(
-                "URI '{rel}' not available with API token, need proper ticket."
-            )));
-        }
+    if caller.is_token() && method_schema.is_some_and(|s| !s.allow_token) {
+        return Err(ApiError::forbidden(&format!(
+            "URI '{rel}' not available with API token, need proper ticket."
+        )));
     }
+    // PVE proxies before validating: the executing node validates (and an unreachable one
+    // cannot), so an offline target answers 595 whatever the parameters.
     let proxy_param = method_schema.and_then(|s| s.proxy_to.clone()).or_else(|| {
         route
             .template
@@ -227,6 +226,9 @@ async fn api(
             Some(n) if !n.online && n.name != node => return Err(ApiError::unreachable()),
             Some(_) => {}
         }
+    }
+    if let Some(schema) = method_schema {
+        super::schema::validate(&schema.params, &mut params)?;
     }
     if method != "GET" && rel != "/access/ticket" && !shared.cluster().quorate() {
         return Err(ApiError::internal("cluster not ready - no quorum?"));

@@ -390,13 +390,15 @@ async fn run(
     }
     if let (Some(volid), Some(template)) = (&volid, &opts.notes_template) {
         log.info("adding notes to backup");
-        let notes = template
-            .replace("{{cluster}}", &cluster_name)
-            .replace("{{guestname}}", &name)
-            .replace("{{node}}", &opts.node)
-            .replace("{{vmid}}", &vmid.to_string())
-            .replace("\\n", "\n");
-        set_attribute(t, volid, Some(&notes), None, log);
+        let vars = [
+            ("cluster", cluster_name.as_str()),
+            ("guestname", name.as_str()),
+            ("node", opts.node.as_str()),
+        ];
+        match generate_notes(template, &vars, vmid) {
+            Ok(notes) => set_attribute(t, volid, Some(&notes), None, log),
+            Err(e) => log.line("WARN", format!("unable to add notes - {e}")),
+        }
     }
     if let (Some(volid), true) = (&volid, opts.protected) {
         log.info("marking backup as protected");
@@ -408,6 +410,38 @@ async fn run(
         prune(t, storage, vmid, kind, &opts.prune, log);
     }
     Ok(())
+}
+
+/// `$generate_notes` of PVE::VZDump: `\\n` and `\\\\` escapes, `{{cluster}}`, `{{guestname}}`,
+/// `{{node}}`, `{{vmid}}`; anything else in braces is an error.
+pub(crate) fn generate_notes(template: &str, vars: &[(&str, &str)], vmid: u32) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('\\') => out.push('\\'),
+            Some(other) => return Err(format!("unexpected escape character '{other}'")),
+            None => out.push('\\'),
+        }
+    }
+    let vmid = vmid.to_string();
+    for (name, value) in vars.iter().copied().chain([("vmid", vmid.as_str())]) {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    if let Some(start) = out.find("{{")
+        && let Some(len) = out[start + 2..].find("}}")
+    {
+        let name = &out[start + 2..start + 2 + len];
+        if !name.is_empty() && !name.contains(char::is_whitespace) {
+            return Err(format!("unexpected variable name '{name}'"));
+        }
+    }
+    Ok(out)
 }
 
 fn set_attribute(t: &TaskCtx, volid: &str, notes: Option<&str>, protected: Option<bool>, log: &GuestLog) {
@@ -483,5 +517,14 @@ mod tests {
         assert_eq!(prune_marks(&entries, &keep), vec![true, false, true, true, true]);
         assert_eq!(format_size(3 * 1024 * 1024), "3MB");
         assert_eq!(hms(3725), "01:02:05");
+        let vars = [("guestname", "web"), ("node", "pve1"), ("cluster", "c")];
+        assert_eq!(
+            generate_notes("{{guestname}}\\n{{vmid}}", &vars, 100),
+            Ok("web\n100".to_string())
+        );
+        assert_eq!(
+            generate_notes("{{bogus}}", &vars, 1),
+            Err("unexpected variable name 'bogus'".to_string())
+        );
     }
 }

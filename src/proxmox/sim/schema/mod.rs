@@ -110,7 +110,7 @@ pub struct SchemaIndex {
 
 impl SchemaIndex {
     /// Loads (or returns the cached) index of the api-viewer schema at `path`.
-    pub(crate) fn load(path: &Path) -> Result<Arc<SchemaIndex>, SimError> {
+    pub fn load(path: &Path) -> Result<Arc<SchemaIndex>, SimError> {
         static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<SchemaIndex>>>> = OnceLock::new();
         let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
@@ -163,6 +163,11 @@ impl SchemaIndex {
     /// The schema of `method` on the path template (e.g. `/nodes/{node}/qemu`).
     pub(crate) fn method(&self, method: &str, template: &str) -> Option<&MethodSchema> {
         self.methods.get(&(method.to_string(), template.to_string()))
+    }
+
+    /// Whether the schema defines `method` on the path template.
+    pub fn contains(&self, method: &str, template: &str) -> bool {
+        self.method(method, template).is_some()
     }
 
     /// Number of method/path pairs.
