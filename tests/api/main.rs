@@ -5,5 +5,7 @@ mod pvesim_cli;
 mod pvesim_common;
 mod pvesim_faults;
 mod pvesim_guests;
+mod pvesim_restore;
 mod pvesim_schema;
+mod pvesim_snapshots;
 mod pvesim_wire;

@@ -305,3 +305,27 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// SHA-256 hex of some bytes (compared instead of megabytes of assertion output).
+pub fn sha(bytes: Option<Vec<u8>>) -> Option<String> {
+    bytes.map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
+}
+
+pub fn backup_files(dir: &std::path::Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dump dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+pub async fn content(api: &Api, storage: &str) -> Vec<Value> {
+    let resp = api
+        .get(&format!("/nodes/pve1/storage/{storage}/content?content=backup"))
+        .await
+        .ok();
+    resp.data().as_array().expect("rows").clone()
+}

@@ -10,6 +10,7 @@ mod node;
 mod power;
 mod restore;
 mod restore_config;
+mod retention;
 mod snapshot;
 mod storage;
 mod vzdump_guest;

@@ -5,6 +5,7 @@
 //! Loading is cached per path, so starting many simulators in one test binary parses it once.
 
 mod formats;
+mod propstring;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,6 +4,7 @@
 //! [`SimHandle::state`](super::SimHandle::state). Disk contents are never stored, only the
 //! lineage they are generated from ([`PseudoDisk`]).
 
+mod config;
 pub mod disk;
 pub mod guest;
 
