@@ -12,7 +12,7 @@ use super::{check_lock, guest, ok, per_kind, task};
 use crate::proxmox::sim::http::{ApiError, ApiResult, Params, pve_bool, value_text};
 use crate::proxmox::sim::router::{Ctx, Reply};
 use crate::proxmox::sim::schema::split_list;
-use crate::proxmox::sim::state::guest::{config_map_json, is_volume_key};
+use crate::proxmox::sim::state::guest::is_volume_key;
 use crate::proxmox::sim::state::{Cluster, GuestKind};
 
 /// Parameters that are not config keys.
@@ -34,14 +34,7 @@ fn get(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
             .snapshots
             .get(&snap)
             .ok_or_else(|| ApiError::internal(format!("snapshot '{snap}' does not exist")))?;
-        let mut map = config_map_json(kind, &s.config);
-        map.insert("snaptime".into(), json!(s.snaptime));
-        if !s.description.is_empty() {
-            map.insert("description".into(), json!(s.description));
-        }
-        if s.vmstate {
-            map.insert("vmstate".into(), json!(1));
-        }
+        let mut map = s.config_json(kind);
         map.insert("digest".into(), json!(g.digest()));
         return ok(Value::Object(map));
     }

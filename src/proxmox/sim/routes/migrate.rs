@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::{guest, ok, per_kind, set_lock, task};
 use crate::proxmox::sim::http::{ApiError, ApiResult, pve_bool};
 use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::state::guest::{is_volume_key, volumes_of};
+use crate::proxmox::sim::state::guest::{is_volume_key, volumes_of, with_mac};
 use crate::proxmox::sim::state::{Cluster, Guest, GuestKind, Power};
 use crate::proxmox::sim::tasks::TaskCtx;
 
@@ -138,7 +138,7 @@ fn clone(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     for key in net_keys {
         let mac = ctx.cluster.random_mac();
         if let Some(v) = config.get_mut(&key) {
-            *v = replace_mac(v, kind, &mac);
+            *v = with_mac(v, kind, &mac);
         }
     }
     let seed = ctx.cluster.fresh_seed();
@@ -177,22 +177,6 @@ fn clone(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     })
 }
 per_kind!(clone_qemu, clone_lxc, clone);
-
-fn replace_mac(value: &str, kind: GuestKind, mac: &str) -> String {
-    let parts: Vec<String> = value
-        .split(',')
-        .enumerate()
-        .map(|(i, p)| match kind {
-            GuestKind::Lxc if p.starts_with("hwaddr=") => format!("hwaddr={mac}"),
-            GuestKind::Qemu if i == 0 && p.contains('=') => {
-                format!("{}={mac}", p.split('=').next().unwrap_or("virtio"))
-            }
-            GuestKind::Qemu if p.starts_with("macaddr=") => format!("macaddr={mac}"),
-            _ => p.to_string(),
-        })
-        .collect();
-    parts.join(",")
-}
 
 /// Storages of the guest that `node` cannot use.
 fn unavailable_storages(cluster: &Cluster, g: &Guest, node: &str) -> Vec<String> {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::config::prepare_value;
 use crate::proxmox::sim::http::{Params, value_text};
-use crate::proxmox::sim::state::guest::is_volume_key;
+use crate::proxmox::sim::state::guest::{is_volume_key, smbios1, vmgenid, with_mac};
 use crate::proxmox::sim::state::{Cluster, GuestKind};
 
 /// Parameters of the create/restore calls that are not config keys.
@@ -59,21 +59,6 @@ fn given(params: &Params) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn new_mac(value: &str, kind: GuestKind, mac: &str) -> String {
-    let parts: Vec<String> = value
-        .split(',')
-        .enumerate()
-        .map(|(i, p)| match kind {
-            GuestKind::Lxc if p.starts_with("hwaddr=") => format!("hwaddr={mac}"),
-            GuestKind::Qemu if i == 0 && p.contains('=') => {
-                format!("{}={mac}", p.split('=').next().unwrap_or("virtio"))
-            }
-            _ => p.to_string(),
-        })
-        .collect();
-    parts.join(",")
-}
-
 /// The config of a restored guest plus `(old volid, new volid)` of every disk.
 pub(crate) fn merge_config(
     cluster: &mut Cluster,
@@ -120,31 +105,14 @@ pub(crate) fn merge_config(
                 for key in nets {
                     let mac = cluster.random_mac();
                     if let Some(v) = config.get_mut(&key) {
-                        *v = new_mac(v, kind, &mac);
+                        *v = with_mac(v, kind, &mac);
                     }
                 }
                 let seed = cluster.fresh_seed();
-                config.insert(
-                    "smbios1".into(),
-                    format!(
-                        "uuid={:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-                        seed as u32,
-                        (seed >> 32) as u16,
-                        (seed >> 48) & 0xfff,
-                        seed & 0xfff,
-                        seed >> 16 & 0xffff_ffff_ffff
-                    ),
-                );
+                config.insert("smbios1".into(), smbios1(seed));
             }
             let seed = cluster.fresh_seed();
-            config.insert(
-                "vmgenid".into(),
-                format!(
-                    "{:08x}-0000-4000-8000-{:012x}",
-                    seed as u32,
-                    seed >> 16 & 0xffff_ffff_ffff
-                ),
-            );
+            config.insert("vmgenid".into(), vmgenid(seed));
         }
         GuestKind::Lxc => {
             for (k, v) in given.iter_mut() {
@@ -161,7 +129,7 @@ pub(crate) fn merge_config(
             if unique {
                 for (key, value) in backed_nets {
                     let mac = cluster.random_mac();
-                    config.insert(key, new_mac(&value, kind, &mac));
+                    config.insert(key, with_mac(&value, kind, &mac));
                 }
             }
         }
@@ -185,23 +153,10 @@ pub(crate) fn new_guest_config(
     let seed = cluster.fresh_seed();
     match kind {
         GuestKind::Qemu => {
-            config.entry("smbios1".into()).or_insert_with(|| {
-                format!(
-                    "uuid={:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-                    seed as u32,
-                    (seed >> 32) as u16,
-                    (seed >> 48) & 0xfff,
-                    seed & 0xfff,
-                    seed >> 16 & 0xffff_ffff_ffff
-                )
-            });
-            config.entry("vmgenid".into()).or_insert_with(|| {
-                format!(
-                    "{:08x}-0000-4000-8000-{:012x}",
-                    (seed >> 7) as u32,
-                    seed >> 20 & 0xffff_ffff_ffff
-                )
-            });
+            config.entry("smbios1".into()).or_insert_with(|| smbios1(seed));
+            config
+                .entry("vmgenid".into())
+                .or_insert_with(|| vmgenid(seed ^ 1));
         }
         GuestKind::Lxc => {
             config

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use super::{failing_task, guest, ok, per_kind, set_lock, task};
 use crate::proxmox::sim::http::{ApiError, ApiResult, pve_bool};
 use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::state::guest::config_map_json;
 use crate::proxmox::sim::state::{Cluster, Guest, GuestKind, Power, Snapshot};
 
 fn list(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
@@ -303,13 +302,7 @@ fn config_get(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
         .snapshots
         .get(&name)
         .ok_or_else(|| ApiError::internal(format!("snapshot '{name}' does not exist")))?;
-    let mut map = config_map_json(kind, &s.config);
-    map.insert("snaptime".into(), json!(s.snaptime));
-    map.insert("description".into(), json!(s.description));
-    if s.vmstate {
-        map.insert("vmstate".into(), json!(1));
-    }
-    ok(Value::Object(map))
+    ok(Value::Object(s.config_json(kind)))
 }
 per_kind!(config_get_qemu, config_get_lxc, config_get);
 

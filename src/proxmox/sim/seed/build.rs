@@ -12,6 +12,7 @@ use crate::proxmox::sim::SimError;
 use crate::proxmox::sim::auth::User;
 use crate::proxmox::sim::clock::DAY_SECS;
 use crate::proxmox::sim::state::disk::mix;
+use crate::proxmox::sim::state::guest::{smbios1, vmgenid};
 use crate::proxmox::sim::state::{
     AgentState, AptPackage, Cluster, Guest, GuestKind, HaResource, Node, Power, PseudoDisk, Snapshot, Storage,
 };
@@ -349,25 +350,8 @@ fn build_guest(
             set("net0", format!("virtio={mac},bridge=vmbr0,firewall=1"));
             set("boot", "order=scsi0;ide2;net0".into());
             let seed = mix(rng_seed ^ u64::from(vmid));
-            set(
-                "smbios1",
-                format!(
-                    "uuid={:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-                    seed as u32,
-                    (seed >> 32) as u16,
-                    (seed >> 48) & 0xfff,
-                    seed & 0xfff,
-                    mix(seed) & 0xffff_ffff_ffff
-                ),
-            );
-            set(
-                "vmgenid",
-                format!(
-                    "{:08x}-0000-4000-8000-{:012x}",
-                    mix(seed ^ 1) as u32,
-                    mix(seed ^ 2) & 0xffff_ffff_ffff
-                ),
-            );
+            set("smbios1", smbios1(mix(seed)));
+            set("vmgenid", vmgenid(mix(seed ^ 1)));
             set(
                 "meta",
                 format!("creation-qemu=10.1.2,ctime={}", now - 90 * DAY_SECS),

@@ -129,3 +129,42 @@ pub(crate) fn config_map_json(kind: GuestKind, config: &BTreeMap<String, String>
     }
     map
 }
+
+/// A NIC property string with its MAC replaced (`virtio=...`/`macaddr=` for VMs, `hwaddr=`
+/// for containers), as clone and `unique` restores do.
+pub(crate) fn with_mac(value: &str, kind: GuestKind, mac: &str) -> String {
+    let parts: Vec<String> = value
+        .split(',')
+        .enumerate()
+        .map(|(i, p)| match kind {
+            GuestKind::Lxc if p.starts_with("hwaddr=") => format!("hwaddr={mac}"),
+            GuestKind::Qemu if i == 0 && p.contains('=') => {
+                format!("{}={mac}", p.split('=').next().unwrap_or("virtio"))
+            }
+            GuestKind::Qemu if p.starts_with("macaddr=") => format!("macaddr={mac}"),
+            _ => p.to_string(),
+        })
+        .collect();
+    parts.join(",")
+}
+
+/// `smbios1: uuid=...` from a seed.
+pub(crate) fn smbios1(seed: u64) -> String {
+    format!(
+        "uuid={:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        seed as u32,
+        (seed >> 32) as u16,
+        (seed >> 48) & 0xfff,
+        seed & 0xfff,
+        (seed >> 16) & 0xffff_ffff_ffff
+    )
+}
+
+/// A `vmgenid` UUID from a seed.
+pub(crate) fn vmgenid(seed: u64) -> String {
+    format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        (seed >> 7) as u32,
+        (seed >> 20) & 0xffff_ffff_ffff
+    )
+}

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-pub(crate) use super::config::{config_map_json, is_volume_key, parse_size, volumes_of};
+pub(crate) use super::config::{
+    config_map_json, is_volume_key, parse_size, smbios1, vmgenid, volumes_of, with_mac,
+};
 use super::disk::{PseudoDisk, mix};
 use crate::proxmox::sim::http::pve_bool;
 
@@ -126,6 +128,21 @@ pub struct Snapshot {
     pub snapstate: Option<String>,
     /// Disk content at snapshot time.
     pub disk: PseudoDisk,
+}
+
+impl Snapshot {
+    /// The snapshot's config as the API returns it (`snaptime`, `description`, `vmstate`).
+    pub(crate) fn config_json(&self, kind: GuestKind) -> Map<String, Value> {
+        let mut map = config_map_json(kind, &self.config);
+        map.insert("snaptime".into(), json!(self.snaptime));
+        if !self.description.is_empty() {
+            map.insert("description".into(), json!(self.description));
+        }
+        if self.vmstate {
+            map.insert("vmstate".into(), json!(1));
+        }
+        map
+    }
 }
 
 /// A guest-agent `exec` in progress or finished but not yet collected.
