@@ -3,6 +3,7 @@
 mod pvesim_backup;
 mod pvesim_cli;
 mod pvesim_common;
+mod pvesim_endpoints;
 mod pvesim_faults;
 mod pvesim_guests;
 mod pvesim_restore;

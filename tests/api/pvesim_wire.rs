@@ -265,6 +265,8 @@ async fn cluster_status_and_nodes_use_integer_booleans() {
             .as_array()
             .expect("nodes")
             .iter()
-            .all(|n| n["status"] == "online" && n["maxcpu"].is_u64())
+            .all(|n| n["status"] == "online"
+                && n["maxcpu"].is_u64()
+                && n["ssl_fingerprint"] == api.sim.fingerprint())
     );
 }

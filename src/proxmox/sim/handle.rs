@@ -145,6 +145,10 @@ pub(crate) async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         router: routes::router(),
         durations: config.task_durations.clone(),
         agent_commands: built.agent_commands,
+        fingerprint: material
+            .as_ref()
+            .map(|m| m.fingerprint.clone())
+            .unwrap_or_default(),
     });
     for fault in config.faults.iter().cloned() {
         shared.apply_fault(fault).map_err(SimError::Config)?;

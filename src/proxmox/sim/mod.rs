@@ -162,6 +162,8 @@ pub(crate) struct Shared {
     durations: BTreeMap<String, Duration>,
     /// Guest-agent exec behaviour from the seed.
     pub(crate) agent_commands: Vec<seed::AgentCommand>,
+    /// SHA-256 fingerprint of the served certificate (`ssl_fingerprint` in `/nodes`).
+    pub(crate) fingerprint: String,
 }
 
 impl Shared {

@@ -68,6 +68,12 @@ fn root_only(ctx: &Ctx<'_>) -> ApiResult<()> {
 
 fn verify(ctx: &Ctx<'_>) -> ApiResult<()> {
     let p = &ctx.params;
+    if p.flag("stdout") {
+        return Err(ApiError::param(
+            "stdout",
+            "option is only allowed on the command line interface.",
+        ));
+    }
     let has_vmid = p.str("vmid").is_some_and(|v| !v.is_empty());
     for other in ["all", "exclude", "pool"] {
         let set = if other == "all" {

@@ -21,12 +21,10 @@ pub(crate) fn node_mem(cluster: &Cluster, node: &str) -> u64 {
     (2u64 << 30) + guests
 }
 
-fn node_row(cluster: &Cluster, n: &Node, now: i64, fingerprint: bool) -> Value {
+fn node_row(cluster: &Cluster, n: &Node, now: i64, fingerprint: Option<&str>) -> Value {
     let mut v = json!({ "node": n.name, "id": format!("node/{}", n.name), "type": "node", "level": "" });
-    if fingerprint {
-        v["ssl_fingerprint"] = json!(
-            "5A:1C:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00"
-        );
+    if let Some(fp) = fingerprint.filter(|f| !f.is_empty()) {
+        v["ssl_fingerprint"] = json!(fp);
     }
     if !n.online {
         v["status"] = json!("offline");
@@ -83,7 +81,7 @@ pub(crate) fn resources(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     }
     if want("node") {
         rows.extend(c.nodes.values().map(|n| {
-            let mut row = node_row(c, n, now, false);
+            let mut row = node_row(c, n, now, None);
             if n.online {
                 row["cgroup-mode"] = json!(2);
             }
@@ -350,6 +348,9 @@ pub(crate) fn nodes(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     let now = ctx.now();
     let c = &*ctx.cluster;
     ok(Value::Array(
-        c.nodes.values().map(|n| node_row(c, n, now, true)).collect(),
+        c.nodes
+            .values()
+            .map(|n| node_row(c, n, now, Some(&ctx.shared.fingerprint)))
+            .collect(),
     ))
 }
