@@ -270,3 +270,19 @@ async fn cluster_status_and_nodes_use_integer_booleans() {
                 && n["ssl_fingerprint"] == api.sim.fingerprint())
     );
 }
+
+#[tokio::test]
+async fn failed_start_names_the_schema_file_and_the_fix() {
+    let bad = SimConfig {
+        schema: Some("/nonexistent/pve-apischema.json".into()),
+        ..fast_config()
+    };
+    let err = homelab_autopilot::proxmox::sim::Simulator::start(bad)
+        .await
+        .expect_err("bad schema path");
+    let text = err.to_string();
+    assert!(
+        text.contains("/nonexistent/pve-apischema.json") && text.contains("--schema"),
+        "{text}"
+    );
+}

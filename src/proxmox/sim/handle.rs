@@ -81,8 +81,6 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, SimError> {
 }
 
 pub(crate) async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
-    let clock = Clock::new(0, config.time_scale);
-    let now = clock.now();
     let (dump_dir, owns_dump_dir) = match &config.dump_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|source| SimError::DumpDir {
@@ -93,6 +91,16 @@ pub(crate) async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         }
         None => (temp_dump_dir()?, true),
     };
+    let result = start_in(config, dump_dir.clone(), owns_dump_dir).await;
+    if result.is_err() && owns_dump_dir {
+        let _ = std::fs::remove_dir_all(&dump_dir); // created above by us
+    }
+    result
+}
+
+async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> Result<SimHandle, SimError> {
+    let clock = Clock::new(0, config.time_scale);
+    let now = clock.now();
     let schema = config.schema.as_deref().map(SchemaIndex::load).transpose()?;
     let built = seed::build_cluster(
         &config.seed,
