@@ -67,11 +67,19 @@ impl Caller {
 }
 
 /// Users plus the ticket signing key.
-#[derive(Debug)]
 pub(crate) struct Auth {
     users: BTreeMap<String, User>,
     /// Signing key; rotating it invalidates every ticket (like PVE's auth key rotation).
     key: Mutex<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("users", &self.users)
+            .field("key", &"***")
+            .finish()
+    }
 }
 
 impl Auth {

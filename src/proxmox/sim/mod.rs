@@ -9,6 +9,20 @@
 //! Tests start it with [`Simulator::start`] on `127.0.0.1:0` and talk to it with plain HTTP
 //! clients; the [`SimHandle`] exposes credentials, the TLS fingerprint, fault injection and read
 //! access to the simulated [`Cluster`]. It never depends on the typed client in `proxmox`.
+//!
+//! ```ignore
+//! let sim = Simulator::start(SimConfig {
+//!     schema: Some("../shared/proxmox/pve-apischema.json".into()),
+//!     time_scale: 0.001, // a 30 s vzdump takes 30 ms
+//!     ..SimConfig::default()
+//! })
+//! .await?;
+//! // connect: sim.url(), sim.token_id(), sim.token_secret(), sim.fingerprint() / sim.ca_pem()
+//! sim.fail_next("POST", "/nodes/{node}/vzdump", 1, 500, "backup storage full");
+//! sim.set_node_online("pve2", false)?;
+//! let node = sim.state(|c| c.guest(100).map(|g| g.node.clone()));
+//! sim.shutdown().await;
+//! ```
 
 mod admin;
 pub mod cli;
