@@ -135,7 +135,7 @@ impl ChunkStore {
         let meta = SnapshotMeta {
             uid: new_pack_name(),
             name: name.to_string(),
-            time: jiff::Timestamp::now().as_second(),
+            time: jiff::Timestamp::now().as_microsecond(),
             tags: tags.clone(),
             kind,
         };
@@ -271,10 +271,10 @@ impl ChunkStore {
             if shared.abort.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            let mut buf = Vec::with_capacity(block);
-            buf.extend_from_slice(&carry);
-            let filled = buf.len();
-            buf.resize(block, 0);
+            // `vec![0; n]` is a calloc; `resize` would be a byte loop in unoptimised test builds.
+            let mut buf = vec![0u8; block];
+            buf[..carry.len()].copy_from_slice(&carry);
+            let filled = carry.len();
             let n = read_full(reader, &mut buf[filled..])
                 .map_err(|e| Error::io("reading", "backup source", e))?;
             buf.truncate(filled + n);

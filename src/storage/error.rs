@@ -57,26 +57,26 @@ pub enum Error {
         reason: String,
     },
     /// A file-system operation failed.
-    #[error("{op} {path}: {source}{}", io_hint(source))]
+    // The cause is part of the message (and not also a `source`), so `{:#}` chains do not
+    // print it twice; callers match on the fields.
+    #[error("{op} {path}: {cause}{}", io_hint(cause))]
     Io {
         /// What we were doing ("writing pack", "reading source").
         op: &'static str,
         /// The path involved.
         path: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// An object-store (S3) operation failed.
-    #[error("{op} {key}: {source}")]
+    #[error("{op} {key}: {cause}")]
     Backend {
         /// What we were doing.
         op: &'static str,
         /// The object key.
         key: String,
         /// The client error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An object that must exist is missing from the backend.
     #[error("{what} is missing from the repository")]
@@ -85,13 +85,12 @@ pub enum Error {
         what: String,
     },
     /// The SQLite index failed.
-    #[error("index database: {op}: {source}")]
+    #[error("index database: {op}: {cause}")]
     Index {
         /// What we were doing.
         op: &'static str,
         /// The SQLite error.
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     /// The SQLite index is damaged.
     #[error("index database is damaged ({detail}): run `homelab-autopilot store reindex` to rebuild it")]
@@ -189,33 +188,33 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Locked { .. } | Error::Backend { .. } => true,
-            Error::Io { source, .. } => matches!(source.raw_os_error(), Some(28) | Some(4) | Some(11)),
-            Error::Index { source, .. } => matches!(
-                source.sqlite_error_code(),
+            Error::Io { cause, .. } => matches!(cause.raw_os_error(), Some(28) | Some(4) | Some(11)),
+            Error::Index { cause, .. } => matches!(
+                cause.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
             ),
             _ => false,
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display, source: io::Error) -> Self {
+    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display, cause: io::Error) -> Self {
         Error::Io {
             op,
             path: path.to_string(),
-            source,
+            cause,
         }
     }
 
     pub(crate) fn index(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
-        move |source| {
+        move |cause| {
             if let Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) =
-                source.sqlite_error_code()
+                cause.sqlite_error_code()
             {
                 Error::IndexCorrupt {
-                    detail: format!("{op}: {source}"),
+                    detail: format!("{op}: {cause}"),
                 }
             } else {
-                Error::Index { op, source }
+                Error::Index { op, cause }
             }
         }
     }

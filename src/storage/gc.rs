@@ -83,7 +83,7 @@ impl ChunkStore {
         for s in &snaps {
             groups.entry(&s.name).or_default().push(PruneItem {
                 id: s.uid.clone(),
-                time: s.time_unix,
+                time: s.time_us,
                 complete: s.complete,
             });
         }

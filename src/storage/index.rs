@@ -78,6 +78,8 @@ pub struct SnapshotInfo {
     pub time: String,
     /// Start time, Unix seconds.
     pub time_unix: i64,
+    /// Start time, Unix microseconds (exact order).
+    pub time_us: i64,
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Source kind: file, dir or stream.
@@ -113,8 +115,9 @@ pub struct Index {
     path: PathBuf,
 }
 
-/// Formats Unix seconds as RFC 3339 UTC.
-pub fn rfc3339(t: i64) -> String {
+/// Formats Unix microseconds as RFC 3339 UTC, to the second.
+pub fn rfc3339(t_us: i64) -> String {
+    let t = t_us.div_euclid(1_000_000);
     jiff::Timestamp::from_second(t)
         .map(|ts| ts.to_string())
         .unwrap_or_else(|_| t.to_string())
@@ -138,11 +141,18 @@ impl Index {
     /// Opens an existing index read-only (for read-only repositories).
     pub fn open_read_only(dir: &Path) -> Result<Index> {
         let path = dir.join("index.sqlite");
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(Error::index("opening read-only"))?;
+        // `immutable=1`: on a read-only file system SQLite cannot create the WAL's shared-memory
+        // file, and nothing can change the database there anyway.
+        let escaped = path
+            .display()
+            .to_string()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23");
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags)
+            .map_err(Error::index("opening read-only"))?;
         let idx = Index { conn, path };
         idx.setup(false)?;
         Ok(idx)
@@ -299,7 +309,8 @@ impl Index {
                     uid,
                     name: r.get(1)?,
                     time: rfc3339(time),
-                    time_unix: time,
+                    time_unix: time.div_euclid(1_000_000),
+                    time_us: time,
                     tags: serde_json::from_str(&tags).unwrap_or_default(),
                     kind: r.get(4)?,
                     complete: state == "complete",
@@ -436,7 +447,7 @@ mod tests {
         let meta = SnapshotMeta {
             uid: "0123456789abcdef0123456789abcdef".into(),
             name: "n".into(),
-            time: 1_700_000_000,
+            time: 1_700_000_000_000_000,
             tags: BTreeMap::new(),
             kind: SourceKind::Stream,
         };

@@ -94,8 +94,8 @@ pub fn acquire(
     loop {
         match backend.put(&key, &body) {
             Ok(()) => {}
-            Err(Error::Io { source, .. })
-                if optional && matches!(source.raw_os_error(), Some(30) | Some(13)) =>
+            Err(Error::Io { cause, .. })
+                if optional && matches!(cause.raw_os_error(), Some(30) | Some(13)) =>
             {
                 return Ok(None);
             }
@@ -160,13 +160,14 @@ fn spawn_refresher(
         .spawn(move || {
             let (m, cv) = &*stop;
             let Ok(mut stopped) = m.lock() else { return };
-            loop {
-                let Ok((g, _)) = cv.wait_timeout(stopped, REFRESH_EVERY) else {
+            // Check the flag before every wait: the lock may be dropped before this thread runs.
+            while !*stopped {
+                let Ok((g, timeout)) = cv.wait_timeout(stopped, REFRESH_EVERY) else {
                     return;
                 };
                 stopped = g;
-                if *stopped {
-                    return;
+                if *stopped || !timeout.timed_out() {
+                    continue;
                 }
                 info.time = now();
                 if let Ok(body) = serde_json::to_vec(&info)

@@ -60,16 +60,16 @@ pub enum PruneMark {
 pub struct PruneItem {
     /// Snapshot id.
     pub id: String,
-    /// Unix seconds.
+    /// Unix microseconds.
     pub time: i64,
     /// Whether the backup finished.
     pub complete: bool,
 }
 
-fn period(t: i64, fmt: &str) -> String {
-    match Timestamp::from_second(t) {
+fn period(t_us: i64, fmt: &str) -> String {
+    match Timestamp::from_microsecond(t_us) {
         Ok(ts) => ts.to_zoned(TimeZone::UTC).strftime(fmt).to_string(),
-        Err(_) => t.to_string(),
+        Err(_) => t_us.to_string(),
     }
 }
 
@@ -155,7 +155,7 @@ mod tests {
         let t: Timestamp = when.parse().unwrap();
         PruneItem {
             id: id.into(),
-            time: t.as_second(),
+            time: t.as_microsecond(),
             complete: true,
         }
     }
@@ -180,7 +180,7 @@ mod tests {
             let z = t.to_zoned(TimeZone::UTC);
             v.push(PruneItem {
                 id: z.strftime("%m%d-%H").to_string(),
-                time: t.as_second(),
+                time: t.as_microsecond(),
                 complete: true,
             });
             t = t.checked_add(jiff::SignedDuration::from_hours(12)).unwrap();

@@ -64,7 +64,7 @@ pub struct SnapshotMeta {
     pub uid: String,
     /// Backup name.
     pub name: String,
-    /// Start time, Unix seconds.
+    /// Start time, Unix microseconds (orders backups taken within one second).
     pub time: i64,
     /// Tags.
     pub tags: BTreeMap<String, String>,
@@ -330,7 +330,7 @@ mod tests {
         let meta = SnapshotMeta {
             uid: "ab".repeat(16),
             name: "vm-100".into(),
-            time: 1_700_000_000,
+            time: 1_700_000_000_000_000,
             tags: BTreeMap::from([("k".to_string(), "v".to_string())]),
             kind: SourceKind::File,
         };

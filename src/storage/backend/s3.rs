@@ -35,7 +35,7 @@ fn backend_err<'a>(op: &'static str, key: &'a str) -> impl FnOnce(object_store::
     move |e| Error::Backend {
         op,
         key: key.to_string(),
-        source: Box::new(e),
+        cause: Box::new(e),
     }
 }
 
@@ -108,7 +108,7 @@ fn get_range(
             e => Error::Backend {
                 op: "reading",
                 key: key.to_string(),
-                source: Box::new(e),
+                cause: Box::new(e),
             },
         })?;
     if (bytes.len() as u64) < want {
