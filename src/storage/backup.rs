@@ -59,6 +59,11 @@ pub struct SnapshotSummary {
     pub throughput_mb_s: f64,
 }
 
+/// Bytes read per batch (at least four maximum-size chunks).
+const BLOCK: usize = 4 << 20;
+/// Read buffers kept for reuse.
+const POOL_MAX: usize = 8;
+
 struct Batch {
     data: Arc<Vec<u8>>,
     cuts: Vec<(usize, usize)>,
@@ -84,6 +89,7 @@ struct Shared {
     error: Mutex<Option<Error>>,
     pending: Mutex<HashSet<ChunkId>>,
     zero_ids: Mutex<HashMap<usize, ChunkId>>,
+    pool: Mutex<Vec<Vec<u8>>>,
     new_bytes: AtomicU64,
     stored_bytes: AtomicU64,
     new_chunks: AtomicU64,
@@ -146,6 +152,7 @@ impl ChunkStore {
             error: Mutex::new(None),
             pending: Mutex::new(HashSet::new()),
             zero_ids: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Vec::new()),
             new_bytes: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(0),
             new_chunks: AtomicU64::new(0),
@@ -155,9 +162,9 @@ impl ChunkStore {
         let staged_path = snap.path().to_path_buf();
         let mut bytes_read = 0u64;
         let result = std::thread::scope(|s| -> Result<Option<(std::path::PathBuf, _)>> {
-            let (job_tx, job_rx) = sync_channel::<Job>(self.threads() * 2);
+            let (job_tx, job_rx) = sync_channel::<Job>(self.threads());
             let job_rx = Arc::new(Mutex::new(job_rx));
-            let (order_tx, order_rx) = sync_channel::<Receiver<Result<BatchOut>>>(self.threads() * 2 + 2);
+            let (order_tx, order_rx) = sync_channel::<Receiver<Result<BatchOut>>>(self.threads() + 2);
             let (flush_tx, flush_rx) = sync_channel::<(String, Vec<u8>, Vec<PackEntry>)>(1);
             for _ in 0..self.threads() {
                 let rx = job_rx.clone();
@@ -265,29 +272,33 @@ impl ChunkStore {
         progress: &dyn Progress,
         bytes_read: &mut u64,
     ) -> Result<()> {
-        let block = (8 << 20).max(self.chunker.max_len() * 4);
+        let block = BLOCK.max(self.chunker.max_len() * 4);
         let mut carry: Vec<u8> = Vec::new();
         loop {
             if shared.abort.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            // `vec![0; n]` is a calloc; `resize` would be a byte loop in unoptimised test builds.
-            let mut buf = vec![0u8; block];
+            // Recycled buffers avoid a fresh mmap and page faults per block. A new one is a
+            // calloc (`resize` would be a byte loop in unoptimised test builds).
+            let recycled = shared.pool.lock().ok().and_then(|mut p| p.pop());
+            let mut buf = recycled
+                .filter(|b| b.len() == block)
+                .unwrap_or_else(|| vec![0u8; block]);
             buf[..carry.len()].copy_from_slice(&carry);
             let filled = carry.len();
             let n = read_full(reader, &mut buf[filled..])
                 .map_err(|e| Error::io("reading", "backup source", e))?;
-            buf.truncate(filled + n);
+            let len = filled + n;
             *bytes_read += n as u64;
             progress.add(n as u64);
-            let eof = filled + n < block;
+            let eof = len < block;
             let mut pos = 0;
             let mut cuts = Vec::new();
-            while let Some(len) = self.chunker.next_boundary(&buf[pos..], eof) {
-                cuts.push((pos, len));
-                pos += len;
+            while let Some(n) = self.chunker.next_boundary(&buf[pos..len], eof) {
+                cuts.push((pos, n));
+                pos += n;
             }
-            carry = buf[pos..].to_vec();
+            carry = buf[pos..len].to_vec();
             if !cuts.is_empty() {
                 let (tx, rx) = sync_channel(1);
                 let batch = Batch {
@@ -326,6 +337,12 @@ impl ChunkStore {
                 _ => Err(Error::Internal("backup aborted".into())),
             };
             let _ = reply.send(out);
+            if let Ok(buf) = Arc::try_unwrap(batch.data)
+                && let Ok(mut pool) = shared.pool.lock()
+                && pool.len() < POOL_MAX
+            {
+                pool.push(buf);
+            }
         }
     }
 

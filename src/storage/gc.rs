@@ -4,6 +4,8 @@
 //! file (swept on the next run after the grace period) but never a row whose bytes are gone.
 
 use std::collections::{BTreeMap, HashSet};
+
+use super::chunkset::ChunkSet;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::params;
@@ -130,12 +132,18 @@ impl ChunkStore {
         }
         // Mark: every chunk a complete snapshot references. An unreadable snapshot object stops
         // gc: deleting while unsure could lose data.
-        let mut live: HashSet<ChunkId> = HashSet::new();
+        let live = ChunkSet::new(&index, "live")?;
         for s in index.snapshots()? {
+            let mut buf: Vec<ChunkId> = Vec::new();
             self.each_entry(&s.uid, |e| {
-                live.insert(e.id);
+                buf.push(e.id);
+                if buf.len() >= 65_536 {
+                    live.insert_all(&index, &buf, |_| Ok(()))?;
+                    buf.clear();
+                }
                 Ok(())
             })
+            .and_then(|()| live.insert_all(&index, &buf, |_| Ok(())))
             .map_err(|e| {
                 Error::corrupt(
                     format!("snapshot {}", s.id),
@@ -146,15 +154,26 @@ impl ChunkStore {
         // Sweep packs.
         let mut scratch = self.codec.scratch()?;
         for (row, name, size) in index.packs()? {
-            let chunks = index.pack_chunks(row)?;
-            let dead: u64 = chunks
+            let all = index.pack_chunks(row)?;
+            let mut is_live = Vec::with_capacity(all.len());
+            for c in &all {
+                is_live.push(live.contains(&index, &c.id)?);
+            }
+            let dead: u64 = all
                 .iter()
-                .filter(|c| !live.contains(&c.id))
-                .map(|c| u64::from(c.len))
+                .zip(&is_live)
+                .filter(|(_, l)| !**l)
+                .map(|(c, _)| u64::from(c.len))
                 .sum();
-            let n_dead = chunks.iter().filter(|c| !live.contains(&c.id)).count() as u64;
+            let n_dead = is_live.iter().filter(|l| !**l).count() as u64;
+            let chunks: Vec<_> = all
+                .iter()
+                .zip(&is_live)
+                .filter(|(_, l)| **l)
+                .map(|(c, _)| *c)
+                .collect();
             let key = pack_key(&name);
-            if chunks.iter().all(|c| !live.contains(&c.id)) {
+            if chunks.is_empty() {
                 let tx = index
                     .conn()
                     .transaction()
@@ -171,7 +190,7 @@ impl ChunkStore {
             } else if size > 0 && dead as f64 / size as f64 >= REPACK_DEAD_FRACTION {
                 let bytes = self.backend.get_range(&key, 0, size as usize)?;
                 let mut pb = PackBuilder::new(size as usize);
-                for c in chunks.iter().filter(|c| live.contains(&c.id)) {
+                for c in &chunks {
                     let blob = bytes
                         .get(c.offset as usize..(c.offset + c.len) as usize)
                         .ok_or_else(|| Error::corrupt(&key, "chunk beyond the end of the pack"))?;

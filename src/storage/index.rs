@@ -394,6 +394,11 @@ impl Index {
         &mut self.conn
     }
 
+    /// The raw connection, shared.
+    pub(crate) fn raw(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Sums for `stats`: (packs, pack bytes, chunks, chunk plaintext bytes, chunk stored bytes).
     pub fn totals(&self) -> Result<(u64, u64, u64, u64, u64)> {
         self.conn

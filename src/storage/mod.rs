@@ -8,6 +8,7 @@ pub mod backend;
 pub mod backup;
 pub mod blob;
 pub mod chunker;
+mod chunkset;
 pub mod cli;
 mod cli_output;
 pub mod config;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::backend::{pack_key, snapshot_key};
 use super::blob::{BlobKind, ChunkId};
+use super::chunkset::ChunkSet;
 use super::error::{Error, Result};
 use super::index::{Index, SnapshotInfo};
 use super::lock::LockMode;
@@ -58,16 +59,31 @@ impl ChunkStore {
         let mut affected: BTreeSet<String> = BTreeSet::new();
         let mut per_snapshot: HashMap<String, Vec<String>> = HashMap::new();
         // Pass 1: snapshot objects and index rows.
-        let mut wanted: HashSet<ChunkId> = HashSet::new();
+        let wanted = ChunkSet::new(&index, "wanted")?;
         let mut missing: HashSet<ChunkId> = HashSet::new();
         for s in &snaps {
             report.snapshots_checked += 1;
-            let res = self.each_entry(&s.uid, |e| {
-                if wanted.insert(e.id) && !index.has_chunk(&e.id)? {
-                    missing.insert(e.id);
-                }
-                Ok(())
-            });
+            let mut buf: Vec<ChunkId> = Vec::new();
+            let mut add = |buf: &mut Vec<ChunkId>| {
+                let r = wanted.insert_all(&index, buf, |id| {
+                    if !index.has_chunk(id)? {
+                        missing.insert(*id);
+                    }
+                    Ok(())
+                });
+                buf.clear();
+                r
+            };
+            let res = self
+                .each_entry(&s.uid, |e| {
+                    buf.push(e.id);
+                    if buf.len() >= 65_536 {
+                        add(&mut buf)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|()| add(&mut buf));
             if let Err(e) = res {
                 per_snapshot
                     .entry(s.uid.clone())
@@ -75,7 +91,7 @@ impl ChunkStore {
                     .push(format!("snapshot object: {e}"));
             }
         }
-        report.chunks_checked = wanted.len() as u64;
+        report.chunks_checked = wanted.len(&index)?;
         // Pass 2: packs exist, are long enough, and (read_data) hold intact chunks.
         let bad = self.check_packs(&index, &wanted, read_data, &mut report)?;
         // Pass 3: map bad chunks to snapshots.
@@ -130,7 +146,7 @@ impl ChunkStore {
     fn check_packs(
         &self,
         index: &Index,
-        wanted: &HashSet<ChunkId>,
+        wanted: &ChunkSet,
         read_data: bool,
         report: &mut VerifyReport,
     ) -> Result<HashSet<ChunkId>> {
@@ -143,11 +159,12 @@ impl ChunkStore {
         let mut bad = HashSet::new();
         let mut scratch = self.codec.scratch()?;
         for (pack_row, name, _) in index.packs()? {
-            let chunks: Vec<_> = index
-                .pack_chunks(pack_row)?
-                .into_iter()
-                .filter(|c| wanted.contains(&c.id))
-                .collect();
+            let mut chunks = Vec::new();
+            for c in index.pack_chunks(pack_row)? {
+                if wanted.contains(index, &c.id)? {
+                    chunks.push(c);
+                }
+            }
             if chunks.is_empty() {
                 continue;
             }

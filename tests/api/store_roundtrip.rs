@@ -244,3 +244,37 @@ fn store_roundtrip_multi_gib_sparse_file_stays_sparse() {
     }
     assert_eq!(pos, size);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_library_backup_reader_and_restore_to_writer_work_from_tokio() {
+    use homelab_autopilot::storage::{ChunkStore, NoProgress, OpenOptions, RepoParams, SourceKind};
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo").to_str().unwrap().to_string();
+    ChunkStore::init(&repo, RepoParams::default(), None, None).unwrap();
+    let data = seeded(77, 700_000);
+    let expected = data.clone();
+    // The operator streams vzdump archives from a reader on a blocking thread.
+    let (summary, restored) = tokio::task::spawn_blocking(move || {
+        let store = ChunkStore::open(&repo, OpenOptions::default()).unwrap();
+        let tags = [("vmid".to_string(), "100".to_string())].into_iter().collect();
+        let summary = store
+            .backup_reader(
+                &data[..],
+                "vzdump-qemu-100",
+                &tags,
+                SourceKind::Stream,
+                &NoProgress,
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        store
+            .restore_to_writer(&summary.snapshot, &mut out, &NoProgress)
+            .unwrap();
+        (summary, out)
+    })
+    .await
+    .unwrap();
+    assert_eq!(restored, expected);
+    assert_eq!(summary.bytes_read, 700_000);
+    assert_eq!(summary.snapshot.tags["vmid"], "100");
+}
