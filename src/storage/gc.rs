@@ -14,8 +14,9 @@ use serde::Serialize;
 use super::backend::{pack_key, snapshot_key};
 use super::blob::{BlobKind, ChunkId};
 use super::error::{Error, Result};
+use super::index::Index;
 use super::lock::LockMode;
-use super::pack::{PackBuilder, new_pack_name};
+use super::pack::{PackBuilder, PackEntry, new_pack_name};
 use super::prune::{KeepOptions, PruneItem, PruneMark, compute_prune};
 use super::store::ChunkStore;
 
@@ -174,15 +175,7 @@ impl ChunkStore {
                 .collect();
             let key = pack_key(&name);
             if chunks.is_empty() {
-                let tx = index
-                    .conn()
-                    .transaction()
-                    .map_err(Error::index("starting transaction"))?;
-                tx.execute("DELETE FROM chunks WHERE pack = ?1", [row])
-                    .map_err(Error::index("dropping chunks"))?;
-                tx.execute("DELETE FROM packs WHERE id = ?1", [row])
-                    .map_err(Error::index("dropping pack"))?;
-                tx.commit().map_err(Error::index("committing"))?;
+                replace_pack(&mut index, row, None)?;
                 self.backend.delete(&key)?;
                 report.packs_deleted += 1;
                 report.chunks_removed += n_dead;
@@ -202,33 +195,13 @@ impl ChunkStore {
                 }
                 let (new_bytes, entries) = pb.finish(&self.codec, &mut scratch)?;
                 let new_name = new_pack_name();
+                // New pack durable first, then the index moves to it, then the old file goes.
                 self.backend.put(&pack_key(&new_name), &new_bytes)?;
-                let tx = index
-                    .conn()
-                    .transaction()
-                    .map_err(Error::index("starting transaction"))?;
-                tx.execute(
-                    "INSERT INTO packs (name, size, created) VALUES (?1, ?2, ?3)",
-                    params![
-                        new_name,
-                        new_bytes.len() as i64,
-                        jiff::Timestamp::now().as_second()
-                    ],
-                )
-                .map_err(Error::index("recording pack"))?;
-                let new_row = tx.last_insert_rowid();
-                for e in &entries {
-                    tx.execute(
-                        "UPDATE chunks SET pack = ?1, offset = ?2 WHERE id = ?3",
-                        params![new_row, e.offset, &e.id.0[..]],
-                    )
-                    .map_err(Error::index("moving chunk"))?;
-                }
-                tx.execute("DELETE FROM chunks WHERE pack = ?1", [row])
-                    .map_err(Error::index("dropping chunks"))?;
-                tx.execute("DELETE FROM packs WHERE id = ?1", [row])
-                    .map_err(Error::index("dropping pack"))?;
-                tx.commit().map_err(Error::index("committing"))?;
+                replace_pack(
+                    &mut index,
+                    row,
+                    Some((&new_name, new_bytes.len() as u64, &entries)),
+                )?;
                 self.backend.delete(&key)?;
                 report.packs_repacked += 1;
                 report.chunks_removed += n_dead;
@@ -287,4 +260,33 @@ impl ChunkStore {
         }
         Ok(())
     }
+}
+
+/// In one transaction: optionally record the `new` pack and move its chunks there, then drop the
+/// old pack's remaining (dead) chunk rows and the old pack row.
+fn replace_pack(index: &mut Index, old: i64, new: Option<(&str, u64, &[PackEntry])>) -> Result<()> {
+    let tx = index
+        .conn()
+        .transaction()
+        .map_err(Error::index("starting transaction"))?;
+    if let Some((name, size, entries)) = new {
+        tx.execute(
+            "INSERT INTO packs (name, size, created) VALUES (?1, ?2, ?3)",
+            params![name, size as i64, jiff::Timestamp::now().as_second()],
+        )
+        .map_err(Error::index("recording pack"))?;
+        let new_row = tx.last_insert_rowid();
+        for e in entries {
+            tx.execute(
+                "UPDATE chunks SET pack = ?1, offset = ?2 WHERE id = ?3",
+                params![new_row, e.offset, &e.id.0[..]],
+            )
+            .map_err(Error::index("moving chunk"))?;
+        }
+    }
+    tx.execute("DELETE FROM chunks WHERE pack = ?1", [old])
+        .map_err(Error::index("dropping chunks"))?;
+    tx.execute("DELETE FROM packs WHERE id = ?1", [old])
+        .map_err(Error::index("dropping pack"))?;
+    tx.commit().map_err(Error::index("committing"))
 }

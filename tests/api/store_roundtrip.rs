@@ -103,32 +103,23 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
     );
     write(&src.join("etc/pve/nodes"), "empty", b"");
     write(&src, "disk.raw", &seeded(5, 200_000));
-    let id1 = ok(
-        &repo,
-        &[
-            "--key-file",
-            kf,
-            "--json",
-            "backup",
-            "--name",
-            "etc",
-            src.to_str().unwrap(),
-        ],
-    );
-    let id1: serde_json::Value = serde_json::from_str(&id1).unwrap();
-    let again = ok(
-        &repo,
-        &[
-            "--key-file",
-            kf,
-            "--json",
-            "backup",
-            "--name",
-            "etc",
-            src.to_str().unwrap(),
-        ],
-    );
-    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    let backup_tree = || -> serde_json::Value {
+        let out = ok(
+            &repo,
+            &[
+                "--key-file",
+                kf,
+                "--json",
+                "backup",
+                "--name",
+                "etc",
+                src.to_str().unwrap(),
+            ],
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let id1 = backup_tree();
+    let again = backup_tree();
     assert_eq!(
         again["new_chunks"], 0,
         "an unchanged tree must dedup completely: {again}"
