@@ -80,6 +80,9 @@ impl ChunkStore {
         } else {
             self.lock(LockMode::Exclusive, "prune", false)?
         };
+        if !self.index_shared && !dry_run {
+            self.rebuild_index()?;
+        }
         let index = self.index()?;
         let snaps = index.snapshots()?;
         let mut groups: BTreeMap<&str, Vec<PruneItem>> = BTreeMap::new();
@@ -123,6 +126,11 @@ impl ChunkStore {
     /// uses, rewrites mostly-dead packs, and sweeps stray files older than `grace`.
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
         let _lock = self.lock(LockMode::Exclusive, "gc", false)?;
+        // A per-machine index (S3 cache) may miss other machines' packs and snapshots: gc must
+        // never judge liveness from it, so it rebuilds it from the repository first.
+        if !self.index_shared {
+            self.rebuild_index()?;
+        }
         let mut index = self.index()?;
         let mut report = GcReport::default();
         // Exclusive lock held: no backup runs, so every pending row is a crash leftover.

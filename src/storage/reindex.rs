@@ -29,6 +29,11 @@ impl ChunkStore {
     /// Rebuilds the index into a new file, then swaps it in.
     pub fn reindex(&self) -> Result<ReindexReport> {
         let _lock = self.lock(LockMode::Exclusive, "reindex", false)?;
+        self.rebuild_index()
+    }
+
+    /// `reindex` for a caller that already holds the exclusive lock.
+    pub(crate) fn rebuild_index(&self) -> Result<ReindexReport> {
         let build_dir = self.index_dir.join("rebuild");
         let _ = std::fs::remove_dir_all(&build_dir);
         let mut idx = Index::open(&build_dir)?;

@@ -50,6 +50,9 @@ pub struct ChunkStore {
     pub(crate) codec: Arc<Codec>,
     pub(crate) chunker: Chunker,
     pub(crate) index_dir: PathBuf,
+    /// Whether every writer uses this same index (a local repository with its index inside);
+    /// otherwise the index is a per-machine cache of the repository.
+    pub(crate) index_shared: bool,
     pub(crate) opts: OpenOptions,
 }
 
@@ -151,12 +154,14 @@ impl ChunkStore {
             .cache_dir
             .clone()
             .unwrap_or_else(|| backend.default_index_dir());
+        let index_shared = !repo.starts_with("s3://") && opts.cache_dir.is_none();
         let store = ChunkStore {
             backend,
             config,
             codec,
             chunker,
             index_dir,
+            index_shared,
             opts,
         };
         if !store.index_dir.join("index.sqlite").exists() && !repo_is_read_only(&store) {

@@ -132,8 +132,20 @@ fn store_s3_round_trip_and_reindex_from_bucket() {
     assert!(s3(p, &cache, &["restore", "vm@latest", "--to", "-"]).stdout == v2);
     assert!(s3_ok(p, &cache, &["reindex"]).contains("2 snapshots"));
     assert!(s3_ok(p, &cache, &["verify", "--read-data"]).contains("verify OK"));
+    // A second machine (its own index cache) backs up into the same bucket; gc on the first
+    // machine must not mistake the second one's packs for garbage.
+    let cache_b = d.path().join("cache-b");
+    let ct = seeded(62, 1 << 20);
+    let fct = write(d.path(), "ct", &ct);
+    s3_ok(
+        p,
+        &cache_b,
+        &["backup", "--name", "ct-200", fct.to_str().unwrap()],
+    );
     s3_ok(p, &cache, &["prune", "--keep-last", "1"]);
     s3_ok(p, &cache, &["gc", "--grace", "0"]);
     assert!(s3_ok(p, &cache, &["verify", "--read-data"]).contains("verify OK"));
     assert!(s3(p, &cache, &["restore", "vm@latest", "--to", "-"]).stdout == v2);
+    assert!(s3(p, &cache_b, &["restore", "ct-200@latest", "--to", "-"]).stdout == ct);
+    assert!(s3(p, &cache, &["restore", "ct-200@latest", "--to", "-"]).stdout == ct);
 }
