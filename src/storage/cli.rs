@@ -287,7 +287,15 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             let snap = store.resolve(&r.snapshot)?;
             let bar = out::bar(progress_ok && r.to != "-", Some(snap.size));
             let summary = if r.to == "-" {
-                store.restore_to_writer(&snap, std::io::stdout().lock(), &bar)?
+                // Write to fd 1 directly: `Stdout` is line-buffered and would scan binary data
+                // for newlines.
+                use std::os::fd::AsFd;
+                let fd = std::io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("--to -: cannot use stdout")?;
+                let out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::from(fd));
+                store.restore_to_writer(&snap, out, &bar)?
             } else {
                 store.restore_to_path(&snap, Path::new(&r.to), &bar)?
             };

@@ -104,11 +104,10 @@ impl Sink for SparseFile {
         self.pos += n;
         Ok(())
     }
+    /// Like restic and borg, restore does not fsync: the caller decides when to sync.
     fn finish(&mut self) -> std::io::Result<()> {
         self.f.flush()?;
-        let f = self.f.get_mut();
-        f.set_len(self.pos)?;
-        f.sync_all()
+        self.f.get_mut().set_len(self.pos)
     }
 }
 
