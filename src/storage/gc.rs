@@ -20,6 +20,9 @@ use super::pack::{PackBuilder, PackEntry, new_pack_name};
 use super::prune::{KeepOptions, PruneItem, PruneMark, compute_prune};
 use super::store::ChunkStore;
 
+/// A pack being rewritten: index row, key, size.
+type OldPack = (i64, String, u64);
+
 /// Packs with at least this fraction of dead bytes are rewritten.
 const REPACK_DEAD_FRACTION: f64 = 0.2;
 
@@ -65,6 +68,30 @@ pub struct GcReport {
 }
 
 impl ChunkStore {
+    /// Writes a pack of chunks copied out of `olds`: new pack durable first, then the index
+    /// moves to it in one transaction, then the old files go.
+    fn write_repacked(
+        &self,
+        index: &mut Index,
+        pb: PackBuilder,
+        olds: Vec<OldPack>,
+        scratch: &mut super::blob::Scratch,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let (bytes, entries) = pb.finish(&self.codec, scratch)?;
+        let name = new_pack_name();
+        self.backend.put(&pack_key(&name), &bytes)?;
+        let rows: Vec<i64> = olds.iter().map(|(row, _, _)| *row).collect();
+        replace_packs(index, &rows, Some((&name, bytes.len() as u64, &entries)))?;
+        let mut old_bytes = 0;
+        for (_, key, size) in &olds {
+            self.backend.delete(key)?;
+            old_bytes += size;
+        }
+        report.bytes_freed += old_bytes.saturating_sub(bytes.len() as u64);
+        Ok(())
+    }
+
     /// Applies retention rules per backup name (see `prune::compute_prune`).
     pub fn prune(&self, keep: &KeepOptions, dry_run: bool) -> Result<PruneReport> {
         if !keep.keeps_something() {
@@ -162,6 +189,8 @@ impl ChunkStore {
         }
         // Sweep packs.
         let mut scratch = self.codec.scratch()?;
+        let target = self.config.params.pack_size as usize;
+        let mut repack: Option<(PackBuilder, Vec<OldPack>)> = None;
         for (row, name, size) in index.packs()? {
             let all = index.pack_chunks(row)?;
             let mut is_live = Vec::with_capacity(all.len());
@@ -183,14 +212,14 @@ impl ChunkStore {
                 .collect();
             let key = pack_key(&name);
             if chunks.is_empty() {
-                replace_pack(&mut index, row, None)?;
+                replace_packs(&mut index, &[row], None)?;
                 self.backend.delete(&key)?;
                 report.packs_deleted += 1;
                 report.chunks_removed += n_dead;
                 report.bytes_freed += size;
             } else if size > 0 && dead as f64 / size as f64 >= REPACK_DEAD_FRACTION {
                 let bytes = self.backend.get_range(&key, 0, size as usize)?;
-                let mut pb = PackBuilder::new(size as usize);
+                let (pb, olds) = repack.get_or_insert_with(|| (PackBuilder::new(target), Vec::new()));
                 for c in &chunks {
                     let blob = bytes
                         .get(c.offset as usize..(c.offset + c.len) as usize)
@@ -201,20 +230,17 @@ impl ChunkStore {
                     })?;
                     pb.add(c.id, c.raw_len, blob);
                 }
-                let (new_bytes, entries) = pb.finish(&self.codec, &mut scratch)?;
-                let new_name = new_pack_name();
-                // New pack durable first, then the index moves to it, then the old file goes.
-                self.backend.put(&pack_key(&new_name), &new_bytes)?;
-                replace_pack(
-                    &mut index,
-                    row,
-                    Some((&new_name, new_bytes.len() as u64, &entries)),
-                )?;
-                self.backend.delete(&key)?;
+                olds.push((row, key, size));
                 report.packs_repacked += 1;
                 report.chunks_removed += n_dead;
-                report.bytes_freed += size.saturating_sub(new_bytes.len() as u64);
+                // Live chunks of several packs share one new pack, so packs stay full-sized.
+                if let Some((pb, olds)) = repack.take_if(|(pb, _)| pb.len() >= target) {
+                    self.write_repacked(&mut index, pb, olds, &mut scratch, &mut report)?;
+                }
             }
+        }
+        if let Some((pb, olds)) = repack.take() {
+            self.write_repacked(&mut index, pb, olds, &mut scratch, &mut report)?;
         }
         self.sweep_strays(&index, grace, &mut report)?;
         Ok(report)
@@ -271,8 +297,8 @@ impl ChunkStore {
 }
 
 /// In one transaction: optionally record the `new` pack and move its chunks there, then drop the
-/// old pack's remaining (dead) chunk rows and the old pack row.
-fn replace_pack(index: &mut Index, old: i64, new: Option<(&str, u64, &[PackEntry])>) -> Result<()> {
+/// old packs' remaining (dead) chunk rows and the old pack rows.
+fn replace_packs(index: &mut Index, olds: &[i64], new: Option<(&str, u64, &[PackEntry])>) -> Result<()> {
     let tx = index
         .conn()
         .transaction()
@@ -292,9 +318,11 @@ fn replace_pack(index: &mut Index, old: i64, new: Option<(&str, u64, &[PackEntry
             .map_err(Error::index("moving chunk"))?;
         }
     }
-    tx.execute("DELETE FROM chunks WHERE pack = ?1", [old])
-        .map_err(Error::index("dropping chunks"))?;
-    tx.execute("DELETE FROM packs WHERE id = ?1", [old])
-        .map_err(Error::index("dropping pack"))?;
+    for old in olds {
+        tx.execute("DELETE FROM chunks WHERE pack = ?1", [old])
+            .map_err(Error::index("dropping chunks"))?;
+        tx.execute("DELETE FROM packs WHERE id = ?1", [old])
+            .map_err(Error::index("dropping pack"))?;
+    }
     tx.commit().map_err(Error::index("committing"))
 }

@@ -119,6 +119,11 @@ fn store_prune_then_gc_reclaims_space_and_keeps_newest() {
     assert!(gc["bytes_freed"].as_u64().unwrap() > 1 << 20, "{gc}");
     let after: serde_json::Value = serde_json::from_str(&ok(&repo, &["stats", "--json"])).unwrap();
     assert!(after["stored_bytes"].as_u64().unwrap() < before["stored_bytes"].as_u64().unwrap());
+    // Rewritten packs are merged, so gc never multiplies files.
+    assert!(
+        after["packs"].as_u64().unwrap() < before["packs"].as_u64().unwrap(),
+        "{before} -> {after}"
+    );
     let list: serde_json::Value = serde_json::from_str(&ok(&repo, &["list", "--json"])).unwrap();
     let left: Vec<&str> = list
         .as_array()
