@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::backup::{Progress, SnapshotSummary};
 use super::error::{Error, Result};
@@ -55,19 +56,99 @@ impl ChunkStore {
         tags: &BTreeMap<String, String>,
         progress: &dyn Progress,
     ) -> Result<SnapshotSummary> {
-        let (reader, writer) =
-            std::io::pipe().map_err(|e| Error::io("creating pipe for", dir.display(), e))?;
+        // A channel instead of a pipe: a failing tar writer must fail the backup (a pipe would
+        // just end, and a truncated tar would be saved as a complete snapshot).
+        let (tx, rx) = sync_channel::<Msg>(4);
         std::thread::scope(|s| {
-            let producer = s.spawn(move || write_tar(dir, writer));
-            let res = self.backup_reader(reader, name, tags, SourceKind::Dir, progress);
-            let produced = producer
-                .join()
-                .map_err(|_| Error::Internal("tar thread panicked".into()))?;
-            // A backup error usually causes the tar error (closed pipe): report the backup's.
-            let summary = res?;
-            produced.map_err(|e| Error::io("reading directory", dir.display(), e))?;
-            Ok(summary)
+            s.spawn(move || {
+                let mut w = ChanWriter {
+                    tx,
+                    buf: Vec::with_capacity(MSG_LEN),
+                };
+                let msg = match write_tar(dir, &mut w).and_then(|()| w.send()) {
+                    Ok(()) => Msg::Done,
+                    Err(e) => Msg::Failed(e),
+                };
+                let _ = w.tx.send(msg);
+            });
+            let reader = ChanReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            self.backup_reader(reader, name, tags, SourceKind::Dir, progress)
+                .map_err(|e| match e {
+                    Error::Io {
+                        op: "reading", cause, ..
+                    } => Error::io("reading directory", dir.display(), cause),
+                    e => e,
+                })
         })
+    }
+}
+
+const MSG_LEN: usize = 1 << 20;
+
+enum Msg {
+    Data(Vec<u8>),
+    Done,
+    Failed(std::io::Error),
+}
+
+struct ChanWriter {
+    tx: SyncSender<Msg>,
+    buf: Vec<u8>,
+}
+
+impl ChanWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(MSG_LEN));
+        self.tx
+            .send(Msg::Data(data))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "backup stopped"))
+    }
+}
+
+impl Write for ChanWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= MSG_LEN {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Yields the tar stream; an error or a vanished writer (no `Done`) is a read error.
+struct ChanReader {
+    rx: Receiver<Msg>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Msg::Data(v)) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Ok(Msg::Done) => return Ok(0),
+                Ok(Msg::Failed(e)) => return Err(e),
+                Err(_) => return Err(std::io::Error::other("directory reader stopped unexpectedly")),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -101,6 +182,33 @@ pub(crate) fn restore_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tar_channel_reader_turns_writer_failure_into_read_error() {
+        let (tx, rx) = sync_channel(4);
+        tx.send(Msg::Data(b"abc".to_vec())).unwrap();
+        tx.send(Msg::Failed(std::io::Error::other("disk gone"))).unwrap();
+        let mut r = ChanReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.to_string(), "disk gone");
+        assert_eq!(out, b"abc");
+        let (tx, rx) = sync_channel::<Msg>(1);
+        drop(tx);
+        let mut r = ChanReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        assert!(
+            r.read_to_end(&mut Vec::new()).is_err(),
+            "a vanished writer is not EOF"
+        );
+    }
 
     #[test]
     fn tar_of_same_tree_is_byte_identical() {
