@@ -141,7 +141,11 @@ pub(crate) fn list(snaps: &[SnapshotInfo], as_json: bool) {
     );
     for s in snaps {
         let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let state = if s.complete { "" } else { " (incomplete)" };
+        let state = match (&s.last_verify, s.complete) {
+            (_, false) => " (incomplete)",
+            (Some(v), true) if !v.ok => " (VERIFY FAILED)",
+            _ => "",
+        };
         println!(
             "{:<8}  {:<20}  {:<24}  {:>10}  {:<6}  {}{state}",
             s.id,

@@ -94,6 +94,19 @@ pub struct SnapshotInfo {
     pub new_bytes: u64,
     /// Bytes this backup added to packs (after compression and encryption).
     pub stored_bytes: u64,
+    /// The latest `verify` of this snapshot, if any.
+    pub last_verify: Option<VerifyResult>,
+}
+
+/// A recorded `verify` outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyResult {
+    /// When (RFC 3339 UTC).
+    pub time: String,
+    /// Whether no problem was found.
+    pub ok: bool,
+    /// Whether chunk data was read.
+    pub read_data: bool,
 }
 
 /// Totals this backup contributed.
@@ -294,8 +307,12 @@ impl Index {
         let mut st = self
             .conn
             .prepare(
-                "SELECT uid, name, time, tags, kind, state, size, chunks, new_bytes, stored_bytes
-                 FROM snapshots ORDER BY time, id",
+                "SELECT s.uid, s.name, s.time, s.tags, s.kind, s.state, s.size, s.chunks, s.new_bytes,
+                        s.stored_bytes, v.time, v.ok, v.read_data
+                 FROM snapshots s
+                 LEFT JOIN verifications v ON v.id =
+                     (SELECT MAX(id) FROM verifications WHERE snapshot = s.id)
+                 ORDER BY s.time, s.id",
             )
             .map_err(Error::index("listing snapshots"))?;
         let rows = st
@@ -318,6 +335,14 @@ impl Index {
                     chunks: r.get::<_, i64>(7)? as u64,
                     new_bytes: r.get::<_, i64>(8)? as u64,
                     stored_bytes: r.get::<_, i64>(9)? as u64,
+                    last_verify: match r.get::<_, Option<i64>>(10)? {
+                        Some(t) => Some(VerifyResult {
+                            time: rfc3339(t * 1_000_000),
+                            ok: r.get(11)?,
+                            read_data: r.get(12)?,
+                        }),
+                        None => None,
+                    },
                 })
             })
             .map_err(Error::index("listing snapshots"))?;

@@ -55,6 +55,13 @@ fn verify_names_only_alpha(f: &Fixture, read_data: bool) {
     let json: serde_json::Value =
         serde_json::from_slice(&store(&f.repo, &["verify", "--read-data", "--json"]).stdout).unwrap();
     assert_eq!(json["ok"], false);
+    // The outcome is recorded per snapshot and shown by `list`.
+    let list: serde_json::Value = serde_json::from_str(&ok(&f.repo, &["list", "--json"])).unwrap();
+    for s in list.as_array().unwrap() {
+        let damaged = s["id"] == f.a.0.as_str();
+        assert_eq!(s["last_verify"]["ok"], !damaged, "{s}");
+    }
+    assert!(ok(&f.repo, &["list"]).contains("VERIFY FAILED"));
 }
 
 fn flip_bit(p: &Path, at: usize) {
