@@ -298,7 +298,11 @@ impl ChunkStore {
 
 /// In one transaction: optionally record the `new` pack and move its chunks there, then drop the
 /// old packs' remaining (dead) chunk rows and the old pack rows.
-fn replace_packs(index: &mut Index, olds: &[i64], new: Option<(&str, u64, &[PackEntry])>) -> Result<()> {
+pub(crate) fn replace_packs(
+    index: &mut Index,
+    olds: &[i64],
+    new: Option<(&str, u64, &[PackEntry])>,
+) -> Result<()> {
     let tx = index
         .conn()
         .transaction()

@@ -23,6 +23,7 @@ pub mod reindex;
 pub mod restore;
 pub mod snapfile;
 pub mod store;
+mod sync;
 pub mod tarstream;
 pub mod verify;
 

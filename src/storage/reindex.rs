@@ -40,12 +40,9 @@ impl ChunkStore {
         let mut report = ReindexReport::default();
         let mut scratch = self.codec.scratch()?;
         for obj in self.backend.list("packs/")? {
-            let Some(name) = obj.key.rsplit('/').next().map(str::to_string) else {
+            let Some(name) = pack_name_of(&obj.key) else {
                 continue;
             };
-            if name.starts_with('.') || obj.key != pack_key(&name) {
-                continue;
-            }
             let entries = match self.read_trailer(&obj.key, obj.size, &mut scratch) {
                 Ok(e) => e,
                 Err(e) => {
@@ -59,12 +56,7 @@ impl ChunkStore {
                     scan_blobs(&bytes)
                 }
             };
-            let created = obj
-                .modified
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            idx.add_pack(&name, obj.size, &entries, created)?;
+            idx.add_pack(&name, obj.size, &entries, unix_secs(obj.modified))?;
             report.packs += 1;
             report.chunks += entries.len() as u64;
         }
@@ -72,24 +64,8 @@ impl ChunkStore {
             if obj.key.rsplit('/').next().is_some_and(|n| n.starts_with('.')) {
                 continue;
             }
-            let res = (|| {
-                let mut r =
-                    SnapReader::open(self.backend.open_reader(&obj.key)?, &self.codec, obj.key.clone())?;
-                let end = r.for_each(|_| Ok(()))?;
-                Ok::<_, Error>((r.meta, end))
-            })();
-            match res {
-                Ok((meta, end)) => {
-                    idx.complete_snapshot(
-                        &meta,
-                        &SnapshotTotals {
-                            size: end.size,
-                            chunks: end.entries,
-                            ..Default::default()
-                        },
-                    )?;
-                    report.snapshots += 1;
-                }
+            match self.import_snapshot(&idx, &obj.key) {
+                Ok(()) => report.snapshots += 1,
                 Err(e) => report.problems.push(format!("{}: {e}", obj.key)),
             }
         }
@@ -111,7 +87,21 @@ impl ChunkStore {
         Ok(report)
     }
 
-    fn read_trailer(
+    /// Reads a snapshot object to its end record and records it as complete in `idx`.
+    pub(crate) fn import_snapshot(&self, idx: &Index, key: &str) -> Result<()> {
+        let mut r = SnapReader::open(self.backend.open_reader(key)?, &self.codec, key.to_string())?;
+        let end = r.for_each(|_| Ok(()))?;
+        idx.complete_snapshot(
+            &r.meta,
+            &SnapshotTotals {
+                size: end.size,
+                chunks: end.entries,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub(crate) fn read_trailer(
         &self,
         key: &str,
         size: u64,
@@ -132,4 +122,17 @@ impl ChunkStore {
             .get_range(key, size - PACK_FOOTER_LEN as u64 - tl, tl as usize)?;
         parse_trailer(&self.codec, &blob, s, key)
     }
+}
+
+/// The pack name of a listed key, or `None` for temp files and foreign keys.
+pub(crate) fn pack_name_of(key: &str) -> Option<String> {
+    let name = key.rsplit('/').next()?;
+    (!name.starts_with('.') && key == pack_key(name)).then(|| name.to_string())
+}
+
+/// A modification time as Unix seconds.
+pub(crate) fn unix_secs(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -167,6 +167,11 @@ impl ChunkStore {
         if !store.index_dir.join("index.sqlite").exists() && !repo_is_read_only(&store) {
             tracing::info!(repo, "no local index: rebuilding it from the repository");
             store.reindex()?;
+        } else if !store.index_shared && !repo_is_read_only(&store) {
+            let r = store.sync_index()?;
+            if r != super::sync::SyncReport::default() {
+                tracing::info!(repo, ?r, "index updated from the repository");
+            }
         }
         Ok(store)
     }

@@ -142,6 +142,8 @@ fn store_s3_round_trip_and_reindex_from_bucket() {
         &cache_b,
         &["backup", "--name", "ct-200", fct.to_str().unwrap()],
     );
+    // The first machine sees it without a reindex (its index syncs from the bucket on open).
+    assert!(s3_ok(p, &cache, &["list"]).contains("ct-200"));
     s3_ok(p, &cache, &["prune", "--keep-last", "1"]);
     s3_ok(p, &cache, &["gc", "--grace", "0"]);
     assert!(s3_ok(p, &cache, &["verify", "--read-data"]).contains("verify OK"));
