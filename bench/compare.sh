@@ -109,7 +109,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 mkdir -p "$work/logs" "$work/cache"
 samples="$work/samples.tsv" parts_tsv="$work/breakdown.tsv"
-printf 'run\ttool\tfirst_s\tincr_s\trestore_s\trepo_v1\trepo_v2\trepo_files\trepo_disk_v2\trss_init\trss_v1\trss_v2\trss_restore\n' >"$samples"
+printf 'run\ttool\tfirst_s\tincr_s\trestore_s\trepo_v1\trepo_v2\trepo_files\trepo_disk_v2\trss_init\trss_v1\trss_v2\trss_restore\tcpu_v1\tcpu_v2\tcpu_restore\tload1\n' >"$samples"
 printf 'tool\tpart\tlogical_v1\tlogical_v2\trepo_v1\trepo_v2\n' >"$parts_tsv"
 
 # Tool environments: everything a tool keeps (caches, keys, security dirs) lives under $work.
@@ -126,13 +126,15 @@ esac
 
 # ---------------------------------------------------------------- measuring
 # run_step LOGNAME CMD...: runs CMD (stdout to LOGNAME.out, stderr to LOGNAME.err) under
-# /usr/bin/time; sets STEP_S (wall seconds, including a final sync unless --no-timed-sync) and
-# STEP_RSS (peak RSS in KiB: ru_maxrss of the command and every process it waited for).
+# /usr/bin/time; sets STEP_S (wall seconds, including a final sync unless --no-timed-sync),
+# STEP_RSS (peak RSS in KiB: ru_maxrss of the command and every process it waited for), STEP_CPU
+# (user+system CPU seconds of the same processes) and STEP_LOAD (1-minute load average at start).
 run_step() {
   local log="$work/logs/$1"; shift
   sync -f "$work"
+  STEP_LOAD=$(cut -d' ' -f1 /proc/loadavg)
   local t0=$EPOCHREALTIME rc=0
-  /usr/bin/time -f '%M' -o "$log.rss" "$@" >"$log.out" 2>"$log.err" || rc=$?
+  /usr/bin/time -f '%M %U %S' -o "$log.rss" "$@" >"$log.out" 2>"$log.err" || rc=$?
   [ "$timed_sync" = 1 ] && sync -f "$work"
   local t1=$EPOCHREALTIME
   if [ "$rc" != 0 ]; then
@@ -142,8 +144,12 @@ run_step() {
   fi
   [ "$timed_sync" = 1 ] || sync -f "$work"
   STEP_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-  STEP_RSS=$(tail -n 1 "$log.rss")
-  [[ $STEP_RSS =~ ^[0-9]+$ ]] || die "could not read peak RSS from $log.rss"
+  local rss user sys
+  read -r rss user sys <<<"$(tail -n 1 "$log.rss")"
+  [[ $rss =~ ^[0-9]+$ && $user =~ ^[0-9.]+$ && $sys =~ ^[0-9.]+$ ]] \
+    || die "could not read peak RSS and CPU times from $log.rss"
+  STEP_RSS=$rss
+  STEP_CPU=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
 }
 repo_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d", s }'; }
 repo_files() { find "$1" -type f | wc -l; }
@@ -297,18 +303,19 @@ verify_restore() {
 # ---------------------------------------------------------------- one round for one tool
 one_round() { # one_round RUN TOOL
   local run=$1 t=$2 r="$work/repo-$2" dest="$work/restore-$2"
-  local first incr rest v1b v2b files disk ri r1 r2 rr
+  local first incr rest v1b v2b files disk ri r1 r2 rr c1 c2 cr l1 l2 lr
   echo "== run $run/$runs: $t"
   tool_init "$t" "$r"; ri=$STEP_RSS
-  stage v1; tool_backup "$t" "$r" v1 "$t-$run-v1"; first=$STEP_S; r1=$STEP_RSS
+  stage v1; tool_backup "$t" "$r" v1 "$t-$run-v1"; first=$STEP_S; r1=$STEP_RSS; c1=$STEP_CPU; l1=$STEP_LOAD
   v1b=$(repo_bytes "$r")
-  stage v2; tool_backup "$t" "$r" v2 "$t-$run-v2"; incr=$STEP_S; r2=$STEP_RSS
+  stage v2; tool_backup "$t" "$r" v2 "$t-$run-v2"; incr=$STEP_S; r2=$STEP_RSS; c2=$STEP_CPU; l2=$STEP_LOAD
   v2b=$(repo_bytes "$r"); files=$(repo_files "$r"); disk=$(repo_disk "$r")
-  tool_restore "$t" "$r" "$dest" "$t-$run-restore"; rest=$STEP_S; rr=$STEP_RSS
-  echo "   v1 ${first}s, v2 ${incr}s, restore ${rest}s, repo $((v1b >> 20)) -> $((v2b >> 20)) MiB"
+  tool_restore "$t" "$r" "$dest" "$t-$run-restore"; rest=$STEP_S; rr=$STEP_RSS; cr=$STEP_CPU; lr=$STEP_LOAD
+  echo "   v1 ${first}s, v2 ${incr}s, restore ${rest}s, repo $((v1b >> 20)) -> $((v2b >> 20)) MiB (load $l1 $l2 $lr)"
   verify_restore "$dest" "$t"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$t" "$first" "$incr" "$rest" \
-    "$v1b" "$v2b" "$files" "$disk" "$ri" "$r1" "$r2" "$rr" >>"$samples"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$t" "$first" "$incr" \
+    "$rest" "$v1b" "$v2b" "$files" "$disk" "$ri" "$r1" "$r2" "$rr" "$c1" "$c2" "$cr" \
+    "$(awk -v a="$l1" -v b="$l2" -v c="$lr" 'BEGIN { printf "%.2f", (a + b + c) / 3 }')" >>"$samples"
   rm -rf "$r" "$dest" "$work/cache"/*
   unset 'ours_snap[v1]' 'ours_snap[v2]'
 }

@@ -52,6 +52,10 @@ def per_run(samples, lv1, lv2):
             "repo_disk_bytes": int(f["repo_disk_v2"]),
             "repo_files": int(f["repo_files"]),
             "dedup_ratio": (lv1 + lv2) / f["repo_v2"],
+            "cpu_v1_s": f["cpu_v1"],
+            "cpu_v2_s": f["cpu_v2"],
+            "cpu_restore_s": f["cpu_restore"],
+            "load1": f["load1"],
             "peak_rss_kib": int(max(f["rss_init"], f["rss_v1"], f["rss_v2"], f["rss_restore"])),
             "rss_kib": {"init": int(f["rss_init"]), "backup_v1": int(f["rss_v1"]),
                         "backup_v2": int(f["rss_v2"]), "restore": int(f["rss_restore"])},
@@ -95,15 +99,21 @@ def main():
           f"(MB = 10^6 bytes); machine: {meta['nproc']} cores, {meta['cpu']}, "
           f"{int(meta['ram_kib']) / (1 << 20):.0f} GiB RAM, {meta['disk']}")
     header = ["tool", "first MB/s", "incr MB/s", "restore MB/s", "repo v1 MiB", "repo v1+v2 MiB",
-              "v2 adds MiB", "dedup", "peak RSS MiB", "repo files"]
+              "v2 adds MiB", "dedup", "peak RSS MiB", "repo files", "on disk MiB"]
     body = []
     for t in tools:
         m = med[t]
         body.append([t, f"{m['first_backup_MBps']:.0f}", f"{m['incremental_MBps']:.0f}",
                      f"{m['restore_MBps']:.0f}", f"{m['repo_v1_bytes'] / MiB:.0f}",
                      f"{m['repo_v1v2_bytes'] / MiB:.0f}", f"{m['repo_growth_v2_bytes'] / MiB:.0f}",
-                     f"{m['dedup_ratio']:.2f}", f"{m['peak_rss_kib'] / 1024:.0f}", f"{m['repo_files']:.0f}"])
+                     f"{m['dedup_ratio']:.2f}", f"{m['peak_rss_kib'] / 1024:.0f}", f"{m['repo_files']:.0f}",
+                     f"{m['repo_disk_bytes'] / MiB:.0f}"])
     print(table(header, body))
+    print("\nCPU seconds (user+system, all of the tool's processes) and the 1-minute load average at "
+          "step start (2 cores: above ~2 means other work competed for the CPU)")
+    body = [[t, f"{med[t]['cpu_v1_s']:.1f}", f"{med[t]['cpu_v2_s']:.1f}", f"{med[t]['cpu_restore_s']:.1f}",
+             f"{med[t]['load1']:.1f}"] for t in tools]
+    print(table(["tool", "v1 CPU s", "v2 CPU s", "restore CPU s", "load"], body))
 
     ratios = {}
     if "ours" in tools and "restic" in tools:
