@@ -10,3 +10,5 @@ pub struct DemoArgs {}
 pub async fn run(_args: DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("demo: not implemented yet")
 }
+
+pub mod standin;
