@@ -4,3 +4,13 @@ mod crds;
 // Example and invalid-resource loaders, shared with the end-to-end suite.
 #[path = "../kind/fixtures.rs"]
 mod fixtures;
+mod pvesim_backup;
+mod pvesim_cli;
+mod pvesim_common;
+mod pvesim_endpoints;
+mod pvesim_faults;
+mod pvesim_guests;
+mod pvesim_restore;
+mod pvesim_schema;
+mod pvesim_snapshots;
+mod pvesim_wire;

@@ -33,15 +33,15 @@ impl Manifest {
     }
 }
 
-/// Every document of `examples/*.yaml`, in file order. `pvesim-cluster.yaml` is the PVE
-/// simulator's seed, not a Kubernetes manifest, and is left out.
+/// Every document of `examples/*.yaml` (the top level only, which is what
+/// `kubectl apply -f examples/` applies), in file order. The simulator's seed lives in
+/// `examples/pvesim/` because it is not a Kubernetes manifest.
 pub fn example_manifests() -> Vec<Manifest> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(repo_root().join("examples"))
         .expect("examples/ exists")
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .filter(|p| p.file_name().is_some_and(|n| n != "pvesim-cluster.yaml"))
         .collect();
     paths.sort();
     let mut manifests = Vec::new();

@@ -1,16 +1,156 @@
-//! `homelab-autopilot pvesim`.
+//! `homelab-autopilot pvesim`: run the simulator until interrupted.
 
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::faults::parse_duration;
+use super::{Fault, SeedSpec, SimConfig, Simulator};
 
 /// Arguments of `homelab-autopilot pvesim`.
 #[derive(clap::Args, Debug)]
 pub struct PvesimArgs {
-    /// Address to listen on.
+    /// Address to listen on (serves the seed's first node).
     #[arg(long, default_value = "127.0.0.1:8006")]
-    pub listen: String,
+    pub listen: SocketAddr,
+    /// YAML description of the cluster (see examples/pvesim/cluster.yaml); default: built-in.
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
+    /// Directory for the backup files of the `dir` storage (default: a temporary directory
+    /// removed on exit).
+    #[arg(long)]
+    pub dump_dir: Option<PathBuf>,
+    /// Official PVE API schema (pve-apischema.json); every request is validated against it.
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Real seconds per simulated second of task runs and delays (0.01 = 100x faster).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_time_scale)]
+    pub time_scale: f64,
+    /// Write URL, credentials and TLS fingerprint as JSON to this file (mode 0600).
+    #[arg(long)]
+    pub info_file: Option<PathBuf>,
+    /// Seed of every random decision (MACs, fault rates).
+    #[arg(long, default_value_t = 1)]
+    pub rng_seed: u64,
+    /// Fault active from the start, e.g. `error-rate=0.1@GET /cluster/resources`,
+    /// `latency=200ms`, `node-offline=pve2`, `quorum-loss`, `task-failure=vzdump` (repeatable).
+    #[arg(long = "fault", value_parser = parse_fault)]
+    pub faults: Vec<Fault>,
+    /// Simulated run time of a task type, e.g. `vzdump=10s` (repeatable).
+    #[arg(long = "task-duration", value_parser = parse_task_duration)]
+    pub task_durations: Vec<(String, Duration)>,
+    /// Also listen once per other node (ephemeral ports, listed in the info file).
+    #[arg(long)]
+    pub node_listeners: bool,
+}
+
+fn parse_time_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 => Ok(f),
+        _ => Err(format!(
+            "--time-scale must be a number >= 0 (e.g. 0.01), got '{text}'"
+        )),
+    }
+}
+
+fn parse_fault(text: &str) -> Result<Fault, String> {
+    text.parse()
+}
+
+fn parse_task_duration(text: &str) -> Result<(String, Duration), String> {
+    let (kind, duration) = text
+        .split_once('=')
+        .ok_or_else(|| format!("--task-duration expects TYPE=DURATION like vzdump=10s, got '{text}'"))?;
+    Ok((kind.to_string(), parse_duration(duration)?))
+}
+
+/// Writes `contents` to `path` readable by the owner only.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("--info-file: cannot create {}", tmp.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("--info-file: cannot write {}", path.display()))?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Runs the simulator until interrupted.
-pub async fn run(_args: PvesimArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("pvesim: not implemented yet")
+pub async fn run(args: PvesimArgs) -> anyhow::Result<ExitCode> {
+    let seed = match &args.seed {
+        Some(path) => SeedSpec::from_file(path)?,
+        None => SeedSpec::default_cluster(),
+    };
+    let config = SimConfig {
+        listen: args.listen,
+        seed,
+        dump_dir: args.dump_dir.clone(),
+        schema: args.schema.clone(),
+        plain_http: args.plain_http,
+        time_scale: args.time_scale,
+        rng_seed: args.rng_seed,
+        task_durations: args.task_durations.iter().cloned().collect(),
+        node_listeners: args.node_listeners,
+        faults: args.faults.clone(),
+    };
+    let handle = Simulator::start(config).await?;
+    if let Some(path) = &args.info_file {
+        let mut info = handle.info_json();
+        let nodes: serde_json::Map<String, serde_json::Value> = handle
+            .state(|c| c.nodes.keys().cloned().collect::<Vec<_>>())
+            .into_iter()
+            .filter_map(|n| {
+                handle
+                    .node_url(&n)
+                    .map(|u| (n, serde_json::Value::String(u.to_string())))
+            })
+            .collect();
+        info["nodeUrls"] = serde_json::Value::Object(nodes);
+        write_private(path, serde_json::to_string_pretty(&info)?.as_bytes())?;
+    }
+    let fingerprint = if handle.fingerprint().is_empty() {
+        "none (plain HTTP)"
+    } else {
+        handle.fingerprint()
+    };
+    println!(
+        "pvesim listening on {} token {} fingerprint {} dump-dir {}",
+        handle.url(),
+        handle.token_id(),
+        fingerprint,
+        handle.dump_dir().display()
+    );
+    wait_for_signal().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,403 @@
+//! Authentication the way `PVE::HTTPServer::auth_handler` does it: `PVEAuthCookie` tickets
+//! (cookie or `Authorization` header) with a `CSRFPreventionToken` header on every non-GET, or
+//! `Authorization: PVEAPIToken=user@realm!tokenid=secret` (no CSRF). Tickets live 2 hours of
+//! simulated time and can be invalidated early (fault injection).
+//!
+//! Tickets are `PVE:<user>:<8 hex time>::<base64 signature>` like the real ones; the signature is a
+//! keyed SHA-256 instead of RSA (nobody but the simulator verifies it).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::http::{ApiError, Params};
+
+/// Ticket lifetime (`$ticket_lifetime = 3600 * 2` in PVE::AccessControl).
+pub(crate) const TICKET_LIFETIME_SECS: i64 = 2 * 3600;
+/// Clock skew allowed for tickets issued "in the future" (`$auth_graceperiod`).
+const GRACE_SECS: i64 = 300;
+
+/// One user of the simulated PVE (`user.cfg`).
+#[derive(Clone, Default)]
+pub(crate) struct User {
+    pub(crate) password: String,
+    /// Token name -> secret.
+    pub(crate) tokens: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tokens: Vec<&String> = self.tokens.keys().collect();
+        f.debug_struct("User")
+            .field("password", &"***")
+            .field("tokens", &tokens)
+            .finish()
+    }
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// `/access/ticket` and friends: no credentials needed.
+    Anonymous,
+    /// A ticket holder.
+    User { userid: String },
+    /// An API token.
+    Token { userid: String, tokenid: String },
+}
+
+impl Caller {
+    /// The user as it appears inside a UPID (`user@realm!tokenid` for tokens).
+    pub(crate) fn upid_user(&self) -> String {
+        match self {
+            Caller::Anonymous => "root@pam".into(),
+            Caller::User { userid } => userid.clone(),
+            Caller::Token { userid, tokenid } => format!("{userid}!{tokenid}"),
+        }
+    }
+
+    /// Whether the caller authenticated with an API token.
+    pub(crate) fn is_token(&self) -> bool {
+        matches!(self, Caller::Token { .. })
+    }
+}
+
+/// Users plus the ticket signing key.
+pub(crate) struct Auth {
+    users: BTreeMap<String, User>,
+    /// Signing key; rotating it invalidates every ticket (like PVE's auth key rotation).
+    key: Mutex<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("users", &self.users)
+            .field("key", &"***")
+            .finish()
+    }
+}
+
+impl Auth {
+    pub(crate) fn new(users: BTreeMap<String, User>, key: [u8; 32]) -> Self {
+        Self {
+            users,
+            key: Mutex::new(key),
+        }
+    }
+
+    fn key(&self) -> [u8; 32] {
+        *self.key.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Invalidates every ticket issued so far by rotating the signing key.
+    pub(crate) fn expire_tickets(&self) {
+        let mut key = self.key.lock().unwrap_or_else(|p| p.into_inner());
+        *key = Sha256::digest(*key).into();
+    }
+
+    fn sign(&self, data: &str) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        hasher.update(self.key());
+        hasher.update(data.as_bytes());
+        hasher.finalize().to_vec()
+    }
+
+    /// A new ticket and CSRF token for `userid`.
+    pub(crate) fn issue(&self, userid: &str, now: i64) -> (String, String) {
+        let stamp = format!("{:08X}", now.max(0));
+        let plain = format!("PVE:{userid}:{stamp}");
+        let ticket = format!("{plain}::{}", STANDARD.encode(self.sign(&plain)));
+        let csrf_sig = STANDARD_NO_PAD.encode(self.sign(&format!("{stamp}:{userid}")));
+        (ticket, format!("{stamp}:{csrf_sig}"))
+    }
+
+    fn stamp_valid(&self, stamp: &str, now: i64) -> bool {
+        let Ok(time) = i64::from_str_radix(stamp, 16) else {
+            return false;
+        };
+        let age = now - time;
+        stamp.len() == 8 && age > -GRACE_SECS && age < TICKET_LIFETIME_SECS
+    }
+
+    /// The user a ticket belongs to, if it is genuine and not expired.
+    pub(crate) fn verify_ticket(&self, ticket: &str, now: i64) -> Option<String> {
+        let (plain, sig) = ticket.split_once("::")?;
+        let rest = plain.strip_prefix("PVE:")?;
+        let (userid, stamp) = rest.rsplit_once(':')?;
+        let sig = STANDARD.decode(sig).ok()?;
+        (sig == self.sign(plain) && self.stamp_valid(stamp, now) && self.users.contains_key(userid))
+            .then(|| userid.to_string())
+    }
+
+    fn verify_csrf(&self, userid: &str, token: Option<&str>, now: i64) -> bool {
+        let Some((stamp, sig)) = token.and_then(|t| t.split_once(':')) else {
+            return false;
+        };
+        let expected = STANDARD_NO_PAD.encode(self.sign(&format!("{stamp}:{userid}")));
+        sig == expected && self.stamp_valid(stamp, now)
+    }
+
+    fn verify_token(&self, value: &str) -> Result<Caller, ApiError> {
+        let (full, secret) = value
+            .rsplit_once('=')
+            .ok_or_else(|| ApiError::unauthorized("no tokenid specified"))?;
+        let (userid, tokenid) = split_tokenid(full).ok_or_else(|| {
+            ApiError::unauthorized(format!(
+                "'{full}' is not a valid token ID - not able to split into user and token parts"
+            ))
+        })?;
+        let user = self
+            .users
+            .get(userid)
+            .ok_or_else(|| ApiError::unauthorized(format!("no such user ('{userid}')")))?;
+        let expected = user.tokens.get(tokenid).ok_or_else(|| {
+            ApiError::unauthorized(format!("no such token '{tokenid}' for user '{userid}'"))
+        })?;
+        if !constant_time_eq(expected.as_bytes(), secret.as_bytes()) {
+            return Err(ApiError::unauthorized("invalid token value!"));
+        }
+        Ok(Caller::Token {
+            userid: userid.to_string(),
+            tokenid: tokenid.to_string(),
+        })
+    }
+
+    /// Authenticates a request (`auth_handler`); errors are 401s without body.
+    pub(crate) fn authenticate(
+        &self,
+        method: &str,
+        rel_path: &str,
+        cookie: Option<&str>,
+        authorization: Option<&str>,
+        csrf: Option<&str>,
+        now: i64,
+    ) -> Result<Caller, ApiError> {
+        let open = (rel_path == "/access/ticket" && (method == "GET" || method == "POST"))
+            || (rel_path == "/access/domains" && method == "GET");
+        if open {
+            return Ok(Caller::Anonymous);
+        }
+        let ticket = extract_auth_value(cookie, "PVEAuthCookie")
+            .or_else(|| extract_auth_value(authorization, "PVEAuthCookie"));
+        if ticket.is_none()
+            && let Some(token) = extract_auth_value(authorization, "PVEAPIToken")
+        {
+            return self.verify_token(&token);
+        }
+        let ticket = ticket.ok_or_else(|| ApiError::unauthorized("No ticket"))?;
+        let userid = self
+            .verify_ticket(&ticket, now)
+            .ok_or_else(|| ApiError::unauthorized("permission denied - invalid PVE ticket"))?;
+        if method != "GET" && !self.verify_csrf(&userid, csrf, now) {
+            return Err(ApiError::unauthorized("Permission denied - invalid csrf token"));
+        }
+        Ok(Caller::User { userid })
+    }
+
+    /// `POST /access/ticket`: password login or ticket renewal.
+    pub(crate) fn login(&self, params: &Params, cluster_name: &str, now: i64) -> Result<Value, ApiError> {
+        let failure = || ApiError::with_status(401, "authentication failure\n");
+        let mut username = params.str("username").ok_or_else(failure)?;
+        if !username.contains('@')
+            && let Some(realm) = params.str("realm")
+        {
+            username = format!("{username}@{realm}");
+        }
+        let password = params.str("password").ok_or_else(failure)?;
+        let user = self.users.get(&username).ok_or_else(failure)?;
+        let renewal =
+            password.starts_with("PVE:") && self.verify_ticket(&password, now).as_deref() == Some(&username);
+        if !renewal && !constant_time_eq(user.password.as_bytes(), password.as_bytes()) {
+            return Err(failure());
+        }
+        let (ticket, csrf) = self.issue(&username, now);
+        Ok(json!({
+            "username": username,
+            "ticket": ticket,
+            "CSRFPreventionToken": csrf,
+            "clustername": cluster_name,
+        }))
+    }
+}
+
+/// `PVE::APIServer::Formatter::extract_auth_value`: `NAME=value` or `NAME value` after start or
+/// whitespace, up to `;`, URI-unescaped.
+pub(crate) fn extract_auth_value(header: Option<&str>, name: &str) -> Option<String> {
+    let header = header?;
+    let mut search = 0;
+    while let Some(found) = header[search..].find(name) {
+        let start = search + found;
+        let after = start + name.len();
+        let boundary_ok = start == 0 || header[..start].ends_with(char::is_whitespace);
+        let sep_ok = matches!(header[after..].chars().next(), Some('=') | Some(' '));
+        if boundary_ok && sep_ok {
+            let rest = &header[after + 1..];
+            let value = rest.split(';').next().unwrap_or("");
+            let decoded = percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned();
+            return (!decoded.is_empty()).then_some(decoded);
+        }
+        search = after;
+    }
+    None
+}
+
+/// Splits `user@realm!tokenid` (PVE's `$token_full_regex`).
+pub(crate) fn split_tokenid(full: &str) -> Option<(&str, &str)> {
+    let (userid, tokenid) = full.split_once('!')?;
+    let (user, realm) = userid.rsplit_once('@')?;
+    let word = |s: &str, first_alpha: bool| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && (!first_alpha || s.starts_with(|c: char| c.is_ascii_alphabetic()))
+    };
+    let user_ok = !user.is_empty() && !user.contains([':', '/']) && !user.chars().any(char::is_whitespace);
+    let long_enough = realm.len() > 1 && tokenid.len() > 1;
+    (user_ok && long_enough && word(realm, true) && word(tokenid, true)).then_some((userid, tokenid))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let mut users = BTreeMap::new();
+        let mut tokens = BTreeMap::new();
+        tokens.insert("ci".to_string(), "s3cret".to_string());
+        users.insert(
+            "root@pam".to_string(),
+            User {
+                password: "pw".into(),
+                tokens,
+            },
+        );
+        Auth::new(users, [7; 32])
+    }
+
+    #[test]
+    fn token_header_authenticates_and_bad_secret_is_401() {
+        let a = auth();
+        let ok = a.authenticate(
+            "POST",
+            "/nodes",
+            None,
+            Some("PVEAPIToken=root@pam!ci=s3cret"),
+            None,
+            0,
+        );
+        assert_eq!(
+            ok,
+            Ok(Caller::Token {
+                userid: "root@pam".into(),
+                tokenid: "ci".into()
+            })
+        );
+        let bad = a.authenticate(
+            "GET",
+            "/nodes",
+            None,
+            Some("PVEAPIToken=root@pam!ci=nope"),
+            None,
+            0,
+        );
+        assert_eq!(
+            bad.map_err(|e| e.reason()),
+            Err("invalid token value!".to_string())
+        );
+        let none = a.authenticate("GET", "/nodes", None, None, None, 0);
+        assert_eq!(
+            none.map_err(|e| (e.status, e.reason())),
+            Err((401, "No ticket".to_string()))
+        );
+    }
+
+    #[test]
+    fn ticket_needs_csrf_on_writes_and_expires_after_two_hours() {
+        let a = auth();
+        let now = 1_700_000_000;
+        let (ticket, csrf) = a.issue("root@pam", now);
+        let cookie = format!(
+            "PVEAuthCookie={}",
+            percent_encoding::utf8_percent_encode(&ticket, percent_encoding::NON_ALPHANUMERIC)
+        );
+        assert!(
+            a.authenticate("GET", "/version", Some(&cookie), None, None, now)
+                .is_ok()
+        );
+        let no_csrf = a.authenticate("POST", "/x", Some(&cookie), None, None, now);
+        assert_eq!(
+            no_csrf.map_err(|e| e.reason()),
+            Err("Permission denied - invalid csrf token".into())
+        );
+        assert!(
+            a.authenticate("POST", "/x", Some(&cookie), None, Some(&csrf), now)
+                .is_ok()
+        );
+        let late = a.authenticate(
+            "GET",
+            "/version",
+            Some(&cookie),
+            None,
+            None,
+            now + TICKET_LIFETIME_SECS,
+        );
+        assert_eq!(
+            late.map_err(|e| e.reason()),
+            Err("permission denied - invalid PVE ticket".into())
+        );
+        a.expire_tickets();
+        assert!(a.verify_ticket(&ticket, now + 1).is_none());
+    }
+
+    #[test]
+    fn login_accepts_password_or_ticket_and_rejects_others() {
+        let a = auth();
+        let mut p = Params::default();
+        p.merge_urlencoded("username=root&realm=pam&password=pw");
+        let res = a.login(&p, "c", 100).unwrap_or_default();
+        assert_eq!(res["username"], "root@pam");
+        let ticket = res["ticket"].as_str().unwrap_or_default().to_string();
+        let mut renew = Params::default();
+        renew.insert("username", json!("root@pam"));
+        renew.insert("password", json!(ticket));
+        assert!(a.login(&renew, "c", 200).is_ok());
+        let mut wrong = Params::default();
+        wrong.merge_urlencoded("username=root@pam&password=x");
+        assert_eq!(a.login(&wrong, "c", 100).map_err(|e| e.status), Err(401));
+    }
+
+    #[test]
+    fn extract_auth_value_and_split_tokenid_follow_pve() {
+        assert_eq!(
+            extract_auth_value(Some("a=b; PVEAuthCookie=PVE%3Ax"), "PVEAuthCookie").as_deref(),
+            Some("PVE:x")
+        );
+        assert_eq!(
+            extract_auth_value(Some("XPVEAuthCookie=1"), "PVEAuthCookie"),
+            None
+        );
+        assert_eq!(split_tokenid("root@pam!ci"), Some(("root@pam", "ci")));
+        assert_eq!(split_tokenid("root!ci"), None);
+        assert!(
+            format!(
+                "{:?}",
+                User {
+                    password: "topsecret".into(),
+                    ..User::default()
+                }
+            )
+            .contains("***")
+        );
+    }
+}

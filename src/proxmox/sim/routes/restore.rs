@@ -1,0 +1,336 @@
+//! `POST /nodes/{node}/qemu` and `POST /nodes/{node}/lxc`: create a guest, or restore one from
+//! a backup (`archive` for VMs, `ostemplate` + `restore=1` for containers). Restores stream the
+//! archive back and fail the task on corruption; the guest is locked `create` meanwhile.
+
+use std::collections::BTreeMap;
+
+use super::restore_config::{merge_config, new_guest_config};
+use super::storage::find_backup;
+use super::task;
+use crate::proxmox::sim::clock::DAY_SECS;
+use crate::proxmox::sim::dump::{DumpHeader, read_dump};
+use crate::proxmox::sim::http::{ApiError, ApiResult, Params};
+use crate::proxmox::sim::router::{Ctx, Reply};
+use crate::proxmox::sim::state::guest::is_volume_key;
+use crate::proxmox::sim::state::{AgentState, Guest, GuestKind, Power, PseudoDisk};
+use crate::proxmox::sim::tasks::TaskCtx;
+
+/// What the restore task reads.
+enum Source {
+    File(std::path::PathBuf),
+    Pbs {
+        config: String,
+        disk: PseudoDisk,
+        vmid: u32,
+        kind: GuestKind,
+        backup_time: i64,
+    },
+}
+
+fn check_existing_qemu(ctx: &Ctx<'_>, vmid: u32, node: &str, force: bool) -> ApiResult<bool> {
+    let Some(g) = ctx.cluster.guests.get(&vmid) else {
+        return Ok(false);
+    };
+    if g.node != node {
+        return Err(ApiError::internal(format!(
+            "unable to restore vm {vmid} - already existing on cluster node '{}'",
+            g.node
+        )));
+    }
+    if g.config.get("protection").is_some_and(|p| p == "1") {
+        return Err(ApiError::internal(format!(
+            "unable to restore VM {vmid} - protection mode enabled"
+        )));
+    }
+    if !force {
+        return Err(ApiError::internal(format!(
+            "unable to restore vm {vmid} - config file already exists"
+        )));
+    }
+    if g.power.is_up() {
+        return Err(ApiError::internal(format!(
+            "unable to restore vm {vmid} - vm is running"
+        )));
+    }
+    if g.is_template() {
+        return Err(ApiError::internal(format!(
+            "unable to restore vm {vmid} - vm is a template"
+        )));
+    }
+    Ok(true)
+}
+
+fn check_existing_lxc(ctx: &Ctx<'_>, vmid: u32, node: &str, force: bool, restore: bool) -> ApiResult<bool> {
+    let Some(g) = ctx.cluster.guests.get(&vmid) else {
+        return Ok(false);
+    };
+    if !(g.node == node && restore && force && g.kind == GuestKind::Lxc) {
+        ctx.cluster.check_vmid_unused(vmid)?;
+    }
+    if g.power.is_up() {
+        return Err(ApiError::internal("can't overwrite running container"));
+    }
+    if g.config.get("protection").is_some_and(|p| p == "1") {
+        return Err(ApiError::internal(format!(
+            "unable to restore CT {vmid} - protection mode enabled"
+        )));
+    }
+    Ok(true)
+}
+
+fn storage_for(ctx: &Ctx<'_>, kind: GuestKind, default: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(id) = ctx.params.str("storage").or_else(|| default.map(str::to_string)) else {
+        return Ok(None);
+    };
+    let s = ctx.cluster.storage(&id)?;
+    let (content, what) = if kind == GuestKind::Qemu {
+        ("images", "vm images")
+    } else {
+        ("rootdir", "container directories")
+    };
+    if !s.has_content(content) {
+        return Err(ApiError::internal(format!(
+            "storage '{id}' does not support {what}"
+        )));
+    }
+    Ok(Some(id))
+}
+
+fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
+    let node = ctx.node()?;
+    ctx.cluster.check_node(&node)?;
+    let vmid = u32::try_from(ctx.req_int("vmid")?)
+        .map_err(|_| ApiError::param("vmid", "value does not look like a valid VM ID"))?;
+    let force = ctx.params.flag("force");
+    let unique = ctx.params.flag("unique");
+    let start = ctx.params.flag("start");
+    let archive = match kind {
+        GuestKind::Qemu => ctx.params.str("archive"),
+        GuestKind::Lxc => ctx
+            .params
+            .flag("restore")
+            .then(|| ctx.params.str("ostemplate"))
+            .flatten(),
+    };
+    let Some(archive) = archive else {
+        return create_new(ctx, kind, node, vmid, start);
+    };
+    if kind == GuestKind::Qemu {
+        for key in ctx.params.keys() {
+            if is_volume_key(kind, key) && !key.starts_with("unused") {
+                return Err(ApiError::param(
+                    key.clone(),
+                    "option conflicts with option 'archive'",
+                ));
+            }
+        }
+    }
+    match kind {
+        GuestKind::Qemu => check_existing_qemu(ctx, vmid, &node, force)?,
+        GuestKind::Lxc => check_existing_lxc(ctx, vmid, &node, force, true)?,
+    };
+    let storage = storage_for(ctx, kind, (kind == GuestKind::Lxc).then_some("local"))?;
+    let backup = find_backup(ctx.cluster, &archive)?;
+    let source = match (&backup.path, backup.pbs) {
+        (Some(path), _) => Source::File(path.clone()),
+        (None, Some(i)) => {
+            let b = ctx
+                .cluster
+                .pbs_backups
+                .get(i)
+                .ok_or_else(|| ApiError::internal("backup vanished"))?;
+            Source::Pbs {
+                config: b.config_text.clone(),
+                disk: b.disk.clone(),
+                vmid: b.vmid,
+                kind: b.kind,
+                backup_time: b.backup_time,
+            }
+        }
+        _ => return Err(ApiError::internal(format!("volume '{archive}' does not exist"))),
+    };
+    // create_and_lock_config: the guest shows `lock: create` while the restore runs.
+    let previous = ctx.cluster.guests.get(&vmid).cloned();
+    let placeholder = placeholder_guest(kind, vmid, &node, previous.as_ref());
+    ctx.cluster.guests.insert(vmid, placeholder);
+    let params = ctx.params.clone();
+    let task_kind = format!("{}restore", kind.task_prefix());
+    let tk = task_kind.clone();
+    task(ctx, &node, &task_kind, &vmid.to_string(), move |t| {
+        Box::pin(async move {
+            let result = restore(&t, &tk, kind, vmid, &archive, source, storage, unique, &params).await;
+            match result {
+                Ok((config, disk)) => {
+                    let now = t.now();
+                    t.state(|c| {
+                        if let Some(g) = c.guests.get_mut(&vmid) {
+                            g.config = config;
+                            g.disk = disk;
+                            g.snapshots.clear();
+                            g.power = if start {
+                                Power::Running { since: now }
+                            } else {
+                                Power::Stopped
+                            };
+                        }
+                    });
+                    Ok(())
+                }
+                Err(e) => {
+                    t.state(|c| match previous {
+                        Some(old) => c.guests.insert(vmid, old),
+                        None => c.guests.remove(&vmid),
+                    });
+                    Err(e)
+                }
+            }
+        })
+    })
+}
+super::per_kind!(create_qemu, create_lxc, create);
+
+fn placeholder_guest(kind: GuestKind, vmid: u32, node: &str, previous: Option<&Guest>) -> Guest {
+    let mut config = previous.map(|g| g.config.clone()).unwrap_or_default();
+    config.insert("lock".into(), "create".into());
+    Guest {
+        vmid,
+        kind,
+        node: node.to_string(),
+        config,
+        snapshots: previous.map(|g| g.snapshots.clone()).unwrap_or_default(),
+        power: Power::Stopped,
+        agent: previous.map(|g| g.agent).unwrap_or(AgentState::Responding),
+        disk: previous
+            .map(|g| g.disk.clone())
+            .unwrap_or_else(|| PseudoDisk::new(u64::from(vmid), 4096, 0)),
+        exec: BTreeMap::new(),
+        next_exec_pid: 1000,
+        ip: previous.and_then(|g| g.ip.clone()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore(
+    t: &TaskCtx,
+    task_kind: &str,
+    kind: GuestKind,
+    vmid: u32,
+    archive: &str,
+    source: Source,
+    storage: Option<String>,
+    unique: bool,
+    params: &Params,
+) -> Result<(BTreeMap<String, String>, PseudoDisk), String> {
+    let header = match source {
+        Source::File(path) => {
+            match kind {
+                GuestKind::Qemu => t.log(format!(
+                    "restore vma archive: vma extract -v -r /var/tmp/vzdumptmp.fifo {} /var/tmp/vzdumptmp",
+                    path.display()
+                )),
+                GuestKind::Lxc => {
+                    t.log(format!("recovering backed-up configuration from '{archive}'"));
+                    t.log(format!("restoring '{archive}' now.."));
+                    t.log(format!("extracting archive '{}'", path.display()));
+                }
+            }
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || read_dump(&p))
+                .await
+                .map_err(|e| format!("archive reader failed: {e}"))?
+                .map_err(|e| format!("command 'extract {}' failed: {e}", path.display()))?
+        }
+        Source::Pbs {
+            config,
+            disk,
+            vmid: src,
+            kind: k,
+            backup_time,
+        } => {
+            t.log(format!(
+                "restore image complete (bytes={}, duration=1.00s, speed=1.00MB/s)",
+                disk.size
+            ));
+            DumpHeader {
+                vmid: src,
+                kind: k.as_str().into(),
+                node: String::new(),
+                backup_time,
+                config,
+                disk,
+            }
+        }
+    };
+    if header.kind != kind.as_str() {
+        return Err(format!(
+            "unable to restore '{archive}' - it is a {} backup, not {}",
+            header.kind,
+            kind.as_str()
+        ));
+    }
+    t.sleep(t.part(task_kind, 1)).await?;
+    t.checkpoint()?;
+    let (config, renames) =
+        t.state(|c| merge_config(c, kind, vmid, &header.config, storage.as_deref(), unique, params));
+    for (from, to) in renames {
+        t.log(format!("new volume ID is '{to}' (restored from '{from}')"));
+    }
+    match kind {
+        GuestKind::Qemu => t.log(format!(
+            "progress 100% (read {} bytes, duration 1 sec)",
+            header.disk.size
+        )),
+        GuestKind::Lxc => {
+            t.log(format!("Total bytes read: {}", header.disk.size));
+            t.log("merging backed-up and given configuration..");
+        }
+    }
+    let day = t.day();
+    let seed = t.state(|c| c.fresh_seed());
+    let disk = header
+        .disk
+        .fork(day.max(header.backup_time.div_euclid(DAY_SECS)), seed);
+    Ok((config, disk))
+}
+
+fn create_new(ctx: &mut Ctx<'_>, kind: GuestKind, node: String, vmid: u32, start: bool) -> ApiResult<Reply> {
+    ctx.cluster.check_vmid_unused(vmid)?;
+    if kind == GuestKind::Lxc {
+        let template = ctx.req("ostemplate")?;
+        let (store, _) = template.split_once(':').ok_or_else(|| {
+            ApiError::param("ostemplate", format!("unable to parse volume ID '{template}'"))
+        })?;
+        ctx.cluster.storage(store)?;
+        storage_for(ctx, kind, Some("local"))?;
+    }
+    let storage = storage_for(ctx, kind, None)?;
+    let config = new_guest_config(ctx.cluster, kind, vmid, &ctx.params, storage.as_deref())
+        .map_err(ApiError::internal)?;
+    let seed = ctx.cluster.fresh_seed();
+    let day = ctx.shared.clock.day();
+    let mut guest = placeholder_guest(kind, vmid, &node, None);
+    guest.disk = PseudoDisk::new(seed, 1024 * 1024, day);
+    ctx.cluster.guests.insert(vmid, guest);
+    let task_kind = format!("{}create", kind.task_prefix());
+    let tk = task_kind.clone();
+    task(ctx, &node, &task_kind, &vmid.to_string(), move |t| {
+        Box::pin(async move {
+            if let Err(e) = t.sleep(t.part(&tk, 1)).await.and_then(|()| t.checkpoint()) {
+                t.state(|c| c.guests.remove(&vmid));
+                return Err(e);
+            }
+            let now = t.now();
+            t.state(|c| {
+                if let Some(g) = c.guests.get_mut(&vmid) {
+                    g.config = config;
+                    g.power = if start {
+                        Power::Running { since: now }
+                    } else {
+                        Power::Stopped
+                    };
+                }
+            });
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,81 @@
+//! `homelab-autopilot pvesim` as a user runs it: one line on stdout, the info file, the API.
+
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+#[tokio::test]
+async fn pvesim_cli_prints_one_line_writes_the_info_file_and_serves_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("info.json");
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pvesim/cluster.yaml");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
+        .arg("pvesim")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--plain-http",
+            "--time-scale",
+            "0.01",
+            "--seed",
+            seed,
+        ])
+        .arg("--info-file")
+        .arg(&info)
+        .arg("--dump-dir")
+        .arg(dir.path().join("dumps"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("prints its line in time")
+        .expect("reads stdout")
+        .expect("one line");
+    let text = std::fs::read_to_string(&info).expect("info file written before the line");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("info JSON");
+    let url = json["url"].as_str().expect("url");
+    let token_id = json["tokenId"].as_str().expect("tokenId");
+    let secret = json["tokenSecret"].as_str().expect("tokenSecret");
+    assert!(line.contains(url) && line.contains(token_id), "{line}");
+    assert!(!line.contains(secret), "the secret is never printed");
+    assert_eq!(json["username"], "root@pam");
+    assert!(json["password"].is_string() && json["fingerprint"].is_string());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&info).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::Client::new()
+        .get(format!("{url}/api2/json/version"))
+        .header("Authorization", format!("PVEAPIToken={token_id}={secret}"))
+        .send()
+        .await
+        .expect("API answers");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["data"]["version"], "9.1.3");
+    child.kill().await.expect("stops");
+}
+
+#[tokio::test]
+async fn pvesim_cli_rejects_a_bad_fault_spec_naming_the_flag() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
+        .args(["pvesim", "--fault", "explode"])
+        .output()
+        .await
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--fault") && err.contains("unknown fault 'explode'"),
+        "{err}"
+    );
+}
