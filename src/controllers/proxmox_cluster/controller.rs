@@ -195,6 +195,8 @@ fn ca_from(
 }
 
 /// The namespace and name of a stored object.
+// The controllers' Error keeps kube::Error inline (the runtime's choice); this is not a hot path.
+#[allow(clippy::result_large_err)]
 pub(crate) fn keys<K: Resource<DynamicType = ()>>(obj: &K) -> Result<(String, String), Error> {
     let missing = |field| Error::MissingObjectKey {
         kind: K::kind(&()).into_owned(),

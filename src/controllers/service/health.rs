@@ -4,7 +4,7 @@
 //!
 //! Every probe is bounded by its `timeoutSeconds`; the due checks of one pass run concurrently.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
 use jiff::Timestamp;
 
@@ -47,10 +47,10 @@ impl Probe {
 }
 
 /// The HTTP clients of `HTTP` checks: one verifying certificates against the system roots, one
-/// for checks with `insecureSkipVerify`. Built once, shared by all checks.
+/// for checks with `insecureSkipVerify`. Each is built on first use, then shared by all checks.
 pub struct HealthEnv {
-    verified: Result<reqwest::Client, String>,
-    insecure: Result<reqwest::Client, String>,
+    verified: OnceLock<Result<reqwest::Client, String>>,
+    insecure: OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl std::fmt::Debug for HealthEnv {
@@ -78,11 +78,20 @@ fn http_client(tls: &TlsVerify) -> Result<reqwest::Client, String> {
 }
 
 impl HealthEnv {
-    /// Builds the clients (a missing system root store only fails the checks that need it).
+    /// No client yet (a missing system root store only fails the checks that need it).
     pub fn new() -> Self {
         Self {
-            verified: http_client(&TlsVerify::SystemRoots),
-            insecure: http_client(&TlsVerify::InsecureSkipVerify),
+            verified: OnceLock::new(),
+            insecure: OnceLock::new(),
+        }
+    }
+
+    fn client(&self, insecure: bool) -> &Result<reqwest::Client, String> {
+        if insecure {
+            self.insecure
+                .get_or_init(|| http_client(&TlsVerify::InsecureSkipVerify))
+        } else {
+            self.verified.get_or_init(|| http_client(&TlsVerify::SystemRoots))
         }
     }
 }
@@ -244,12 +253,7 @@ fn quote(s: &str) -> String {
 }
 
 async fn probe_http(http: &HttpCheck, env: &HealthEnv, timeout: Duration) -> Probe {
-    let client = if http.insecure_skip_verify {
-        &env.insecure
-    } else {
-        &env.verified
-    };
-    let client = match client {
+    let client = match env.client(http.insecure_skip_verify) {
         Ok(c) => c,
         Err(e) => return Probe::fail(e.clone()),
     };

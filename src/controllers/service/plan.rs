@@ -607,8 +607,11 @@ fn healthy(b: &mut Builder<'_>) {
                 ConditionStatus::False,
                 "CheckFailing".to_owned(),
                 format!(
-                    "check {} ({:?}) is failing: {} ({} failures in a row){more}",
-                    first.name, first.type_, first.message, first.consecutive_failures
+                    "check {} ({}) is failing: {} ({} failures in a row){more}",
+                    first.name,
+                    check_type_name(first.type_),
+                    first.message,
+                    first.consecutive_failures
                 ),
             )
         } else if !unchecked.is_empty() {
@@ -632,6 +635,14 @@ fn healthy(b: &mut Builder<'_>) {
     } else if changed && status == ConditionStatus::True && was_false {
         b.normal("Healthy", ACTION_HEALTH, format!("{}: {message}", b.label));
     }
+}
+
+/// The API spelling of a check type (`HTTP`, `GuestAgent`).
+fn check_type_name(t: crate::crd::health::HealthCheckType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{t:?}"))
 }
 
 fn ready(b: &mut Builder<'_>) {

@@ -466,7 +466,7 @@ fn plan_failing_check_turns_healthy_false_with_its_message_and_back() {
     assert_eq!(summary(c), (ConditionStatus::False, "CheckFailing"));
     assert_eq!(
         c.message,
-        "check web (Http) is failing: HTTP 503, expected 200 (3 failures in a row)"
+        "check web (HTTP) is failing: HTTP 503, expected 200 (3 failures in a row)"
     );
     assert_eq!(
         summary(cond(&bad.outcome.status, "Ready")),
