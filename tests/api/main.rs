@@ -5,6 +5,7 @@ mod crds;
 mod controllers;
 mod controllers_common;
 mod controllers_demo;
+mod controllers_kube;
 mod controllers_service;
 #[path = "../kind/fixtures.rs"]
 mod fixtures;
