@@ -83,6 +83,9 @@ pub struct Tuning {
     pub reconnect_min: Duration,
     /// Longest delay before reconnecting to an unreachable cluster.
     pub reconnect_max: Duration,
+    /// Longest delay between two passes over an object that is fine (the drift check); a
+    /// ProxmoxCluster's shorter `resyncIntervalSeconds` applies first.
+    pub drift_check_max: Duration,
 }
 
 impl Default for Tuning {
@@ -93,6 +96,7 @@ impl Default for Tuning {
             power_retry_after: Duration::from_secs(5 * 60),
             reconnect_min: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(5 * 60),
+            drift_check_max: Duration::from_secs(15 * 60),
         }
     }
 }

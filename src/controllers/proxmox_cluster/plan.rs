@@ -434,7 +434,7 @@ fn requeue(status: &ProxmoxClusterStatus, input: &PlanInput<'_>, connected: bool
     let resync =
         Duration::from_secs(u64::try_from(input.spec.resync_interval_seconds.max(30)).unwrap_or(300));
     if connected {
-        return resync;
+        return resync.min(input.tuning.drift_check_max);
     }
     // Retry sooner while the outage is young, then back off: half the time since it began.
     let since =

@@ -264,7 +264,10 @@ fn found(b: &mut Builder<'_>, guest: &GuestView) {
             let message = format!("{} is on node {}", b.label, f.guest.node);
             let (changed, before) = b.set(CONDITION_FOUND, ConditionStatus::True, "Found", &message);
             let before_status = before.map(|c| c.status);
-            if changed && before_status != Some(ConditionStatus::Unknown) {
+            // After an outage of the cluster (Unknown) the guest is not news, unless it was never
+            // seen before (the cluster was not ready when the Service was created).
+            let news = before_status != Some(ConditionStatus::Unknown) || previous.last_seen_time.is_none();
+            if changed && news {
                 let power = format!("{:?}", f.power).to_lowercase();
                 let note = if before_status == Some(ConditionStatus::False) {
                     format!("{} is back, {power} on {}", b.label, f.guest.node)
@@ -672,7 +675,7 @@ fn ready(b: &mut Builder<'_>) {
 
 fn requeue(b: &Builder<'_>, memory: &ServiceMemory, acting: bool) -> Duration {
     let t = b.input.tuning;
-    let mut delay = b.input.resync;
+    let mut delay = b.input.resync.min(t.drift_check_max);
     if b.status.upid.is_some() || acting {
         delay = delay.min(t.task_poll);
     }

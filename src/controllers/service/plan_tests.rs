@@ -44,6 +44,7 @@ const TUNING: Tuning = Tuning {
     power_retry_after: Duration::from_secs(300),
     reconnect_min: Duration::from_secs(5),
     reconnect_max: Duration::from_secs(300),
+    drift_check_max: Duration::from_secs(900),
 };
 
 struct Pass<'a> {
