@@ -10,6 +10,7 @@ pub mod controller;
 pub mod health;
 pub mod observe;
 pub mod plan;
+pub mod power;
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -10,17 +10,16 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::observe::{GuestFacts, GuestView, TaskView};
+pub use super::power::{PowerAction, record_action};
 use crate::controllers::shared::{Outcome, PlannedEvent, ServiceMemory, Tuning, add, elapsed};
 use crate::crd::common::GuestType;
-use crate::crd::conditions::{
-    Condition, ConditionStatus, READY, find_condition, remove_condition, set_condition,
-};
+use crate::crd::conditions::{Condition, ConditionStatus, READY, find_condition, set_condition};
 use crate::crd::health::{HealthCheck, HealthCheckResult};
 use crate::crd::service::{
     CONDITION_FOUND, CONDITION_HEALTHY, CONDITION_POWER_STATE_IN_SYNC, DesiredPowerState, PowerState,
     ServiceSpec, ServiceStatus,
 };
-use crate::proxmox::{self, GuestRef};
+use crate::proxmox::GuestRef;
 
 /// Event action of Events about what was observed.
 pub const ACTION_OBSERVE: &str = "Observe";
@@ -32,15 +31,6 @@ pub const ACTION_HEALTH: &str = "HealthCheck";
 /// A start time within this much of the stored one is the same start (uptime is read a moment
 /// after "now" is taken): keeps `status.startTime` from changing on every pass.
 const START_TIME_TOLERANCE: Duration = Duration::from_secs(30);
-
-/// What the operator does to reach `spec.powerState`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PowerAction {
-    /// `POST .../status/start`.
-    Start,
-    /// `POST .../status/shutdown` (clean shutdown).
-    Shutdown,
-}
 
 /// What a pass needs besides what it saw.
 #[derive(Clone, Copy, Debug)]
@@ -88,16 +78,16 @@ pub fn guest_label(type_: GuestType, vmid: i32, name: Option<&str>) -> String {
     }
 }
 
-struct Builder<'a> {
-    input: PlanInput<'a>,
-    status: ServiceStatus,
-    events: Vec<PlannedEvent>,
-    label: String,
+pub(super) struct Builder<'a> {
+    pub(super) input: PlanInput<'a>,
+    pub(super) status: ServiceStatus,
+    pub(super) events: Vec<PlannedEvent>,
+    pub(super) label: String,
 }
 
 impl Builder<'_> {
     /// Sets a condition; returns whether its status or reason changed, and the previous one.
-    fn set(
+    pub(super) fn set(
         &mut self,
         type_: &str,
         status: ConditionStatus,
@@ -120,11 +110,11 @@ impl Builder<'_> {
         (changed, before)
     }
 
-    fn normal(&mut self, reason: &str, action: &'static str, note: String) {
+    pub(super) fn normal(&mut self, reason: &str, action: &'static str, note: String) {
         self.events.push(PlannedEvent::normal(reason, action, note));
     }
 
-    fn warning(&mut self, reason: &str, action: &'static str, note: String) {
+    pub(super) fn warning(&mut self, reason: &str, action: &'static str, note: String) {
         self.events.push(PlannedEvent::warning(reason, action, note));
     }
 }
@@ -162,7 +152,7 @@ pub fn plan(
     b.status.upid = pending.clone();
     observed_fields(&mut b, guest);
     found(&mut b, guest);
-    let action = power(&mut b, guest, pending.as_deref(), &memory);
+    let action = super::power::power(&mut b, guest, pending.as_deref(), &memory);
     healthy(&mut b);
     ready(&mut b);
     let requeue = requeue(&b, &memory, action.is_some());
@@ -177,7 +167,7 @@ pub fn plan(
     }
 }
 
-fn verb(task_type: &str) -> &'static str {
+pub(super) fn verb(task_type: &str) -> &'static str {
     if task_type.contains("start") {
         "start"
     } else if task_type.contains("shutdown") {
@@ -390,199 +380,6 @@ fn transitions(b: &mut Builder<'_>, f: &GuestFacts) {
             ACTION_OBSERVE,
             format!("the state of {} is unknown: node {node} is offline", b.label),
         ),
-    }
-}
-
-fn power(
-    b: &mut Builder<'_>,
-    guest: &GuestView,
-    pending: Option<&str>,
-    memory: &ServiceMemory,
-) -> Option<(PowerAction, GuestRef)> {
-    let target = match b.input.spec.power_state {
-        DesiredPowerState::Unmanaged => {
-            remove_condition(&mut b.status.conditions, CONDITION_POWER_STATE_IN_SYNC);
-            return None;
-        }
-        DesiredPowerState::Running => PowerState::Running,
-        DesiredPowerState::Stopped => PowerState::Stopped,
-    };
-    let want = format!("{target:?}");
-    let set = |b: &mut Builder<'_>, status, reason: &str, message: String| {
-        b.set(CONDITION_POWER_STATE_IN_SYNC, status, reason, &message)
-    };
-    if let Some(upid) = pending {
-        let task_type = upid
-            .parse::<crate::proxmox::Upid>()
-            .map(|u| u.worker_type().to_owned())
-            .unwrap_or_default();
-        let reason = if verb(&task_type) == "start" {
-            "Starting"
-        } else {
-            "ShuttingDown"
-        };
-        set(
-            b,
-            ConditionStatus::False,
-            reason,
-            format!("waiting for task {upid}"),
-        );
-        return None;
-    }
-    let f = match guest {
-        GuestView::Found(f) => f,
-        GuestView::Missing => {
-            set(
-                b,
-                ConditionStatus::False,
-                "GuestNotFound",
-                "the guest does not exist".into(),
-            );
-            return None;
-        }
-        GuestView::WrongType { .. } => {
-            set(
-                b,
-                ConditionStatus::False,
-                "TypeMismatch",
-                "the VMID belongs to a guest of another type".into(),
-            );
-            return None;
-        }
-        GuestView::Unavailable(u) => {
-            set(
-                b,
-                ConditionStatus::Unknown,
-                "GuestStateUnknown",
-                u.message.clone(),
-            );
-            return None;
-        }
-    };
-    let action = match (f.power, target) {
-        (p, t) if p == t => {
-            set(
-                b,
-                ConditionStatus::True,
-                "InSync",
-                format!("the guest is {want}, as spec.powerState asks"),
-            );
-            return None;
-        }
-        (PowerState::Unknown, _) => {
-            let message = format!("node {} is offline; the guest's state is unknown", f.guest.node);
-            set(b, ConditionStatus::Unknown, "GuestStateUnknown", message);
-            return None;
-        }
-        (PowerState::Paused, _) => {
-            let message =
-                "the guest is paused (a suspend-mode backup, or paused by hand); resume it in Proxmox VE";
-            set(b, ConditionStatus::False, "GuestPaused", message.into());
-            return None;
-        }
-        (_, PowerState::Running) => PowerAction::Start,
-        _ => PowerAction::Shutdown,
-    };
-    if f.template {
-        let message = "the guest is a template and cannot run; set spec.powerState to Unmanaged".into();
-        set(b, ConditionStatus::False, "GuestIsTemplate", message);
-        return None;
-    }
-    if let Some(lock) = &f.lock {
-        let message = format!(
-            "the guest is locked ({lock}) by another operation; waiting for it to finish before the {}",
-            if action == PowerAction::Start {
-                "start"
-            } else {
-                "shutdown"
-            }
-        );
-        if set(b, ConditionStatus::False, "GuestLocked", message.clone()).0 {
-            b.normal("GuestLocked", ACTION_POWER, format!("{}: {message}", b.label));
-        }
-        return None;
-    }
-    if let Some((retry_after, why)) = memory.power_failure.as_ref().filter(|(t, _)| *t > b.input.now) {
-        let message = format!("{why}; trying again after {retry_after}");
-        set(b, ConditionStatus::False, "PowerActionFailed", message);
-        return None;
-    }
-    Some((action, f.guest.clone()))
-}
-
-/// Records the result of starting the planned power action: the task's UPID (polled on the
-/// next passes) or the failure.
-pub fn record_action(plan: &mut ServicePlan, input: PlanInput<'_>, result: Result<String, proxmox::Error>) {
-    let Some((action, guest)) = plan.action.take() else {
-        return;
-    };
-    let label = guest_label(
-        input.spec.type_,
-        input.spec.vmid,
-        plan.outcome.status.name.as_deref(),
-    );
-    let (reason, verb, event) = match action {
-        PowerAction::Start => ("Starting", "start", "StartingGuest"),
-        PowerAction::Shutdown => ("ShuttingDown", "shut down", "ShuttingDownGuest"),
-    };
-    let status = &mut plan.outcome.status;
-    let set = |status: &mut ServiceStatus, s, reason: &str, message: &str| {
-        let cond = Condition::new(
-            CONDITION_POWER_STATE_IN_SYNC,
-            s,
-            reason,
-            message,
-            input.generation,
-            input.now,
-        );
-        set_condition(&mut status.conditions, cond);
-    };
-    match result {
-        Ok(upid) => {
-            set(
-                status,
-                ConditionStatus::False,
-                reason,
-                &format!("waiting for task {upid}"),
-            );
-            status.upid = Some(upid);
-            plan.outcome.events.push(PlannedEvent::normal(
-                event,
-                ACTION_POWER,
-                format!(
-                    "Asked Proxmox VE to {verb} {label} on {} because spec.powerState is {:?}",
-                    guest.node, input.spec.power_state
-                ),
-            ));
-            plan.outcome.requeue = input.tuning.task_poll;
-        }
-        Err(proxmox::Error::Locked { message, .. }) => {
-            let message = format!("the guest is locked by another operation ({message}); waiting");
-            set(status, ConditionStatus::False, "GuestLocked", &message);
-            plan.outcome.requeue = plan.outcome.requeue.min(input.tuning.locked_retry);
-        }
-        Err(e) => {
-            let message = format!("cannot {verb} the guest: {e}");
-            set(status, ConditionStatus::False, "PowerActionFailed", &message);
-            plan.outcome.events.push(PlannedEvent::warning(
-                "PowerActionFailed",
-                ACTION_POWER,
-                format!("{label}: {message}"),
-            ));
-            plan.memory.power_failure = Some((add(input.now, input.tuning.power_retry_after), message));
-        }
-    }
-    // Ready mirrors PowerStateInSync while the action runs.
-    if let Some(c) = find_condition(&plan.outcome.status.conditions, CONDITION_POWER_STATE_IN_SYNC).cloned() {
-        let ready = Condition::new(
-            READY,
-            c.status,
-            &c.reason,
-            &c.message,
-            input.generation,
-            input.now,
-        );
-        set_condition(&mut plan.outcome.status.conditions, ready);
     }
 }
 
