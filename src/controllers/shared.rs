@@ -16,6 +16,7 @@ use jiff::Timestamp;
 
 use super::context::ClientCache;
 use super::service::health::HealthEnv;
+use crate::crd::conditions::{Condition, ConditionStatus, find_condition, set_condition};
 use crate::proxmox::{ClientMetrics, PveClient};
 
 /// An Event a reconcile pass wants published (on transitions only).
@@ -88,17 +89,47 @@ pub struct Tuning {
     pub drift_check_max: Duration,
 }
 
+impl Tuning {
+    /// The production timing.
+    pub const DEFAULT: Tuning = Tuning {
+        task_poll: Duration::from_secs(5),
+        locked_retry: Duration::from_secs(30),
+        power_retry_after: Duration::from_secs(5 * 60),
+        reconnect_min: Duration::from_secs(5),
+        reconnect_max: Duration::from_secs(5 * 60),
+        drift_check_max: Duration::from_secs(15 * 60),
+    };
+}
+
 impl Default for Tuning {
     fn default() -> Self {
-        Self {
-            task_poll: Duration::from_secs(5),
-            locked_retry: Duration::from_secs(30),
-            power_retry_after: Duration::from_secs(5 * 60),
-            reconnect_min: Duration::from_secs(5),
-            reconnect_max: Duration::from_secs(5 * 60),
-            drift_check_max: Duration::from_secs(15 * 60),
-        }
+        Self::DEFAULT
     }
+}
+
+/// Sets a condition observed for `generation` at `now` in `conditions` (keeping its transition
+/// time unless the status flips). Returns whether it is a transition worth an Event compared with
+/// `previous` (new, or status or reason changed), and the previous condition of that type.
+#[allow(clippy::too_many_arguments)]
+pub fn update_condition(
+    conditions: &mut Vec<Condition>,
+    previous: &[Condition],
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> (bool, Option<Condition>) {
+    let before = find_condition(previous, type_).cloned();
+    set_condition(
+        conditions,
+        Condition::new(type_, status, reason, message, generation, now),
+    );
+    let changed = before
+        .as_ref()
+        .is_none_or(|b| b.status != status || b.reason != reason);
+    (changed, before)
 }
 
 /// What the Service core remembers about one Service between passes, in memory only (after a

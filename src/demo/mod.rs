@@ -207,6 +207,19 @@ impl Demo {
         let _ = write!(self.out, "\n$ kubectl get {shown} -n {NAMESPACE}\n{text}");
     }
 
+    /// One pass over every Service at the demo clock.
+    pub async fn services_pass(&mut self) {
+        let now = self.now;
+        self.world.reconcile_services(now).await;
+    }
+
+    /// One pass over every Service, then the Services table and the new Events.
+    pub async fn services_pass_and_show(&mut self) {
+        self.services_pass().await;
+        self.kubectl_get("services");
+        self.new_events();
+    }
+
     /// The Events recorded since the last call, like `kubectl get events` lists them.
     pub fn new_events(&mut self) {
         let fresh = &self.world.events[self.shown_events..];

@@ -65,10 +65,7 @@ async fn guests_found(d: &mut Demo) -> anyhow::Result<()> {
     d.heading("2. Services find their guests");
     d.say("Each Service asks the cluster where its guest really runs (the node in spec is only a hint)");
     d.say("and runs its health checks: HTTP, TCP, the QEMU guest agent, and a command through the agent.");
-    let now = d.now;
-    d.world.reconcile_services(now).await;
-    d.kubectl_get("services");
-    d.new_events();
+    d.services_pass_and_show().await;
     Ok(())
 }
 
@@ -82,10 +79,7 @@ async fn migration(d: &mut Demo) -> anyhow::Result<()> {
         .migrate_guest(&nextcloud_on("pve1")?, &MigrateRequest::new(target, true))
         .await?;
     d.wait(&task).await?;
-    let now = d.now;
-    d.world.reconcile_services(now).await;
-    d.kubectl_get("services");
-    d.new_events();
+    d.services_pass_and_show().await;
     Ok(())
 }
 
@@ -99,13 +93,10 @@ async fn stopped_and_restarted(d: &mut Demo) -> anyhow::Result<()> {
         .stop_guest(&nextcloud_on("pve2")?, &StopOptions::default())
         .await?;
     d.wait(&task).await?;
-    let now = d.now;
-    d.world.reconcile_services(now).await;
-    d.kubectl_get("services");
-    d.new_events();
+    d.services_pass_and_show().await;
     d.say("\nThe start task finishes; the next pass sees the guest running:");
     d.wait_pending().await?;
-    d.world.reconcile_services(now).await;
+    d.services_pass().await;
     d.new_events();
     Ok(())
 }
@@ -120,8 +111,7 @@ async fn failing_check(d: &mut Demo) -> anyhow::Result<()> {
         if pass > 0 {
             d.advance(Duration::from_secs(60));
         }
-        let now = d.now;
-        d.world.reconcile_services(now).await;
+        d.services_pass().await;
     }
     d.kubectl_get("services");
     d.new_events();

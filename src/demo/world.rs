@@ -11,8 +11,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::controllers::proxmox_cluster::resolve::{CaRef, REASON_CA_NOT_FOUND, SecretData, Unresolved};
-use crate::controllers::proxmox_cluster::{self, CaBundle, ClusterRefs};
-use crate::controllers::service::observe::Unavailable;
+use crate::controllers::proxmox_cluster::{self, CaBundle, ClusterInputs};
 use crate::controllers::service::{self, ClusterAccess, ServiceRefs};
 use crate::controllers::shared::{PlannedEvent, ProxmoxDeps};
 use crate::crd::{ProxmoxCluster, Service};
@@ -204,26 +203,26 @@ impl World {
         })
     }
 
+    /// What a driver reads for `cluster`: its Secret and CA bundle.
+    fn inputs(&self, cluster: &ProxmoxCluster) -> ClusterInputs {
+        ClusterInputs {
+            secret: self
+                .secrets
+                .get(&cluster.spec.credentials_secret_ref.name)
+                .map(|s| (s.data.clone(), s.version.to_string())),
+            ca: self.ca_for(cluster),
+        }
+    }
+
     /// One reconcile pass over every ProxmoxCluster at `now`.
     pub async fn reconcile_clusters(&mut self, now: Timestamp) {
         for i in 0..self.clusters.len() {
             let plan = {
                 let cluster = &self.clusters[i];
                 let uid = cluster.uid().unwrap_or_default();
-                let secret: Option<(SecretData, String)> = self
-                    .secrets
-                    .get(&cluster.spec.credentials_secret_ref.name)
-                    .map(|s| (s.data.clone(), s.version.to_string()));
-                let ca = self.ca_for(cluster);
-                let refs = ClusterRefs {
-                    uid: &uid,
-                    namespace: NAMESPACE,
-                    generation: cluster.metadata.generation,
-                    spec: &cluster.spec,
-                    secret: secret.as_ref().map(|(d, v)| (d, v.as_str())),
-                    ca: ca.as_ref(),
-                };
+                let inputs = self.inputs(cluster);
                 let previous = cluster.status.clone().unwrap_or_default();
+                let refs = inputs.refs(cluster, &uid, NAMESPACE);
                 proxmox_cluster::reconcile_core(&self.deps, refs, &previous, now).await
             };
             let object = format!("proxmoxcluster/{}", self.clusters[i].name_any());
@@ -235,42 +234,11 @@ impl World {
     /// The cluster a Service points at, as its driver would find it.
     async fn access(&self, service: &Service) -> ClusterAccess {
         let name = &service.spec.cluster_ref.name;
-        let Some(cluster) = self.clusters.iter().find(|c| &c.name_any() == name) else {
-            return ClusterAccess {
-                name: name.clone(),
-                resync: std::time::Duration::from_secs(300),
-                client: Err(Unavailable {
-                    reason: "ClusterNotFound".into(),
-                    message: format!("ProxmoxCluster {name:?} does not exist in namespace {NAMESPACE}"),
-                }),
-            };
-        };
-        let uid = cluster.uid().unwrap_or_default();
-        let secret = self
-            .secrets
-            .get(&cluster.spec.credentials_secret_ref.name)
-            .map(|s| (s.data.clone(), s.version.to_string()));
-        let ca = self.ca_for(cluster);
-        let refs = ClusterRefs {
-            uid: &uid,
-            namespace: NAMESPACE,
-            generation: cluster.metadata.generation,
-            spec: &cluster.spec,
-            secret: secret.as_ref().map(|(d, v)| (d, v.as_str())),
-            ca: ca.as_ref(),
-        };
-        let client = proxmox_cluster::cluster_client(&self.deps, refs)
-            .await
-            .map_err(|u| Unavailable {
-                reason: u.reason.to_owned(),
-                message: format!("ProxmoxCluster {name}: {}", u.message),
-            });
-        ClusterAccess {
-            name: name.clone(),
-            resync: std::time::Duration::from_secs(
-                u64::try_from(cluster.spec.resync_interval_seconds).unwrap_or(300),
-            ),
-            client,
+        match self.clusters.iter().find(|c| &c.name_any() == name) {
+            Some(cluster) => {
+                ClusterAccess::through(&self.deps, cluster, &self.inputs(cluster), NAMESPACE).await
+            }
+            None => ClusterAccess::missing(name, NAMESPACE),
         }
     }
 

@@ -14,7 +14,7 @@ use kube::{
 use prometheus::core::Collector;
 
 use super::resolve::{CaRef, REASON_CA_NOT_FOUND, SecretData, Unresolved};
-use super::{CaBundle, ClusterRefs, reconcile_core};
+use super::{CaBundle, ClusterInputs, reconcile_core};
 use crate::controllers::{
     context::{Context, OperatorDeps, Stores, store_uids},
     error::Error,
@@ -62,32 +62,6 @@ pub fn spec(stores: Arc<Stores>) -> ControllerSpec<ProxmoxCluster> {
     })
 }
 
-/// What the driver read for a cluster: its Secret and CA bundle.
-#[derive(Clone, Debug)]
-pub(crate) struct ReadRefs {
-    secret: Option<(SecretData, String)>,
-    ca: Option<Result<CaBundle, Unresolved>>,
-}
-
-impl ReadRefs {
-    /// The core's view of `cluster` with what was read.
-    pub(crate) fn refs<'a>(
-        &'a self,
-        cluster: &'a ProxmoxCluster,
-        uid: &'a str,
-        namespace: &'a str,
-    ) -> ClusterRefs<'a> {
-        ClusterRefs {
-            uid,
-            namespace,
-            generation: cluster.metadata.generation,
-            spec: &cluster.spec,
-            secret: self.secret.as_ref().map(|(d, rv)| (d, rv.as_str())),
-            ca: self.ca.as_ref(),
-        }
-    }
-}
-
 pub(crate) fn read_error(
     kind: &'static str,
     namespace: &str,
@@ -104,7 +78,7 @@ pub(crate) fn read_error(
 
 /// Reads the Secret and CA object `cluster` points at. A missing object is data for the
 /// status (`SecretNotFound`, `CaNotFound`); an API failure is an error.
-pub(crate) async fn read_refs(client: &Client, cluster: &ProxmoxCluster) -> Result<ReadRefs, Error> {
+pub(crate) async fn read_refs(client: &Client, cluster: &ProxmoxCluster) -> Result<ClusterInputs, Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let secret_name = &cluster.spec.credentials_secret_ref.name;
@@ -167,7 +141,7 @@ pub(crate) async fn read_refs(client: &Client, cluster: &ProxmoxCluster) -> Resu
             }
         }
     };
-    Ok(ReadRefs { secret, ca })
+    Ok(ClusterInputs { secret, ca })
 }
 
 fn secret_data(secret: &Secret) -> SecretData {

@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use self::plan::{ClusterPlan, Failure, PlanInput};
 use self::resolve::{SecretData, Unresolved};
 use super::shared::ProxmoxDeps;
+use crate::crd::ProxmoxCluster;
 use crate::crd::proxmox_cluster::{ProxmoxClusterSpec, ProxmoxClusterStatus};
 use crate::proxmox::PveClient;
 
@@ -43,6 +44,34 @@ pub struct ClusterRefs<'a> {
     pub secret: Option<(&'a SecretData, &'a str)>,
     /// The CA bundle when `spec.tls` points at a Secret or ConfigMap (`None` otherwise).
     pub ca: Option<&'a Result<CaBundle, Unresolved>>,
+}
+
+/// What a driver read for one ProxmoxCluster, owned: its credentials Secret and CA bundle.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterInputs {
+    /// The credentials Secret's data and resourceVersion; `None` if it does not exist.
+    pub secret: Option<(SecretData, String)>,
+    /// The CA bundle when `spec.tls` points at a Secret or ConfigMap (`None` otherwise).
+    pub ca: Option<Result<CaBundle, Unresolved>>,
+}
+
+impl ClusterInputs {
+    /// The core's view of `cluster` (UID `uid`, in `namespace`) with these inputs.
+    pub fn refs<'a>(
+        &'a self,
+        cluster: &'a ProxmoxCluster,
+        uid: &'a str,
+        namespace: &'a str,
+    ) -> ClusterRefs<'a> {
+        ClusterRefs {
+            uid,
+            namespace,
+            generation: cluster.metadata.generation,
+            spec: &cluster.spec,
+            secret: self.secret.as_ref().map(|(d, rv)| (d, rv.as_str())),
+            ca: self.ca.as_ref(),
+        }
+    }
 }
 
 /// The cached client of the cluster, built (and cached) if its spec, Secret or CA changed.

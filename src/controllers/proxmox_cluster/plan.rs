@@ -8,8 +8,8 @@ use jiff::Timestamp;
 
 use super::observe::ClusterObservation;
 use super::resolve::Unresolved;
-use crate::controllers::shared::{Outcome, PlannedEvent, Tuning, elapsed};
-use crate::crd::conditions::{Condition, ConditionStatus, READY, find_condition, set_condition};
+use crate::controllers::shared::{Outcome, PlannedEvent, Tuning, elapsed, update_condition};
+use crate::crd::conditions::{ConditionStatus, READY, find_condition};
 use crate::crd::proxmox_cluster::{
     CONDITION_CONNECTED, CONDITION_QUORATE, NodeStatus, ProxmoxClusterSpec, ProxmoxClusterStatus,
     StorageStatus,
@@ -156,19 +156,17 @@ impl Builder<'_> {
     /// Sets a condition; returns whether its status flipped or its reason changed (a transition
     /// worth an Event), and whether it existed before.
     fn set(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) -> (bool, bool) {
-        let before = find_condition(&self.input.previous.conditions, type_).cloned();
-        let cond = Condition::new(
+        let input = self.input;
+        let (changed, before) = update_condition(
+            &mut self.status.conditions,
+            &input.previous.conditions,
             type_,
             status,
             reason,
             message,
-            self.input.generation,
-            self.input.now,
+            input.generation,
+            input.now,
         );
-        set_condition(&mut self.status.conditions, cond);
-        let changed = before
-            .as_ref()
-            .is_none_or(|b| b.status != status || b.reason != reason);
         (changed, before.is_some())
     }
 }

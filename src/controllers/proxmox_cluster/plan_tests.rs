@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::super::observe::{ObservedStorage, storages_from};
 use super::*;
-use crate::crd::conditions::is_condition_true;
+use crate::crd::conditions::{Condition, is_condition_true};
 use crate::proxmox::api::{ClusterResource, ClusterStatusEntry, StorageConfig};
 
 fn at(secs: i64) -> Timestamp {
@@ -53,14 +53,7 @@ fn no_quorum() -> ClusterObservation {
     observation(include_str!("testdata/cluster_status_no_quorum.json"))
 }
 
-const TUNING: Tuning = Tuning {
-    task_poll: Duration::from_secs(5),
-    locked_retry: Duration::from_secs(30),
-    power_retry_after: Duration::from_secs(300),
-    reconnect_min: Duration::from_secs(5),
-    reconnect_max: Duration::from_secs(300),
-    drift_check_max: Duration::from_secs(900),
-};
+const TUNING: Tuning = Tuning::DEFAULT;
 
 fn run(
     spec: &ProxmoxClusterSpec,

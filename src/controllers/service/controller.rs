@@ -3,7 +3,7 @@
 //! ProxmoxClusters re-triggers their Services (a cluster that connects, or changes, is picked up
 //! at once). No finalizer: deleting a Service never touches its guest.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::{
@@ -12,15 +12,11 @@ use kube::{
     runtime::{controller::Action, watcher},
 };
 
-use super::observe::Unavailable;
 use super::{ClusterAccess, ServiceRefs, reconcile_core};
 use crate::controllers::{
     context::{Context, OperatorDeps, Stores, store_uids},
     error::Error,
-    proxmox_cluster::{
-        cluster_client,
-        controller::{keys, publish_events, read_error, read_refs},
-    },
+    proxmox_cluster::controller::{keys, publish_events, read_error, read_refs},
     runtime::{ControllerSpec, object_ref},
     status::patch_status,
 };
@@ -28,9 +24,6 @@ use crate::crd::{ProxmoxCluster, Service};
 
 /// Controller name: metric label and field manager suffix.
 pub const CONTROLLER: &str = "service";
-
-/// Drift check interval while the cluster cannot be read (its own interval is unknown).
-const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
 
 /// The controller: Services, re-triggered by changes of their ProxmoxCluster.
 pub fn spec(stores: Arc<Stores>) -> ControllerSpec<Service> {
@@ -72,32 +65,10 @@ async fn cluster_access(
             .await
             .map_err(read_error("ProxmoxCluster", namespace, name))?
     else {
-        return Ok(ClusterAccess {
-            name: name.to_owned(),
-            resync: DEFAULT_RESYNC,
-            client: Err(Unavailable {
-                reason: "ClusterNotFound".into(),
-                message: format!(
-                    "ProxmoxCluster {name:?} (spec.clusterRef) does not exist in namespace {namespace}; create it or fix \
-                     the name"
-                ),
-            }),
-        });
+        return Ok(ClusterAccess::missing(name, namespace));
     };
-    let read = read_refs(&ctx.client, &cluster).await?;
-    let uid = cluster.uid().unwrap_or_else(|| format!("{namespace}/{name}"));
-    let client = cluster_client(&ctx.deps.proxmox, read.refs(&cluster, &uid, namespace))
-        .await
-        .map_err(|u| Unavailable {
-            reason: u.reason.to_owned(),
-            message: format!("ProxmoxCluster {name}: {}", u.message),
-        });
-    let resync = Duration::from_secs(u64::try_from(cluster.spec.resync_interval_seconds).unwrap_or(300));
-    Ok(ClusterAccess {
-        name: name.to_owned(),
-        resync,
-        client,
-    })
+    let inputs = read_refs(&ctx.client, &cluster).await?;
+    Ok(ClusterAccess::through(&ctx.deps.proxmox, &cluster, &inputs, namespace).await)
 }
 
 /// Reconciles one Service.

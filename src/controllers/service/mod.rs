@@ -19,7 +19,9 @@ use jiff::Timestamp;
 use self::observe::{GuestView, TaskView, Unavailable};
 use self::plan::{PlanInput, PowerAction};
 use super::proxmox_cluster::plan::failure_reason;
+use super::proxmox_cluster::{ClusterInputs, cluster_client};
 use super::shared::{Outcome, ProxmoxDeps};
+use crate::crd::ProxmoxCluster;
 use crate::crd::service::{ServiceSpec, ServiceStatus};
 use crate::proxmox::{PveClient, api::ShutdownOptions};
 
@@ -33,6 +35,50 @@ pub struct ClusterAccess {
     /// Its client, or why there is none (cluster missing, Secret missing...).
     pub client: Result<PveClient, Unavailable>,
 }
+
+impl ClusterAccess {
+    /// The access of a Service whose ProxmoxCluster `name` does not exist in `namespace`.
+    pub fn missing(name: &str, namespace: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            resync: DEFAULT_RESYNC,
+            client: Err(Unavailable {
+                reason: "ClusterNotFound".into(),
+                message: format!(
+                    "ProxmoxCluster {name:?} (spec.clusterRef) does not exist in namespace {namespace}; create it or fix \
+                     the name"
+                ),
+            }),
+        }
+    }
+
+    /// The access through `cluster`'s cached client, built from what the driver read.
+    pub async fn through(
+        deps: &ProxmoxDeps,
+        cluster: &ProxmoxCluster,
+        inputs: &ClusterInputs,
+        namespace: &str,
+    ) -> Self {
+        let name = cluster.metadata.name.clone().unwrap_or_default();
+        let uid = cluster
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}/{name}"));
+        let client = cluster_client(deps, inputs.refs(cluster, &uid, namespace))
+            .await
+            .map_err(|u| Unavailable {
+                reason: u.reason.to_owned(),
+                message: format!("ProxmoxCluster {name}: {}", u.message),
+            });
+        let resync =
+            u64::try_from(cluster.spec.resync_interval_seconds).map_or(DEFAULT_RESYNC, Duration::from_secs);
+        Self { name, resync, client }
+    }
+}
+
+/// Drift check interval while the cluster cannot be read (its own interval is unknown).
+const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
 
 /// One Service as its driver read it.
 #[derive(Clone, Copy, Debug)]

@@ -11,9 +11,11 @@ use jiff::Timestamp;
 
 use super::observe::{GuestFacts, GuestView, TaskView};
 pub use super::power::{PowerAction, record_action};
-use crate::controllers::shared::{Outcome, PlannedEvent, ServiceMemory, Tuning, add, elapsed};
+use crate::controllers::shared::{
+    Outcome, PlannedEvent, ServiceMemory, Tuning, add, elapsed, update_condition,
+};
 use crate::crd::common::GuestType;
-use crate::crd::conditions::{Condition, ConditionStatus, READY, find_condition, set_condition};
+use crate::crd::conditions::{Condition, ConditionStatus, READY, find_condition};
 use crate::crd::health::{HealthCheck, HealthCheckResult};
 use crate::crd::service::{
     CONDITION_FOUND, CONDITION_HEALTHY, CONDITION_POWER_STATE_IN_SYNC, DesiredPowerState, PowerState,
@@ -94,20 +96,17 @@ impl Builder<'_> {
         reason: &str,
         message: &str,
     ) -> (bool, Option<Condition>) {
-        let before = find_condition(&self.input.previous.conditions, type_).cloned();
-        let cond = Condition::new(
+        let input = self.input;
+        update_condition(
+            &mut self.status.conditions,
+            &input.previous.conditions,
             type_,
             status,
             reason,
             message,
-            self.input.generation,
-            self.input.now,
-        );
-        set_condition(&mut self.status.conditions, cond);
-        let changed = before
-            .as_ref()
-            .is_none_or(|b| b.status != status || b.reason != reason);
-        (changed, before)
+            input.generation,
+            input.now,
+        )
     }
 
     pub(super) fn normal(&mut self, reason: &str, action: &'static str, note: String) {

@@ -38,14 +38,7 @@ fn spec(vmid: i32, type_: &str, extra: &str) -> ServiceSpec {
     .unwrap()
 }
 
-const TUNING: Tuning = Tuning {
-    task_poll: Duration::from_secs(5),
-    locked_retry: Duration::from_secs(30),
-    power_retry_after: Duration::from_secs(300),
-    reconnect_min: Duration::from_secs(5),
-    reconnect_max: Duration::from_secs(300),
-    drift_check_max: Duration::from_secs(900),
-};
+const TUNING: Tuning = Tuning::DEFAULT;
 
 struct Pass<'a> {
     spec: &'a ServiceSpec,
