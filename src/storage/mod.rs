@@ -1,5 +1,36 @@
-//! The content-addressed dedup chunk store: content-defined chunking, blake3 ids, zstd, SQLite index.
+//! The content-addressed dedup chunk store: content-defined chunking (FastCDC), blake3 ids (keyed
+//! when encrypted), zstd, XChaCha20-Poly1305, pack files, a SQLite index, a local-directory or S3
+//! backend. Entry point: [`ChunkStore`]. CLI: `homelab-autopilot store` ([`cli`]).
 //!
 //! Never imports `kube` or `crate::controllers`.
 
+pub mod backend;
+pub mod backup;
+pub mod blob;
+pub mod chunker;
+mod chunkset;
 pub mod cli;
+mod cli_output;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod gc;
+pub mod index;
+pub mod lock;
+pub mod pack;
+pub mod prune;
+pub mod reindex;
+pub mod restore;
+pub mod snapfile;
+pub mod store;
+mod sync;
+pub mod tarstream;
+pub mod verify;
+
+pub use backup::{NoProgress, Progress, SnapshotSummary};
+pub use config::{ChunkerParams, RepoConfig, RepoParams};
+pub use crypto::Key;
+pub use error::{Error, Result};
+pub use index::SnapshotInfo;
+pub use snapfile::SourceKind;
+pub use store::{ChunkStore, OpenOptions, Stats};

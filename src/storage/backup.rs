@@ -1,0 +1,468 @@
+//! Backup: read -> chunk -> hash -> skip known ids -> compress/encrypt -> pack -> durable write.
+//!
+//! The calling thread reads and chunks; worker threads hash, probe the index and seal new chunks;
+//! one packer thread keeps stream order, builds packs and the snapshot object; one flusher thread
+//! writes packs durably and only then records their chunks in the index. Channels are bounded,
+//! so memory stays flat however large the input.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::backend::{pack_key, read_full, snapshot_key};
+use super::blob::{BlobKind, ChunkId};
+use super::chunker::is_zero;
+use super::error::{Error, Result};
+use super::index::{SnapshotInfo, SnapshotTotals};
+use super::lock::LockMode;
+use super::pack::{PackBuilder, PackEntry, new_pack_name};
+use super::snapfile::{Entry, SnapWriter, SnapshotMeta, SourceKind};
+use super::store::ChunkStore;
+
+/// Receives progress while a long operation runs.
+pub trait Progress: Sync {
+    /// `n` more input bytes were processed.
+    fn add(&self, n: u64);
+}
+
+/// No progress reporting.
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn add(&self, _: u64) {}
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotSummary {
+    /// The new snapshot.
+    pub snapshot: SnapshotInfo,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Plaintext bytes of chunks that were not in the repository yet.
+    pub new_bytes: u64,
+    /// Bytes written to packs for those chunks.
+    pub stored_bytes: u64,
+    /// Chunks in the snapshot.
+    pub chunks: u64,
+    /// Chunks that were new.
+    pub new_chunks: u64,
+    /// bytes_read / stored_bytes (how much this backup saved).
+    pub dedup_ratio: f64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// bytes_read per second, in MB/s (10^6).
+    pub throughput_mb_s: f64,
+}
+
+/// Bytes read per batch (at least four maximum-size chunks).
+const BLOCK: usize = 4 << 20;
+/// Read buffers kept for reuse.
+const POOL_MAX: usize = 8;
+
+struct Batch {
+    data: Arc<Vec<u8>>,
+    cuts: Vec<(usize, usize)>,
+}
+
+struct Sealed {
+    id: ChunkId,
+    len: u32,
+    zero: bool,
+    /// Range in `BatchOut::blobs` when the chunk is new.
+    blob: Option<(usize, usize)>,
+}
+
+struct BatchOut {
+    chunks: Vec<Sealed>,
+    blobs: Vec<u8>,
+}
+
+type Job = (Batch, SyncSender<Result<BatchOut>>);
+
+struct Shared {
+    abort: AtomicBool,
+    error: Mutex<Option<Error>>,
+    pending: Mutex<HashSet<ChunkId>>,
+    zero_ids: Mutex<HashMap<usize, ChunkId>>,
+    pool: Mutex<Vec<Vec<u8>>>,
+    new_bytes: AtomicU64,
+    stored_bytes: AtomicU64,
+    new_chunks: AtomicU64,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        // Keep the first real error: "stopped" errors of other stages are only consequences.
+        if let Ok(mut slot) = self.error.lock()
+            && (slot.is_none() || matches!(*slot, Some(Error::Internal(_))))
+        {
+            *slot = Some(e);
+        }
+        self.abort.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Checks a backup name: what users type after `NAME@` and in `prune`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument {
+            field: "--name",
+            reason: format!("{name:?} must be 1-128 characters of A-Z a-z 0-9 . _ : -"),
+        })
+    }
+}
+
+impl ChunkStore {
+    /// Backs up everything `reader` yields as snapshot `name`. Safe to run concurrently with other
+    /// backups of the same repository (from any process); blocks only while prune/gc run.
+    pub fn backup_reader<R: Read>(
+        &self,
+        mut reader: R,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+        kind: SourceKind,
+        progress: &dyn Progress,
+    ) -> Result<SnapshotSummary> {
+        validate_name(name)?;
+        let _lock = self.lock(LockMode::Shared, "backup", false)?;
+        let started = Instant::now();
+        let meta = SnapshotMeta {
+            uid: new_pack_name(),
+            name: name.to_string(),
+            time: jiff::Timestamp::now().as_microsecond(),
+            tags: tags.clone(),
+            kind,
+        };
+        let index = self.index()?;
+        index.begin_snapshot(&meta)?;
+        let shared = Shared {
+            abort: AtomicBool::new(false),
+            error: Mutex::new(None),
+            pending: Mutex::new(HashSet::new()),
+            zero_ids: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Vec::new()),
+            new_bytes: AtomicU64::new(0),
+            stored_bytes: AtomicU64::new(0),
+            new_chunks: AtomicU64::new(0),
+        };
+        let staging = self.backend.staging_dir();
+        let mut snap = SnapWriter::create(&staging, &self.codec, &meta)?;
+        let staged_path = snap.path().to_path_buf();
+        let mut bytes_read = 0u64;
+        let result = std::thread::scope(|s| -> Result<Option<(std::path::PathBuf, _)>> {
+            let (job_tx, job_rx) = sync_channel::<Job>(self.threads());
+            let job_rx = Arc::new(Mutex::new(job_rx));
+            let (order_tx, order_rx) = sync_channel::<Receiver<Result<BatchOut>>>(self.threads() + 2);
+            let (flush_tx, flush_rx) = sync_channel::<(String, Vec<u8>, Vec<PackEntry>)>(1);
+            for _ in 0..self.threads() {
+                let rx = job_rx.clone();
+                let shared = &shared;
+                s.spawn(move || self.hash_worker(&rx, shared));
+            }
+            let shared_ref = &shared;
+            let packer = s.spawn(move || {
+                let r = self.packer(order_rx, flush_tx, &mut snap, shared_ref);
+                if let Err(e) = r {
+                    shared_ref.fail(e);
+                    return None;
+                }
+                match snap.finish() {
+                    Ok(done) => Some(done),
+                    Err(e) => {
+                        shared_ref.fail(e);
+                        None
+                    }
+                }
+            });
+            let flusher = s.spawn(move || {
+                if let Err(e) = self.flusher(&flush_rx, shared_ref) {
+                    shared_ref.fail(e);
+                }
+                drop(flush_rx);
+            });
+            if let Err(e) = self.chunk_source(
+                &mut reader,
+                &job_tx,
+                &order_tx,
+                &shared,
+                progress,
+                &mut bytes_read,
+            ) {
+                shared.fail(e);
+            }
+            drop(job_tx);
+            drop(order_tx);
+            let done = packer
+                .join()
+                .map_err(|_| Error::Internal("packer thread panicked".into()))?;
+            flusher
+                .join()
+                .map_err(|_| Error::Internal("flusher thread panicked".into()))?;
+            Ok(done)
+        });
+        let first_error = shared.error.lock().ok().and_then(|mut e| e.take());
+        let finished = match (result, first_error) {
+            (Ok(Some(done)), None) => Ok(done),
+            (Err(e), _) | (_, Some(e)) => Err(e),
+            (Ok(None), None) => Err(Error::Internal("backup pipeline stopped without an error".into())),
+        };
+        let (path, end) = match finished {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged_path);
+                let _ = index.delete_snapshot(&meta.uid);
+                return Err(e);
+            }
+        };
+        // The snapshot object is the source of truth: make it durable, then flip the row.
+        self.backend.put_file(&snapshot_key(&meta.uid), &path)?;
+        let totals = SnapshotTotals {
+            size: end.size,
+            chunks: end.entries,
+            new_bytes: shared.new_bytes.load(Ordering::SeqCst),
+            stored_bytes: shared.stored_bytes.load(Ordering::SeqCst),
+        };
+        index.complete_snapshot(&meta, &totals)?;
+        let snapshot = index
+            .snapshots()?
+            .into_iter()
+            .find(|s| s.uid == meta.uid)
+            .ok_or_else(|| Error::Internal("completed snapshot row vanished".into()))?;
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(SnapshotSummary {
+            snapshot,
+            bytes_read,
+            new_bytes: totals.new_bytes,
+            stored_bytes: totals.stored_bytes,
+            chunks: end.entries,
+            new_chunks: shared.new_chunks.load(Ordering::SeqCst),
+            dedup_ratio: if totals.stored_bytes == 0 {
+                0.0
+            } else {
+                bytes_read as f64 / totals.stored_bytes as f64
+            },
+            seconds,
+            throughput_mb_s: if seconds > 0.0 {
+                bytes_read as f64 / seconds / 1e6
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// Reads blocks, finds chunk boundaries and hands batches to the workers in order.
+    fn chunk_source(
+        &self,
+        reader: &mut dyn Read,
+        job_tx: &SyncSender<Job>,
+        order_tx: &SyncSender<Receiver<Result<BatchOut>>>,
+        shared: &Shared,
+        progress: &dyn Progress,
+        bytes_read: &mut u64,
+    ) -> Result<()> {
+        let block = BLOCK.max(self.chunker.max_len() * 4);
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            if shared.abort.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // Recycled buffers avoid a fresh mmap and page faults per block. A new one is a
+            // calloc (`resize` would be a byte loop in unoptimised test builds).
+            let recycled = shared.pool.lock().ok().and_then(|mut p| p.pop());
+            let mut buf = recycled
+                .filter(|b| b.len() == block)
+                .unwrap_or_else(|| vec![0u8; block]);
+            buf[..carry.len()].copy_from_slice(&carry);
+            let filled = carry.len();
+            let n = read_full(reader, &mut buf[filled..])
+                .map_err(|e| Error::io("reading", "backup source", e))?;
+            let len = filled + n;
+            *bytes_read += n as u64;
+            progress.add(n as u64);
+            let eof = len < block;
+            let mut pos = 0;
+            let mut cuts = Vec::new();
+            while let Some(n) = self.chunker.next_boundary(&buf[pos..len], eof) {
+                cuts.push((pos, n));
+                pos += n;
+            }
+            carry = buf[pos..len].to_vec();
+            if !cuts.is_empty() {
+                let (tx, rx) = sync_channel(1);
+                let batch = Batch {
+                    data: Arc::new(buf),
+                    cuts,
+                };
+                if order_tx.send(rx).is_err() || job_tx.send((batch, tx)).is_err() {
+                    return Ok(());
+                }
+            }
+            if eof {
+                return Ok(());
+            }
+        }
+    }
+
+    fn hash_worker(&self, rx: &Mutex<Receiver<Job>>, shared: &Shared) {
+        // Keep answering jobs even after a failure, so the reader never blocks on a full queue.
+        let mut setup = match self.index().and_then(|i| Ok((i, self.codec.scratch()?))) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                shared.fail(e);
+                None
+            }
+        };
+        loop {
+            let job = match rx.lock() {
+                Ok(r) => r.recv(),
+                Err(_) => return,
+            };
+            let Ok((batch, reply)) = job else { return };
+            let out = match setup.as_mut() {
+                Some((index, scratch)) if !shared.abort.load(Ordering::SeqCst) => {
+                    self.seal_batch(&batch, index, scratch, shared)
+                }
+                _ => Err(Error::Internal("backup aborted".into())),
+            };
+            let _ = reply.send(out);
+            if let Ok(buf) = Arc::try_unwrap(batch.data)
+                && let Ok(mut pool) = shared.pool.lock()
+                && pool.len() < POOL_MAX
+            {
+                pool.push(buf);
+            }
+        }
+    }
+
+    fn seal_batch(
+        &self,
+        batch: &Batch,
+        index: &super::index::Index,
+        scratch: &mut super::blob::Scratch,
+        shared: &Shared,
+    ) -> Result<BatchOut> {
+        let mut out = BatchOut {
+            chunks: Vec::with_capacity(batch.cuts.len()),
+            blobs: Vec::new(),
+        };
+        for &(start, len) in &batch.cuts {
+            let data = &batch.data[start..start + len];
+            let zero = is_zero(data);
+            let id = if zero {
+                let cached = shared.zero_ids.lock().ok().and_then(|m| m.get(&len).copied());
+                match cached {
+                    Some(id) => id,
+                    None => {
+                        let id = self.codec.id(data);
+                        if let Ok(mut m) = shared.zero_ids.lock() {
+                            m.insert(len, id);
+                        }
+                        id
+                    }
+                }
+            } else {
+                self.codec.id(data)
+            };
+            let lock_err = || Error::Internal("pending set lock poisoned".into());
+            let known = shared.pending.lock().map_err(|_| lock_err())?.contains(&id)
+                || index.has_chunk(&id)?
+                || !shared.pending.lock().map_err(|_| lock_err())?.insert(id);
+            let blob = if known {
+                None
+            } else {
+                let b = out.blobs.len();
+                let n = self
+                    .codec
+                    .seal(BlobKind::Chunk, &id, data, scratch, &mut out.blobs)?;
+                Some((b, n))
+            };
+            out.chunks.push(Sealed {
+                id,
+                len: len as u32,
+                zero,
+                blob,
+            });
+        }
+        Ok(out)
+    }
+
+    fn packer(
+        &self,
+        order_rx: Receiver<Receiver<Result<BatchOut>>>,
+        flush_tx: SyncSender<(String, Vec<u8>, Vec<PackEntry>)>,
+        snap: &mut SnapWriter<'_>,
+        shared: &Shared,
+    ) -> Result<()> {
+        let pack_size = self.config.params.pack_size as usize;
+        let mut scratch = self.codec.scratch()?;
+        let mut pack = PackBuilder::new(pack_size);
+        for slot in order_rx {
+            let Ok(res) = slot.recv() else {
+                return Err(Error::Internal("a hashing worker stopped".into()));
+            };
+            let out = res?;
+            for c in &out.chunks {
+                if let Some((b, n)) = c.blob {
+                    pack.add(c.id, c.len, &out.blobs[b..b + n]);
+                    shared.new_bytes.fetch_add(u64::from(c.len), Ordering::Relaxed);
+                    shared.stored_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    shared.new_chunks.fetch_add(1, Ordering::Relaxed);
+                    if pack.len() >= pack_size {
+                        let full = std::mem::replace(&mut pack, PackBuilder::new(pack_size));
+                        let (bytes, entries) = full.finish(&self.codec, &mut scratch)?;
+                        if flush_tx.send((new_pack_name(), bytes, entries)).is_err() {
+                            return Err(Error::Internal("pack writer stopped".into()));
+                        }
+                    }
+                }
+                snap.push(&Entry {
+                    id: c.id,
+                    len: c.len,
+                    zero: c.zero,
+                })?;
+            }
+            if shared.abort.load(Ordering::SeqCst) {
+                return Err(Error::Internal("backup aborted".into()));
+            }
+        }
+        if !pack.is_empty() {
+            let (bytes, entries) = pack.finish(&self.codec, &mut scratch)?;
+            if flush_tx.send((new_pack_name(), bytes, entries)).is_err() {
+                return Err(Error::Internal("pack writer stopped".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn flusher(&self, rx: &Receiver<(String, Vec<u8>, Vec<PackEntry>)>, shared: &Shared) -> Result<()> {
+        let mut index = self.index()?;
+        for (name, bytes, entries) in rx {
+            // Durable first (temp, fsync, rename, fsync dir), then visible in the index.
+            self.backend.put(&pack_key(&name), &bytes)?;
+            index.add_pack(
+                &name,
+                bytes.len() as u64,
+                &entries,
+                jiff::Timestamp::now().as_second(),
+            )?;
+            if let Ok(mut p) = shared.pending.lock() {
+                for e in &entries {
+                    p.remove(&e.id);
+                }
+            }
+        }
+        Ok(())
+    }
+}

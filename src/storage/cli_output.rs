@@ -1,0 +1,250 @@
+//! Human and JSON output of the store commands (JSON on stdout; human summaries on stdout,
+//! progress bars on stderr only when it is a terminal).
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::backup::{Progress, SnapshotSummary};
+use super::config::RepoConfig;
+use super::gc::{GcReport, PruneReport};
+use super::index::SnapshotInfo;
+use super::reindex::ReindexReport;
+use super::restore::RestoreSummary;
+use super::store::Stats;
+use super::verify::VerifyReport;
+
+/// A progress bar (hidden unless enabled).
+pub(crate) struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn add(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+pub(crate) fn bar(enabled: bool, total: Option<u64>) -> Bar {
+    if !enabled {
+        return Bar(ProgressBar::hidden());
+    }
+    let pb = match total {
+        Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {binary_bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    Bar(pb)
+}
+
+fn json<T: Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+    }
+}
+
+/// Bytes with a binary unit.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub(crate) fn init(repo: &str, cfg: &RepoConfig, as_json: bool) {
+    if as_json {
+        return json(cfg);
+    }
+    let p = &cfg.params;
+    println!(
+        "created repository {repo} (format {}, {}, chunks {}/{}/{} min/avg/max, zstd {}, packs {})",
+        cfg.format_version,
+        if cfg.key_check.is_some() {
+            "encrypted"
+        } else {
+            "not encrypted"
+        },
+        bytes(p.chunker.min.into()),
+        bytes(p.chunker.avg.into()),
+        bytes(p.chunker.max.into()),
+        p.zstd_level,
+        bytes(p.pack_size.into())
+    );
+}
+
+pub(crate) fn backup(s: &SnapshotSummary, as_json: bool) {
+    if as_json {
+        return json(s);
+    }
+    println!(
+        "snapshot {} ({}@{}) saved",
+        s.snapshot.id, s.snapshot.name, s.snapshot.time
+    );
+    println!("  bytes read    {}", bytes(s.bytes_read));
+    println!(
+        "  new bytes     {} in {} of {} chunks",
+        bytes(s.new_bytes),
+        s.new_chunks,
+        s.chunks
+    );
+    println!("  stored bytes  {}", bytes(s.stored_bytes));
+    println!("  dedup ratio   {:.2}", s.dedup_ratio);
+    println!(
+        "  throughput    {:.1} MB/s ({:.2} s)",
+        s.throughput_mb_s, s.seconds
+    );
+}
+
+pub(crate) fn restore(s: &RestoreSummary, as_json: bool, to_stdout: bool) {
+    if as_json && !to_stdout {
+        return json(s);
+    }
+    let line = format!(
+        "restored snapshot {}: {} in {:.2} s ({:.1} MB/s)",
+        s.snapshot,
+        bytes(s.bytes),
+        s.seconds,
+        s.throughput_mb_s
+    );
+    // With `--to -` stdout carries the data, so the summary goes to stderr.
+    if to_stdout {
+        eprintln!("{line}")
+    } else {
+        println!("{line}")
+    }
+}
+
+pub(crate) fn list(snaps: &[SnapshotInfo], as_json: bool) {
+    if as_json {
+        return json(&snaps);
+    }
+    println!(
+        "{:<8}  {:<20}  {:<24}  {:>10}  {:<6}  tags",
+        "ID", "TIME", "NAME", "SIZE", "KIND"
+    );
+    for s in snaps {
+        let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let state = match (&s.last_verify, s.complete) {
+            (_, false) => " (incomplete)",
+            (Some(v), true) if !v.ok => " (VERIFY FAILED)",
+            _ => "",
+        };
+        println!(
+            "{:<8}  {:<20}  {:<24}  {:>10}  {:<6}  {}{state}",
+            s.id,
+            s.time,
+            s.name,
+            bytes(s.size),
+            s.kind,
+            tags.join(",")
+        );
+    }
+}
+
+pub(crate) fn verify(r: &VerifyReport, as_json: bool) {
+    if as_json {
+        return json(r);
+    }
+    for p in &r.problems {
+        println!("PROBLEM: {p}");
+    }
+    if r.ok {
+        println!(
+            "verify OK: {} snapshots, {} chunks{}",
+            r.snapshots_checked,
+            r.chunks_checked,
+            if r.read_data {
+                format!(", {} read", bytes(r.bytes_read))
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        println!(
+            "verify FAILED: {} problems; affected snapshots:",
+            r.problems.len()
+        );
+        for s in &r.affected_snapshots {
+            println!("  {s}");
+        }
+    }
+}
+
+pub(crate) fn prune(r: &PruneReport, as_json: bool) {
+    if as_json {
+        return json(r);
+    }
+    for d in &r.decisions {
+        println!(
+            "{:<12} {} {} {}",
+            format!("{:?}", d.mark).to_lowercase(),
+            d.id,
+            d.name,
+            d.time
+        );
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    println!("{verb} {} snapshots; run `gc` to free their space", r.removed);
+}
+
+pub(crate) fn gc(r: &GcReport, as_json: bool) {
+    if as_json {
+        return json(r);
+    }
+    println!(
+        "gc: {} packs deleted, {} repacked, {} chunks and {} incomplete snapshots dropped, {} stray files swept, {} freed",
+        r.packs_deleted,
+        r.packs_repacked,
+        r.chunks_removed,
+        r.incomplete_snapshots_removed,
+        r.stray_files_deleted,
+        bytes(r.bytes_freed)
+    );
+}
+
+pub(crate) fn stats(s: &Stats, as_json: bool) {
+    if as_json {
+        return json(s);
+    }
+    println!(
+        "repository    {} (format {}, {})",
+        s.repo,
+        s.format_version,
+        if s.encrypted { "encrypted" } else { "not encrypted" }
+    );
+    println!("snapshots     {}", s.snapshots);
+    println!("logical bytes {}", bytes(s.logical_bytes));
+    println!("unique chunks {} ({})", s.chunks, bytes(s.unique_bytes));
+    println!("stored bytes  {} in {} packs", bytes(s.stored_bytes), s.packs);
+    println!("dedup ratio   {:.2}", s.dedup_ratio);
+}
+
+pub(crate) fn reindex(r: &ReindexReport, as_json: bool) {
+    if as_json {
+        return json(r);
+    }
+    for p in &r.problems {
+        println!("PROBLEM: {p}");
+    }
+    println!(
+        "reindexed {} packs, {} chunks, {} snapshots",
+        r.packs, r.chunks, r.snapshots
+    );
+}

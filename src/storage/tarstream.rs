@@ -1,0 +1,231 @@
+//! Directories as deterministic tar streams: entries sorted by path, metadata from the file
+//! system (mode, mtime, owner ids), so an unchanged tree gives the same bytes and dedups fully.
+//! Restore unpacks with the `tar` crate, which refuses paths that escape the target.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use super::backup::{Progress, SnapshotSummary};
+use super::error::{Error, Result};
+use super::index::SnapshotInfo;
+use super::restore::RestoreSummary;
+use super::snapfile::SourceKind;
+use super::store::ChunkStore;
+
+fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    v.sort();
+    Ok(v)
+}
+
+fn write_tree(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path) -> std::io::Result<()> {
+    for path in sorted_entries(&root.join(rel))? {
+        let name = rel.join(path.file_name().unwrap_or_default());
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            b.append_dir(&name, &path)?;
+            write_tree(b, root, &name)?;
+        } else if meta.is_file() || meta.file_type().is_symlink() {
+            b.append_path_with_name(&path, &name)?;
+        }
+        // Sockets, fifos and devices are skipped: they carry no data.
+    }
+    Ok(())
+}
+
+/// Streams `dir` as a tar archive into `w`.
+pub fn write_tar(dir: &Path, w: impl Write) -> std::io::Result<()> {
+    let mut b = tar::Builder::new(w);
+    b.mode(tar::HeaderMode::Complete);
+    b.follow_symlinks(false);
+    write_tree(&mut b, dir, Path::new(""))?;
+    b.into_inner()?.flush()
+}
+
+impl ChunkStore {
+    /// Backs up a directory tree as a deterministic tar stream.
+    pub fn backup_dir(
+        &self,
+        dir: &Path,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+        progress: &dyn Progress,
+    ) -> Result<SnapshotSummary> {
+        // A channel instead of a pipe: a failing tar writer must fail the backup (a pipe would
+        // just end, and a truncated tar would be saved as a complete snapshot).
+        let (tx, rx) = sync_channel::<Msg>(4);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut w = ChanWriter {
+                    tx,
+                    buf: Vec::with_capacity(MSG_LEN),
+                };
+                let msg = match write_tar(dir, &mut w).and_then(|()| w.send()) {
+                    Ok(()) => Msg::Done,
+                    Err(e) => Msg::Failed(e),
+                };
+                let _ = w.tx.send(msg);
+            });
+            let reader = ChanReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            self.backup_reader(reader, name, tags, SourceKind::Dir, progress)
+                .map_err(|e| match e {
+                    Error::Io {
+                        op: "reading", cause, ..
+                    } => Error::io("reading directory", dir.display(), cause),
+                    e => e,
+                })
+        })
+    }
+}
+
+const MSG_LEN: usize = 1 << 20;
+
+enum Msg {
+    Data(Vec<u8>),
+    Done,
+    Failed(std::io::Error),
+}
+
+struct ChanWriter {
+    tx: SyncSender<Msg>,
+    buf: Vec<u8>,
+}
+
+impl ChanWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(MSG_LEN));
+        self.tx
+            .send(Msg::Data(data))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "backup stopped"))
+    }
+}
+
+impl Write for ChanWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= MSG_LEN {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Yields the tar stream; an error or a vanished writer (no `Done`) is a read error.
+struct ChanReader {
+    rx: Receiver<Msg>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Msg::Data(v)) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Ok(Msg::Done) => return Ok(0),
+                Ok(Msg::Failed(e)) => return Err(e),
+                Err(_) => return Err(std::io::Error::other("directory reader stopped unexpectedly")),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Unpacks a directory snapshot into `path` (created; must not exist).
+pub(crate) fn restore_dir(
+    store: &ChunkStore,
+    snap: &SnapshotInfo,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<RestoreSummary> {
+    fs::create_dir_all(path).map_err(|e| Error::io("creating", path.display(), e))?;
+    let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating pipe for", path.display(), e))?;
+    std::thread::scope(|s| {
+        let unpacker = s.spawn(move || {
+            let mut a = tar::Archive::new(reader);
+            a.set_preserve_permissions(true);
+            a.set_preserve_mtime(true);
+            a.set_overwrite(false);
+            a.unpack(path)
+        });
+        let res = store.restore_to_writer(snap, writer, progress);
+        let unpacked = unpacker
+            .join()
+            .map_err(|_| Error::Internal("tar thread panicked".into()))?;
+        // An unpack failure closes the pipe, so the write error is only a consequence.
+        unpacked.map_err(|e| Error::io("unpacking into", path.display(), e))?;
+        res
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_channel_reader_turns_writer_failure_into_read_error() {
+        let (tx, rx) = sync_channel(4);
+        tx.send(Msg::Data(b"abc".to_vec())).unwrap();
+        tx.send(Msg::Failed(std::io::Error::other("disk gone"))).unwrap();
+        let mut r = ChanReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.to_string(), "disk gone");
+        assert_eq!(out, b"abc");
+        let (tx, rx) = sync_channel::<Msg>(1);
+        drop(tx);
+        let mut r = ChanReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        assert!(
+            r.read_to_end(&mut Vec::new()).is_err(),
+            "a vanished writer is not EOF"
+        );
+    }
+
+    #[test]
+    fn tar_of_same_tree_is_byte_identical() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("b/c")).unwrap();
+        fs::write(d.path().join("b/c/x"), b"x").unwrap();
+        fs::write(d.path().join("a"), b"aaa").unwrap();
+        let mut one = Vec::new();
+        write_tar(d.path(), &mut one).unwrap();
+        let mut two = Vec::new();
+        write_tar(d.path(), &mut two).unwrap();
+        assert_eq!(one, two);
+        let names: Vec<String> = tar::Archive::new(&one[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, vec!["a", "b", "b/c", "b/c/x"]);
+    }
+}
