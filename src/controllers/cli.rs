@@ -5,6 +5,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
 };
 
 use anyhow::Context as _;
@@ -17,9 +18,12 @@ use super::{
     context::OperatorDeps,
     http::{self, Health},
     leader::LeaseConfig,
+    register_controllers,
     runtime::Operator,
+    shared::ProxmoxDeps,
 };
 use crate::metrics::Metrics;
+use crate::proxmox::ClientMetrics;
 
 /// Where the service account's namespace is mounted in a pod.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -61,7 +65,8 @@ struct Settings {
     http_addr: SocketAddr,
     lease: Option<LeaseConfig>,
     instance: String,
-    deps: OperatorDeps,
+    store_path: PathBuf,
+    store_key_file: Option<PathBuf>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -114,10 +119,8 @@ impl OperatorArgs {
             http_addr: self.http_addr,
             lease,
             instance,
-            deps: OperatorDeps {
-                store_path: self.store_path,
-                store_key_file: self.store_key_file,
-            },
+            store_path: self.store_path,
+            store_key_file: self.store_key_file,
         })
     }
 }
@@ -168,13 +171,16 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
         http_stop.clone().cancelled_owned(),
     ));
 
-    let mut operator = Operator::new(
-        client,
-        metrics,
-        settings.namespace,
-        settings.instance,
-        settings.deps,
+    let client_metrics =
+        ClientMetrics::new(&metrics.registry).context("cannot register the Proxmox client metrics")?;
+    let deps = OperatorDeps::new(
+        settings.store_path,
+        settings.store_key_file,
+        ProxmoxDeps::new(Some(client_metrics)),
     );
+    let stores = Arc::clone(&deps.stores);
+    let mut operator = Operator::new(client, metrics, settings.namespace, settings.instance, deps);
+    operator = register_controllers(operator, &stores);
     if let Some(lease) = settings.lease {
         operator = operator.leader_election(lease);
     }
@@ -242,10 +248,7 @@ mod tests {
         assert_eq!(s.instance, "ap-7d9f");
         assert_eq!(s.namespace, None);
         assert_eq!(s.http_addr.to_string(), "0.0.0.0:8080");
-        assert_eq!(
-            s.deps.store_path,
-            PathBuf::from("/var/lib/homelab-autopilot/store")
-        );
+        assert_eq!(s.store_path, PathBuf::from("/var/lib/homelab-autopilot/store"));
     }
 
     #[test]
@@ -310,7 +313,7 @@ mod tests {
         ])
         .resolve(None, None)
         .unwrap();
-        assert_eq!(s.deps.store_key_file, Some(key));
+        assert_eq!(s.store_key_file, Some(key));
         let err = parse(&[
             "--leader-election=false",
             "--store-key-file",

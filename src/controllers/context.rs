@@ -6,16 +6,21 @@ use std::{
     fmt,
     future::Future,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     time::Duration,
 };
 
 use kube::{
     Client, Resource,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    core::DeserializeGuard,
+    runtime::{
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::Store,
+    },
 };
 
-use super::{backoff::BackoffTracker, error::Error};
+use super::{backoff::BackoffTracker, error::Error, shared::ProxmoxDeps};
+use crate::crd::{ProxmoxCluster, Service};
 use crate::metrics::Metrics;
 
 /// The Event reporter (`reportingController`) of every Event we publish.
@@ -30,16 +35,68 @@ pub fn field_manager(controller: &str) -> String {
 /// earlier when it changes (the user fixed it) or when a watched dependency changes.
 pub const PERMANENT_ERROR_REQUEUE: Duration = Duration::from_secs(15 * 60);
 
-/// The product's dependencies beyond Kubernetes, shared by all controllers as `Context::deps`.
-/// The ProxmoxCluster/Service controllers add the Proxmox client cache
-/// (`ClientCache<PveClient>`), and the BackupPolicy controller the chunk store handle opened from
-/// these settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The product's dependencies beyond Kubernetes, shared by all controllers as `Context::deps`:
+/// the Proxmox client cache and per-object memory ([`ProxmoxDeps`]), the reflector stores the
+/// controllers' watches fill, and the chunk store settings (the BackupPolicy controller opens the
+/// store from them).
+#[derive(Debug)]
 pub struct OperatorDeps {
     /// `--store-path`: directory of the chunk store.
     pub store_path: PathBuf,
     /// `--store-key-file`: the chunk store's encryption key file, if any.
     pub store_key_file: Option<PathBuf>,
+    /// Proxmox clients, health-check clients, per-Service memory, timing.
+    pub proxmox: Arc<ProxmoxDeps>,
+    /// The stores of the watched kinds, set when the controllers start.
+    pub stores: Arc<Stores>,
+}
+
+impl OperatorDeps {
+    /// Dependencies with the given chunk store settings and Proxmox dependencies.
+    pub fn new(store_path: PathBuf, store_key_file: Option<PathBuf>, proxmox: ProxmoxDeps) -> Self {
+        Self {
+            store_path,
+            store_key_file,
+            proxmox: Arc::new(proxmox),
+            stores: Arc::default(),
+        }
+    }
+}
+
+/// Reflector stores of the controllers (what each controller's watch has seen): used to map a
+/// changed Secret or ProxmoxCluster to its dependents, and to forget clients, memory and metric
+/// series of deleted objects.
+#[derive(Default)]
+pub struct Stores {
+    /// Every ProxmoxCluster in scope.
+    pub clusters: OnceLock<Store<DeserializeGuard<ProxmoxCluster>>>,
+    /// Every Service in scope.
+    pub services: OnceLock<Store<DeserializeGuard<Service>>>,
+}
+
+impl fmt::Debug for Stores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stores")
+            .field("clusters", &self.clusters.get().map(|s| s.state().len()))
+            .field("services", &self.services.get().map(|s| s.state().len()))
+            .finish()
+    }
+}
+
+/// The UIDs of the objects in `store` (`None` until the controller started).
+pub fn store_uids<K>(store: &OnceLock<Store<K>>) -> Option<std::collections::HashSet<String>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let store = store.get()?;
+    Some(
+        store
+            .state()
+            .iter()
+            .filter_map(|o| o.meta().uid.clone())
+            .collect(),
+    )
 }
 
 /// Everything a controller's reconcile needs. One per controller, shared by all its reconciles.
@@ -202,6 +259,11 @@ impl<V: Clone> ClientCache<V> {
         self.lock().remove(owner);
     }
 
+    /// Keeps only the values whose owner passes `keep` (drops those of deleted objects).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.lock().retain(|owner, _| keep(owner));
+    }
+
     /// Number of cached values.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -252,6 +314,13 @@ mod tests {
         assert_eq!(cache.len(), 1);
         cache.remove("uid-1");
         assert!(cache.is_empty());
+        cache.get_or_try_insert("uid-2", "1", build).await.unwrap();
+        cache.get_or_try_insert("uid-3", "1", build).await.unwrap();
+        cache.retain(|owner| owner == "uid-3");
+        assert_eq!(
+            (cache.get("uid-2", "1"), cache.get("uid-3", "1")),
+            (None, Some(4))
+        );
     }
 
     #[tokio::test]

@@ -49,6 +49,19 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading an object the reconcile depends on (a Secret, the referenced ProxmoxCluster) failed.
+    #[error("cannot read {kind} {namespace}/{name}: {source}")]
+    ReadObject {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The object has no namespace or no name (only possible for objects not read from the API).
     #[error("the {kind} object has no {field}; only stored, namespaced objects can be reconciled")]
     MissingObjectKey {
@@ -126,6 +139,7 @@ impl ReconcileError for Error {
         match self {
             Self::PatchStatus { .. } => "StatusPatchFailed",
             Self::PublishEvent { .. } => "EventPublishFailed",
+            Self::ReadObject { .. } => "ReadObjectFailed",
             Self::MissingObjectKey { .. } => "InvalidObject",
             Self::Finalizer { .. } | Self::FinalizerMisuse { .. } => "FinalizerFailed",
             Self::WaitForCrd { .. } => "CrdNotEstablished",
@@ -138,6 +152,7 @@ impl ReconcileError for Error {
         match self {
             Self::PatchStatus { source, .. }
             | Self::PublishEvent { source, .. }
+            | Self::ReadObject { source, .. }
             | Self::Finalizer { source, .. }
             | Self::Lease { source, .. } => kube_error_is_transient(source),
             Self::WaitForCrd { .. } => true,

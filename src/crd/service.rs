@@ -176,6 +176,10 @@ pub struct ServiceStatus {
     /// Latest result of each health check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheckResult>,
+    /// UPID of the start or shutdown task the operator started to reach `spec.powerState`,
+    /// recorded right after it starts and polled until it ends (also after an operator restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upid: Option<String>,
 }
 
 impl Validate for ServiceSpec {

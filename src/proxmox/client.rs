@@ -138,6 +138,14 @@ impl PveClient {
         })
     }
 
+    /// The base URL of the endpoint that answered last (the preferred one before any call): the
+    /// endpoint in use after a failover.
+    pub fn endpoint(&self) -> &str {
+        let idx = self.inner.active.load(Ordering::Relaxed);
+        // `new` refuses an empty endpoint list, so the index is in bounds.
+        &self.inner.endpoints[idx.min(self.inner.endpoints.len() - 1)].0
+    }
+
     pub(crate) fn auth_state(&self) -> &AuthState {
         &self.inner.auth
     }

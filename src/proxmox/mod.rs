@@ -39,6 +39,9 @@ pub use config::{ClientConfig, Endpoint, RetryPolicy, Timeouts, TlsVerify};
 pub use error::{Error, Result};
 pub use metrics::ClientMetrics;
 pub use task::{LOG_TAIL_LINES, TaskExit, TaskLog, TaskLogLine, TaskRef, TaskStatus, TaskSuccess};
+/// The rustls configuration the client uses, for other HTTPS clients of the operator (HTTP
+/// health checks) that need the same trust options.
+pub(crate) use tls::client_config as rustls_client_config;
 pub use tls::fingerprint_of;
 pub use types::{GuestRef, GuestType, NodeName, ParseIdError, SnapshotName, Vmid};
 pub use upid::Upid;

@@ -2,6 +2,11 @@
 
 mod crds;
 // Example and invalid-resource loaders, shared with the end-to-end suite.
+mod controllers;
+mod controllers_common;
+mod controllers_demo;
+mod controllers_kube;
+mod controllers_service;
 #[path = "../kind/fixtures.rs"]
 mod fixtures;
 mod pvesim_backup;

@@ -6,7 +6,16 @@
 //! [`Harness`]: `Harness::connect()`, `install_crds()`, then `in_namespace(|ns| async { .. })`.
 
 use std::future::Future;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use homelab_autopilot::controllers::{self, Health};
+use homelab_autopilot::metrics::Metrics;
+use k8s_openapi::api::events::v1::Event;
+use kube::CustomResourceExt;
+use kube::ResourceExt;
+use kube::api::ListParams;
+use tokio_util::sync::CancellationToken;
 
 use homelab_autopilot::crd::generate::crds;
 use k8s_openapi::api::core::v1::Namespace;
@@ -86,34 +95,10 @@ impl Harness {
         F: FnOnce(TestNamespace) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let name = format!("e2e-{:08x}", rand::random::<u32>());
-        let namespaces: Api<Namespace> = Api::all(self.client());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(
-                    [(
-                        "app.kubernetes.io/part-of".to_string(),
-                        "homelab-autopilot-e2e".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        namespaces
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        let ctx = TestNamespace {
-            harness: self.clone(),
-            name: name.clone(),
-        };
-        let outcome = tokio::spawn(test(ctx)).await;
-        if let Err(e) = namespaces.delete(&name, &DeleteParams::default()).await {
-            eprintln!("warning: deleting namespace {name}: {e}");
-        }
+        let ns = TestNamespace::create(&self.client, "e2e").await;
+        let name = ns.name.clone();
+        let outcome = tokio::spawn(test(ns.clone())).await;
+        ns.delete().await;
         if let Err(e) = outcome {
             match e.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
@@ -140,10 +125,48 @@ impl Harness {
 #[derive(Clone)]
 pub struct TestNamespace {
     harness: Harness,
-    name: String,
+    /// The namespace's name.
+    pub name: String,
 }
 
 impl TestNamespace {
+    /// Creates a namespace `<prefix>-<random>` (labelled as an e2e namespace).
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/part-of".to_string(),
+                        "homelab-autopilot-e2e".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        Self {
+            harness: Harness {
+                client: client.clone(),
+            },
+            name,
+        }
+    }
+
+    /// Deletes the namespace (and so everything in it).
+    pub async fn delete(self) {
+        let namespaces: Api<Namespace> = Api::all(self.harness.client());
+        if let Err(e) = namespaces.delete(&self.name, &DeleteParams::default()).await {
+            eprintln!("warning: deleting namespace {}: {e}", self.name);
+        }
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -209,7 +232,7 @@ impl TestNamespace {
     /// Lists `plural` in this namespace as the server-side table `kubectl get` prints.
     pub async fn get_table(&self, group: &str, version: &str, plural: &str) -> Value {
         let path = format!("/apis/{group}/{version}/namespaces/{}/{plural}", self.name);
-        let request = http::Request::get(path)
+        let request = ::http::Request::get(path)
             .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
             .body(Vec::new())
             .expect("request builds");
@@ -240,4 +263,115 @@ where
         Ok(Err(e)) => panic!("watching {name}: {e}"),
         Err(_) => panic!("{name} did not reach the expected state within {deadline:?}"),
     }
+}
+
+/// A client for `KUBECONFIG`, or `None` after printing [`SKIP_MESSAGE`].
+pub async fn client_or_skip() -> Option<Client> {
+    Harness::connect().await.map(|h| h.client())
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, failing after `timeout`.
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Installs (server-side apply) the CRD of `K` and waits until it is established.
+pub async fn apply_crd<K: CustomResourceExt>(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = K::crd_name();
+    api.patch(
+        name,
+        &PatchParams::apply("homelab-autopilot-runtime-test").force(),
+        &Patch::Apply(K::crd()),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        DEADLINE,
+        await_condition(api, name, conditions::is_crd_established()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+/// Deletes the CRD of `K` if present and waits until it is gone.
+pub async fn delete_crd<K: CustomResourceExt>(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = K::crd_name();
+    let Some(crd) = api.get_opt(name).await.unwrap() else {
+        return;
+    };
+    let uid = crd.uid().unwrap();
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    tokio::time::timeout(DEADLINE, await_condition(api, name, conditions::is_deleted(&uid)))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Waits for an Event with `reason` regarding object `name`.
+pub async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> Event {
+    let api = Api::<Event>::namespaced(client.clone(), ns);
+    let api = &api;
+    poll(&format!("Event {reason} on {name}"), DEADLINE, || async move {
+        api.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+    })
+    .await
+}
+
+/// Serves the operator's HTTP endpoints on a free loopback port.
+pub async fn start_http(metrics: Metrics, health: Health) -> (SocketAddr, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(controllers::http::serve(
+        listener,
+        metrics,
+        health,
+        stop.clone().cancelled_owned(),
+    ));
+    (addr, stop)
+}
+
+/// GET `path` over real HTTP: status code and body.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// A loopback address with a port that was free a moment ago (for a child process to bind).
+pub fn free_loopback_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Like [`get`], but `None` while nothing listens yet.
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
+    Some((resp.status().as_u16(), resp.text().await.ok()?))
 }

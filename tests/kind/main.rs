@@ -12,10 +12,12 @@
 //! ```
 //!
 //! Layout: [`harness`] holds the shared plumbing (client, CRD install, a fresh namespace per
-//! test, waits with deadlines), [`fixtures`] the examples and invalid resources; each area adds a module here. [`crds`] covers the published
-//! API. Controller suites (operator in-process against the PVE simulator) slot in as further
-//! modules using the same harness.
+//! test, waits with deadlines, HTTP probes), [`fixtures`] the examples and invalid resources;
+//! each area adds a module here. [`crds`] covers the published API, [`runtime`] the operator
+//! runtime, [`controllers`] the ProxmoxCluster and Service controllers against the PVE
+//! simulator (in-process, or the chart-installed operator: see `run-in-kind.sh`).
 
+mod controllers;
 mod crds;
 mod fixtures;
 mod harness;

@@ -2,7 +2,7 @@
 //! test-only CRD (`Gadget`), status via SSA, Events, backoff, malformed objects, the CRD wait and
 //! the probes over real HTTP.
 //!
-//! The helpers below (client/skip, namespace, polling) are local until the shared harness lands.
+//! Generic helpers (client or SKIP, namespaces, polling, HTTP) come from `harness`.
 
 mod fixtures;
 
@@ -20,10 +20,11 @@ use kube::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use fixtures::{
-    GadgetDeps, Latecomer, TestNamespace, apply_crd, client_or_skip, delete_crd, gadget_reconcile, get,
-    latecomer_reconcile, wait_for,
+use crate::harness::{
+    TestNamespace, apply_crd, client_or_skip, delete_crd, free_loopback_addr, get, poll, start_http, try_get,
+    wait_event,
 };
+use fixtures::{GadgetDeps, Latecomer, gadget_reconcile, latecomer_reconcile};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -51,7 +52,7 @@ async fn steal_lease(client: &Client, ns: &str, name: &str) {
     let api = Api::<Lease>::namespaced(client.clone(), ns);
     let api = &api;
     // The leader renews concurrently: retry on a resourceVersion conflict.
-    wait_for("the lease to be stolen", WAIT, || async move {
+    poll("the lease to be stolen", WAIT, || async move {
         let mut lease = api.get(name).await.unwrap();
         let spec = lease.spec.get_or_insert_with(Default::default);
         spec.holder_identity = Some("intruder".into());
@@ -137,7 +138,7 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
     let deps = GadgetDeps::default();
     let metrics = Metrics::new();
     let health = Health::new();
-    let (addr, http_stop) = fixtures::start_http(metrics.clone(), health.clone()).await;
+    let (addr, http_stop) = start_http(metrics.clone(), health.clone()).await;
     let shutdown = CancellationToken::new();
     let operator = Operator::new(
         client.clone(),
@@ -150,7 +151,7 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
     .register(fixtures::gadget_spec(), gadget_reconcile);
     let run = tokio::spawn(operator.run(health.clone(), shutdown.clone()));
 
-    wait_for("readyz 200 and leading", WAIT, || async move {
+    poll("readyz 200 and leading", WAIT, || async move {
         let (code, body) = get(addr, "/readyz").await;
         (code == 200 && body.starts_with("leading")).then_some(())
     })
@@ -215,7 +216,7 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
         .await
         .unwrap();
     let gadgets_ref = &gadgets;
-    wait_for("the ConfigMap watch to re-reconcile good", WAIT, || async move {
+    poll("the ConfigMap watch to re-reconcile good", WAIT, || async move {
         let g = gadgets_ref.get("good").await.ok()?;
         let cond = g.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
         cond.message.contains("Green and shiny").then_some(())
@@ -233,14 +234,14 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
         ("malformed", "Warning", "InvalidObject"),
         ("black", "Warning", "UnsupportedColor"),
     ] {
-        let ev = fixtures::wait_event(&client, &ns.name, object, reason).await;
+        let ev = wait_event(&client, &ns.name, object, reason).await;
         assert_eq!(ev.type_.as_deref(), Some(type_));
         assert_eq!(ev.reporting_controller.as_deref(), Some("homelab-autopilot"));
         assert_eq!(ev.reporting_instance.as_deref(), Some("test-pod"));
     }
     // The recorder merges a repeated Event into a series: none means it was published once, for
     // the flip, and not again for the spec change that kept the status.
-    let became_ready = fixtures::wait_event(&client, &ns.name, "good", "BecameReady").await;
+    let became_ready = wait_event(&client, &ns.name, "good", "BecameReady").await;
     assert!(became_ready.series.is_none(), "{:?}", became_ready.series);
 
     let (code, text) = get(addr, "/metrics").await;
@@ -295,7 +296,7 @@ async fn operators_sharing_a_lease_never_both_reconcile() {
     let first = start("replica-1");
     let second = start("replica-2");
     let (h1, h2) = (&first.1, &second.1);
-    let leading = wait_for("one replica to lead", WAIT, || async move {
+    let leading = poll("one replica to lead", WAIT, || async move {
         match (h1.get(), h2.get()) {
             (Readiness::Leading, Readiness::Standby) => Some(true),
             (Readiness::Standby, Readiness::Leading) => Some(false),
@@ -319,7 +320,7 @@ async fn operators_sharing_a_lease_never_both_reconcile() {
         .unwrap()
         .unwrap();
     let standby_health = &standby.1;
-    wait_for("standby to lead", WAIT, || async move {
+    poll("standby to lead", WAIT, || async move {
         (standby_health.get() == Readiness::Leading).then_some(())
     })
     .await;
@@ -352,14 +353,14 @@ async fn readyz_waits_for_crd_established_then_controller_runs() {
     let ns = TestNamespace::create(&client, "rt-crd").await;
     let metrics = Metrics::new();
     let health = Health::new();
-    let (addr, http_stop) = fixtures::start_http(metrics.clone(), health.clone()).await;
+    let (addr, http_stop) = start_http(metrics.clone(), health.clone()).await;
     let shutdown = CancellationToken::new();
     let operator = Operator::new(client.clone(), metrics, Some(ns.name.clone()), "test-pod", ())
         .register(ControllerSpec::<Latecomer>::new("latecomer"), latecomer_reconcile);
     let run = tokio::spawn(operator.run(health.clone(), shutdown.clone()));
 
     let crd = "latecomers.runtime.test.autopilot.homelab.dev";
-    wait_for("readyz to report the missing CRD", WAIT, || async move {
+    poll("readyz to report the missing CRD", WAIT, || async move {
         let (code, body) = get(addr, "/readyz").await;
         (code == 503 && body.contains(crd)).then_some(())
     })
@@ -367,14 +368,14 @@ async fn readyz_waits_for_crd_established_then_controller_runs() {
     assert_eq!(get(addr, "/healthz").await.0, 200);
 
     apply_crd::<Latecomer>(&client).await;
-    wait_for("readyz 200", WAIT, || async move {
+    poll("readyz 200", WAIT, || async move {
         (get(addr, "/readyz").await.0 == 200).then_some(())
     })
     .await;
     let latecomers = Api::<Latecomer>::namespaced(client.clone(), &ns.name);
     let latecomers = &latecomers;
     let first = &Latecomer::new("first", Default::default());
-    wait_for("latecomer created", WAIT, || async move {
+    poll("latecomer created", WAIT, || async move {
         latecomers
             .create(&PostParams::default(), first)
             .await
@@ -382,7 +383,7 @@ async fn readyz_waits_for_crd_established_then_controller_runs() {
             .map(drop)
     })
     .await;
-    wait_for("latecomer reconciled", WAIT, || async move {
+    poll("latecomer reconciled", WAIT, || async move {
         let l = latecomers.get("first").await.ok()?;
         (l.status?.observed_generation == Some(1)).then_some(())
     })
@@ -400,7 +401,7 @@ async fn operator_cli_leads_serves_probes_and_releases_lease_on_sigterm() {
         return;
     };
     let ns = TestNamespace::create(&client, "rt-cli").await;
-    let addr = fixtures::free_loopback_addr();
+    let addr = free_loopback_addr();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
         .args(["--log-format", "json", "operator", "--lease-name", "cli-test"])
         .args(["--lease-namespace", &ns.name, "--namespace", &ns.name])
@@ -414,8 +415,8 @@ async fn operator_cli_leads_serves_probes_and_releases_lease_on_sigterm() {
         .unwrap();
 
     // Ready comes first (standby), then leading once the lease is acquired.
-    wait_for("operator readyz 200 and leading", WAIT, || async move {
-        fixtures::try_get(addr, "/readyz")
+    poll("operator readyz 200 and leading", WAIT, || async move {
+        try_get(addr, "/readyz")
             .await
             .filter(|(code, body)| *code == 200 && body.starts_with("leading"))
     })

@@ -1,44 +1,28 @@
 //! Test-only CRDs (`Gadget`, `Latecomer`, group `runtime.test.autopilot.homelab.dev`), their
-//! reconcilers, and local e2e helpers (client or SKIP, namespaces, polling, HTTP).
+//! reconcilers, and the Gadget environment; the generic helpers live in `harness`.
 
 use std::{
     collections::HashMap,
-    future::Future,
-    net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use homelab_autopilot::{
-    controllers::{
-        self, BackoffPolicy, ConditionStatus, Context, ControllerSpec, DesiredCondition, Health,
-        ReconcileError, StatusCondition, http, object_ref, patch_status, report_transition, set_condition,
-    },
-    metrics::Metrics,
+use homelab_autopilot::controllers::{
+    self, BackoffPolicy, ConditionStatus, Context, ControllerSpec, DesiredCondition, ReconcileError,
+    StatusCondition, object_ref, patch_status, report_transition, set_condition,
 };
 use jiff::Timestamp;
-use k8s_openapi::{
-    api::{
-        core::v1::{ConfigMap, Namespace},
-        events::v1::Event,
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
-    Api, Client, CustomResource, CustomResourceExt, Resource, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::{
-        controller::Action,
-        events::EventType,
-        wait::{await_condition, conditions},
-        watcher,
-    },
+    Api, Client, CustomResource, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, PostParams},
+    runtime::{controller::Action, events::EventType, watcher},
 };
 use schemars::JsonSchema;
+
+use crate::harness::{TestNamespace, apply_crd, client_or_skip, poll};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -274,33 +258,6 @@ pub async fn latecomer_reconcile(l: Arc<Latecomer>, ctx: Arc<Context>) -> Result
     Ok(Action::await_change())
 }
 
-/// A client for `KUBECONFIG`, or `None` after printing the SKIP line.
-pub async fn client_or_skip() -> Option<Client> {
-    const SKIP: &str = "SKIP tests/kind: no Kubernetes API (set KUBECONFIG)";
-    if std::env::var_os("KUBECONFIG").is_none() {
-        println!("{SKIP}");
-        return None;
-    }
-    let client = match Client::try_default().await {
-        Ok(c) => c,
-        Err(e) => {
-            println!("{SKIP}: {e}");
-            return None;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-        Ok(Ok(_)) => Some(client),
-        Ok(Err(e)) => {
-            println!("{SKIP}: {e}");
-            None
-        }
-        Err(_) => {
-            println!("{SKIP}: API server did not answer within 10 s");
-            None
-        }
-    }
-}
-
 /// Client, a fresh namespace and the Gadget API in it, with the Gadget CRD installed; `None`
 /// (after the SKIP line) without an API server.
 pub async fn gadget_env(prefix: &str) -> Option<(Client, TestNamespace, Api<Gadget>)> {
@@ -311,91 +268,6 @@ pub async fn gadget_env(prefix: &str) -> Option<(Client, TestNamespace, Api<Gadg
     Some((client, ns, gadgets))
 }
 
-/// A namespace of its own for one test.
-pub struct TestNamespace {
-    pub name: String,
-    client: Client,
-}
-
-impl TestNamespace {
-    pub async fn create(client: &Client, prefix: &str) -> Self {
-        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
-        Self {
-            name,
-            client: client.clone(),
-        }
-    }
-
-    pub async fn delete(self) {
-        Api::<Namespace>::all(self.client)
-            .delete(&self.name, &DeleteParams::default())
-            .await
-            .unwrap();
-    }
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, failing after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Installs (server-side apply) the CRD of `K` and waits until it is established.
-pub async fn apply_crd<K: CustomResourceExt>(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = K::crd_name();
-    api.patch(
-        name,
-        &PatchParams::apply("homelab-autopilot-runtime-test").force(),
-        &Patch::Apply(K::crd()),
-    )
-    .await
-    .unwrap();
-    tokio::time::timeout(WAIT, await_condition(api, name, conditions::is_crd_established()))
-        .await
-        .unwrap()
-        .unwrap();
-}
-
-/// Deletes the CRD of `K` if present and waits until it is gone.
-pub async fn delete_crd<K: CustomResourceExt>(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = K::crd_name();
-    let Some(crd) = api.get_opt(name).await.unwrap() else {
-        return;
-    };
-    let uid = crd.uid().unwrap();
-    api.delete(name, &DeleteParams::default()).await.unwrap();
-    tokio::time::timeout(WAIT, await_condition(api, name, conditions::is_deleted(&uid)))
-        .await
-        .unwrap()
-        .unwrap();
-}
-
 /// Creates a Gadget from raw JSON (bypassing the Rust type), retrying while discovery of a new
 /// CRD catches up.
 pub async fn create_gadget(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
@@ -403,7 +275,7 @@ pub async fn create_gadget(client: &Client, ns: &str, name: &str, spec: serde_js
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
     let obj = DynamicObject::new(name, &ar).data(json!({ "spec": spec }));
     let (api, obj) = (&api, &obj);
-    wait_for(&format!("Gadget {name} to be created"), WAIT, || async move {
+    poll(&format!("Gadget {name} to be created"), WAIT, || async move {
         api.create(&PostParams::default(), obj).await.ok().map(drop)
     })
     .await;
@@ -411,7 +283,7 @@ pub async fn create_gadget(client: &Client, ns: &str, name: &str, spec: serde_js
 
 /// Waits until Gadget `name` reports Ready=True for `generation`.
 pub async fn wait_ready(api: &Api<Gadget>, name: &str, generation: i64) -> Gadget {
-    wait_for(
+    poll(
         &format!("Gadget {name} Ready at generation {generation}"),
         WAIT,
         || async move {
@@ -425,56 +297,4 @@ pub async fn wait_ready(api: &Api<Gadget>, name: &str, generation: i64) -> Gadge
         },
     )
     .await
-}
-
-/// Waits for an Event with `reason` regarding object `name`.
-pub async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> Event {
-    let api = Api::<Event>::namespaced(client.clone(), ns);
-    let api = &api;
-    wait_for(&format!("Event {reason} on {name}"), WAIT, || async move {
-        api.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some(reason)
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-            })
-    })
-    .await
-}
-
-/// Serves the operator's HTTP endpoints on a free loopback port.
-pub async fn start_http(metrics: Metrics, health: Health) -> (SocketAddr, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(http::serve(
-        listener,
-        metrics,
-        health,
-        stop.clone().cancelled_owned(),
-    ));
-    (addr, stop)
-}
-
-/// GET `path` over real HTTP: status code and body.
-pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-/// A loopback address with a port that was free a moment ago (for a child process to bind).
-pub fn free_loopback_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// Like [`get`], but `None` while nothing listens yet.
-pub async fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
-    Some((resp.status().as_u16(), resp.text().await.ok()?))
 }

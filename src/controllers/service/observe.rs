@@ -1,0 +1,210 @@
+//! Observe: where a Service's guest really runs (`/cluster/resources`, never the node hint), its
+//! power state, uptime and lock, and how a power task the operator started is doing.
+
+use crate::crd::common::GuestType;
+use crate::crd::service::PowerState;
+use crate::proxmox::{
+    self, GuestRef, PveClient, TaskRef, Vmid,
+    api::{ClusterResource, ResourceKind},
+};
+
+/// Why the cluster could not be asked about the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// PascalCase reason (`ClusterNotFound`, `Unreachable`, `AuthenticationFailed`...).
+    pub reason: String,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+/// What the guest looks like now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestFacts {
+    /// Node, type and VMID, from `/cluster/resources`.
+    pub guest: GuestRef,
+    /// The guest's name in PVE.
+    pub name: Option<String>,
+    /// Observed power state (`Unknown` while its node is offline).
+    pub power: PowerState,
+    /// Seconds since it started, when running.
+    pub uptime: Option<u64>,
+    /// Config lock (`backup`, `migrate`, `snapshot`...).
+    pub lock: Option<String>,
+    /// Whether the guest is a template (never runs).
+    pub template: bool,
+}
+
+/// The guest as one pass saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestView {
+    /// The cluster could not be asked.
+    Unavailable(Unavailable),
+    /// No guest has the VMID.
+    Missing,
+    /// The VMID belongs to a guest of the other type.
+    WrongType {
+        /// What the guest really is.
+        actual: GuestType,
+        /// Where it is.
+        node: String,
+    },
+    /// Found.
+    Found(GuestFacts),
+}
+
+/// How the power task recorded in status is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskView {
+    /// No task recorded.
+    None,
+    /// Still running (or PVE could not be asked: look again later).
+    Running(String),
+    /// It ended; `error` is `None` on success.
+    Done {
+        /// The UPID.
+        upid: String,
+        /// PVE task type (`qmstart`, `vzshutdown`...).
+        task_type: String,
+        /// Why it failed.
+        error: Option<String>,
+    },
+}
+
+/// The PVE guest type of a CRD guest type.
+pub fn pve_type(t: GuestType) -> proxmox::GuestType {
+    match t {
+        GuestType::Vm => proxmox::GuestType::Qemu,
+        GuestType::Lxc => proxmox::GuestType::Lxc,
+    }
+}
+
+fn crd_type(t: proxmox::GuestType) -> GuestType {
+    match t {
+        proxmox::GuestType::Qemu => GuestType::Vm,
+        proxmox::GuestType::Lxc => GuestType::Lxc,
+    }
+}
+
+/// The observed power state from `/cluster/resources`' `status` and, for a running QEMU guest,
+/// its `qmpstatus`.
+pub fn power_state(status: &str, qmpstatus: Option<&str>) -> PowerState {
+    match (status, qmpstatus) {
+        ("running", Some("paused" | "suspended" | "prelaunch")) => PowerState::Paused,
+        ("running", _) => PowerState::Running,
+        ("stopped", _) => PowerState::Stopped,
+        ("paused" | "suspended", _) => PowerState::Paused,
+        _ => PowerState::Unknown,
+    }
+}
+
+/// Finds the guest `vmid` of type `expected`. A connection or API failure is `Err`, for the
+/// caller to describe.
+pub async fn observe_guest(
+    client: &PveClient,
+    vmid: i32,
+    expected: GuestType,
+) -> Result<GuestView, proxmox::Error> {
+    let vmid = u32::try_from(vmid)
+        .ok()
+        .and_then(|v| Vmid::new(v).ok())
+        .ok_or_else(|| proxmox::Error::InvalidRequest {
+            message: format!("spec.vmid {vmid} is not a valid VMID (100-999999999)"),
+        })?;
+    let rows = client.cluster_resources(Some(ResourceKind::Vm)).await?;
+    let mut view = view_from(&rows, vmid, expected);
+    let GuestView::Found(facts) = &mut view else {
+        return Ok(view);
+    };
+    if facts.power == PowerState::Running {
+        // The node's own view: uptime, QMP pause state, and the lock as of now.
+        match client.guest_status(&facts.guest).await {
+            Ok(st) => {
+                facts.power = power_state(&st.status, st.qmpstatus.as_deref());
+                facts.uptime = st.uptime.filter(|_| facts.power != PowerState::Stopped);
+                facts.lock = st.lock;
+                facts.name = st.name.or(facts.name.take());
+            }
+            Err(e) if e.is_transient() => {
+                tracing::debug!(guest = %facts.guest, error = %e, "cannot read guest status; using cluster view");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(view)
+}
+
+/// The guest `vmid` in the rows of `GET /cluster/resources?type=vm`: where it is, of which
+/// type, in which state (`unknown` while its node is offline).
+pub fn view_from(rows: &[ClusterResource], vmid: Vmid, expected: GuestType) -> GuestView {
+    let row = rows
+        .iter()
+        .find(|r| r.vmid == Some(vmid) && r.guest_type().is_some());
+    let (Some(row), Some(node)) = (row, row.and_then(|r| r.node.clone())) else {
+        return GuestView::Missing;
+    };
+    let Some(actual) = row.guest_type() else {
+        return GuestView::Missing;
+    };
+    if actual != pve_type(expected) {
+        return GuestView::WrongType {
+            actual: crd_type(actual),
+            node: node.to_string(),
+        };
+    }
+    let power = power_state(row.status.as_deref().unwrap_or("unknown"), None);
+    GuestView::Found(GuestFacts {
+        guest: GuestRef::new(node, actual, vmid),
+        name: row.name.clone(),
+        power,
+        uptime: row.uptime.filter(|_| power == PowerState::Running),
+        lock: row.lock.clone(),
+        template: row.template,
+    })
+}
+
+/// Polls the task `upid` once (one bounded step: never waits for it).
+pub async fn poll_task(client: &PveClient, upid: &str) -> TaskView {
+    let Ok(task) = upid.parse::<TaskRef>() else {
+        return TaskView::Done {
+            upid: upid.to_owned(),
+            task_type: String::new(),
+            error: Some(format!("status.upid {upid:?} is not a PVE task id; ignoring it")),
+        };
+    };
+    let task_type = task.upid.worker_type().to_owned();
+    match client.task_result(&task).await {
+        Ok(None) => TaskView::Running(upid.to_owned()),
+        Ok(Some(_)) => TaskView::Done {
+            upid: upid.to_owned(),
+            task_type,
+            error: None,
+        },
+        Err(e) if e.is_transient() => TaskView::Running(upid.to_owned()),
+        Err(e) => TaskView::Done {
+            upid: upid.to_owned(),
+            task_type,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_state_reads_status_and_qmp_state() {
+        assert_eq!(power_state("running", None), PowerState::Running);
+        assert_eq!(power_state("running", Some("running")), PowerState::Running);
+        assert_eq!(power_state("running", Some("paused")), PowerState::Paused);
+        assert_eq!(power_state("stopped", None), PowerState::Stopped);
+        assert_eq!(power_state("unknown", None), PowerState::Unknown);
+    }
+
+    #[test]
+    fn guest_types_map_both_ways() {
+        for t in [GuestType::Vm, GuestType::Lxc] {
+            assert_eq!(crd_type(pve_type(t)), t);
+        }
+    }
+}

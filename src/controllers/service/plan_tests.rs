@@ -1,0 +1,494 @@
+//! The Service planner against JSON fixtures of `/cluster/resources`.
+
+use super::super::observe::{Unavailable, view_from};
+use super::*;
+use crate::crd::health::HealthCheckType;
+use crate::proxmox::{Vmid, api::ClusterResource};
+
+const UPID: &str = "UPID:pve1:00001234:00005678:66A1B2C3:qmstart:204:root@pam!pvesim:";
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_750_000_000 + secs).unwrap()
+}
+
+fn rows(json: &str) -> Vec<ClusterResource> {
+    serde_json::from_str(json).unwrap()
+}
+
+fn view(vmid: u32, type_: GuestType) -> GuestView {
+    view_from(
+        &rows(include_str!("testdata/resources_vm.json")),
+        Vmid::new(vmid).unwrap(),
+        type_,
+    )
+}
+
+fn migrated(vmid: u32, type_: GuestType) -> GuestView {
+    view_from(
+        &rows(include_str!("testdata/resources_vm_migrated.json")),
+        Vmid::new(vmid).unwrap(),
+        type_,
+    )
+}
+
+fn spec(vmid: i32, type_: &str, extra: &str) -> ServiceSpec {
+    serde_yaml::from_str(&format!(
+        "clusterRef: {{name: homelab}}\nvmid: {vmid}\ntype: {type_}\n{extra}"
+    ))
+    .unwrap()
+}
+
+const TUNING: Tuning = Tuning::DEFAULT;
+
+struct Pass<'a> {
+    spec: &'a ServiceSpec,
+    previous: &'a ServiceStatus,
+    memory: &'a ServiceMemory,
+    now: Timestamp,
+}
+
+impl Pass<'_> {
+    fn input(&self) -> PlanInput<'_> {
+        PlanInput {
+            spec: self.spec,
+            generation: Some(1),
+            previous: self.previous,
+            now: self.now,
+            cluster: "homelab",
+            resync: Duration::from_secs(300),
+            tuning: &TUNING,
+            memory: self.memory,
+            next_check: None,
+        }
+    }
+
+    fn run(&self, guest: &GuestView, task: &TaskView) -> ServicePlan {
+        plan(self.input(), guest, task, Vec::new())
+    }
+}
+
+fn pass<'a>(
+    spec: &'a ServiceSpec,
+    previous: &'a ServiceStatus,
+    memory: &'a ServiceMemory,
+    secs: i64,
+) -> Pass<'a> {
+    Pass {
+        spec,
+        previous,
+        memory,
+        now: at(secs),
+    }
+}
+
+fn cond<'a>(s: &'a ServiceStatus, t: &str) -> &'a Condition {
+    find_condition(&s.conditions, t).unwrap_or_else(|| panic!("no {t} in {:?}", s.conditions))
+}
+
+fn events(p: &ServicePlan) -> Vec<(&str, &str)> {
+    p.outcome
+        .events
+        .iter()
+        .map(|e| (e.type_str(), e.reason.as_str()))
+        .collect()
+}
+
+fn summary(c: &Condition) -> (ConditionStatus, &str) {
+    (c.status, c.reason.as_str())
+}
+
+#[test]
+fn plan_first_pass_finds_guest_where_it_runs_and_reports_it() {
+    let s = spec(200, "VM", "node: pve3\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let st = &p.outcome.status;
+    assert_eq!(st.node.as_deref(), Some("pve1"), "the node hint pve3 is ignored");
+    assert_eq!(st.name.as_deref(), Some("nextcloud"));
+    assert_eq!(st.power_state, Some(PowerState::Running));
+    assert_eq!(st.start_time, Some(at(-3600)));
+    assert_eq!(st.last_seen_time, Some(at(0)));
+    let types: Vec<&str> = st.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(
+        types,
+        ["Ready", "Found", "Healthy"],
+        "no PowerStateInSync while unmanaged"
+    );
+    assert_eq!(summary(cond(st, "Ready")), (ConditionStatus::True, "Ready"));
+    assert_eq!(
+        summary(cond(st, "Healthy")),
+        (ConditionStatus::True, "NoHealthChecks")
+    );
+    assert_eq!(events(&p), [("Normal", "GuestFound")]);
+    assert_eq!(
+        p.outcome.events[0].note,
+        "Found nextcloud (VM 200), running on pve1"
+    );
+    assert_eq!(p.action, None);
+    assert_eq!(p.outcome.requeue, Duration::from_secs(300));
+}
+
+#[test]
+fn plan_same_guest_a_minute_later_changes_nothing() {
+    let s = spec(200, "VM", "");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    // One second of jitter between "now" and the uptime read: the start time holds.
+    let GuestView::Found(mut later) = view(200, GuestType::Vm) else {
+        unreachable!()
+    };
+    later.uptime = Some(3600 + 61);
+    let second = pass(&s, &first.outcome.status, &mem, 60).run(&GuestView::Found(later), &TaskView::None);
+    assert_eq!(second.outcome.status, first.outcome.status);
+    assert!(second.outcome.events.is_empty());
+    // After a resync interval the last-seen time is refreshed once.
+    let third = pass(&s, &first.outcome.status, &mem, 300).run(&view(200, GuestType::Vm), &TaskView::None);
+    assert_eq!(third.outcome.status.last_seen_time, Some(at(300)));
+}
+
+#[test]
+fn plan_migrated_guest_updates_node_with_an_event() {
+    let s = spec(200, "VM", "");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let moved = pass(&s, &first.outcome.status, &mem, 60).run(&migrated(200, GuestType::Vm), &TaskView::None);
+    assert_eq!(moved.outcome.status.node.as_deref(), Some("pve2"));
+    assert_eq!(events(&moved), [("Normal", "GuestMigrated")]);
+    assert_eq!(
+        moved.outcome.events[0].note,
+        "nextcloud (VM 200) moved from pve1 to pve2"
+    );
+    assert_eq!(moved.outcome.status.last_seen_time, Some(at(60)));
+}
+
+#[test]
+fn plan_unmanaged_guest_going_down_is_reported_but_left_alone() {
+    let s = spec(201, "LXC", "");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let first = pass(&s, &prev, &mem, 0).run(&view(201, GuestType::Lxc), &TaskView::None);
+    let down = pass(&s, &first.outcome.status, &mem, 60).run(&migrated(201, GuestType::Lxc), &TaskView::None);
+    assert_eq!(events(&down), [("Warning", "GuestDown")]);
+    assert_eq!(down.outcome.events[0].note, "gitea (CT 201) is stopped on pve2");
+    assert_eq!(down.action, None);
+    assert_eq!(down.outcome.status.start_time, None);
+    assert_eq!(
+        summary(cond(&down.outcome.status, "Ready")),
+        (ConditionStatus::True, "Ready")
+    );
+}
+
+#[test]
+fn plan_stopped_guest_with_desired_running_starts_it_and_records_the_upid() {
+    let s = spec(204, "VM", "powerState: Running\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus {
+        power_state: Some(PowerState::Running),
+        node: Some("pve1".into()),
+        conditions: vec![Condition::new(
+            "Found",
+            ConditionStatus::True,
+            "Found",
+            "",
+            Some(1),
+            at(-60),
+        )],
+        ..Default::default()
+    };
+    let input = pass(&s, &prev, &mem, 0);
+    let mut p = input.run(&view(204, GuestType::Vm), &TaskView::None);
+    let (action, guest) = p.action.clone().expect("an action");
+    assert_eq!(action, PowerAction::Start);
+    assert_eq!((guest.node.as_str(), guest.vmid.get()), ("pve1", 204));
+    record_action(&mut p, input.input(), Ok(UPID.to_owned()));
+    let st = &p.outcome.status;
+    assert_eq!(st.upid.as_deref(), Some(UPID));
+    assert_eq!(
+        summary(cond(st, "PowerStateInSync")),
+        (ConditionStatus::False, "Starting")
+    );
+    assert_eq!(summary(cond(st, "Ready")), (ConditionStatus::False, "Starting"));
+    assert_eq!(
+        events(&p),
+        [("Warning", "GuestDown"), ("Normal", "StartingGuest")]
+    );
+    assert_eq!(p.outcome.requeue, Duration::from_secs(5));
+    assert_eq!(p.action, None);
+
+    // Next pass: the task runs; nothing new is started.
+    let mem2 = p.memory.clone();
+    let running = pass(&s, st, &mem2, 5).run(&view(204, GuestType::Vm), &TaskView::Running(UPID.into()));
+    assert_eq!(running.action, None);
+    assert_eq!(running.outcome.status.upid.as_deref(), Some(UPID));
+    assert!(running.outcome.events.is_empty());
+    assert_eq!(running.outcome.requeue, Duration::from_secs(5));
+
+    // The task ended and the guest runs: in sync, recovered, the UPID is gone.
+    let GuestView::Found(mut up) = view(204, GuestType::Vm) else {
+        unreachable!()
+    };
+    up.power = PowerState::Running;
+    up.uptime = Some(3);
+    let done = TaskView::Done {
+        upid: UPID.into(),
+        task_type: "qmstart".into(),
+        error: None,
+    };
+    let after = pass(&s, &running.outcome.status, &mem2, 10).run(&GuestView::Found(up), &done);
+    let st = &after.outcome.status;
+    assert_eq!(st.upid, None);
+    assert_eq!(
+        summary(cond(st, "PowerStateInSync")),
+        (ConditionStatus::True, "InSync")
+    );
+    assert_eq!(events(&after), [("Normal", "GuestRecovered")]);
+    assert_eq!(st.start_time, Some(at(7)));
+}
+
+#[test]
+fn plan_locked_guest_waits_instead_of_fighting_the_backup() {
+    let s = spec(202, "VM", "powerState: Running\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let p = pass(&s, &prev, &mem, 0).run(&view(202, GuestType::Vm), &TaskView::None);
+    assert_eq!(p.action, None);
+    let c = cond(&p.outcome.status, "PowerStateInSync");
+    assert_eq!(summary(c), (ConditionStatus::False, "GuestLocked"));
+    assert!(c.message.contains("locked (backup)"), "{}", c.message);
+    assert_eq!(events(&p), [("Normal", "GuestFound"), ("Normal", "GuestLocked")]);
+    assert_eq!(p.outcome.requeue, Duration::from_secs(30));
+}
+
+#[test]
+fn plan_failed_power_action_backs_off_before_trying_again() {
+    let s = spec(204, "VM", "powerState: Running\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let input = pass(&s, &prev, &mem, 0);
+    let mut p = input.run(&view(204, GuestType::Vm), &TaskView::None);
+    let denied = crate::proxmox::Error::PermissionDenied {
+        message: "Permission check failed (/vms/204, VM.PowerMgmt)".into(),
+    };
+    record_action(&mut p, input.input(), Err(denied));
+    let c = cond(&p.outcome.status, "PowerStateInSync");
+    assert_eq!(summary(c), (ConditionStatus::False, "PowerActionFailed"));
+    assert!(c.message.contains("VM.PowerMgmt"), "{}", c.message);
+    assert!(events(&p).contains(&("Warning", "PowerActionFailed")));
+    let mem2 = p.memory.clone();
+    assert!(mem2.power_failure.is_some());
+    let soon = pass(&s, &p.outcome.status, &mem2, 60).run(&view(204, GuestType::Vm), &TaskView::None);
+    assert_eq!(soon.action, None);
+    assert_eq!(soon.outcome.requeue, Duration::from_secs(240));
+    let later = pass(&s, &soon.outcome.status, &mem2, 300).run(&view(204, GuestType::Vm), &TaskView::None);
+    assert!(later.action.is_some(), "tries again after the back-off");
+}
+
+#[test]
+fn plan_failed_power_task_is_reported_once() {
+    let s = spec(204, "VM", "powerState: Running\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus {
+        upid: Some(UPID.into()),
+        ..Default::default()
+    };
+    let done = TaskView::Done {
+        upid: UPID.into(),
+        task_type: "qmstart".into(),
+        error: Some("PVE task failed: start failed: storage 'ceph' is not online".into()),
+    };
+    let p = pass(&s, &prev, &mem, 0).run(&view(204, GuestType::Vm), &done);
+    assert_eq!(p.outcome.status.upid, None);
+    assert_eq!(p.action, None, "no immediate retry after a failed task");
+    let c = cond(&p.outcome.status, "PowerStateInSync");
+    assert_eq!(summary(c), (ConditionStatus::False, "PowerActionFailed"));
+    assert!(
+        c.message.contains("storage 'ceph' is not online"),
+        "{}",
+        c.message
+    );
+    assert!(events(&p).contains(&("Warning", "PowerActionFailed")));
+}
+
+#[test]
+fn plan_desired_stopped_shuts_a_running_guest_down() {
+    let s = spec(200, "VM", "powerState: Stopped\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    assert_eq!(p.action.map(|a| a.0), Some(PowerAction::Shutdown));
+}
+
+#[test]
+fn plan_missing_guest_is_flagged_and_never_acted_on() {
+    let s = spec(999, "VM", "powerState: Running\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus {
+        node: Some("pve1".into()),
+        name: Some("old".into()),
+        last_seen_time: Some(at(-10)),
+        conditions: vec![Condition::new(
+            "Found",
+            ConditionStatus::True,
+            "Found",
+            "",
+            Some(1),
+            at(-60),
+        )],
+        ..Default::default()
+    };
+    let p = pass(&s, &prev, &mem, 0).run(&view(999, GuestType::Vm), &TaskView::None);
+    let st = &p.outcome.status;
+    assert_eq!(
+        summary(cond(st, "Found")),
+        (ConditionStatus::False, "GuestNotFound")
+    );
+    assert_eq!(
+        summary(cond(st, "Ready")),
+        (ConditionStatus::False, "GuestNotFound")
+    );
+    assert_eq!(
+        (st.node.as_deref(), st.power_state),
+        (None, Some(PowerState::Unknown))
+    );
+    assert_eq!(st.last_seen_time, Some(at(-10)), "shows when it was last seen");
+    assert_eq!(st.name.as_deref(), Some("old"));
+    assert_eq!(events(&p), [("Warning", "GuestMissing")]);
+    assert_eq!(p.action, None);
+}
+
+#[test]
+fn plan_guest_on_offline_node_is_unknown_and_not_acted_on() {
+    let s = spec(203, "VM", "powerState: Running\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let p = pass(&s, &prev, &mem, 0).run(&view(203, GuestType::Vm), &TaskView::None);
+    assert_eq!(p.outcome.status.power_state, Some(PowerState::Unknown));
+    assert_eq!(
+        summary(cond(&p.outcome.status, "PowerStateInSync")),
+        (ConditionStatus::Unknown, "GuestStateUnknown")
+    );
+    assert_eq!(p.action, None);
+}
+
+#[test]
+fn plan_wrong_guest_type_and_template_are_explained() {
+    let s = spec(200, "LXC", "");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Lxc), &TaskView::None);
+    let c = cond(&p.outcome.status, "Found");
+    assert_eq!(summary(c), (ConditionStatus::False, "TypeMismatch"));
+    assert!(
+        c.message.contains("is a VM, but spec.type is LXC"),
+        "{}",
+        c.message
+    );
+
+    let t = spec(9000, "VM", "powerState: Running\n");
+    let p = pass(&t, &prev, &mem, 0).run(&view(9000, GuestType::Vm), &TaskView::None);
+    assert_eq!(p.action, None);
+    assert_eq!(
+        summary(cond(&p.outcome.status, "PowerStateInSync")),
+        (ConditionStatus::False, "GuestIsTemplate")
+    );
+}
+
+#[test]
+fn plan_unreachable_cluster_keeps_last_node_and_says_why() {
+    let s = spec(200, "VM", "");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let down = GuestView::Unavailable(Unavailable {
+        reason: "Unreachable".into(),
+        message: "cannot connect to any endpoint".into(),
+    });
+    let p = pass(&s, &first.outcome.status, &mem, 60).run(&down, &TaskView::None);
+    let st = &p.outcome.status;
+    assert_eq!(st.node.as_deref(), Some("pve1"));
+    assert_eq!(st.power_state, Some(PowerState::Unknown));
+    assert_eq!(
+        summary(cond(st, "Found")),
+        (ConditionStatus::Unknown, "Unreachable")
+    );
+    assert_eq!(events(&p), [("Warning", "Unreachable")]);
+}
+
+#[test]
+fn plan_failing_check_turns_healthy_false_with_its_message_and_back() {
+    let s = spec(
+        200,
+        "VM",
+        "healthChecks:\n- {name: web, type: HTTP, http: {url: 'https://cloud.home.lan/status.php'}}\n",
+    );
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let result = |healthy, failures| HealthCheckResult {
+        name: "web".into(),
+        type_: HealthCheckType::Http,
+        healthy,
+        message: if healthy {
+            "HTTP 200".into()
+        } else {
+            "HTTP 503, expected 200".into()
+        },
+        consecutive_failures: failures,
+        last_transition_time: Some(at(0)),
+    };
+    let input = pass(&s, &prev, &mem, 0);
+    let ok = plan(
+        input.input(),
+        &view(200, GuestType::Vm),
+        &TaskView::None,
+        vec![result(true, 0)],
+    );
+    assert_eq!(
+        summary(cond(&ok.outcome.status, "Healthy")),
+        (ConditionStatus::True, "ChecksPassing")
+    );
+    let input = pass(&s, &ok.outcome.status, &mem, 180);
+    let bad = plan(
+        input.input(),
+        &view(200, GuestType::Vm),
+        &TaskView::None,
+        vec![result(false, 3)],
+    );
+    let c = cond(&bad.outcome.status, "Healthy");
+    assert_eq!(summary(c), (ConditionStatus::False, "CheckFailing"));
+    assert_eq!(
+        c.message,
+        "check web (HTTP) is failing: HTTP 503, expected 200 (3 failures in a row)"
+    );
+    assert_eq!(
+        summary(cond(&bad.outcome.status, "Ready")),
+        (ConditionStatus::False, "CheckFailing")
+    );
+    assert_eq!(events(&bad), [("Warning", "Unhealthy")]);
+    let input = pass(&s, &bad.outcome.status, &mem, 240);
+    let back = plan(
+        input.input(),
+        &view(200, GuestType::Vm),
+        &TaskView::None,
+        vec![result(true, 0)],
+    );
+    assert_eq!(events(&back), [("Normal", "Healthy")]);
+    assert_eq!(
+        summary(cond(&back.outcome.status, "Ready")),
+        (ConditionStatus::True, "Ready")
+    );
+}
+
+#[test]
+fn plan_checks_without_results_are_not_checked_yet() {
+    let s = spec(200, "VM", "healthChecks:\n- {name: agent, type: GuestAgent}\n");
+    let mem = ServiceMemory::default();
+    let prev = ServiceStatus::default();
+    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    assert_eq!(
+        summary(cond(&p.outcome.status, "Healthy")),
+        (ConditionStatus::Unknown, "NotChecked")
+    );
+}

@@ -1,0 +1,291 @@
+//! `homelab-autopilot demo`: the product on embedded defaults, with no cluster and no Proxmox.
+//!
+//! Starts the PVE simulator in-process on `127.0.0.1:0` (tasks 1000x faster), loads the
+//! embedded `examples/` as if applied to namespace `homelab` ([`world`]), points the
+//! ProxmoxCluster at the simulator and the health checks' HTTP/TCP targets at local
+//! [`standin`] servers, then plays [`scenes`]: each drives the same reconcile cores the
+//! controllers run and prints `kubectl get` tables ([`table`], columns from the CRDs) and the
+//! new Events. Time is a demo clock that scenes advance (the simulator's clock moves with it),
+//! so the output is the same on every run.
+//!
+//! Adding a scene for a new kind: write `async fn` over [`Demo`] in [`scenes`] and list it in
+//! [`scenes::SCENES`]; [`Demo::kubectl_get`] prints any kind that has printer columns.
+
+pub mod scenes;
+pub mod standin;
+pub mod table;
+pub mod world;
+
+use std::{fmt::Write as _, io::Write as _, path::Path, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use jiff::Timestamp;
+
+use self::standin::StandIn;
+use self::world::{NAMESPACE, World};
+use crate::controllers::shared::ProxmoxDeps;
+use crate::crd::health::HealthCheck;
+use crate::crd::proxmox_cluster::{Endpoint, TlsConfig};
+use crate::proxmox::sim::{SeedSpec, SimConfig, SimHandle, Simulator};
+use crate::proxmox::{ClientConfig, Credentials, PveClient, Secret, TaskRef, TlsVerify};
+
+/// The simulated cluster the examples describe (also used by the controller tests and by
+/// `tests/kind/run-in-kind.sh` through `pvesim --seed src/demo/pvesim-seed.yaml`).
+pub const SEED_YAML: &str = include_str!("pvesim-seed.yaml");
+
+/// How the simulator's ephemeral address is shown, so that the output is the same on every run.
+pub const SHOWN_SIM_URL: &str = "https://pvesim:8006";
+
+/// Simulated seconds per real second of PVE tasks in the demo (a 30 s migration takes 30 ms).
+const TIME_SCALE: f64 = 0.001;
+
+/// [`SEED_YAML`] parsed.
+pub fn sim_seed() -> anyhow::Result<SeedSpec> {
+    SeedSpec::from_yaml(SEED_YAML, Path::new("src/demo/pvesim-seed.yaml")).context("the embedded pvesim seed")
+}
+
+/// The plural of one of our kinds (`BackupPolicy` -> `backuppolicies`), from the CRDs.
+pub fn plural_of(kind: &str) -> Option<String> {
+    crate::crd::generate::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .map(|c| c.spec.names.plural)
+}
+
+/// Arguments of `homelab-autopilot demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {}
+
+/// The stage the scenes play on: the simulator, the in-memory objects, the demo clock, the
+/// stand-in web servers and the output so far.
+pub struct Demo {
+    /// The simulated Proxmox VE cluster.
+    pub sim: SimHandle,
+    /// The objects and the reconcile dependencies.
+    pub world: World,
+    /// When the examples were "applied".
+    pub start: Timestamp,
+    /// The demo clock.
+    pub now: Timestamp,
+    /// A client for what a human does in the Proxmox UI (migrate, stop).
+    pub admin: PveClient,
+    /// Stands in for nextcloud's web server.
+    pub nextcloud_web: StandIn,
+    /// Stands in for gitea's web and SSH servers.
+    pub gitea_web: StandIn,
+    out: String,
+    shown_events: usize,
+}
+
+/// Points the HTTP and TCP checks of `checks` at `standin` (same URL path).
+fn point_checks_at(checks: &mut [HealthCheck], standin: &StandIn) {
+    for check in checks {
+        if let Some(http) = &mut check.http {
+            let path = url::Url::parse(&http.url)
+                .map(|u| {
+                    format!(
+                        "{}{}",
+                        u.path(),
+                        u.query().map(|q| format!("?{q}")).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|_| "/".into());
+            http.url = format!("{}{path}", standin.url());
+            http.insecure_skip_verify = false;
+        }
+        if let Some(tcp) = &mut check.tcp {
+            tcp.host = "127.0.0.1".into();
+            tcp.port = i32::from(standin.addr().port());
+        }
+    }
+}
+
+impl Demo {
+    /// Starts the simulator and the stand-ins and loads the examples, rewired to them.
+    pub async fn start() -> anyhow::Result<Self> {
+        let sim = Simulator::start(SimConfig {
+            seed: sim_seed()?,
+            time_scale: TIME_SCALE,
+            ..SimConfig::default()
+        })
+        .await
+        .context("cannot start the PVE simulator")?;
+        let nextcloud_web = StandIn::start()
+            .await
+            .context("cannot start a stand-in web server")?;
+        let gitea_web = StandIn::start()
+            .await
+            .context("cannot start a stand-in web server")?;
+        let start = Timestamp::from_second(sim.now()).context("simulator clock")?;
+        let mut world = World::load(start, ProxmoxDeps::new(None))?;
+
+        let mut secrets = Vec::new();
+        for cluster in &mut world.clusters {
+            cluster.spec.endpoints = vec![Endpoint {
+                url: sim.url().to_owned(),
+                priority: None,
+            }];
+            cluster.spec.tls = Some(TlsConfig {
+                fingerprint: Some(sim.fingerprint().to_owned()),
+                ..TlsConfig::default()
+            });
+            secrets.push(cluster.spec.credentials_secret_ref.name.clone());
+        }
+        for secret in secrets {
+            world.update_secret(
+                &secret,
+                &[("tokenId", sim.token_id()), ("tokenSecret", sim.token_secret())],
+            )?;
+        }
+        for svc in &mut world.services {
+            let standin = if svc.spec.vmid == 200 {
+                &nextcloud_web
+            } else {
+                &gitea_web
+            };
+            point_checks_at(&mut svc.spec.health_checks, standin);
+        }
+
+        let admin = PveClient::new(ClientConfig::new(
+            vec![crate::proxmox::Endpoint::new(sim.url(), 0)],
+            Credentials::ApiToken {
+                token_id: sim.token_id().to_owned(),
+                secret: Secret::new(sim.token_secret()),
+            },
+            TlsVerify::Fingerprint(sim.fingerprint().to_owned()),
+        ))?;
+        Ok(Self {
+            sim,
+            world,
+            start,
+            now: start,
+            admin,
+            nextcloud_web,
+            gitea_web,
+            out: String::new(),
+            shown_events: 0,
+        })
+    }
+
+    /// Moves the demo clock (and the simulator's) forward.
+    pub fn advance(&mut self, by: Duration) {
+        self.now = crate::controllers::shared::add(self.now, by);
+        self.sim.advance_clock(by);
+    }
+
+    /// Replaces the simulator's ephemeral address with [`SHOWN_SIM_URL`].
+    pub fn scrub(&self, text: &str) -> String {
+        text.replace(self.sim.url(), SHOWN_SIM_URL)
+    }
+
+    /// Starts a scene: a heading with the demo time.
+    pub fn heading(&mut self, title: &str) {
+        let secs = self.now.as_second() - self.start.as_second();
+        let at = match (secs / 60, secs % 60) {
+            (0, s) => format!("{s}s"),
+            (m, 0) => format!("{m}m"),
+            (m, s) => format!("{m}m{s}s"),
+        };
+        let _ = write!(self.out, "\n== {title}  [t+{at}] ==\n");
+    }
+
+    /// A line of narration.
+    pub fn say(&mut self, text: &str) {
+        let text = self.scrub(text);
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    /// What `kubectl get <plural> -n homelab` prints now.
+    pub fn kubectl_get(&mut self, plural: &str) {
+        let shown = if plural == "services" {
+            "services.autopilot.homelab.dev"
+        } else {
+            plural
+        };
+        let text = table::render(plural, &self.world.objects(plural), self.now);
+        let text = self.scrub(&text);
+        let _ = write!(self.out, "\n$ kubectl get {shown} -n {NAMESPACE}\n{text}");
+    }
+
+    /// One pass over every Service at the demo clock.
+    pub async fn services_pass(&mut self) {
+        let now = self.now;
+        self.world.reconcile_services(now).await;
+    }
+
+    /// One pass over every Service, then the Services table and the new Events.
+    pub async fn services_pass_and_show(&mut self) {
+        self.services_pass().await;
+        self.kubectl_get("services");
+        self.new_events();
+    }
+
+    /// The Events recorded since the last call, like `kubectl get events` lists them.
+    pub fn new_events(&mut self) {
+        let fresh = &self.world.events[self.shown_events..];
+        if fresh.is_empty() {
+            return;
+        }
+        let mut rows = vec![vec![
+            "TYPE".to_owned(),
+            "REASON".into(),
+            "OBJECT".into(),
+            "MESSAGE".into(),
+        ]];
+        rows.extend(fresh.iter().map(|e| {
+            vec![
+                e.event.type_str().to_owned(),
+                e.event.reason.clone(),
+                e.object.clone(),
+                e.event.note.clone(),
+            ]
+        }));
+        self.shown_events = self.world.events.len();
+        let text = self.scrub(&table::tabulate(&rows));
+        let _ = write!(self.out, "\n$ kubectl get events -n {NAMESPACE}   (new)\n{text}");
+    }
+
+    /// Waits (real time, bounded) until the PVE task `upid` has ended; fails if it failed.
+    pub async fn wait_task(&self, upid: &str) -> anyhow::Result<()> {
+        let task = self
+            .sim
+            .wait_task(upid, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("task {upid} did not end"))?;
+        anyhow::ensure!(task.succeeded(), "task {upid} failed");
+        Ok(())
+    }
+
+    /// Waits for a task an admin started.
+    pub async fn wait(&self, task: &TaskRef) -> anyhow::Result<()> {
+        self.wait_task(task.upid.as_str()).await
+    }
+
+    /// Waits for every power task the Services recorded.
+    pub async fn wait_pending(&self) -> anyhow::Result<()> {
+        for upid in self.world.pending_tasks() {
+            self.wait_task(&upid).await?;
+        }
+        Ok(())
+    }
+
+    /// The output since the last call.
+    pub fn take_output(&mut self) -> String {
+        std::mem::take(&mut self.out)
+    }
+}
+
+/// Runs every scene, printing as it goes.
+pub async fn run(_args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut demo = Demo::start().await?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", scenes::INTRO)?;
+    for scene in scenes::SCENES {
+        scene(&mut demo).await?;
+        stdout.write_all(demo.take_output().as_bytes())?;
+        stdout.flush()?;
+    }
+    writeln!(stdout, "{}", scenes::OUTRO)?;
+    demo.sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,203 @@
+//! The kube drivers of the two controllers against a mocked API server (tower-test), with the
+//! real simulator behind them: which requests they make, in which order. No finalizer is ever
+//! added; the status goes as a server-side apply patch with our field manager; the Event comes
+//! after the status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use homelab_autopilot::controllers::proxmox_cluster::controller as cluster_controller;
+use homelab_autopilot::controllers::service::controller as service_controller;
+use homelab_autopilot::controllers::shared::ProxmoxDeps;
+use homelab_autopilot::controllers::{BackoffTracker, Context, OperatorDeps};
+use homelab_autopilot::crd::{ProxmoxCluster, Service};
+use homelab_autopilot::metrics::Metrics;
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tower_test::mock::Handle;
+
+use crate::controllers_common::{Lab, service};
+
+type Mock = Handle<Request<Body>, Response<Body>>;
+
+fn context(name: &'static str, client: Client) -> Arc<Context<OperatorDeps>> {
+    let deps = OperatorDeps::new("/nonexistent".into(), None, ProxmoxDeps::new(None));
+    Arc::new(Context::new(
+        name,
+        client,
+        Metrics::new(),
+        "test-pod",
+        BackoffTracker::default(),
+        Arc::new(deps),
+    ))
+}
+
+fn cluster(lab: &Lab) -> ProxmoxCluster {
+    let mut c = ProxmoxCluster::new("homelab", lab.cluster.clone());
+    c.metadata.namespace = Some("lab".into());
+    c.metadata.uid = Some("uid-homelab".into());
+    c.metadata.generation = Some(1);
+    c
+}
+
+fn secret_json(lab: &Lab) -> Value {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "pve-api-token", "namespace": "lab", "resourceVersion": "7"},
+        "data": {"tokenId": b64(lab.sim.token_id()), "tokenSecret": b64(lab.sim.token_secret())},
+    })
+}
+
+/// One recorded request: method, path and query, content type, JSON body.
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+/// Takes the next request and answers it with `answer` (status 200).
+async fn expect(mock: &mut Mock, answer: Value) -> Seen {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(30), mock.next_request())
+        .await
+        .expect("a request in time")
+        .expect("the client is alive");
+    let seen = Seen {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or_default().to_owned(),
+        content_type: req
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default(),
+        body: {
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        },
+    };
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+    seen
+}
+
+fn assert_status_apply(seen: &Seen, path: &str, manager: &str, kind: &str) {
+    assert_eq!(seen.method, Method::PATCH);
+    assert_eq!(seen.path, path);
+    assert_eq!(seen.content_type, "application/apply-patch+yaml");
+    assert!(
+        seen.query.contains(&format!("fieldManager={manager}")),
+        "{}",
+        seen.query
+    );
+    assert!(seen.query.contains("force=true"), "{}", seen.query);
+    assert_eq!(seen.body["apiVersion"], "autopilot.homelab.dev/v1alpha1");
+    assert_eq!(seen.body["kind"], kind);
+    assert!(
+        seen.body
+            .get("metadata")
+            .is_none_or(|m| m.get("finalizers").is_none())
+    );
+}
+
+fn assert_event(seen: &Seen, reason: &str, regarding: &str) {
+    assert_eq!(seen.method, Method::POST);
+    assert_eq!(seen.path, "/apis/events.k8s.io/v1/namespaces/lab/events");
+    assert_eq!(seen.body["reason"], reason);
+    assert_eq!(seen.body["regarding"]["name"], regarding);
+    assert_eq!(seen.body["reportingController"], "homelab-autopilot");
+}
+
+#[tokio::test]
+async fn cluster_reconcile_reads_secret_applies_status_then_publishes_event() {
+    let lab = Lab::start().await;
+    let (svc, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(cluster_controller::CONTROLLER, Client::new(svc, "default"));
+    let obj = Arc::new(cluster(&lab));
+    let object_json = serde_json::to_value(obj.as_ref()).unwrap();
+    let run = tokio::spawn(cluster_controller::reconcile(obj, ctx));
+
+    let first = expect(&mut mock, secret_json(&lab)).await;
+    assert_eq!(
+        (first.method, first.path.as_str()),
+        (Method::GET, "/api/v1/namespaces/lab/secrets/pve-api-token")
+    );
+    let status = expect(&mut mock, object_json).await;
+    assert_status_apply(
+        &status,
+        "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/proxmoxclusters/homelab/status",
+        "homelab-autopilot-proxmoxcluster",
+        "ProxmoxCluster",
+    );
+    let conditions = status.body["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Connected" && c["status"] == "True")
+    );
+    assert_eq!(status.body["status"]["nodesOnline"], "3/3");
+    let event = expect(
+        &mut mock,
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}}),
+    )
+    .await;
+    assert_event(&event, "Connected", "homelab");
+
+    let action = run.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    drop(mock);
+}
+
+#[tokio::test]
+async fn service_reconcile_reads_cluster_and_secret_applies_status_then_publishes_event() {
+    let lab = Lab::start().await;
+    let (svc, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(service_controller::CONTROLLER, Client::new(svc, "default"));
+    let mut obj = Service::new("nextcloud", service(200, "VM", ""));
+    obj.metadata.namespace = Some("lab".into());
+    obj.metadata.uid = Some("uid-nextcloud".into());
+    obj.metadata.generation = Some(1);
+    let object_json = serde_json::to_value(&obj).unwrap();
+    let run = tokio::spawn(service_controller::reconcile(Arc::new(obj), ctx));
+
+    let get_cluster = expect(&mut mock, serde_json::to_value(cluster(&lab)).unwrap()).await;
+    assert_eq!(
+        (get_cluster.method, get_cluster.path.as_str()),
+        (
+            Method::GET,
+            "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/proxmoxclusters/homelab"
+        )
+    );
+    let get_secret = expect(&mut mock, secret_json(&lab)).await;
+    assert_eq!(get_secret.path, "/api/v1/namespaces/lab/secrets/pve-api-token");
+    let status = expect(&mut mock, object_json).await;
+    assert_status_apply(
+        &status,
+        "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/services/nextcloud/status",
+        "homelab-autopilot-service",
+        "Service",
+    );
+    assert_eq!(status.body["status"]["node"], "pve1");
+    assert_eq!(status.body["status"]["powerState"], "Running");
+    let event = expect(
+        &mut mock,
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}}),
+    )
+    .await;
+    assert_event(&event, "GuestFound", "nextcloud");
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        lab.guest(200),
+        Some(("pve1".into(), true)),
+        "the guest is only read"
+    );
+}

@@ -1,0 +1,326 @@
+//! The Service reconcile core against the simulator over real HTTPS on loopback: finding guests
+//! where they really run, migrations, offline nodes, power-state enforcement through PVE tasks
+//! (including a guest locked by a backup), and health checks against real local listeners and
+//! the simulator's guest agent.
+
+use homelab_autopilot::controllers::service::ClusterAccess;
+use homelab_autopilot::controllers::service::observe::Unavailable;
+use homelab_autopilot::crd::ServiceStatus;
+use homelab_autopilot::crd::conditions::ConditionStatus;
+use homelab_autopilot::crd::service::PowerState;
+use homelab_autopilot::demo::standin::StandIn;
+use homelab_autopilot::proxmox::api::{MigrateRequest, StopOptions};
+use homelab_autopilot::proxmox::{GuestRef, GuestType, NodeName, Vmid};
+
+use crate::controllers_common::{Lab, at, cond, event_reasons, service};
+
+fn guest(node: &str, guest_type: GuestType, vmid: u32) -> GuestRef {
+    GuestRef::new(NodeName::new(node).unwrap(), guest_type, Vmid::new(vmid).unwrap())
+}
+
+fn tasks_of(lab: &Lab, kind: &str) -> usize {
+    lab.sim
+        .tasks()
+        .iter()
+        .filter(|t| t.upid.contains(&format!(":{kind}:")))
+        .count()
+}
+
+#[tokio::test]
+async fn service_finds_guest_ignoring_the_hint_and_follows_a_migration() {
+    let lab = Lab::start().await;
+    let spec = service(200, "VM", "node: pve3\n");
+    let first = lab
+        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
+        .await;
+    let st = &first.status;
+    assert_eq!(st.node.as_deref(), Some("pve1"));
+    assert_eq!(st.name.as_deref(), Some("nextcloud"));
+    assert_eq!(st.power_state, Some(PowerState::Running));
+    assert!(st.start_time.is_some());
+    assert_eq!(cond(&st.conditions, "Ready").status, ConditionStatus::True);
+    assert_eq!(event_reasons(&first), ["GuestFound"]);
+
+    let task = lab
+        .admin
+        .migrate_guest(
+            &guest("pve1", GuestType::Qemu, 200),
+            &MigrateRequest::new(NodeName::new("pve2").unwrap(), true),
+        )
+        .await
+        .unwrap();
+    lab.wait_task(task.upid.as_str()).await;
+    lab.sim.advance_clock(std::time::Duration::from_secs(60));
+    let moved = lab.service_pass("s1", &spec, st, at(60)).await;
+    assert_eq!(moved.status.node.as_deref(), Some("pve2"));
+    assert_eq!(event_reasons(&moved), ["GuestMigrated"]);
+    assert_eq!(
+        moved.status.start_time, st.start_time,
+        "a live migration keeps the uptime"
+    );
+}
+
+#[tokio::test]
+async fn service_stopped_guest_with_desired_running_is_started_through_a_task() {
+    let lab = Lab::start().await;
+    let spec = service(200, "VM", "powerState: Running\n");
+    let up = lab
+        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
+        .await;
+    assert_eq!(cond(&up.status.conditions, "PowerStateInSync").reason, "InSync");
+
+    let stop = lab
+        .admin
+        .stop_guest(&guest("pve1", GuestType::Qemu, 200), &StopOptions::default())
+        .await
+        .unwrap();
+    lab.wait_task(stop.upid.as_str()).await;
+    let acting = lab.service_pass("s1", &spec, &up.status, at(60)).await;
+    let upid = acting
+        .status
+        .upid
+        .clone()
+        .expect("the start task is recorded in status");
+    assert!(upid.contains(":qmstart:200:"), "{upid}");
+    assert_eq!(acting.status.power_state, Some(PowerState::Stopped));
+    assert_eq!(
+        cond(&acting.status.conditions, "PowerStateInSync").reason,
+        "Starting"
+    );
+    assert_eq!(event_reasons(&acting), ["GuestDown", "StartingGuest"]);
+    assert_eq!(acting.requeue, std::time::Duration::from_millis(100));
+
+    lab.wait_task(&upid).await;
+    let done = lab.service_pass("s1", &spec, &acting.status, at(65)).await;
+    assert_eq!(done.status.upid, None);
+    assert_eq!(done.status.power_state, Some(PowerState::Running));
+    assert_eq!(cond(&done.status.conditions, "PowerStateInSync").reason, "InSync");
+    assert_eq!(event_reasons(&done), ["GuestRecovered"]);
+    assert_eq!(tasks_of(&lab, "qmstart"), 1, "started exactly once");
+    assert_eq!(lab.guest(200), Some(("pve1".into(), true)));
+}
+
+#[tokio::test]
+async fn service_desired_stopped_shuts_the_guest_down_and_unmanaged_leaves_it() {
+    let lab = Lab::start().await;
+    let unmanaged = service(201, "LXC", "");
+    let p = lab
+        .service_pass("s2", &unmanaged, &ServiceStatus::default(), at(0))
+        .await;
+    assert!(find_none(&p.status, "PowerStateInSync"));
+    assert_eq!(tasks_of(&lab, "vzshutdown"), 0);
+
+    let stopped = service(201, "LXC", "powerState: Stopped\n");
+    let p = lab.service_pass("s2", &stopped, &p.status, at(10)).await;
+    let upid = p.status.upid.clone().expect("shutdown task recorded");
+    assert!(upid.contains(":vzshutdown:201:"), "{upid}");
+    assert_eq!(event_reasons(&p), ["ShuttingDownGuest"]);
+    lab.wait_task(&upid).await;
+    let p = lab.service_pass("s2", &stopped, &p.status, at(20)).await;
+    assert_eq!(p.status.power_state, Some(PowerState::Stopped));
+    assert_eq!(event_reasons(&p), ["GuestStopped"]);
+    assert_eq!(cond(&p.status.conditions, "Ready").status, ConditionStatus::True);
+}
+
+fn find_none(st: &ServiceStatus, t: &str) -> bool {
+    st.conditions.iter().all(|c| c.type_ != t)
+}
+
+#[tokio::test]
+async fn service_guest_locked_by_a_backup_is_not_started_until_the_lock_is_gone() {
+    let lab = Lab::start().await;
+    let stop = lab
+        .admin
+        .stop_guest(&guest("pve1", GuestType::Qemu, 200), &StopOptions::default())
+        .await
+        .unwrap();
+    lab.wait_task(stop.upid.as_str()).await;
+    lab.sim.state_mut(|c| {
+        c.guests
+            .get_mut(&200)
+            .unwrap()
+            .config
+            .insert("lock".into(), "backup".into());
+    });
+    let spec = service(200, "VM", "powerState: Running\n");
+    let waiting = lab
+        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
+        .await;
+    let c = cond(&waiting.status.conditions, "PowerStateInSync");
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::False, "GuestLocked")
+    );
+    assert!(c.message.contains("locked (backup)"), "{}", c.message);
+    assert_eq!(waiting.status.upid, None);
+    assert_eq!(tasks_of(&lab, "qmstart"), 0, "never fights the backup");
+    assert_eq!(event_reasons(&waiting), ["GuestFound", "GuestLocked"]);
+    assert_eq!(waiting.requeue, std::time::Duration::from_secs(30));
+
+    lab.sim.state_mut(|c| {
+        c.guests.get_mut(&200).unwrap().config.remove("lock");
+    });
+    let started = lab.service_pass("s1", &spec, &waiting.status, at(30)).await;
+    assert!(started.status.upid.is_some());
+    assert_eq!(event_reasons(&started), ["StartingGuest"]);
+}
+
+#[tokio::test]
+async fn service_on_offline_node_is_unknown_and_left_alone() {
+    let lab = Lab::start().await;
+    let spec = service(201, "LXC", "powerState: Running\n");
+    let ok = lab
+        .service_pass("s2", &spec, &ServiceStatus::default(), at(0))
+        .await;
+    lab.sim.set_node_online("pve2", false).unwrap();
+    let p = lab.service_pass("s2", &spec, &ok.status, at(60)).await;
+    assert_eq!(p.status.power_state, Some(PowerState::Unknown));
+    assert_eq!(p.status.node.as_deref(), Some("pve2"));
+    let c = cond(&p.status.conditions, "PowerStateInSync");
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::Unknown, "GuestStateUnknown")
+    );
+    assert_eq!(p.status.upid, None);
+    assert_eq!(event_reasons(&p), ["GuestStateUnknown"]);
+    assert_eq!(tasks_of(&lab, "vzstart"), 0);
+}
+
+#[tokio::test]
+async fn service_missing_guest_and_unavailable_cluster_are_reported() {
+    let lab = Lab::start().await;
+    let missing = service(4242, "VM", "powerState: Running\n");
+    let p = lab
+        .service_pass("s3", &missing, &ServiceStatus::default(), at(0))
+        .await;
+    let c = cond(&p.status.conditions, "Found");
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::False, "GuestNotFound")
+    );
+    assert!(
+        c.message.contains("VMID 4242 in cluster homelab"),
+        "{}",
+        c.message
+    );
+    assert_eq!(event_reasons(&p), ["GuestMissing"]);
+
+    let access = ClusterAccess {
+        name: "homelab".into(),
+        resync: std::time::Duration::from_secs(300),
+        client: Err(Unavailable {
+            reason: "SecretNotFound".into(),
+            message: "ProxmoxCluster homelab: Secret \"pve-api-token\" does not exist".into(),
+        }),
+    };
+    let spec = service(200, "VM", "");
+    let p = lab
+        .service_pass_with("s4", &spec, &ServiceStatus::default(), &access, at(0))
+        .await;
+    let c = cond(&p.status.conditions, "Found");
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (ConditionStatus::Unknown, "SecretNotFound")
+    );
+    assert_eq!(p.status.power_state, Some(PowerState::Unknown));
+}
+
+#[tokio::test]
+async fn service_health_checks_probe_local_listeners_and_the_guest_agent() {
+    let lab = Lab::start().await;
+    let web = StandIn::start().await.unwrap();
+    let port = web.addr().port();
+    let checks = format!(
+        "healthChecks:\n\
+         - {{name: web, type: HTTP, http: {{url: '{}/status.php', bodyContains: '\"installed\":true'}}, failureThreshold: 1}}\n\
+         - {{name: ssh, type: TCP, tcp: {{host: 127.0.0.1, port: {port}}}}}\n\
+         - {{name: agent, type: GuestAgent}}\n\
+         - {{name: php, type: Exec, exec: {{command: [systemctl, is-active, php8.2-fpm]}}}}\n\
+         - {{name: up, type: GuestRunning}}\n",
+        web.url()
+    );
+    let spec = service(200, "VM", &checks);
+    let p = lab
+        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
+        .await;
+    let results: Vec<(&str, bool, &str)> = p
+        .status
+        .health
+        .iter()
+        .map(|r| (r.name.as_str(), r.healthy, r.message.as_str()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("web", true, "HTTP 200, body matches"),
+            ("ssh", true, "connected"),
+            ("agent", true, "the guest agent answered"),
+            ("php", true, "exit code 0"),
+            ("up", true, "running on pve1"),
+        ]
+    );
+    let h = cond(&p.status.conditions, "Healthy");
+    assert_eq!(
+        (h.status, h.reason.as_str()),
+        (ConditionStatus::True, "ChecksPassing")
+    );
+
+    // Not due yet: nothing runs, nothing changes.
+    web.set_status(503);
+    let same = lab.service_pass("s1", &spec, &p.status, at(30)).await;
+    assert_eq!(same.status, p.status);
+
+    // A minute later the web check fails and, with failureThreshold 1, the Service is unhealthy.
+    let bad = lab.service_pass("s1", &spec, &p.status, at(60)).await;
+    let h = cond(&bad.status.conditions, "Healthy");
+    assert_eq!(
+        (h.status, h.reason.as_str()),
+        (ConditionStatus::False, "CheckFailing")
+    );
+    assert_eq!(
+        h.message,
+        "check web (HTTP) is failing: HTTP 503, expected 200 (1 failures in a row)"
+    );
+    assert_eq!(event_reasons(&bad), ["Unhealthy"]);
+    assert_eq!(cond(&bad.status.conditions, "Ready").reason, "CheckFailing");
+}
+
+#[tokio::test]
+async fn service_agent_and_exec_failures_carry_the_reason() {
+    let lab = Lab::start().await;
+    let checks = "healthChecks:\n\
+                  - {name: agent, type: GuestAgent, failureThreshold: 1}\n\
+                  - {name: cmd, type: Exec, exec: {command: [\"false\"]}, failureThreshold: 1}\n";
+    lab.sim.state_mut(|c| {
+        c.guests.get_mut(&200).unwrap().agent =
+            homelab_autopilot::proxmox::sim::state::AgentState::NotResponding;
+    });
+    let p = lab
+        .service_pass(
+            "s1",
+            &service(200, "VM", checks),
+            &ServiceStatus::default(),
+            at(0),
+        )
+        .await;
+    let agent = &p.status.health[0];
+    assert!(!agent.healthy);
+    assert!(
+        agent.message.contains("QEMU guest agent is not running"),
+        "{}",
+        agent.message
+    );
+    assert!(!p.status.health[1].healthy);
+
+    let lab = Lab::start().await;
+    let p = lab
+        .service_pass(
+            "s1",
+            &service(200, "VM", checks),
+            &ServiceStatus::default(),
+            at(0),
+        )
+        .await;
+    assert!(p.status.health[0].healthy);
+    assert_eq!(p.status.health[1].message, "exit code 1, expected 0");
+}

@@ -1,0 +1,316 @@
+//! The ProxmoxCluster and Service controllers end to end: the examples applied to a real API
+//! server, the controllers (in-process, or the chart-installed operator) reconciling them
+//! against the PVE simulator; status, conditions, Events and the `kubectl get` columns; drift in
+//! the simulator (migration, a stopped guest) followed; deleting a Service leaves its guest; the
+//! Secret watch; and the controllers working under the chart's RBAC only.
+
+mod env;
+mod rbac;
+
+use std::time::{Duration, Instant};
+
+use homelab_autopilot::crd::{GROUP, VERSION};
+use homelab_autopilot::demo::table;
+use homelab_autopilot::proxmox::api::{MigrateRequest, StopOptions};
+use homelab_autopilot::proxmox::{NodeName, Vmid};
+use jiff::Timestamp;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
+use serde_json::{Value, json};
+
+use crate::harness::{DEADLINE, poll, wait_event};
+use env::{Env, chart_mode, has_condition};
+
+/// Compares the API server's `kubectl get` table of `plural` with the columns the CRD declares
+/// and with the cells the demo's printer computes from the same objects.
+async fn check_table(env: &Env, plural: &str, objects: &[Value]) {
+    let table_json = env.ns.get_table(GROUP, VERSION, plural).await;
+    let defs = table_json["columnDefinitions"]
+        .as_array()
+        .expect("column definitions");
+    let columns = table::columns(plural);
+    let names: Vec<&str> = defs.iter().filter_map(|d| d["name"].as_str()).collect();
+    let expected: Vec<&str> = std::iter::once("Name")
+        .chain(columns.iter().map(|c| c.name.as_str()))
+        .collect();
+    assert_eq!(names, expected, "{plural}: served columns");
+    let rows = table_json["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), objects.len(), "{plural}: one row per object");
+    let now = Timestamp::now();
+    for row in rows {
+        let cells = row["cells"].as_array().unwrap();
+        let name = cells[0].as_str().unwrap();
+        let obj = objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{plural}: no object {name}"));
+        for (def, (served, column)) in defs[1..].iter().zip(cells[1..].iter().zip(&columns)) {
+            if def["type"] == "date" {
+                assert!(
+                    served.as_str().is_some_and(|s| !s.is_empty()),
+                    "{plural}/{name} {}: {served}",
+                    column.name
+                );
+                continue;
+            }
+            let ours = table::cell(column, obj, now);
+            let served = match served {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            assert_eq!(served, ours, "{plural}/{name} column {}", column.name);
+        }
+    }
+}
+
+async fn wait_task(env: &Env, task: &homelab_autopilot::proxmox::TaskRef) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    env.pve
+        .admin
+        .wait_task(task, Duration::from_millis(50), deadline)
+        .await
+        .unwrap_or_else(|e| panic!("task {task}: {e}"));
+}
+
+fn event_notes(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| format!("{:?} {:?}\n", e.reason, e.note))
+        .collect()
+}
+
+#[tokio::test]
+async fn examples_reconcile_to_status_events_and_columns_then_follow_drift() {
+    let Some(env) = Env::start("ctl-examples").await else {
+        return;
+    };
+    let client = env.harness.client();
+    let ns = env.ns.name.clone();
+    env.apply_examples(|_| true).await;
+
+    let cluster = env
+        .wait_cluster("homelab to be Ready", "homelab", |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| has_condition(&s.conditions, "Ready", "True", None))
+        })
+        .await;
+    let st = cluster.status.unwrap();
+    assert!(has_condition(
+        &st.conditions,
+        "Connected",
+        "True",
+        Some("Connected")
+    ));
+    assert!(has_condition(&st.conditions, "Quorate", "True", Some("Quorate")));
+    assert_eq!(st.observed_generation, cluster.metadata.generation);
+    assert_eq!(st.nodes_online.as_deref(), Some("3/3"));
+    assert_eq!(st.version.as_deref(), Some("9.1.3"));
+    assert_eq!(st.endpoint.as_deref(), Some(env.pve.operator_url.as_str()));
+    assert_eq!(st.storages.len(), 3, "the declared storages");
+
+    for name in ["nextcloud", "gitea"] {
+        let svc = env
+            .wait_service(&format!("{name} to be Ready"), name, |s| {
+                s.status
+                    .as_ref()
+                    .is_some_and(|s| has_condition(&s.conditions, "Ready", "True", None))
+            })
+            .await;
+        let st = svc.status.unwrap();
+        assert!(has_condition(&st.conditions, "Found", "True", None), "{name}");
+        assert!(
+            has_condition(&st.conditions, "Healthy", "True", Some("ChecksPassing")),
+            "{name}"
+        );
+        assert!(st.start_time.is_some() && st.node.is_some(), "{name}");
+        assert!(st.health.iter().all(|r| r.healthy), "{name}: {:?}", st.health);
+        wait_event(&client, &ns, name, "GuestFound").await;
+    }
+    let nextcloud = env.services().get("nextcloud").await.unwrap().status.unwrap();
+    assert!(has_condition(
+        &nextcloud.conditions,
+        "PowerStateInSync",
+        "True",
+        Some("InSync")
+    ));
+    let connected = wait_event(&client, &ns, "homelab", "Connected").await;
+    assert_eq!(connected.type_.as_deref(), Some("Normal"));
+    assert_eq!(
+        connected.reporting_controller.as_deref(),
+        Some("homelab-autopilot")
+    );
+
+    let clusters: Vec<Value> = env
+        .clusters()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+    check_table(&env, "proxmoxclusters", &clusters).await;
+    let services: Vec<Value> = env
+        .services()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
+    check_table(&env, "services", &services).await;
+    if !chart_mode() {
+        let metrics = env.metrics.render().unwrap();
+        let series =
+            format!("homelab_autopilot_pve_cluster_connected{{cluster=\"homelab\",namespace=\"{ns}\"}} 1");
+        assert!(metrics.contains(&series), "{metrics}");
+    }
+
+    // Drift 1: someone live-migrates nextcloud in Proxmox; the Service follows with an Event.
+    let vmid = Vmid::new(200).unwrap();
+    let here = env.pve.admin.locate_guest(vmid).await.unwrap().guest;
+    let there = if here.node.as_str() == "pve1" {
+        "pve2"
+    } else {
+        "pve1"
+    };
+    let task = env
+        .pve
+        .admin
+        .migrate_guest(&here, &MigrateRequest::new(NodeName::new(there).unwrap(), true))
+        .await
+        .unwrap();
+    wait_task(&env, &task).await;
+    let moved = wait_event(&client, &ns, "nextcloud", "GuestMigrated").await;
+    assert!(
+        moved
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&format!("to {there}")),
+        "{moved:?}"
+    );
+    env.wait_service("nextcloud on the new node", "nextcloud", |s| {
+        s.status.as_ref().and_then(|s| s.node.as_deref()) == Some(there)
+    })
+    .await;
+
+    // Drift 2: it is stopped by hand; `powerState: Running` starts it again.
+    let guest = env.pve.admin.locate_guest(vmid).await.unwrap().guest;
+    let task = env
+        .pve
+        .admin
+        .stop_guest(&guest, &StopOptions::default())
+        .await
+        .unwrap();
+    wait_task(&env, &task).await;
+    for reason in ["GuestDown", "StartingGuest", "GuestRecovered"] {
+        wait_event(&client, &ns, "nextcloud", reason).await;
+    }
+    let svc = env
+        .wait_service("nextcloud running and in sync", "nextcloud", |s| {
+            s.status.as_ref().is_some_and(|s| {
+                s.upid.is_none() && has_condition(&s.conditions, "PowerStateInSync", "True", Some("InSync"))
+            })
+        })
+        .await;
+    assert_eq!(
+        svc.status.unwrap().power_state,
+        Some(homelab_autopilot::crd::service::PowerState::Running)
+    );
+    assert_eq!(env.pve.admin.locate_guest(vmid).await.unwrap().status, "running");
+
+    // Deleting the Service never touches the guest: there is no finalizer, the object goes at
+    // once, and the guest still runs.
+    let deleted_at = Instant::now();
+    env.services()
+        .delete("nextcloud", &DeleteParams::default())
+        .await
+        .unwrap();
+    let api = env.services();
+    let api = &api;
+    poll("nextcloud to be gone", DEADLINE, || async move {
+        api.get_opt("nextcloud").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let location = env.pve.admin.locate_guest(vmid).await.unwrap();
+    assert_eq!(
+        location.status,
+        "running",
+        "deleted {:?} ago",
+        deleted_at.elapsed()
+    );
+    if let Some(sim) = &env.pve.sim {
+        let destructive = sim
+            .tasks()
+            .into_iter()
+            .filter(|t| [":qmdestroy:", ":qmshutdown:"].iter().any(|k| t.upid.contains(k)))
+            .count();
+        assert_eq!(destructive, 0);
+        assert!(sim.state(|c| c.guest(200).is_some()));
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn cluster_reports_secret_problems_and_recovers_through_the_secret_watch() {
+    let Some(env) = Env::start("ctl-secret").await else {
+        return;
+    };
+    let is_cluster = |d: &Value| d["kind"] == "ProxmoxCluster";
+    env.apply_examples(is_cluster).await;
+    let missing = env
+        .wait_cluster("SecretNotFound", "homelab", |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| has_condition(&s.conditions, "Connected", "False", Some("SecretNotFound")))
+        })
+        .await;
+    assert!(has_condition(
+        &missing.status.unwrap().conditions,
+        "Ready",
+        "False",
+        Some("SecretNotFound")
+    ));
+    let warning = wait_event(&env.harness.client(), &env.ns.name, "homelab", "SecretNotFound").await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+
+    let secret = |token: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pve-api-token"},
+               "stringData": {"tokenId": env.pve.token_id, "tokenSecret": token}})
+    };
+    env.ns.apply(&secret("wrong-token-8d1f"), false).await.unwrap();
+    env.wait_cluster("AuthenticationFailed", "homelab", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| has_condition(&s.conditions, "Connected", "False", Some("AuthenticationFailed")))
+    })
+    .await;
+    env.ns.apply(&secret(&env.pve.token_secret), false).await.unwrap();
+    let ok = env
+        .wait_cluster("Connected after the fix", "homelab", |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| has_condition(&s.conditions, "Ready", "True", None))
+        })
+        .await;
+
+    // Neither the status nor an Event shows a secret.
+    let events = Api::<Event>::namespaced(env.harness.client(), &env.ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let everything = format!("{}{}", serde_json::to_string(&ok).unwrap(), event_notes(&events));
+    for secret in ["wrong-token-8d1f", env.pve.token_secret.as_str()] {
+        assert!(!everything.contains(secret), "a secret leaked:\n{everything}");
+    }
+    for reason in ["AuthenticationFailed", "Connected"] {
+        wait_event(&env.harness.client(), &env.ns.name, "homelab", reason).await;
+    }
+    env.stop().await;
+}
