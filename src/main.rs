@@ -32,7 +32,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = telemetry::init(&cli.log) {
+    let default_filter = match cli.command {
+        Command::Demo(_) => telemetry::QUIET_FILTER,
+        _ => telemetry::DEFAULT_FILTER,
+    };
+    if let Err(e) = telemetry::init(&cli.log, default_filter) {
         eprintln!("error: cannot set up logging: {e:#}");
         return ExitCode::from(2);
     }

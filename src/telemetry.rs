@@ -26,11 +26,16 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-/// Installs the global subscriber. Fails if `RUST_LOG` does not parse.
-pub fn init(args: &LogArgs) -> anyhow::Result<()> {
+/// The default filter of commands whose stdout is the product (the demo's tables): only
+/// problems are logged unless `RUST_LOG` asks for more.
+pub const QUIET_FILTER: &str = "warn";
+
+/// Installs the global subscriber with `default_filter` unless `RUST_LOG` is set. Fails if
+/// `RUST_LOG` does not parse.
+pub fn init(args: &LogArgs, default_filter: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.is_empty() => EnvFilter::try_new(s)?,
-        _ => EnvFilter::new(DEFAULT_FILTER),
+        _ => EnvFilter::new(default_filter),
     };
     let registry = tracing_subscriber::registry().with(filter);
     match args.log_format {
