@@ -243,6 +243,7 @@ async fn api(
             cluster: &mut cluster,
             params,
             caller: &caller,
+            serving_node: node,
         };
         (route.handler)(&mut ctx)?
     };

@@ -119,7 +119,7 @@ pub(crate) fn status(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     rows.extend(c.nodes.values().map(|n| {
         json!({
             "type": "node", "id": format!("node/{}", n.name), "name": n.name, "nodeid": n.nodeid,
-            "ip": n.ip, "online": pve_bool(n.online), "local": pve_bool(n.name == c.local_node), "level": "",
+            "ip": n.ip, "online": pve_bool(n.online), "local": pve_bool(n.name == ctx.serving_node), "level": "",
         })
     }));
     ok(Value::Array(rows))
