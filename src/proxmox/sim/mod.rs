@@ -53,7 +53,7 @@ pub use handle::SimHandle;
 pub use journal::RequestRecord;
 pub use schema::SchemaIndex;
 pub use seed::SeedSpec;
-pub use state::{Cluster, Guest, GuestKind, Power, PseudoDisk};
+pub use state::{Cluster, Guest, GuestKind, Pool, Power, PseudoDisk};
 pub use tasks::TaskInfo;
 
 use auth::Auth;
