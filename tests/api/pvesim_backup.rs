@@ -316,7 +316,8 @@ async fn dumpdir_is_root_only_and_must_be_inside_the_dump_directory() {
         .run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("dumpdir", &dir)])
         .await;
     assert_eq!(ok["exitstatus"], "OK");
-    assert_eq!(backup_files(&sub, ".vma").len(), 1);
+    // The default cluster's vzdump.conf says zstd.
+    assert_eq!(backup_files(&sub, ".vma.zst").len(), 1);
     let (_, outside) = api
         .run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("dumpdir", "/etc")])
         .await;
