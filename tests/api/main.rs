@@ -4,6 +4,11 @@ mod crds;
 // Example and invalid-resource loaders, shared with the end-to-end suite.
 #[path = "../kind/fixtures.rs"]
 mod fixtures;
+mod proxmox_client_backup;
+mod proxmox_client_cluster;
+mod proxmox_client_common;
+mod proxmox_client_faults;
+mod proxmox_client_walk;
 mod pvesim_backup;
 mod pvesim_cli;
 mod pvesim_common;
