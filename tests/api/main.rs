@@ -4,6 +4,7 @@ mod crds;
 // Example and invalid-resource loaders, shared with the end-to-end suite.
 #[path = "../kind/fixtures.rs"]
 mod fixtures;
+mod proxmox_client_archive;
 mod proxmox_client_backup;
 mod proxmox_client_cluster;
 mod proxmox_client_common;
