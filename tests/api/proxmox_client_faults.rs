@@ -428,15 +428,15 @@ async fn client_gets_locked_while_a_backup_runs_and_succeeds_after() {
         description: None,
         vmstate: false,
     };
-    let err = match c.create_snapshot(&guest, &snap).await {
-        Ok(task) => wait(c, &task).await.unwrap_err(),
-        Err(e) => e,
-    };
+    // PVE checks a snapshot's lock inside the task: the task fails on the lock.
+    let task = c.create_snapshot(&guest, &snap).await.expect("task starts");
+    let err = wait(c, &task).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Locked { lock: Some(l), .. } if l == "backup")
-            || err.to_string().contains("locked (backup)"),
+        matches!(&err, Error::TaskFailed { exit_status, .. } if exit_status == "VM is locked (backup)"),
         "{err:?}"
     );
+    assert!(err.is_locked() && err.is_transient(), "{err:?}");
+    assert_eq!(err.category(), "GuestLocked");
     assert_eq!(
         c.locate_guest(vmid(100)).await.expect("locate").lock.as_deref(),
         Some("backup")
