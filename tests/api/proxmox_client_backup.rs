@@ -9,8 +9,7 @@ use homelab_autopilot::proxmox::api::{
 };
 use homelab_autopilot::proxmox::{Error, GuestType, PveClient};
 
-use crate::proxmox_client_cluster::per_auth;
-use crate::proxmox_client_common::{AuthKind, Env, ct, node, vm, vmid};
+use crate::proxmox_client_common::{AuthKind, Env, ct, node, per_auth, vm, vmid};
 
 const OWNER: &str = "autopilot.homelab.dev/owner-uid=0f3c";
 

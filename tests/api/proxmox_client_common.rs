@@ -156,3 +156,18 @@ pub fn vm(node_name: &str, id: u32) -> GuestRef {
 pub fn ct(node_name: &str, id: u32) -> GuestRef {
     GuestRef::new(node(node_name), GuestType::Lxc, vmid(id))
 }
+
+/// Runs `$scenario(AuthKind)` as one test per authentication kind.
+macro_rules! per_auth {
+    ($scenario:ident: $token:ident, $ticket:ident) => {
+        #[tokio::test]
+        async fn $token() {
+            $scenario($crate::proxmox_client_common::AuthKind::Token).await;
+        }
+        #[tokio::test]
+        async fn $ticket() {
+            $scenario($crate::proxmox_client_common::AuthKind::Ticket).await;
+        }
+    };
+}
+pub(crate) use per_auth;
