@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Deserializer};
@@ -174,8 +174,8 @@ pub(crate) const TICKET_RENEW_AFTER: Duration = Duration::from_secs(90 * 60);
 pub(crate) struct Ticket {
     pub(crate) ticket: Secret,
     pub(crate) csrf: Secret,
-    /// When PVE issued it (seconds since the epoch), from the ticket itself when readable.
-    pub(crate) issued_at: u64,
+    /// When to renew it, on our monotonic clock.
+    renew_at: Instant,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -185,26 +185,28 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 impl Ticket {
-    /// Builds a ticket, reading the issue time from `PVE:<user>:<8-hex time>::<signature>`.
+    /// A ticket just received from PVE. PVE stamps a ticket with the time on *its* clock and
+    /// expires it 2 h later; PVE always stamps "now", so we count the age from when we received
+    /// it, on *our* monotonic clock. Comparing the stamp with our wall clock instead would renew
+    /// on every call when the server's clock lags ours by more than the renewal age, and renew
+    /// too late when it runs ahead.
     pub(crate) fn new(ticket: Secret, csrf: Secret) -> Self {
-        let issued_at = ticket
-            .expose()
-            .split("::")
-            .next()
-            .and_then(|head| head.rsplit(':').next())
-            .filter(|t| t.len() == 8)
-            .and_then(|t| u64::from_str_radix(t, 16).ok())
-            .unwrap_or_else(unix_now);
         Self {
             ticket,
             csrf,
-            issued_at,
+            renew_at: Instant::now() + TICKET_RENEW_AFTER,
         }
     }
 
     /// Whether the ticket is old enough to renew.
-    pub(crate) fn needs_renewal(&self, now: u64) -> bool {
-        now.saturating_sub(self.issued_at) >= TICKET_RENEW_AFTER.as_secs()
+    pub(crate) fn needs_renewal(&self) -> bool {
+        Instant::now() >= self.renew_at
+    }
+
+    /// Pretends the ticket was received `by` earlier (tests of the renewal path).
+    #[cfg(test)]
+    pub(crate) fn age(&mut self, by: Duration) {
+        self.renew_at = self.renew_at.checked_sub(by).unwrap_or_else(Instant::now);
     }
 }
 
@@ -314,16 +316,17 @@ mod tests {
     }
 
     #[test]
-    fn ticket_issue_time_comes_from_the_ticket() {
-        let t = Ticket::new(
+    fn ticket_age_counts_from_receipt_not_from_the_stamp() {
+        // A stamp from 2012 (a server clock far behind ours) does not make the ticket look old.
+        let mut t = Ticket::new(
             "PVE:root@pam:4EEC61E2::rsKoApxDTLYPn6H3NNT6iP2mv".into(),
             "4EEC61E2:x".into(),
         );
-        assert_eq!(t.issued_at, 0x4EEC61E2);
-        assert!(t.needs_renewal(0x4EEC61E2 + 90 * 60));
-        assert!(!t.needs_renewal(0x4EEC61E2 + 60));
-        let opaque = Ticket::new("opaque".into(), "c".into());
-        assert!(!opaque.needs_renewal(unix_now()));
+        assert!(!t.needs_renewal());
+        t.age(Duration::from_secs(60));
+        assert!(!t.needs_renewal());
+        t.age(Duration::from_secs(89 * 60));
+        assert!(t.needs_renewal());
     }
 
     #[test]

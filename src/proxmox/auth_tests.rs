@@ -130,8 +130,10 @@ async fn ticket_login_sends_cookie_and_csrf_and_renews_before_expiry() {
         (1, 0)
     );
 
-    // The first ticket is 110 minutes old: the next call renews it (posting it as the password)
-    // and the POST carries the new cookie and CSRF token.
+    // We have held the ticket for 91 minutes: the next call renews it (posting it as the
+    // password) and the POST carries the new cookie and CSRF token. (The server stamped it 110
+    // minutes in the past, as a server with a lagging clock would: that alone triggers nothing.)
+    client.age_ticket(std::time::Duration::from_secs(91 * 60)).await;
     let task = client
         .start_guest(&guest_on_pve1(GuestType::Qemu, 100))
         .await

@@ -169,6 +169,7 @@ impl Error {
             Self::Locked { .. } => "GuestLocked",
             Self::Api { .. } => "ApiError",
             Self::Decode { .. } => "DecodeFailed",
+            Self::TaskFailed { .. } if self.is_locked() => "GuestLocked",
             Self::TaskFailed { .. } => "TaskFailed",
         }
     }
@@ -176,11 +177,26 @@ impl Error {
     /// Whether trying again later may succeed without anyone changing anything: network trouble,
     /// timeouts, locks held by running tasks, 5xx (except 501) and 429.
     pub fn is_transient(&self) -> bool {
+        if self.is_locked() {
+            return true;
+        }
         match self {
             Self::Connect { .. } | Self::Transport { .. } | Self::Timeout { .. } | Self::Locked { .. } => {
                 true
             }
             Self::Api { status, .. } => is_retryable_status(*status),
+            _ => false,
+        }
+    }
+
+    /// Whether the guest was locked by another operation: a [`Error::Locked`] answer, or a task
+    /// that failed on the lock. PVE checks the lock of task-based operations (snapshot, rollback,
+    /// clone, migrate, vzdump, destroy...) inside the worker, so there the conflict arrives as a
+    /// failed task (`exitstatus` `VM is locked (backup)`); the category is `GuestLocked` either way.
+    pub fn is_locked(&self) -> bool {
+        match self {
+            Self::Locked { .. } => true,
+            Self::TaskFailed { exit_status, .. } => guest_lock(exit_status).is_some(),
             _ => false,
         }
     }
@@ -412,6 +428,14 @@ mod tests {
             "{e}"
         );
         assert_eq!(e.category(), "TaskFailed");
-        assert!(!e.is_transient());
+        assert!(!e.is_transient() && !e.is_locked());
+        // A task-based operation that ran into a lock fails inside its task.
+        let locked = Error::TaskFailed {
+            upid: "UPID:pve1:00000001:00000002:00000003:qmsnapshot:100:root@pam:".into(),
+            exit_status: "VM is locked (backup)".into(),
+            log_tail: vec!["TASK ERROR: VM is locked (backup)".into()],
+        };
+        assert!(locked.is_locked() && locked.is_transient());
+        assert_eq!(locked.category(), "GuestLocked");
     }
 }

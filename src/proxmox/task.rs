@@ -286,7 +286,8 @@ impl PveClient {
             match self.task_result(task).await {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => {}
-                Err(e) if e.is_transient() => {
+                // A failed task is final, even when it failed on something transient (a lock).
+                Err(e) if e.is_transient() && !matches!(e, Error::TaskFailed { .. }) => {
                     tracing::debug!(task = %task, error = %e, "polling PVE task failed; will retry");
                 }
                 Err(e) => return Err(e),

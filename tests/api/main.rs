@@ -9,6 +9,13 @@ mod controllers_kube;
 mod controllers_service;
 #[path = "../kind/fixtures.rs"]
 mod fixtures;
+mod proxmox_client_archive;
+mod proxmox_client_backup;
+mod proxmox_client_cluster;
+mod proxmox_client_common;
+mod proxmox_client_faults;
+mod proxmox_client_migrate;
+mod proxmox_client_walk;
 mod pvesim_backup;
 mod pvesim_cli;
 mod pvesim_common;

@@ -9,18 +9,14 @@ use serde_json::Value;
 
 use crate::pvesim_common::{Api, Body, backup_files, content, encode, fast_config, sha};
 
-/// Splits a decompressed archive into `(header JSON, disk bytes)` following the documented
-/// container layout (magic line, JSON line, disk bytes, `SHA256:` trailer).
+/// Splits a decompressed VMA archive into `(header, disk bytes)`: the simulator's metadata blob
+/// (`pvesim.json`) with the config blob (`qemu-server.conf`) added, and the device data.
 fn split_archive(bytes: &[u8]) -> (Value, Vec<u8>) {
-    let magic_end = bytes.iter().position(|b| *b == b'\n').expect("magic line");
-    assert_eq!(&bytes[..magic_end], b"PVESIM-VZDUMP/1");
-    let rest = &bytes[magic_end + 1..];
-    let header_end = rest.iter().position(|b| *b == b'\n').expect("header line");
-    let header: Value = serde_json::from_slice(&rest[..header_end]).expect("header JSON");
-    let size = header["disk"]["size"].as_u64().expect("disk size") as usize;
-    let disk = rest[header_end + 1..header_end + 1 + size].to_vec();
-    assert!(rest[header_end + 1 + size..].starts_with(b"SHA256:"));
-    (header, disk)
+    let vma = crate::proxmox_client_archive::parse_vma(bytes);
+    let mut header: Value = serde_json::from_slice(&vma.configs["pvesim.json"]).expect("metadata");
+    let config = String::from_utf8(vma.configs["qemu-server.conf"].clone()).expect("config");
+    header["config"] = Value::String(config);
+    (header, vma.data[&1].clone())
 }
 
 #[tokio::test]
@@ -115,7 +111,11 @@ async fn vzdump_compress_options_produce_the_pve_extensions() {
     flate2::read::GzDecoder::new(std::fs::File::open(api.sim.dump_dir().join(&gz[0])).expect("file"))
         .read_to_end(&mut decoded)
         .expect("real gzip");
-    assert!(decoded.starts_with(b"PVESIM-VZDUMP/1\n"));
+    let entries = crate::proxmox_client_archive::tar_entries(&decoded);
+    assert_eq!(
+        entries[0].0, "./etc/vzdump/pct.conf",
+        "a real tar led by the config"
+    );
 }
 
 #[tokio::test]
@@ -316,7 +316,8 @@ async fn dumpdir_is_root_only_and_must_be_inside_the_dump_directory() {
         .run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("dumpdir", &dir)])
         .await;
     assert_eq!(ok["exitstatus"], "OK");
-    assert_eq!(backup_files(&sub, ".vma").len(), 1);
+    // The default cluster's vzdump.conf says zstd.
+    assert_eq!(backup_files(&sub, ".vma.zst").len(), 1);
     let (_, outside) = api
         .run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("dumpdir", "/etc")])
         .await;

@@ -89,7 +89,7 @@ async fn offline_node_shows_unknown_guests_and_answers_proxied_calls_with_595() 
     let ct = rows.iter().find(|r| r["vmid"] == 102).expect("ct 102");
     assert_eq!(
         ct,
-        &json!({"id": "lxc/102", "type": "lxc", "vmid": 102, "node": "pve2", "status": "unknown", "tags": "prod;dns"})
+        &json!({"id": "lxc/102", "type": "lxc", "vmid": 102, "node": "pve2", "status": "unknown", "tags": "prod;dns", "pool": "prod"})
     );
     let node = rows.iter().find(|r| r["id"] == "node/pve2").expect("node row");
     assert_eq!(node["status"], "offline");

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::proxmox::auth::{Secret, Ticket, unix_now};
+use crate::proxmox::auth::{Secret, Ticket};
 use crate::proxmox::client::{AuthState, PveClient};
 use crate::proxmox::error::{Error, Result};
 use crate::proxmox::ops;
@@ -69,9 +69,8 @@ impl PveClient {
             });
         };
         let mut cached = ticket.lock().await;
-        let now = unix_now();
         if let Some(t) = cached.as_ref() {
-            if !t.needs_renewal(now) {
+            if !t.needs_renewal() {
                 return Ok(t.clone());
             }
             match self.login(username, &t.ticket).await {
@@ -86,6 +85,16 @@ impl PveClient {
         let fresh = self.login(username, password).await?;
         *cached = Some(fresh.clone());
         Ok(fresh)
+    }
+
+    /// Pretends the cached ticket was received `by` earlier (tests of the renewal path).
+    #[cfg(test)]
+    pub(crate) async fn age_ticket(&self, by: std::time::Duration) {
+        if let AuthState::Ticket { ticket, .. } = self.auth_state()
+            && let Some(t) = ticket.lock().await.as_mut()
+        {
+            t.age(by);
+        }
     }
 
     /// Drops `used` from the cache (after a 401), unless another call already replaced it.

@@ -45,19 +45,23 @@ pub struct VzdumpRequest {
     pub vmids: Vec<Vmid>,
     /// Target storage (mutually exclusive with `dumpdir`).
     pub storage: Option<String>,
-    /// Target directory on the node (mutually exclusive with `storage`).
+    /// Target directory on the node (mutually exclusive with `storage`). Only `root@pam` with a
+    /// ticket may set it: PVE refuses it from anyone else, root's API tokens included.
     pub dumpdir: Option<String>,
     /// Backup mode (PVE default: snapshot).
     pub mode: Option<BackupMode>,
     /// Compression (PVE default: from vzdump.conf).
     pub compress: Option<Compression>,
     /// Notes template for the backup (`{{guestname}}` etc.); put the ownership marker here.
+    /// Needs `storage`.
     pub notes_template: Option<String>,
     /// Prune older backups per the storage's retention (PVE default: yes).
     pub remove: Option<bool>,
-    /// Mark the backup protected.
+    /// Mark the backup protected. Needs `storage`.
     pub protected: Option<bool>,
-    /// Bandwidth limit, KiB/s.
+    /// Bandwidth limit, KiB/s. Only `root@pam` with a ticket may set it (PVE checks the user is
+    /// exactly `root@pam`, so even root's API tokens are refused); otherwise rely on the
+    /// storage's or datacenter's bandwidth limit.
     pub bwlimit: Option<u64>,
 }
 
@@ -258,6 +262,12 @@ impl PveClient {
         if req.storage.is_some() && req.dumpdir.is_some() {
             return Err(Error::InvalidRequest {
                 message: "give vzdump either storage or dumpdir, not both".into(),
+            });
+        }
+        // The schema says `requires => 'storage'`: notes and protection are kept by a storage.
+        if req.storage.is_none() && (req.notes_template.is_some() || req.protected.is_some()) {
+            return Err(Error::InvalidRequest {
+                message: "vzdump notes-template and protected need a storage (not dumpdir)".into(),
             });
         }
         let vmids = req

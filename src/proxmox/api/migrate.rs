@@ -194,6 +194,11 @@ impl PveClient {
         if let Some(why) = pre.refusal(&req.target) {
             return Err(invalid(format!("cannot migrate {guest}: {why}")));
         }
+        if lxc && pre.running && req.online {
+            return Err(invalid(format!(
+                "{guest} is a running container, which PVE cannot live-migrate; set restart instead of online"
+            )));
+        }
         if pre.running && !req.online && !(lxc && req.restart) {
             let fix = if lxc {
                 "set online or restart"

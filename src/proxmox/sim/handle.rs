@@ -157,6 +157,7 @@ async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> 
             .as_ref()
             .map(|m| m.fingerprint.clone())
             .unwrap_or_default(),
+        journal: Default::default(),
     });
     for fault in config.faults.iter().cloned() {
         shared.apply_fault(fault).map_err(SimError::Config)?;
@@ -374,6 +375,12 @@ impl SimHandle {
         let mut tasks: Vec<TaskInfo> = self.shared.tasks().list.values().cloned().collect();
         tasks.sort_by_key(|t| (t.starttime, t.pid));
         tasks
+    }
+
+    /// The API requests answered so far, oldest first (the newest 10 000): method, path template,
+    /// parameter names and status. Dropped connections are not recorded.
+    pub fn requests(&self) -> Vec<super::RequestRecord> {
+        self.shared.journal.records()
     }
 
     /// One task by UPID.

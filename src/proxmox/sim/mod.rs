@@ -31,6 +31,7 @@ mod dump;
 mod faults;
 mod handle;
 mod http;
+mod journal;
 mod router;
 mod routes;
 mod schema;
@@ -49,9 +50,10 @@ use std::time::Duration;
 pub use dump::{DumpHeader, read_dump};
 pub use faults::{EndpointFault, Fault};
 pub use handle::SimHandle;
+pub use journal::RequestRecord;
 pub use schema::SchemaIndex;
 pub use seed::SeedSpec;
-pub use state::{Cluster, Guest, GuestKind, Power, PseudoDisk};
+pub use state::{Cluster, Guest, GuestKind, Pool, Power, PseudoDisk};
 pub use tasks::TaskInfo;
 
 use auth::Auth;
@@ -178,6 +180,8 @@ pub(crate) struct Shared {
     pub(crate) agent_commands: Vec<seed::AgentCommand>,
     /// SHA-256 fingerprint of the served certificate (`ssl_fingerprint` in `/nodes`).
     pub(crate) fingerprint: String,
+    /// The requests answered so far (bounded).
+    pub(crate) journal: journal::Journal,
 }
 
 impl Shared {

@@ -22,6 +22,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) cluster: &'a mut Cluster,
     pub(crate) params: Params,
     pub(crate) caller: &'a Caller,
+    /// The node whose listener took the request (`local` in `/cluster/status`, `/version`).
+    pub(crate) serving_node: &'a str,
 }
 
 impl Ctx<'_> {

@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
 use super::http::{ApiError, ApiOk, Params, error_response, ok_response};
+use super::journal::RequestRecord;
 use super::router::{Ctx, Reply};
 
 /// Limit of request bodies (`$limit_max_post` in pve-http-server).
@@ -97,7 +98,16 @@ async fn dispatch(
             .unwrap_or_default();
         return Ok(super::admin::handle(&shared, &method, &path, &body));
     }
-    let response = match api(&shared, &node, req, &method, &path).await {
+    // A node that went offline answers nothing, also on connections opened before it went down
+    // (clients keep connections alive): close the connection without a response.
+    if !shared.cluster().nodes.get(&node).is_some_and(|n| n.online) {
+        return Err(Dropped);
+    }
+    let mut seen = Seen {
+        template: path.clone(),
+        params: Vec::new(),
+    };
+    let response = match api(&shared, &node, req, &method, &path, &mut seen).await {
         Ok(Some(response)) => response,
         Ok(None) => return Err(Dropped),
         Err(err) => {
@@ -108,7 +118,19 @@ async fn dispatch(
         }
     };
     tracing::debug!(target: "pvesim", %method, %path, status = response.status().as_u16(), "request");
+    shared.journal.push(RequestRecord {
+        method,
+        template: seen.template,
+        params: seen.params,
+        status: response.status().as_u16(),
+    });
     Ok(response)
+}
+
+/// What the pipeline learned about a request, for the journal.
+struct Seen {
+    template: String,
+    params: Vec<String>,
 }
 
 fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -122,6 +144,7 @@ async fn api(
     req: Request<Incoming>,
     method: &str,
     path: &str,
+    seen: &mut Seen,
 ) -> Result<Option<Response<Body>>, ApiError> {
     let Some(rest) = path.strip_prefix("/api2/") else {
         return Err(ApiError::with_status(501, format!("no such file '{path}'")));
@@ -142,6 +165,7 @@ async fn api(
         .as_ref()
         .map(|m| m.template.to_string())
         .unwrap_or_else(|| rel.clone());
+    seen.template.clone_from(&template);
     let decision = shared.faults.decide(method, &template);
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
@@ -183,6 +207,7 @@ async fn api(
     if let Some(query) = query {
         params.merge_urlencoded(&query);
     }
+    seen.params = params.keys().cloned().collect();
     let Some(matched) = matched else {
         return Err(ApiError::not_implemented(method, &rel));
     };
@@ -243,6 +268,7 @@ async fn api(
             cluster: &mut cluster,
             params,
             caller: &caller,
+            serving_node: node,
         };
         (route.handler)(&mut ctx)?
     };

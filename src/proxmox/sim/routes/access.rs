@@ -6,12 +6,12 @@ use super::ok;
 use crate::proxmox::sim::http::ApiResult;
 use crate::proxmox::sim::router::{Ctx, Reply};
 
-/// `GET /version`.
+/// `GET /version`: the pve-manager version of the node that answers.
 pub(crate) fn version(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     let version = ctx
         .cluster
         .nodes
-        .get(&ctx.cluster.local_node)
+        .get(ctx.serving_node)
         .map(|n| n.pve_version.clone())
         .unwrap_or_else(|| "9.1.3".into());
     let release: String = version.split('.').take(2).collect::<Vec<_>>().join(".");

@@ -49,6 +49,9 @@ fn guest_row(cluster: &Cluster, vmid: u32, now: i64) -> Option<Value> {
     map.insert("type".into(), json!(g.kind.as_str()));
     map.insert("vmid".into(), json!(g.vmid));
     map.insert("node".into(), json!(g.node));
+    if let Some(pool) = cluster.pool_of(vmid) {
+        map.insert("pool".into(), json!(pool));
+    }
     if !online {
         // What PVE shows for guests on a node that left the cluster: no live data at all.
         map.insert("status".into(), json!("unknown"));
@@ -119,7 +122,7 @@ pub(crate) fn status(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     rows.extend(c.nodes.values().map(|n| {
         json!({
             "type": "node", "id": format!("node/{}", n.name), "name": n.name, "nodeid": n.nodeid,
-            "ip": n.ip, "online": pve_bool(n.online), "local": pve_bool(n.name == c.local_node), "level": "",
+            "ip": n.ip, "online": pve_bool(n.online), "local": pve_bool(n.name == ctx.serving_node), "level": "",
         })
     }));
     ok(Value::Array(rows))

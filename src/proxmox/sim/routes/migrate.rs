@@ -18,6 +18,10 @@ fn shared_storages(cluster: &Cluster, g: &Guest) -> bool {
 fn clone(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     let newid = u32::try_from(ctx.req_int("newid")?)
         .map_err(|_| ApiError::param("newid", "value does not look like a valid VM ID"))?;
+    let pool = ctx.params.str("pool");
+    if let Some(p) = &pool {
+        ctx.cluster.check_pool(p)?;
+    }
     let g = guest(ctx, kind)?;
     let (vmid, source_node, label, agent) = (g.vmid, g.node.clone(), kind.label(), g.agent);
     let snapname = ctx.params.str("snapname");
@@ -157,6 +161,9 @@ fn clone(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
         ip: None,
     };
     ctx.cluster.guests.insert(newid, new_guest);
+    if let Some(p) = &pool {
+        ctx.cluster.join_pool(p, newid);
+    }
     let task_kind = format!("{}clone", kind.task_prefix());
     let tk = task_kind.clone();
     task(ctx, &source_node, &task_kind, &vmid.to_string(), move |t| {
@@ -165,7 +172,10 @@ fn clone(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
                 t.log(line);
             }
             if let Err(e) = t.sleep(t.part(&tk, 1)).await.and_then(|()| t.checkpoint()) {
-                t.state(|c| c.guests.remove(&newid));
+                t.state(|c| {
+                    c.guests.remove(&newid);
+                    c.leave_pools(newid);
+                });
                 return Err(e);
             }
             for _ in &volumes_log {

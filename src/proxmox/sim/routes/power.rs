@@ -305,6 +305,7 @@ fn destroy(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
             }
             t.state(|c| {
                 c.guests.remove(&vmid);
+                c.leave_pools(vmid); // remove_vm_access, with or without purge
                 if purge {
                     c.ha.remove(&format!("{}:{vmid}", kind.ha_type()));
                 }

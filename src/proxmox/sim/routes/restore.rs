@@ -101,6 +101,10 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     ctx.cluster.check_node(&node)?;
     let vmid = u32::try_from(ctx.req_int("vmid")?)
         .map_err(|_| ApiError::param("vmid", "value does not look like a valid VM ID"))?;
+    let pool = ctx.params.str("pool");
+    if let Some(p) = &pool {
+        ctx.cluster.check_pool(p)?;
+    }
     let force = ctx.params.flag("force");
     let unique = ctx.params.flag("unique");
     let start = ctx.params.flag("start");
@@ -113,7 +117,7 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
             .flatten(),
     };
     let Some(archive) = archive else {
-        return create_new(ctx, kind, node, vmid, start);
+        return create_new(ctx, kind, node, vmid, start, pool);
     };
     if kind == GuestKind::Qemu {
         for key in ctx.params.keys() {
@@ -153,6 +157,10 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     let previous = ctx.cluster.guests.get(&vmid).cloned();
     let placeholder = placeholder_guest(kind, vmid, &node, previous.as_ref());
     ctx.cluster.guests.insert(vmid, placeholder);
+    let previous_pool = ctx.cluster.pool_of(vmid).map(str::to_string);
+    if let Some(p) = &pool {
+        ctx.cluster.join_pool(p, vmid);
+    }
     let params = ctx.params.clone();
     let task_kind = format!("{}restore", kind.task_prefix());
     let tk = task_kind.clone();
@@ -177,9 +185,15 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
                     Ok(())
                 }
                 Err(e) => {
-                    t.state(|c| match previous {
-                        Some(old) => c.guests.insert(vmid, old),
-                        None => c.guests.remove(&vmid),
+                    t.state(|c| {
+                        c.leave_pools(vmid);
+                        if let Some(p) = &previous_pool {
+                            c.join_pool(p, vmid);
+                        }
+                        match previous {
+                            Some(old) => c.guests.insert(vmid, old),
+                            None => c.guests.remove(&vmid),
+                        }
                     });
                     Err(e)
                 }
@@ -293,7 +307,14 @@ async fn restore(
     Ok((config, disk))
 }
 
-fn create_new(ctx: &mut Ctx<'_>, kind: GuestKind, node: String, vmid: u32, start: bool) -> ApiResult<Reply> {
+fn create_new(
+    ctx: &mut Ctx<'_>,
+    kind: GuestKind,
+    node: String,
+    vmid: u32,
+    start: bool,
+    pool: Option<String>,
+) -> ApiResult<Reply> {
     ctx.cluster.check_vmid_unused(vmid)?;
     if kind == GuestKind::Lxc {
         let template = ctx.req("ostemplate")?;
@@ -311,12 +332,18 @@ fn create_new(ctx: &mut Ctx<'_>, kind: GuestKind, node: String, vmid: u32, start
     let mut guest = placeholder_guest(kind, vmid, &node, None);
     guest.disk = PseudoDisk::new(seed, 1024 * 1024, day);
     ctx.cluster.guests.insert(vmid, guest);
+    if let Some(p) = &pool {
+        ctx.cluster.join_pool(p, vmid);
+    }
     let task_kind = format!("{}create", kind.task_prefix());
     let tk = task_kind.clone();
     task(ctx, &node, &task_kind, &vmid.to_string(), move |t| {
         Box::pin(async move {
             if let Err(e) = t.sleep(t.part(&tk, 1)).await.and_then(|()| t.checkpoint()) {
-                t.state(|c| c.guests.remove(&vmid));
+                t.state(|c| {
+                    c.guests.remove(&vmid);
+                    c.leave_pools(vmid);
+                });
                 return Err(e);
             }
             let now = t.now();

@@ -14,7 +14,8 @@ use crate::proxmox::sim::clock::DAY_SECS;
 use crate::proxmox::sim::state::disk::mix;
 use crate::proxmox::sim::state::guest::{smbios1, vmgenid};
 use crate::proxmox::sim::state::{
-    AgentState, AptPackage, Cluster, Guest, GuestKind, HaResource, Node, Power, PseudoDisk, Snapshot, Storage,
+    AgentState, AptPackage, Cluster, Guest, GuestKind, HaResource, Node, Pool, Power, PseudoDisk, Snapshot,
+    Storage,
 };
 
 /// The cluster, its users and the agent command table.
@@ -217,6 +218,7 @@ pub(crate) fn build_cluster(
         storages,
         guests: BTreeMap::new(),
         ha: BTreeMap::new(),
+        pools: BTreeMap::new(),
         pbs_backups: Vec::new(),
         quorum_lost: false,
         dump_root,
@@ -254,6 +256,17 @@ pub(crate) fn build_cluster(
                 options,
             },
         );
+    }
+    for pool in &spec.pools {
+        if let Some(bad) = pool.members.iter().find(|m| !cluster.guests.contains_key(m)) {
+            return Err(err(
+                path,
+                format!("pools: '{}' lists {bad}, which is not a seeded guest", pool.id),
+            ));
+        }
+        let members = pool.members.iter().copied().collect();
+        let comment = pool.comment.clone();
+        cluster.pools.insert(pool.id.clone(), Pool { comment, members });
     }
     Ok(Built {
         cluster,

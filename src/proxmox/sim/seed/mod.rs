@@ -44,6 +44,9 @@ pub struct SeedSpec {
     /// HA resources.
     #[serde(default)]
     pub ha: Vec<HaSpec>,
+    /// Resource pools (`create`, `restore` and `clone` refuse a pool that does not exist).
+    #[serde(default)]
+    pub pools: Vec<PoolSpec>,
     /// `/etc/vzdump.conf` defaults (`compress: zstd`, `mode: snapshot`...).
     #[serde(default)]
     pub vzdump_defaults: BTreeMap<String, String>,
@@ -244,6 +247,20 @@ pub struct HaSpec {
     pub group: Option<String>,
 }
 
+/// A resource pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolSpec {
+    /// Pool id.
+    pub id: String,
+    /// Comment.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// VMIDs of seeded guests in the pool.
+    #[serde(default)]
+    pub members: Vec<u32>,
+}
+
 /// How the guest agent answers `exec` of a program.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -351,6 +368,7 @@ impl SeedSpec {
             storages: Vec::new(),
             guests: Vec::new(),
             ha: Vec::new(),
+            pools: Vec::new(),
             vzdump_defaults: BTreeMap::new(),
             agent_commands: Vec::new(),
         })

@@ -8,7 +8,7 @@ mod config;
 pub mod disk;
 pub mod guest;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use rand::rngs::StdRng;
@@ -176,6 +176,15 @@ pub struct HaResource {
     pub options: BTreeMap<String, String>,
 }
 
+/// A resource pool (`pool:` lines of `user.cfg`): guests grouped for permissions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pool {
+    /// Comment.
+    pub comment: Option<String>,
+    /// Member guests.
+    pub members: BTreeSet<u32>,
+}
+
 /// A backup kept on a PBS-type storage (in memory only).
 #[derive(Debug, Clone)]
 pub struct PbsBackup {
@@ -223,6 +232,8 @@ pub struct Cluster {
     pub guests: BTreeMap<u32, Guest>,
     /// HA resources by sid.
     pub ha: BTreeMap<String, HaResource>,
+    /// Resource pools by id.
+    pub pools: BTreeMap<String, Pool>,
     /// Backups on PBS-type storages.
     pub pbs_backups: Vec<PbsBackup>,
     /// Quorum loss injected regardless of votes.
@@ -287,6 +298,38 @@ impl Cluster {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// `$rpcenv->check_pool_exist`: a missing pool is a permission error (HTTP 403).
+    pub(crate) fn check_pool(&self, pool: &str) -> Result<(), ApiError> {
+        if self.pools.contains_key(pool) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(&format!("pool '{pool}' does not exist")))
+        }
+    }
+
+    /// `add_vm_to_pool` (a guest is in at most one pool).
+    pub(crate) fn join_pool(&mut self, pool: &str, vmid: u32) {
+        self.leave_pools(vmid);
+        if let Some(p) = self.pools.get_mut(pool) {
+            p.members.insert(vmid);
+        }
+    }
+
+    /// `remove_vm_from_pool`, as destroying a guest does (`remove_vm_access`).
+    pub(crate) fn leave_pools(&mut self, vmid: u32) {
+        for p in self.pools.values_mut() {
+            p.members.remove(&vmid);
+        }
+    }
+
+    /// The pool a guest is in.
+    pub fn pool_of(&self, vmid: u32) -> Option<&str> {
+        self.pools
+            .iter()
+            .find(|(_, p)| p.members.contains(&vmid))
+            .map(|(id, _)| id.as_str())
     }
 
     /// First free VMID of the default `next-id` range (100..1000000).
@@ -359,6 +402,7 @@ mod tests {
             storages: BTreeMap::new(),
             guests: BTreeMap::new(),
             ha: BTreeMap::new(),
+            pools: BTreeMap::new(),
             pbs_backups: vec![],
             quorum_lost: false,
             dump_root: PathBuf::from("/tmp/x"),
@@ -395,5 +439,23 @@ mod tests {
             Some("no such cluster node 'zz'")
         );
         assert_eq!(c.next_free_vmid(), Some(100));
+    }
+
+    #[test]
+    fn missing_pool_is_a_permission_error_and_guests_join_one_pool() {
+        let mut c = cluster();
+        let err = c.check_pool("prod").err().map(|e| (e.status, e.reason()));
+        assert_eq!(
+            err,
+            Some((403, "Permission check failed (pool 'prod' does not exist)".into()))
+        );
+        c.pools.insert("prod".into(), Pool::default());
+        c.pools.insert("test".into(), Pool::default());
+        assert!(c.check_pool("prod").is_ok());
+        c.join_pool("prod", 100);
+        c.join_pool("test", 100);
+        assert_eq!(c.pool_of(100), Some("test"));
+        c.leave_pools(100);
+        assert_eq!(c.pool_of(100), None);
     }
 }
