@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use serde_json::Value;
 
-use crate::controllers::proxmox_cluster::resolve::{CaRef, REASON_CA_NOT_FOUND, SecretData, Unresolved};
+use crate::controllers::proxmox_cluster::resolve::{REASON_CA_NOT_FOUND, SecretData, Unresolved};
 use crate::controllers::proxmox_cluster::{self, CaBundle, ClusterInputs};
 use crate::controllers::service::{self, ClusterAccess, ServiceRefs};
 use crate::controllers::shared::{PlannedEvent, ProxmoxDeps};
@@ -182,9 +182,10 @@ impl World {
     }
 
     fn ca_for(&self, cluster: &ProxmoxCluster) -> Option<Result<CaBundle, Unresolved>> {
-        Some(match proxmox_cluster::resolve::ca_ref(&cluster.spec)? {
-            CaRef::Secret { name, key } => self
-                .secrets
+        let selector = proxmox_cluster::resolve::ca_secret(&cluster.spec)?;
+        let (name, key) = (&selector.name, &selector.key);
+        Some(
+            self.secrets
                 .get(name)
                 .and_then(|s| Some((s.data.get(key)?, s.version)))
                 .and_then(|(pem, v)| {
@@ -196,11 +197,7 @@ impl World {
                 .ok_or_else(|| {
                     Unresolved::new(REASON_CA_NOT_FOUND, format!("Secret {name:?} has no key {key}"))
                 }),
-            CaRef::ConfigMap { name, .. } => Err(Unresolved::new(
-                REASON_CA_NOT_FOUND,
-                format!("the demo has no ConfigMap {name:?}; use caSecretRef or caPem"),
-            )),
-        })
+        )
     }
 
     /// What a driver reads for `cluster`: its Secret and CA bundle.
