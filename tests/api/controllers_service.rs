@@ -87,7 +87,14 @@ async fn service_stopped_guest_with_desired_running_is_started_through_a_task() 
         cond(&acting.status.conditions, "PowerStateInSync").reason,
         "Starting"
     );
-    assert_eq!(event_reasons(&acting), ["GuestDown", "StartingGuest"]);
+    assert_eq!(
+        cond(&acting.status.conditions, "Healthy").reason,
+        "GuestNotRunning"
+    );
+    assert_eq!(
+        event_reasons(&acting),
+        ["GuestDown", "Unhealthy", "StartingGuest"]
+    );
     assert_eq!(acting.requeue, std::time::Duration::from_millis(100));
 
     lab.wait_task(&upid).await;
@@ -95,7 +102,7 @@ async fn service_stopped_guest_with_desired_running_is_started_through_a_task() 
     assert_eq!(done.status.upid, None);
     assert_eq!(done.status.power_state, Some(PowerState::Running));
     assert_eq!(cond(&done.status.conditions, "PowerStateInSync").reason, "InSync");
-    assert_eq!(event_reasons(&done), ["GuestRecovered"]);
+    assert_eq!(event_reasons(&done), ["GuestRecovered", "Healthy"]);
     assert_eq!(tasks_of(&lab, "qmstart"), 1, "started exactly once");
     assert_eq!(lab.guest(200), Some(("pve1".into(), true)));
 }
@@ -118,8 +125,17 @@ async fn service_desired_stopped_shuts_the_guest_down_and_unmanaged_leaves_it() 
     lab.wait_task(&upid).await;
     let p = lab.service_pass("s2", &stopped, &p.status, at(20)).await;
     assert_eq!(p.status.power_state, Some(PowerState::Stopped));
-    assert_eq!(event_reasons(&p), ["GuestStopped"]);
-    assert_eq!(cond(&p.status.conditions, "Ready").status, ConditionStatus::True);
+    assert_eq!(event_reasons(&p), ["GuestStopped", "Unhealthy"]);
+    assert_eq!(
+        cond(&p.status.conditions, "Healthy").reason,
+        "GuestNotRunning",
+        "a stopped guest is not healthy"
+    );
+    assert_eq!(
+        cond(&p.status.conditions, "Ready").status,
+        ConditionStatus::True,
+        "but stopped is what the spec asks for"
+    );
 }
 
 fn find_none(st: &ServiceStatus, t: &str) -> bool {
@@ -154,7 +170,10 @@ async fn service_guest_locked_by_a_backup_is_not_started_until_the_lock_is_gone(
     assert!(c.message.contains("locked (backup)"), "{}", c.message);
     assert_eq!(waiting.status.upid, None);
     assert_eq!(tasks_of(&lab, "qmstart"), 0, "never fights the backup");
-    assert_eq!(event_reasons(&waiting), ["GuestFound", "GuestLocked"]);
+    assert_eq!(
+        event_reasons(&waiting),
+        ["GuestFound", "GuestLocked", "Unhealthy"]
+    );
     assert_eq!(waiting.requeue, std::time::Duration::from_secs(30));
 
     lab.sim.state_mut(|c| {
@@ -203,7 +222,7 @@ async fn service_missing_guest_and_unavailable_cluster_are_reported() {
         "{}",
         c.message
     );
-    assert_eq!(event_reasons(&p), ["GuestMissing"]);
+    assert_eq!(event_reasons(&p), ["GuestMissing", "Unhealthy"]);
 
     let access = ClusterAccess {
         name: "homelab".into(),
@@ -283,6 +302,78 @@ async fn service_health_checks_probe_local_listeners_and_the_guest_agent() {
     );
     assert_eq!(event_reasons(&bad), ["Unhealthy"]);
     assert_eq!(cond(&bad.status.conditions, "Ready").reason, "CheckFailing");
+}
+
+#[tokio::test]
+async fn service_stopped_guest_is_not_healthy_and_its_checks_wait_until_it_runs() {
+    let lab = Lab::start().await;
+    let web = StandIn::start().await.unwrap();
+    let checks = format!(
+        "healthChecks:\n\
+         - {{name: web, type: HTTP, http: {{url: '{}/status.php'}}, failureThreshold: 1}}\n\
+         - {{name: agent, type: GuestAgent}}\n",
+        web.url()
+    );
+    let spec = service(200, "VM", &checks);
+    let up = lab
+        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
+        .await;
+    assert_eq!(cond(&up.status.conditions, "Healthy").reason, "ChecksPassing");
+    let agent_calls = || {
+        lab.sim
+            .requests()
+            .iter()
+            .filter(|r| r.template.contains("/agent/"))
+            .count()
+    };
+
+    let stop = lab
+        .admin
+        .stop_guest(&guest("pve1", GuestType::Qemu, 200), &StopOptions::default())
+        .await
+        .unwrap();
+    lab.wait_task(stop.upid.as_str()).await;
+    // Both checks are due and the web server now fails (failureThreshold 1), but neither runs.
+    web.set_status(503);
+    let agent_before = agent_calls();
+    let down = lab.service_pass("s1", &spec, &up.status, at(120)).await;
+    let h = cond(&down.status.conditions, "Healthy");
+    assert_eq!(
+        (h.status, h.reason.as_str()),
+        (ConditionStatus::False, "GuestNotRunning")
+    );
+    assert_eq!(
+        h.message,
+        "the guest is stopped; its health checks resume when it runs"
+    );
+    assert_eq!(down.status.health, up.status.health, "no check ran");
+    assert_eq!(agent_calls(), agent_before, "the guest agent was not asked");
+    assert_eq!(event_reasons(&down), ["GuestDown", "Unhealthy"]);
+    assert_eq!(
+        down.requeue,
+        std::time::Duration::from_secs(300),
+        "the drift check, not a due check, sets the pace"
+    );
+    let still = lab.service_pass("s1", &spec, &down.status, at(240)).await;
+    assert_eq!(still.status, down.status);
+    assert!(still.events.is_empty(), "{:?}", still.events);
+
+    // Started again ten seconds later: every check runs on that pass, and Healthy follows them.
+    web.set_status(200);
+    let start = lab
+        .admin
+        .start_guest(&guest("pve1", GuestType::Qemu, 200))
+        .await
+        .unwrap();
+    lab.wait_task(start.upid.as_str()).await;
+    let back = lab.service_pass("s1", &spec, &still.status, at(250)).await;
+    assert!(agent_calls() > agent_before, "the agent check ran again");
+    let h = cond(&back.status.conditions, "Healthy");
+    assert_eq!(
+        (h.status, h.reason.as_str()),
+        (ConditionStatus::True, "ChecksPassing")
+    );
+    assert_eq!(event_reasons(&back), ["GuestRecovered", "Healthy"]);
 }
 
 #[tokio::test]

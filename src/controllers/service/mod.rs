@@ -8,6 +8,7 @@
 
 pub mod controller;
 pub mod health;
+pub mod healthy;
 pub mod observe;
 pub mod plan;
 pub mod power;
@@ -123,6 +124,11 @@ pub async fn reconcile_core(
     };
 
     let mut memory = deps.services.get(refs.uid);
+    if guest.not_running().is_some() {
+        // No check runs while the guest is down; the first pass that sees it run again runs
+        // every check at once, so `Healthy` follows fresh results.
+        memory.last_probe.clear();
+    }
     let runnable: Vec<_> = health::due_checks(&spec.health_checks, &memory, now)
         .into_iter()
         .filter(|c| health::can_run(c, &guest))
@@ -153,7 +159,12 @@ pub async fn reconcile_core(
         resync: refs.cluster.resync,
         tuning: &deps.tuning,
         memory: &memory,
-        next_check: health::next_due(&spec.health_checks, &memory, now),
+        // Only checks that can run set the pace: a skipped one would be due again at once.
+        next_check: health::next_due(
+            spec.health_checks.iter().filter(|c| health::can_run(c, &guest)),
+            &memory,
+            now,
+        ),
     };
     let mut planned = plan::plan(input, &guest, &task, results);
     if let (Some((action, target)), Some(client)) = (planned.action.clone(), client) {

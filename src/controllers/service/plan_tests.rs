@@ -2,20 +2,19 @@
 
 use super::super::observe::{Unavailable, view_from};
 use super::*;
-use crate::crd::health::HealthCheckType;
 use crate::proxmox::{Vmid, api::ClusterResource};
 
 const UPID: &str = "UPID:pve1:00001234:00005678:66A1B2C3:qmstart:204:root@pam!pvesim:";
 
-fn at(secs: i64) -> Timestamp {
+pub(crate) fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_750_000_000 + secs).unwrap()
 }
 
-fn rows(json: &str) -> Vec<ClusterResource> {
+pub(crate) fn rows(json: &str) -> Vec<ClusterResource> {
     serde_json::from_str(json).unwrap()
 }
 
-fn view(vmid: u32, type_: GuestType) -> GuestView {
+pub(crate) fn view(vmid: u32, type_: GuestType) -> GuestView {
     view_from(
         &rows(include_str!("testdata/resources_vm.json")),
         Vmid::new(vmid).unwrap(),
@@ -23,7 +22,7 @@ fn view(vmid: u32, type_: GuestType) -> GuestView {
     )
 }
 
-fn migrated(vmid: u32, type_: GuestType) -> GuestView {
+pub(crate) fn migrated(vmid: u32, type_: GuestType) -> GuestView {
     view_from(
         &rows(include_str!("testdata/resources_vm_migrated.json")),
         Vmid::new(vmid).unwrap(),
@@ -31,24 +30,24 @@ fn migrated(vmid: u32, type_: GuestType) -> GuestView {
     )
 }
 
-fn spec(vmid: i32, type_: &str, extra: &str) -> ServiceSpec {
+pub(crate) fn spec(vmid: i32, type_: &str, extra: &str) -> ServiceSpec {
     serde_yaml::from_str(&format!(
         "clusterRef: {{name: homelab}}\nvmid: {vmid}\ntype: {type_}\n{extra}"
     ))
     .unwrap()
 }
 
-const TUNING: Tuning = Tuning::DEFAULT;
+pub(crate) const TUNING: Tuning = Tuning::DEFAULT;
 
-struct Pass<'a> {
-    spec: &'a ServiceSpec,
+pub(crate) struct Pass<'a> {
+    pub(crate) spec: &'a ServiceSpec,
     previous: &'a ServiceStatus,
     memory: &'a ServiceMemory,
     now: Timestamp,
 }
 
 impl Pass<'_> {
-    fn input(&self) -> PlanInput<'_> {
+    pub(crate) fn input(&self) -> PlanInput<'_> {
         PlanInput {
             spec: self.spec,
             generation: Some(1),
@@ -62,12 +61,12 @@ impl Pass<'_> {
         }
     }
 
-    fn run(&self, guest: &GuestView, task: &TaskView) -> ServicePlan {
+    pub(crate) fn run(&self, guest: &GuestView, task: &TaskView) -> ServicePlan {
         plan(self.input(), guest, task, Vec::new())
     }
 }
 
-fn pass<'a>(
+pub(crate) fn pass<'a>(
     spec: &'a ServiceSpec,
     previous: &'a ServiceStatus,
     memory: &'a ServiceMemory,
@@ -81,11 +80,11 @@ fn pass<'a>(
     }
 }
 
-fn cond<'a>(s: &'a ServiceStatus, t: &str) -> &'a Condition {
+pub(crate) fn cond<'a>(s: &'a ServiceStatus, t: &str) -> &'a Condition {
     find_condition(&s.conditions, t).unwrap_or_else(|| panic!("no {t} in {:?}", s.conditions))
 }
 
-fn events(p: &ServicePlan) -> Vec<(&str, &str)> {
+pub(crate) fn events(p: &ServicePlan) -> Vec<(&str, &str)> {
     p.outcome
         .events
         .iter()
@@ -93,7 +92,7 @@ fn events(p: &ServicePlan) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn summary(c: &Condition) -> (ConditionStatus, &str) {
+pub(crate) fn summary(c: &Condition) -> (ConditionStatus, &str) {
     (c.status, c.reason.as_str())
 }
 
@@ -171,13 +170,24 @@ fn plan_unmanaged_guest_going_down_is_reported_but_left_alone() {
     let prev = ServiceStatus::default();
     let first = pass(&s, &prev, &mem, 0).run(&view(201, GuestType::Lxc), &TaskView::None);
     let down = pass(&s, &first.outcome.status, &mem, 60).run(&migrated(201, GuestType::Lxc), &TaskView::None);
-    assert_eq!(events(&down), [("Warning", "GuestDown")]);
+    assert_eq!(
+        events(&down),
+        [("Warning", "GuestDown"), ("Warning", "Unhealthy")]
+    );
     assert_eq!(down.outcome.events[0].note, "gitea (CT 201) is stopped on pve2");
+    assert_eq!(
+        down.outcome.events[1].note,
+        "gitea (CT 201): the guest is stopped"
+    );
     assert_eq!(down.action, None);
     assert_eq!(down.outcome.status.start_time, None);
     assert_eq!(
+        summary(cond(&down.outcome.status, "Healthy")),
+        (ConditionStatus::False, "GuestNotRunning")
+    );
+    assert_eq!(
         summary(cond(&down.outcome.status, "Ready")),
-        (ConditionStatus::True, "Ready")
+        (ConditionStatus::False, "GuestNotRunning")
     );
 }
 
@@ -212,8 +222,16 @@ fn plan_stopped_guest_with_desired_running_starts_it_and_records_the_upid() {
     );
     assert_eq!(summary(cond(st, "Ready")), (ConditionStatus::False, "Starting"));
     assert_eq!(
+        summary(cond(st, "Healthy")),
+        (ConditionStatus::False, "GuestNotRunning")
+    );
+    assert_eq!(
         events(&p),
-        [("Warning", "GuestDown"), ("Normal", "StartingGuest")]
+        [
+            ("Warning", "GuestDown"),
+            ("Warning", "Unhealthy"),
+            ("Normal", "StartingGuest")
+        ]
     );
     assert_eq!(p.outcome.requeue, Duration::from_secs(5));
     assert_eq!(p.action, None);
@@ -244,7 +262,10 @@ fn plan_stopped_guest_with_desired_running_starts_it_and_records_the_upid() {
         summary(cond(st, "PowerStateInSync")),
         (ConditionStatus::True, "InSync")
     );
-    assert_eq!(events(&after), [("Normal", "GuestRecovered")]);
+    assert_eq!(
+        events(&after),
+        [("Normal", "GuestRecovered"), ("Normal", "Healthy")]
+    );
     assert_eq!(st.start_time, Some(at(7)));
 }
 
@@ -258,7 +279,14 @@ fn plan_locked_guest_waits_instead_of_fighting_the_backup() {
     let c = cond(&p.outcome.status, "PowerStateInSync");
     assert_eq!(summary(c), (ConditionStatus::False, "GuestLocked"));
     assert!(c.message.contains("locked (backup)"), "{}", c.message);
-    assert_eq!(events(&p), [("Normal", "GuestFound"), ("Normal", "GuestLocked")]);
+    assert_eq!(
+        events(&p),
+        [
+            ("Normal", "GuestFound"),
+            ("Normal", "GuestLocked"),
+            ("Warning", "Unhealthy")
+        ]
+    );
     assert_eq!(p.outcome.requeue, Duration::from_secs(30));
 }
 
@@ -355,7 +383,15 @@ fn plan_missing_guest_is_flagged_and_never_acted_on() {
     );
     assert_eq!(st.last_seen_time, Some(at(-10)), "shows when it was last seen");
     assert_eq!(st.name.as_deref(), Some("old"));
-    assert_eq!(events(&p), [("Warning", "GuestMissing")]);
+    assert_eq!(
+        summary(cond(st, "Healthy")),
+        (ConditionStatus::False, "GuestNotRunning")
+    );
+    assert_eq!(cond(st, "Healthy").message, "the guest does not exist");
+    assert_eq!(
+        events(&p),
+        [("Warning", "GuestMissing"), ("Warning", "Unhealthy")]
+    );
     assert_eq!(p.action, None);
 }
 
@@ -415,80 +451,4 @@ fn plan_unreachable_cluster_keeps_last_node_and_says_why() {
         (ConditionStatus::Unknown, "Unreachable")
     );
     assert_eq!(events(&p), [("Warning", "Unreachable")]);
-}
-
-#[test]
-fn plan_failing_check_turns_healthy_false_with_its_message_and_back() {
-    let s = spec(
-        200,
-        "VM",
-        "healthChecks:\n- {name: web, type: HTTP, http: {url: 'https://cloud.home.lan/status.php'}}\n",
-    );
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let result = |healthy, failures| HealthCheckResult {
-        name: "web".into(),
-        type_: HealthCheckType::Http,
-        healthy,
-        message: if healthy {
-            "HTTP 200".into()
-        } else {
-            "HTTP 503, expected 200".into()
-        },
-        consecutive_failures: failures,
-        last_transition_time: Some(at(0)),
-    };
-    let input = pass(&s, &prev, &mem, 0);
-    let ok = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(true, 0)],
-    );
-    assert_eq!(
-        summary(cond(&ok.outcome.status, "Healthy")),
-        (ConditionStatus::True, "ChecksPassing")
-    );
-    let input = pass(&s, &ok.outcome.status, &mem, 180);
-    let bad = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(false, 3)],
-    );
-    let c = cond(&bad.outcome.status, "Healthy");
-    assert_eq!(summary(c), (ConditionStatus::False, "CheckFailing"));
-    assert_eq!(
-        c.message,
-        "check web (HTTP) is failing: HTTP 503, expected 200 (3 failures in a row)"
-    );
-    assert_eq!(
-        summary(cond(&bad.outcome.status, "Ready")),
-        (ConditionStatus::False, "CheckFailing")
-    );
-    assert_eq!(events(&bad), [("Warning", "Unhealthy")]);
-    let input = pass(&s, &bad.outcome.status, &mem, 240);
-    let back = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(true, 0)],
-    );
-    assert_eq!(events(&back), [("Normal", "Healthy")]);
-    assert_eq!(
-        summary(cond(&back.outcome.status, "Ready")),
-        (ConditionStatus::True, "Ready")
-    );
-}
-
-#[test]
-fn plan_checks_without_results_are_not_checked_yet() {
-    let s = spec(200, "VM", "healthChecks:\n- {name: agent, type: GuestAgent}\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
-    assert_eq!(
-        summary(cond(&p.outcome.status, "Healthy")),
-        (ConditionStatus::Unknown, "NotChecked")
-    );
 }
