@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cel::{at_most_one_of, rule};
-use super::common::{STORAGE_PATTERN, is_false};
+use super::common::{ENTRY_NAME_PATTERN, STORAGE_PATTERN, is_false};
 use super::conditions::Condition;
 use super::network::NetworkPlan;
 use super::refs::{SecretKeySelector, SecretReference};
@@ -213,10 +213,7 @@ impl TlsConfig {
 #[serde(rename_all = "camelCase")]
 pub struct BackupServer {
     /// Name of this entry, unique in the list, e.g. `pbs`.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = ENTRY_NAME_PATTERN))]
     pub name: String,
     /// PBS API URL, e.g. `https://pbs.home.lan:8007`.
     #[schemars(length(min = 8, max = 256), regex(pattern = ENDPOINT_URL_PATTERN))]

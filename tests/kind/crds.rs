@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use serde_json::{Value, json};
 
-use crate::fixtures::{api_version, example_manifests, invalid_cases};
+use crate::fixtures::{api_version, example_manifests, invalid_cases, served_version};
 use crate::harness::{Harness, TestNamespace};
 
 /// Runs `test` in a fresh namespace of a cluster with our CRDs, or skips without a cluster.
@@ -220,13 +220,7 @@ async fn printer_columns_are_served_as_designed() {
     };
     for crd in harness.install_crds().await {
         let kind = crd.spec.names.kind.clone();
-        let version = crd
-            .spec
-            .versions
-            .iter()
-            .find(|v| v.name == VERSION)
-            .expect("served version");
-        let columns: Vec<&str> = version
+        let columns: Vec<&str> = served_version(&crd)
             .additional_printer_columns
             .iter()
             .flatten()

@@ -13,14 +13,14 @@ use kube::{
 };
 use prometheus::core::Collector;
 
-use super::resolve::{REASON_CA_NOT_FOUND, SecretData, Unresolved};
-use super::{CaBundle, ClusterInputs, reconcile_core};
+use super::resolve::SecretData;
+use super::{ClusterInputs, reconcile_core};
 use crate::controllers::{
     context::{Context, OperatorDeps, Stores, store_uids},
     error::Error,
     runtime::{ControllerSpec, object_ref},
     shared::PlannedEvent,
-    status::patch_status,
+    status::{keys, patch_status},
 };
 use crate::crd::ProxmoxCluster;
 
@@ -90,18 +90,15 @@ pub(crate) async fn read_refs(client: &Client, cluster: &ProxmoxCluster) -> Resu
     let ca = match super::resolve::ca_secret(&cluster.spec) {
         None => None,
         Some(selector) => {
-            let (name, key) = (&selector.name, &selector.key);
-            let found = secrets
-                .get_opt(name)
-                .await
-                .map_err(read_error("Secret", &namespace, name))?;
-            Some(ca_from(
-                name,
-                key,
-                found.map(|s| {
-                    let rv = s.resource_version().unwrap_or_default();
-                    (secret_data(&s).remove(key), rv)
-                }),
+            let found = secrets.get_opt(&selector.name).await.map_err(read_error(
+                "Secret",
+                &namespace,
+                &selector.name,
+            ))?;
+            let found = found.map(|s| (secret_data(&s), s.resource_version().unwrap_or_default()));
+            Some(super::resolve::ca_bundle(
+                selector,
+                found.as_ref().map(|(data, rv)| (data, rv.as_str())),
             ))
         }
     };
@@ -115,33 +112,6 @@ fn secret_data(secret: &Secret) -> SecretData {
         .flatten()
         .map(|(k, v)| (k.clone(), v.0.clone()))
         .collect()
-}
-
-fn ca_from(name: &str, key: &str, found: Option<(Option<Vec<u8>>, String)>) -> Result<CaBundle, Unresolved> {
-    let missing =
-        |what: String| Unresolved::new(REASON_CA_NOT_FOUND, format!("spec.tls.caSecretRef: {what}"));
-    let (value, version) = found.ok_or_else(|| missing(format!("Secret {name:?} does not exist")))?;
-    let value = value.ok_or_else(|| missing(format!("Secret {name:?} has no key {key}")))?;
-    let pem = String::from_utf8(value)
-        .map_err(|_| missing(format!("key {key} of Secret {name:?} is not PEM text")))?;
-    Ok(CaBundle { pem, version })
-}
-
-/// The namespace and name of a stored object.
-// The controllers' Error keeps kube::Error inline (the runtime's choice); this is not a hot path.
-#[allow(clippy::result_large_err)]
-pub(crate) fn keys<K: Resource<DynamicType = ()>>(obj: &K) -> Result<(String, String), Error> {
-    let missing = |field| Error::MissingObjectKey {
-        kind: K::kind(&()).into_owned(),
-        field,
-    };
-    let namespace = obj
-        .meta()
-        .namespace
-        .clone()
-        .ok_or_else(|| missing("metadata.namespace"))?;
-    let name = obj.meta().name.clone().ok_or_else(|| missing("metadata.name"))?;
-    Ok((namespace, name))
 }
 
 /// Publishes the planned Events about `obj`. A failure is logged, not returned: the status is

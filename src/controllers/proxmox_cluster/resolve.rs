@@ -6,6 +6,7 @@
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
+use super::CaBundle;
 use crate::crd::proxmox_cluster::{ProxmoxClusterSpec, TlsTrust};
 use crate::crd::refs::SecretKeySelector;
 use crate::proxmox::{ClientConfig, ClientMetrics, Credentials, Endpoint, Secret, Timeouts, TlsVerify};
@@ -149,6 +150,27 @@ pub fn ca_secret(spec: &ProxmoxClusterSpec) -> Option<&SecretKeySelector> {
         TlsTrust::CaSecret(s) => Some(s),
         _ => None,
     }
+}
+
+/// The CA bundle in the Secret `selector` names, from that Secret's data and resourceVersion
+/// (`None`: it does not exist). Missing key or non-text value: `CaNotFound`, naming both.
+pub fn ca_bundle(
+    selector: &SecretKeySelector,
+    found: Option<(&SecretData, &str)>,
+) -> Result<CaBundle, Unresolved> {
+    let (name, key) = (&selector.name, &selector.key);
+    let missing =
+        |what: String| Unresolved::new(REASON_CA_NOT_FOUND, format!("spec.tls.caSecretRef: {what}"));
+    let (data, version) = found.ok_or_else(|| missing(format!("Secret {name:?} does not exist")))?;
+    let value = data
+        .get(key)
+        .ok_or_else(|| missing(format!("Secret {name:?} has no key {key}")))?;
+    let pem = String::from_utf8(value.clone())
+        .map_err(|_| missing(format!("key {key} of Secret {name:?} is not PEM text")))?;
+    Ok(CaBundle {
+        pem,
+        version: version.to_owned(),
+    })
 }
 
 /// The TLS verification the spec selects; `ca_pem` is the bundle the driver read for
@@ -320,6 +342,35 @@ mod tests {
             TlsVerify::CaPem("PEM".into())
         );
         assert_eq!(ca_secret(&pinned), None);
+    }
+
+    #[test]
+    fn ca_bundle_reads_the_key_and_names_what_is_missing() {
+        let selector = SecretKeySelector {
+            name: "pve-ca".into(),
+            key: "ca.crt".into(),
+        };
+        let pem = data(&[("ca.crt", "-----BEGIN CERTIFICATE-----")]);
+        assert_eq!(
+            ca_bundle(&selector, Some((&pem, "7"))).unwrap(),
+            CaBundle {
+                pem: "-----BEGIN CERTIFICATE-----".into(),
+                version: "7".into()
+            }
+        );
+        let e = ca_bundle(&selector, None).unwrap_err();
+        assert_eq!(e.reason, "CaNotFound");
+        assert_eq!(
+            e.message,
+            "spec.tls.caSecretRef: Secret \"pve-ca\" does not exist"
+        );
+        let other = data(&[("tls.crt", "x")]);
+        let e = ca_bundle(&selector, Some((&other, "7"))).unwrap_err();
+        assert!(e.message.ends_with("has no key ca.crt"), "{e}");
+        let mut binary = SecretData::new();
+        binary.insert("ca.crt".into(), vec![0xff, 0xfe]);
+        let e = ca_bundle(&selector, Some((&binary, "7"))).unwrap_err();
+        assert!(e.message.contains("is not PEM text"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The `Healthy` condition through the planner, against the JSON fixtures of `plan_tests`.
 
-use super::super::observe::{GuestView, TaskView};
-use super::super::plan::tests::{at, cond, events, migrated, pass, spec, summary, view};
-use super::super::plan::{PowerAction, plan};
+use super::super::observe::GuestView;
+use super::super::plan::PowerAction;
+use super::super::plan::tests::{
+    at, cond, events, first_pass, migrated, pass, pass_after, spec, summary, view,
+};
 use crate::controllers::shared::ServiceMemory;
 use crate::crd::common::GuestType;
 use crate::crd::conditions::ConditionStatus;
@@ -31,23 +33,13 @@ fn healthy_failing_check_turns_false_with_its_message_and_back() {
         last_transition_time: Some(at(0)),
     };
     let input = pass(&s, &prev, &mem, 0);
-    let ok = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(true, 0)],
-    );
+    let ok = input.checked(&view(200, GuestType::Vm), vec![result(true, 0)]);
     assert_eq!(
         summary(cond(&ok.outcome.status, "Healthy")),
         (ConditionStatus::True, "ChecksPassing")
     );
     let input = pass(&s, &ok.outcome.status, &mem, 180);
-    let bad = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(false, 3)],
-    );
+    let bad = input.checked(&view(200, GuestType::Vm), vec![result(false, 3)]);
     let c = cond(&bad.outcome.status, "Healthy");
     assert_eq!(summary(c), (ConditionStatus::False, "CheckFailing"));
     assert_eq!(
@@ -60,12 +52,7 @@ fn healthy_failing_check_turns_false_with_its_message_and_back() {
     );
     assert_eq!(events(&bad), [("Warning", "Unhealthy")]);
     let input = pass(&s, &bad.outcome.status, &mem, 240);
-    let back = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(true, 0)],
-    );
+    let back = input.checked(&view(200, GuestType::Vm), vec![result(true, 0)]);
     assert_eq!(events(&back), [("Normal", "Healthy")]);
     assert_eq!(
         summary(cond(&back.outcome.status, "Ready")),
@@ -76,9 +63,7 @@ fn healthy_failing_check_turns_false_with_its_message_and_back() {
 #[test]
 fn healthy_checks_without_results_are_not_checked_yet() {
     let s = spec(200, "VM", "healthChecks:\n- {name: agent, type: GuestAgent}\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(200, GuestType::Vm));
     assert_eq!(
         summary(cond(&p.outcome.status, "Healthy")),
         (ConditionStatus::Unknown, "NotChecked")
@@ -111,12 +96,7 @@ fn healthy_is_false_while_the_guest_is_stopped_with_one_event_each_way() {
     );
     let mem = ServiceMemory::default();
     let prev = ServiceStatus::default();
-    let up = plan(
-        pass(&s, &prev, &mem, 0).input(),
-        &view(201, GuestType::Lxc),
-        &TaskView::None,
-        vec![web_result(true, 0)],
-    );
+    let up = pass(&s, &prev, &mem, 0).checked(&view(201, GuestType::Lxc), vec![web_result(true, 0)]);
     assert_eq!(
         summary(cond(&up.outcome.status, "Healthy")),
         (ConditionStatus::True, "ChecksPassing")
@@ -124,12 +104,7 @@ fn healthy_is_false_while_the_guest_is_stopped_with_one_event_each_way() {
 
     // Stopped: the last result is kept, but the guest is not healthy, whatever it said.
     let stopped = migrated(201, GuestType::Lxc);
-    let down = plan(
-        pass(&s, &up.outcome.status, &mem, 60).input(),
-        &stopped,
-        &TaskView::None,
-        vec![web_result(true, 0)],
-    );
+    let down = pass(&s, &up.outcome.status, &mem, 60).checked(&stopped, vec![web_result(true, 0)]);
     let c = cond(&down.outcome.status, "Healthy");
     assert_eq!(summary(c), (ConditionStatus::False, "GuestNotRunning"));
     assert_eq!(
@@ -147,22 +122,13 @@ fn healthy_is_false_while_the_guest_is_stopped_with_one_event_each_way() {
     assert_eq!(down.outcome.status.health, [web_result(true, 0)]);
 
     // Still stopped a pass later: nothing new, not even a second Event.
-    let again = plan(
-        pass(&s, &down.outcome.status, &mem, 120).input(),
-        &stopped,
-        &TaskView::None,
-        vec![web_result(true, 0)],
-    );
+    let again = pass(&s, &down.outcome.status, &mem, 120).checked(&stopped, vec![web_result(true, 0)]);
     assert_eq!(again.outcome.status, down.outcome.status);
     assert!(again.outcome.events.is_empty());
 
     // Running again, and the checks pass: healthy, with one Event.
-    let back = plan(
-        pass(&s, &again.outcome.status, &mem, 180).input(),
-        &view(201, GuestType::Lxc),
-        &TaskView::None,
-        vec![web_result(true, 0)],
-    );
+    let back = pass(&s, &again.outcome.status, &mem, 180)
+        .checked(&view(201, GuestType::Lxc), vec![web_result(true, 0)]);
     assert_eq!(
         summary(cond(&back.outcome.status, "Healthy")),
         (ConditionStatus::True, "ChecksPassing")
@@ -173,12 +139,8 @@ fn healthy_is_false_while_the_guest_is_stopped_with_one_event_each_way() {
     );
 
     // Running again but a check fails: Healthy stays False (new reason), no second Unhealthy.
-    let failing = plan(
-        pass(&s, &again.outcome.status, &mem, 180).input(),
-        &view(201, GuestType::Lxc),
-        &TaskView::None,
-        vec![web_result(false, 180)],
-    );
+    let failing = pass(&s, &again.outcome.status, &mem, 180)
+        .checked(&view(201, GuestType::Lxc), vec![web_result(false, 180)]);
     assert_eq!(
         summary(cond(&failing.outcome.status, "Healthy")),
         (ConditionStatus::False, "CheckFailing")
@@ -189,13 +151,11 @@ fn healthy_is_false_while_the_guest_is_stopped_with_one_event_each_way() {
 #[test]
 fn healthy_is_false_for_a_paused_guest() {
     let s = spec(200, "VM", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
     let GuestView::Found(mut paused) = view(200, GuestType::Vm) else {
         unreachable!()
     };
     paused.power = PowerState::Paused;
-    let p = pass(&s, &prev, &mem, 0).run(&GuestView::Found(paused), &TaskView::None);
+    let p = first_pass(&s, &GuestView::Found(paused));
     let c = cond(&p.outcome.status, "Healthy");
     assert_eq!(summary(c), (ConditionStatus::False, "GuestNotRunning"));
     assert_eq!(c.message, "the guest is paused");
@@ -204,11 +164,9 @@ fn healthy_is_false_for_a_paused_guest() {
 #[test]
 fn healthy_is_false_but_ready_true_for_a_guest_stopped_as_desired() {
     let s = spec(201, "LXC", "powerState: Stopped\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(201, GuestType::Lxc), &TaskView::None);
+    let first = first_pass(&s, &view(201, GuestType::Lxc));
     assert_eq!(first.action.as_ref().map(|a| a.0), Some(PowerAction::Shutdown));
-    let p = pass(&s, &first.outcome.status, &mem, 60).run(&migrated(201, GuestType::Lxc), &TaskView::None);
+    let p = pass_after(&s, &first, 60, &migrated(201, GuestType::Lxc));
     let st = &p.outcome.status;
     assert_eq!(
         summary(cond(st, "Healthy")),

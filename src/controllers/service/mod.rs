@@ -22,8 +22,8 @@ use self::plan::{PlanInput, PowerAction};
 use super::proxmox_cluster::plan::failure_reason;
 use super::proxmox_cluster::{ClusterInputs, cluster_client};
 use super::shared::{Outcome, ProxmoxDeps};
-use crate::crd::ProxmoxCluster;
 use crate::crd::service::{ServiceSpec, ServiceStatus};
+use crate::crd::{ProxmoxCluster, Service};
 use crate::proxmox::{PveClient, api::ShutdownOptions};
 
 /// The ProxmoxCluster a Service belongs to, as its driver found it.
@@ -94,6 +94,24 @@ pub struct ServiceRefs<'a> {
     pub status: &'a ServiceStatus,
     /// Its cluster.
     pub cluster: &'a ClusterAccess,
+}
+
+impl<'a> ServiceRefs<'a> {
+    /// The core's view of `service` (UID `uid`) with its stored `status` and its `cluster`.
+    pub fn of(
+        service: &'a Service,
+        uid: &'a str,
+        status: &'a ServiceStatus,
+        cluster: &'a ClusterAccess,
+    ) -> Self {
+        Self {
+            uid,
+            generation: service.metadata.generation,
+            spec: &service.spec,
+            status,
+            cluster,
+        }
+    }
 }
 
 /// One pass over a Service. Polls a recorded task (never waits for it), observes the guest,

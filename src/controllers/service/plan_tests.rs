@@ -64,6 +64,26 @@ impl Pass<'_> {
     pub(crate) fn run(&self, guest: &GuestView, task: &TaskView) -> ServicePlan {
         plan(self.input(), guest, task, Vec::new())
     }
+
+    /// The pass with no task and `health` as the folded check results.
+    pub(crate) fn checked(&self, guest: &GuestView, health: Vec<HealthCheckResult>) -> ServicePlan {
+        plan(self.input(), guest, &TaskView::None, health)
+    }
+}
+
+/// The first pass over `s` (no stored status, nothing remembered) at t=0, seeing `guest`.
+pub(crate) fn first_pass(s: &ServiceSpec, guest: &GuestView) -> ServicePlan {
+    pass(s, &ServiceStatus::default(), &ServiceMemory::default(), 0).run(guest, &TaskView::None)
+}
+
+/// A pass at t=`secs` over `s` after `previous` (its status stored, nothing remembered).
+pub(crate) fn pass_after(
+    s: &ServiceSpec,
+    previous: &ServicePlan,
+    secs: i64,
+    guest: &GuestView,
+) -> ServicePlan {
+    pass(s, &previous.outcome.status, &ServiceMemory::default(), secs).run(guest, &TaskView::None)
 }
 
 pub(crate) fn pass<'a>(
@@ -99,9 +119,7 @@ pub(crate) fn summary(c: &Condition) -> (ConditionStatus, &str) {
 #[test]
 fn plan_first_pass_finds_guest_where_it_runs_and_reports_it() {
     let s = spec(200, "VM", "node: pve3\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(200, GuestType::Vm));
     let st = &p.outcome.status;
     assert_eq!(st.node.as_deref(), Some("pve1"), "the node hint pve3 is ignored");
     assert_eq!(st.name.as_deref(), Some("nextcloud"));
@@ -131,29 +149,25 @@ fn plan_first_pass_finds_guest_where_it_runs_and_reports_it() {
 #[test]
 fn plan_same_guest_a_minute_later_changes_nothing() {
     let s = spec(200, "VM", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let first = first_pass(&s, &view(200, GuestType::Vm));
     // One second of jitter between "now" and the uptime read: the start time holds.
     let GuestView::Found(mut later) = view(200, GuestType::Vm) else {
         unreachable!()
     };
     later.uptime = Some(3600 + 61);
-    let second = pass(&s, &first.outcome.status, &mem, 60).run(&GuestView::Found(later), &TaskView::None);
+    let second = pass_after(&s, &first, 60, &GuestView::Found(later));
     assert_eq!(second.outcome.status, first.outcome.status);
     assert!(second.outcome.events.is_empty());
     // After a resync interval the last-seen time is refreshed once.
-    let third = pass(&s, &first.outcome.status, &mem, 300).run(&view(200, GuestType::Vm), &TaskView::None);
+    let third = pass_after(&s, &first, 300, &view(200, GuestType::Vm));
     assert_eq!(third.outcome.status.last_seen_time, Some(at(300)));
 }
 
 #[test]
 fn plan_migrated_guest_updates_node_with_an_event() {
     let s = spec(200, "VM", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
-    let moved = pass(&s, &first.outcome.status, &mem, 60).run(&migrated(200, GuestType::Vm), &TaskView::None);
+    let first = first_pass(&s, &view(200, GuestType::Vm));
+    let moved = pass_after(&s, &first, 60, &migrated(200, GuestType::Vm));
     assert_eq!(moved.outcome.status.node.as_deref(), Some("pve2"));
     assert_eq!(events(&moved), [("Normal", "GuestMigrated")]);
     assert_eq!(
@@ -166,10 +180,8 @@ fn plan_migrated_guest_updates_node_with_an_event() {
 #[test]
 fn plan_unmanaged_guest_going_down_is_reported_but_left_alone() {
     let s = spec(201, "LXC", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(201, GuestType::Lxc), &TaskView::None);
-    let down = pass(&s, &first.outcome.status, &mem, 60).run(&migrated(201, GuestType::Lxc), &TaskView::None);
+    let first = first_pass(&s, &view(201, GuestType::Lxc));
+    let down = pass_after(&s, &first, 60, &migrated(201, GuestType::Lxc));
     assert_eq!(
         events(&down),
         [("Warning", "GuestDown"), ("Warning", "Unhealthy")]
@@ -272,9 +284,7 @@ fn plan_stopped_guest_with_desired_running_starts_it_and_records_the_upid() {
 #[test]
 fn plan_locked_guest_waits_instead_of_fighting_the_backup() {
     let s = spec(202, "VM", "powerState: Running\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(202, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(202, GuestType::Vm));
     assert_eq!(p.action, None);
     let c = cond(&p.outcome.status, "PowerStateInSync");
     assert_eq!(summary(c), (ConditionStatus::False, "GuestLocked"));
@@ -343,9 +353,7 @@ fn plan_failed_power_task_is_reported_once() {
 #[test]
 fn plan_desired_stopped_shuts_a_running_guest_down() {
     let s = spec(200, "VM", "powerState: Stopped\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(200, GuestType::Vm));
     assert_eq!(p.action.map(|a| a.0), Some(PowerAction::Shutdown));
 }
 
@@ -398,9 +406,7 @@ fn plan_missing_guest_is_flagged_and_never_acted_on() {
 #[test]
 fn plan_guest_on_offline_node_is_unknown_and_not_acted_on() {
     let s = spec(203, "VM", "powerState: Running\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(203, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(203, GuestType::Vm));
     assert_eq!(p.outcome.status.power_state, Some(PowerState::Unknown));
     assert_eq!(
         summary(cond(&p.outcome.status, "PowerStateInSync")),
@@ -412,9 +418,7 @@ fn plan_guest_on_offline_node_is_unknown_and_not_acted_on() {
 #[test]
 fn plan_wrong_guest_type_and_template_are_explained() {
     let s = spec(200, "LXC", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Lxc), &TaskView::None);
+    let p = first_pass(&s, &view(200, GuestType::Lxc));
     let c = cond(&p.outcome.status, "Found");
     assert_eq!(summary(c), (ConditionStatus::False, "TypeMismatch"));
     assert!(
@@ -424,7 +428,7 @@ fn plan_wrong_guest_type_and_template_are_explained() {
     );
 
     let t = spec(9000, "VM", "powerState: Running\n");
-    let p = pass(&t, &prev, &mem, 0).run(&view(9000, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&t, &view(9000, GuestType::Vm));
     assert_eq!(p.action, None);
     assert_eq!(
         summary(cond(&p.outcome.status, "PowerStateInSync")),
@@ -435,14 +439,12 @@ fn plan_wrong_guest_type_and_template_are_explained() {
 #[test]
 fn plan_unreachable_cluster_keeps_last_node_and_says_why() {
     let s = spec(200, "VM", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let first = first_pass(&s, &view(200, GuestType::Vm));
     let down = GuestView::Unavailable(Unavailable {
         reason: "Unreachable".into(),
         message: "cannot connect to any endpoint".into(),
     });
-    let p = pass(&s, &first.outcome.status, &mem, 60).run(&down, &TaskView::None);
+    let p = pass_after(&s, &first, 60, &down);
     let st = &p.outcome.status;
     assert_eq!(st.node.as_deref(), Some("pve1"));
     assert_eq!(st.power_state, Some(PowerState::Unknown));
