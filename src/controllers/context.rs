@@ -2,11 +2,10 @@
 //! and the operator's dependencies `D` (the Proxmox client cache, the chunk store handle).
 
 use std::{
-    collections::HashMap,
     fmt,
     future::Future,
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -19,7 +18,11 @@ use kube::{
     },
 };
 
-use super::{backoff::BackoffTracker, error::Error, shared::ProxmoxDeps};
+use super::{
+    backoff::BackoffTracker,
+    error::Error,
+    shared::{MemoryMap, ProxmoxDeps},
+};
 use crate::crd::{ProxmoxCluster, Service};
 use crate::metrics::Metrics;
 
@@ -218,13 +221,14 @@ pub(crate) fn truncate_note(mut note: String) -> String {
 /// rotating the token builds a new client and drops the old one.
 #[derive(Debug)]
 pub struct ClientCache<V> {
-    entries: Mutex<HashMap<String, (String, V)>>,
+    /// Owner -> (version, value).
+    entries: MemoryMap<(String, V)>,
 }
 
 impl<V> Default for ClientCache<V> {
     fn default() -> Self {
         Self {
-            entries: Mutex::default(),
+            entries: MemoryMap::default(),
         }
     }
 }
@@ -232,7 +236,8 @@ impl<V> Default for ClientCache<V> {
 impl<V: Clone> ClientCache<V> {
     /// The cached value of `owner` if it was built from `version`.
     pub fn get(&self, owner: &str, version: &str) -> Option<V> {
-        self.lock()
+        self.entries
+            .lock()
             .get(owner)
             .filter(|(v, _)| v == version)
             .map(|(_, value)| value.clone())
@@ -249,34 +254,30 @@ impl<V: Clone> ClientCache<V> {
             return Ok(v);
         }
         let value = build().await?;
-        self.lock()
+        self.entries
+            .lock()
             .insert(owner.to_owned(), (version.to_owned(), value.clone()));
         Ok(value)
     }
 
     /// Drops the value of `owner` (its object was deleted).
     pub fn remove(&self, owner: &str) {
-        self.lock().remove(owner);
+        self.entries.remove(owner);
     }
 
     /// Keeps only the values whose owner passes `keep` (drops those of deleted objects).
-    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
-        self.lock().retain(|owner, _| keep(owner));
+    pub fn retain(&self, keep: impl FnMut(&str) -> bool) {
+        self.entries.retain(keep);
     }
 
     /// Number of cached values.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.entries.len()
     }
 
     /// True if nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, V)>> {
-        // Every operation is a single map call, so a panic elsewhere cannot leave it half-updated.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        self.entries.is_empty()
     }
 }
 

@@ -16,7 +16,8 @@ use jiff::Timestamp;
 
 use super::context::ClientCache;
 use super::service::health::HealthEnv;
-use crate::crd::conditions::{Condition, ConditionStatus, find_condition, set_condition};
+use super::status::{DesiredCondition, set_condition};
+use crate::crd::conditions::{Condition, ConditionStatus, find_condition};
 use crate::proxmox::{ClientMetrics, PveClient};
 
 /// An Event a reconcile pass wants published (on transitions only).
@@ -124,7 +125,9 @@ pub fn update_condition(
     let before = find_condition(previous, type_).cloned();
     set_condition(
         conditions,
-        Condition::new(type_, status, reason, message, generation, now),
+        &DesiredCondition::new(type_, status, reason, message),
+        generation,
+        now,
     );
     let changed = before
         .as_ref()
@@ -143,21 +146,25 @@ pub struct ServiceMemory {
     pub power_failure: Option<(Timestamp, String)>,
 }
 
-/// Per-object memory, keyed by object UID.
-#[derive(Debug, Default)]
+/// Per-object memory, keyed by object UID (or another owner key); also the storage of
+/// [`ClientCache`](super::context::ClientCache).
+#[derive(Debug)]
 pub struct MemoryMap<V> {
     entries: Mutex<HashMap<String, V>>,
 }
 
-impl<V: Clone + Default> MemoryMap<V> {
-    /// The memory of `uid` (default when none).
-    pub fn get(&self, uid: &str) -> V {
-        self.lock().get(uid).cloned().unwrap_or_default()
+impl<V> Default for MemoryMap<V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
     }
+}
 
-    /// Replaces the memory of `uid`.
-    pub fn set(&self, uid: &str, value: V) {
-        self.lock().insert(uid.to_owned(), value);
+impl<V> MemoryMap<V> {
+    /// Forgets `uid` (its object was deleted).
+    pub fn remove(&self, uid: &str) {
+        self.lock().remove(uid);
     }
 
     /// Keeps only the entries whose UID passes `keep` (drops deleted objects).
@@ -175,9 +182,21 @@ impl<V: Clone + Default> MemoryMap<V> {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, V>> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<String, V>> {
         // Each operation is one map call: a panic elsewhere cannot leave the map half-updated.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<V: Clone + Default> MemoryMap<V> {
+    /// The memory of `uid` (default when none).
+    pub fn get(&self, uid: &str) -> V {
+        self.lock().get(uid).cloned().unwrap_or_default()
+    }
+
+    /// Replaces the memory of `uid`.
+    pub fn set(&self, uid: &str, value: V) {
+        self.lock().insert(uid.to_owned(), value);
     }
 }
 

@@ -3,7 +3,7 @@
 //! `lastTransitionTime` unless the status flips, so an unchanged world writes an unchanged status
 //! (no reconcile loops from timestamps).
 
-use std::fmt::{self, Debug};
+use std::fmt::Debug;
 
 use jiff::Timestamp;
 use k8s_openapi::{
@@ -27,32 +27,35 @@ where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     S: Serialize + Debug,
 {
-    let kind = K::kind(&()).into_owned();
+    let (namespace, name) = keys(obj)?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = status_patch_body::<K, S>(status);
+    let params = PatchParams::apply(ctx.field_manager()).force();
+    api.patch_status(&name, &params, &Patch::Apply(body))
+        .await
+        .map_err(|source| Error::PatchStatus {
+            kind: K::kind(&()).into_owned(),
+            namespace,
+            name,
+            source,
+        })
+}
+
+/// The namespace and name of a stored object.
+// The controllers' Error keeps kube::Error inline (the runtime's choice); this is not a hot path.
+#[allow(clippy::result_large_err)]
+pub fn keys<K: Resource<DynamicType = ()>>(obj: &K) -> Result<(String, String), Error> {
     let missing = |field| Error::MissingObjectKey {
-        kind: kind.clone(),
+        kind: K::kind(&()).into_owned(),
         field,
     };
     let namespace = obj
         .meta()
         .namespace
-        .as_deref()
+        .clone()
         .ok_or_else(|| missing("metadata.namespace"))?;
-    let name = obj
-        .meta()
-        .name
-        .as_deref()
-        .ok_or_else(|| missing("metadata.name"))?;
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let body = status_patch_body::<K, S>(status);
-    let params = PatchParams::apply(ctx.field_manager()).force();
-    api.patch_status(name, &params, &Patch::Apply(body))
-        .await
-        .map_err(|source| Error::PatchStatus {
-            kind,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            source,
-        })
+    let name = obj.meta().name.clone().ok_or_else(|| missing("metadata.name"))?;
+    Ok((namespace, name))
 }
 
 /// The apply body of a status patch: `{apiVersion, kind, status}`.
@@ -64,39 +67,9 @@ pub fn status_patch_body<K: Resource<DynamicType = ()>, S: Serialize>(status: &S
     })
 }
 
-/// Status of a condition (`True`, `False`, `Unknown`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConditionStatus {
-    /// The condition holds.
-    True,
-    /// The condition does not hold.
-    False,
-    /// The controller cannot tell.
-    Unknown,
-}
-
-impl ConditionStatus {
-    /// The API string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::True => "True",
-            Self::False => "False",
-            Self::Unknown => "Unknown",
-        }
-    }
-}
-
-impl From<bool> for ConditionStatus {
-    fn from(b: bool) -> Self {
-        if b { Self::True } else { Self::False }
-    }
-}
-
-impl fmt::Display for ConditionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Status of a condition (`True`, `False`, `Unknown`): the CRDs' own type, so the generic
+/// helpers and the CRD conditions share one.
+pub use crate::crd::conditions::ConditionStatus;
 
 /// The condition a controller observed in this reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +156,41 @@ impl StatusCondition for Condition {
             observed_generation,
             last_transition_time: Time(last_transition_time),
         }
+    }
+}
+
+impl StatusCondition for crate::crd::conditions::Condition {
+    fn condition_type(&self) -> &str {
+        &self.type_
+    }
+    fn condition_status(&self) -> &str {
+        self.status.as_str()
+    }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+    fn last_transition_time(&self) -> Option<Timestamp> {
+        Some(self.last_transition_time)
+    }
+    fn build(
+        desired: &DesiredCondition,
+        observed_generation: Option<i64>,
+        last_transition_time: Timestamp,
+    ) -> Self {
+        Self::new(
+            &desired.type_,
+            desired.status,
+            &desired.reason,
+            &desired.message,
+            observed_generation,
+            last_transition_time,
+        )
     }
 }
 
@@ -350,6 +358,91 @@ mod tests {
         assert_eq!(ready.last_transition_time.0, t(JAN1));
         assert_eq!(find_condition(&c, "Connected").unwrap().status, "Unknown");
         assert!(find_condition(&c, "Quorate").is_none());
+    }
+
+    /// The CRDs' condition type through the same helper.
+    mod crd_condition {
+        use super::*;
+        use crate::crd::conditions::{Condition as CrdCondition, READY};
+
+        fn at(secs: i64) -> Timestamp {
+            Timestamp::from_second(secs).unwrap()
+        }
+
+        fn connected(status: ConditionStatus, reason: &str) -> DesiredCondition {
+            DesiredCondition::new(READY, status, reason, format!("{reason} happened"))
+        }
+
+        fn conditions() -> Vec<CrdCondition> {
+            let mut c = Vec::new();
+            set_condition(
+                &mut c,
+                &connected(ConditionStatus::True, "Connected"),
+                Some(3),
+                at(100),
+            );
+            c
+        }
+
+        #[test]
+        fn set_condition_same_status_keeps_transition_time_and_updates_message() {
+            let mut c = conditions();
+            let tr = set_condition(
+                &mut c,
+                &connected(ConditionStatus::True, "StillConnected"),
+                Some(3),
+                at(200),
+            );
+            assert_eq!(tr, Transition::Updated);
+            assert_eq!(c.len(), 1);
+            assert_eq!(c[0].last_transition_time, at(100));
+            assert_eq!(c[0].reason, "StillConnected");
+            assert_eq!(c[0].message, "StillConnected happened");
+        }
+
+        #[test]
+        fn set_condition_status_flip_moves_transition_time() {
+            let mut c = conditions();
+            let tr = set_condition(
+                &mut c,
+                &connected(ConditionStatus::False, "Unreachable"),
+                Some(3),
+                at(200),
+            );
+            assert!(tr.is_flip());
+            assert_eq!(c[0].last_transition_time, at(200));
+            assert_eq!(c[0].status, ConditionStatus::False);
+        }
+
+        #[test]
+        fn set_condition_new_type_is_appended_and_reported_as_transition() {
+            let mut c = conditions();
+            let quorate = DesiredCondition::new("Quorate", ConditionStatus::Unknown, "NotChecked", "");
+            let tr = set_condition(&mut c, &quorate, None, at(150));
+            assert_eq!(
+                tr,
+                Transition::Flipped {
+                    from: None,
+                    to: ConditionStatus::Unknown
+                }
+            );
+            assert_eq!(c.len(), 2);
+            assert_eq!(
+                c[1],
+                CrdCondition::new(
+                    "Quorate",
+                    ConditionStatus::Unknown,
+                    "NotChecked",
+                    "",
+                    None,
+                    at(150)
+                )
+            );
+            assert_eq!(
+                find_condition(&c, READY).map(|r| r.last_transition_time),
+                Some(at(100))
+            );
+        }
     }
 
     #[test]

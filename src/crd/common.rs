@@ -15,6 +15,8 @@ pub const CRON_PATTERN: &str =
     r"^(@(yearly|annually|monthly|weekly|daily|hourly)|[0-9A-Za-z*?,/#-]+( +[0-9A-Za-z*?,/#-]+){4})$";
 /// Shape of an IANA time zone name (`UTC`, `Europe/Berlin`, `America/Argentina/Salta`).
 pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
+/// A lowercase name of a list entry (an RFC 1123 DNS label: health checks, backup servers).
+pub const ENTRY_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A Proxmox VE node name (DNS label).
 pub const NODE_PATTERN: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$";
 /// A Proxmox VE storage ID (`local-lvm`, `pbs-main`, `nfs.backup`).

@@ -1,9 +1,9 @@
-//! The standard Kubernetes condition shape shared by every kind, and helpers that keep
-//! `lastTransitionTime` stable unless the condition's status really flips.
+//! The standard Kubernetes condition shape shared by every kind, and lookups.
 //!
-//! Controllers build the full status each pass and call [`set_condition`]; because the
-//! transition time only moves on a flip, writing the same observation twice yields the same
-//! status (no reconcile loops from ever-changing timestamps).
+//! Controllers build the full status each pass and set conditions with
+//! `controllers::status::set_condition`, which keeps `lastTransitionTime` unless the status
+//! really flips: writing the same observation twice yields the same status (no reconcile loops
+//! from ever-changing timestamps).
 
 use jiff::Timestamp;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -52,9 +52,26 @@ pub enum ConditionStatus {
 }
 
 impl ConditionStatus {
+    /// The API string (`True`, `False`, `Unknown`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
     /// `True` for `true`, `False` for `false`.
-    pub fn from_bool(value: bool) -> Self {
+    fn from(value: bool) -> Self {
         if value { Self::True } else { Self::False }
+    }
+}
+
+impl std::fmt::Display for ConditionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -98,33 +115,6 @@ pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// Sets `new` in `conditions`, replacing the condition of the same type.
-///
-/// The existing `lastTransitionTime` is kept when the status did not change (only reason,
-/// message and observedGeneration are updated), so repeating an observation is a no-op.
-/// Returns whether the status flipped (or the condition is new): the moment to emit an Event.
-pub fn set_condition(conditions: &mut Vec<Condition>, new: Condition) -> bool {
-    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
-        Some(existing) => {
-            let flipped = existing.status != new.status;
-            let last_transition_time = if flipped {
-                new.last_transition_time
-            } else {
-                existing.last_transition_time
-            };
-            *existing = Condition {
-                last_transition_time,
-                ..new
-            };
-            flipped
-        }
-        None => {
-            conditions.push(new);
-            true
-        }
-    }
-}
-
 /// The condition of type `type_`, if present.
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -155,49 +145,24 @@ mod tests {
     }
 
     #[test]
-    fn set_condition_same_status_keeps_transition_time_and_updates_message() {
-        let mut conditions = vec![cond(ConditionStatus::True, "Connected", at(100))];
-        let flipped = set_condition(
-            &mut conditions,
-            cond(ConditionStatus::True, "StillConnected", at(200)),
-        );
-        assert!(!flipped);
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, at(100));
-        assert_eq!(conditions[0].reason, "StillConnected");
-        assert_eq!(conditions[0].message, "StillConnected happened");
-    }
-
-    #[test]
-    fn set_condition_status_flip_moves_transition_time() {
-        let mut conditions = vec![cond(ConditionStatus::True, "Connected", at(100))];
-        let flipped = set_condition(
-            &mut conditions,
-            cond(ConditionStatus::False, "Unreachable", at(200)),
-        );
-        assert!(flipped);
-        assert_eq!(conditions[0].last_transition_time, at(200));
-        assert_eq!(conditions[0].status, ConditionStatus::False);
-    }
-
-    #[test]
-    fn set_condition_new_type_is_appended_and_reported_as_transition() {
-        let mut conditions = vec![cond(ConditionStatus::True, "Connected", at(100))];
-        let other = Condition::new(
-            "Quorate",
-            ConditionStatus::Unknown,
-            "NotChecked",
-            "",
-            None,
-            at(150),
-        );
-        assert!(set_condition(&mut conditions, other));
-        assert_eq!(conditions.len(), 2);
+    fn condition_lookups_find_check_and_remove_by_type() {
+        let mut conditions = vec![
+            cond(ConditionStatus::True, "Connected", at(100)),
+            Condition::new(
+                "Quorate",
+                ConditionStatus::Unknown,
+                "NotChecked",
+                "",
+                None,
+                at(150),
+            ),
+        ];
         assert!(is_condition_true(&conditions, READY));
         assert!(!is_condition_true(&conditions, "Quorate"));
         assert!(remove_condition(&mut conditions, "Quorate"));
         assert!(!remove_condition(&mut conditions, "Quorate"));
         assert!(find_condition(&conditions, "Quorate").is_none());
+        assert_eq!(conditions.len(), 1);
     }
 
     #[test]
@@ -228,6 +193,7 @@ mod tests {
         let c: Condition = serde_json::from_value(json).unwrap();
         assert_eq!(c.last_transition_time.to_string(), "2024-05-01T10:00:00Z");
         assert_eq!(c.observed_generation, None);
-        assert_eq!(ConditionStatus::from_bool(true), ConditionStatus::True);
+        assert_eq!(ConditionStatus::from(true), ConditionStatus::True);
+        assert_eq!(ConditionStatus::Unknown.to_string(), "Unknown");
     }
 }

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cel::rule;
+use super::common::ENTRY_NAME_PATTERN;
 use super::validation::Errors;
 
 /// Default `intervalSeconds` of a health check.
@@ -57,10 +58,7 @@ impl HealthCheckType {
 )]
 pub struct HealthCheck {
     /// Name of the check, unique within the list (reported in status), e.g. `web`.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = ENTRY_NAME_PATTERN))]
     pub name: String,
     /// How to probe: `GuestRunning`, `GuestAgent`, `Exec`, `TCP` or `HTTP`.
     #[serde(rename = "type")]

@@ -7,10 +7,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cel::{at_most_one_of, rule};
-use super::common::{STORAGE_PATTERN, is_false};
+use super::common::{ENTRY_NAME_PATTERN, STORAGE_PATTERN, is_false};
 use super::conditions::Condition;
 use super::network::NetworkPlan;
-use super::refs::{ConfigMapKeySelector, SecretKeySelector, SecretReference};
+use super::refs::{SecretKeySelector, SecretReference};
 use super::validation::{Errors, InvalidSpec, Validate};
 
 /// Condition type: an endpoint answered and the credentials were accepted.
@@ -85,8 +85,8 @@ pub struct ProxmoxClusterSpec {
     /// `username` (`user@realm`) and `password`.
     pub credentials_secret_ref: SecretReference,
     /// How to trust the endpoints' TLS certificates. Set at most one of `fingerprint`,
-    /// `caSecretRef`, `caConfigMapRef`, `caPem` or `insecureSkipVerify`; with none, the
-    /// system's root CAs are used (right for certificates from a public CA).
+    /// `caSecretRef`, `caPem` or `insecureSkipVerify`; with none, the system's root CAs are
+    /// used (right for certificates from a public CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     /// Proxmox Backup Servers the operator reads directly (verification state, datastore
@@ -141,9 +141,9 @@ pub struct Endpoint {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = rule(
     format!("{} && !(has(self.insecureSkipVerify) && self.insecureSkipVerify && {})",
-        at_most_one_of(&["fingerprint", "caSecretRef", "caConfigMapRef", "caPem"]),
-        "(has(self.fingerprint) || has(self.caSecretRef) || has(self.caConfigMapRef) || has(self.caPem))"),
-    "set at most one of fingerprint, caSecretRef, caConfigMapRef, caPem or insecureSkipVerify"
+        at_most_one_of(&["fingerprint", "caSecretRef", "caPem"]),
+        "(has(self.fingerprint) || has(self.caSecretRef) || has(self.caPem))"),
+    "set at most one of fingerprint, caSecretRef, caPem or insecureSkipVerify"
 ))]
 pub struct TlsConfig {
     /// SHA-256 fingerprint of the server certificate, `AA:BB:...` (as shown under
@@ -152,11 +152,10 @@ pub struct TlsConfig {
     #[schemars(length(max = 95), regex(pattern = FINGERPRINT_PATTERN))]
     pub fingerprint: Option<String>,
     /// A PEM CA bundle in a Secret key (same namespace), e.g. `{name: pve-ca, key: ca.crt}`.
+    /// A CA bundle is not secret, but it goes into a Secret (or `caPem`): the operator may
+    /// read Secrets and is deliberately given no access to ConfigMaps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeySelector>,
-    /// A PEM CA bundle in a ConfigMap key (same namespace).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_config_map_ref: Option<ConfigMapKeySelector>,
     /// A PEM CA bundle inline (`-----BEGIN CERTIFICATE-----...`), e.g. `/etc/pve/pve-root-ca.pem`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536), regex(pattern = r"-----BEGIN CERTIFICATE-----"))]
@@ -176,8 +175,6 @@ pub enum TlsTrust<'a> {
     Fingerprint(&'a str),
     /// CA bundle from a Secret key.
     CaSecret(&'a SecretKeySelector),
-    /// CA bundle from a ConfigMap key.
-    CaConfigMap(&'a ConfigMapKeySelector),
     /// Inline CA bundle.
     CaPem(&'a str),
     /// Accept any certificate.
@@ -193,9 +190,6 @@ impl TlsConfig {
         }
         if let Some(r) = &self.ca_secret_ref {
             set.push(("caSecretRef", TlsTrust::CaSecret(r)));
-        }
-        if let Some(r) = &self.ca_config_map_ref {
-            set.push(("caConfigMapRef", TlsTrust::CaConfigMap(r)));
         }
         if let Some(p) = &self.ca_pem {
             set.push(("caPem", TlsTrust::CaPem(p)));
@@ -219,10 +213,7 @@ impl TlsConfig {
 #[serde(rename_all = "camelCase")]
 pub struct BackupServer {
     /// Name of this entry, unique in the list, e.g. `pbs`.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = ENTRY_NAME_PATTERN))]
     pub name: String,
     /// PBS API URL, e.g. `https://pbs.home.lan:8007`.
     #[schemars(length(min = 8, max = 256), regex(pattern = ENDPOINT_URL_PATTERN))]

@@ -1,6 +1,7 @@
 //! References from one object to another. All references are namespace-local: an object can
-//! only point at Secrets, ConfigMaps and autopilot resources in its own namespace, so granting
-//! someone a namespace never hands them another namespace's credentials.
+//! only point at Secrets and autopilot resources in its own namespace, so granting someone a
+//! namespace never hands them another namespace's credentials. There is deliberately no
+//! ConfigMap reference: the chart grants the operator no access to ConfigMaps.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_NAME_LEN: u32 = 253;
 /// Shape of a Kubernetes object name (DNS subdomain, RFC 1123).
 pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// Shape of a key in a Secret or ConfigMap.
+/// Shape of a key in a Secret.
 pub const KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 
 /// A reference to another object in the same namespace, by name.
@@ -53,18 +54,6 @@ pub struct SecretKeySelector {
     #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub name: String,
     /// Key inside the Secret, e.g. `ca.crt`.
-    #[schemars(length(min = 1, max = 253), regex(pattern = KEY_PATTERN))]
-    pub key: String,
-}
-
-/// One key of a ConfigMap in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfigMapKeySelector {
-    /// Name of the ConfigMap, in the same namespace as this resource.
-    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
-    pub name: String,
-    /// Key inside the ConfigMap, e.g. `ca.crt`.
     #[schemars(length(min = 1, max = 253), regex(pattern = KEY_PATTERN))]
     pub key: String,
 }

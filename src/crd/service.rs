@@ -15,7 +15,8 @@ use super::validation::{Errors, InvalidSpec, Validate};
 
 /// Condition type: the guest exists in the cluster.
 pub const CONDITION_FOUND: &str = "Found";
-/// Condition type: every health check passes.
+/// Condition type: the guest runs and every health check passes (`False`, reason
+/// `GuestNotRunning`, while it is stopped, paused or missing).
 pub const CONDITION_HEALTHY: &str = "Healthy";
 /// Condition type: the guest is in `spec.powerState` (only when it is not `Unmanaged`).
 pub const CONDITION_POWER_STATE_IN_SYNC: &str = "PowerStateInSync";
@@ -99,8 +100,10 @@ pub struct ServiceSpec {
     /// tests that pick services at random pick critical ones more often.
     #[serde(default)]
     pub criticality: Criticality,
-    /// Health checks run on their interval; `status.conditions[Healthy]` reports the first
-    /// failing check. At most 16, names unique.
+    /// Health checks run on their interval while the guest runs; `status.conditions[Healthy]`
+    /// reports the first failing check. While the guest is stopped, paused or missing no check
+    /// runs and `Healthy` is `False` with reason `GuestNotRunning`; the first pass that sees it
+    /// running runs them all. At most 16, names unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "super::health::health_checks_schema")]
     pub health_checks: Vec<HealthCheck>,
@@ -153,6 +156,10 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Found`, `Healthy` and (when `powerState` is managed) `PowerStateInSync`.
+    /// `Healthy` is `False` with reason `GuestNotRunning` whenever the guest is known not to
+    /// run (stopped, paused, missing): a guest that does not run is never reported healthy.
+    /// `Unknown` means the operator cannot tell yet (no check result so far). `Ready` needs all
+    /// of them, except `Healthy` for a guest kept stopped by `powerState: Stopped`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "super::conditions::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -173,7 +180,7 @@ pub struct ServiceStatus {
     /// once per resync, so a missing guest shows when it disappeared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_time: Option<Timestamp>,
-    /// Latest result of each health check.
+    /// Latest result of each health check (kept from before while the guest does not run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheckResult>,
     /// UPID of the start or shutdown task the operator started to reach `spec.powerState`,

@@ -86,15 +86,16 @@ async fn migration(d: &mut Demo) -> anyhow::Result<()> {
 async fn stopped_and_restarted(d: &mut Demo) -> anyhow::Result<()> {
     d.advance(Duration::from_secs(5 * 60));
     d.heading("4. A stopped guest is started again");
-    d.say("nextcloud is stopped by hand. Its Service says `powerState: Running`, so the operator starts");
-    d.say("it: it records the start task's UPID in status, and looks at the task again on the next pass.");
+    d.say("nextcloud is stopped by hand. A stopped guest is not healthy (reason GuestNotRunning) and its");
+    d.say("checks wait. Its Service says `powerState: Running`, so the operator starts it: it records the");
+    d.say("start task's UPID in status, and looks at the task again on the next pass.");
     let task = d
         .admin
         .stop_guest(&nextcloud_on("pve2")?, &StopOptions::default())
         .await?;
     d.wait(&task).await?;
     d.services_pass_and_show().await;
-    d.say("\nThe start task finishes; the next pass sees the guest running:");
+    d.say("\nThe start task finishes; the next pass sees the guest running and runs every check at once:");
     d.wait_pending().await?;
     d.services_pass().await;
     d.new_events();

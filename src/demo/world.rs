@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use serde_json::Value;
 
-use crate::controllers::proxmox_cluster::resolve::{CaRef, REASON_CA_NOT_FOUND, SecretData, Unresolved};
+use crate::controllers::proxmox_cluster::resolve::{SecretData, Unresolved};
 use crate::controllers::proxmox_cluster::{self, CaBundle, ClusterInputs};
 use crate::controllers::service::{self, ClusterAccess, ServiceRefs};
 use crate::controllers::shared::{PlannedEvent, ProxmoxDeps};
@@ -182,25 +182,15 @@ impl World {
     }
 
     fn ca_for(&self, cluster: &ProxmoxCluster) -> Option<Result<CaBundle, Unresolved>> {
-        Some(match proxmox_cluster::resolve::ca_ref(&cluster.spec)? {
-            CaRef::Secret { name, key } => self
-                .secrets
-                .get(name)
-                .and_then(|s| Some((s.data.get(key)?, s.version)))
-                .and_then(|(pem, v)| {
-                    Some(CaBundle {
-                        pem: String::from_utf8(pem.clone()).ok()?,
-                        version: v.to_string(),
-                    })
-                })
-                .ok_or_else(|| {
-                    Unresolved::new(REASON_CA_NOT_FOUND, format!("Secret {name:?} has no key {key}"))
-                }),
-            CaRef::ConfigMap { name, .. } => Err(Unresolved::new(
-                REASON_CA_NOT_FOUND,
-                format!("the demo has no ConfigMap {name:?}; use caSecretRef or caPem"),
-            )),
-        })
+        let selector = proxmox_cluster::resolve::ca_secret(&cluster.spec)?;
+        let found = self
+            .secrets
+            .get(&selector.name)
+            .map(|s| (&s.data, s.version.to_string()));
+        Some(proxmox_cluster::resolve::ca_bundle(
+            selector,
+            found.as_ref().map(|(data, v)| (*data, v.as_str())),
+        ))
     }
 
     /// What a driver reads for `cluster`: its Secret and CA bundle.
@@ -250,13 +240,7 @@ impl World {
                 let access = self.access(svc).await;
                 let uid = svc.uid().unwrap_or_default();
                 let previous = svc.status.clone().unwrap_or_default();
-                let refs = ServiceRefs {
-                    uid: &uid,
-                    generation: svc.metadata.generation,
-                    spec: &svc.spec,
-                    status: &previous,
-                    cluster: &access,
-                };
+                let refs = ServiceRefs::of(svc, &uid, &previous, &access);
                 service::reconcile_core(&self.deps, refs, now).await
             };
             let object = format!("service/{}", self.services[i].name_any());

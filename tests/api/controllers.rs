@@ -7,7 +7,7 @@ use homelab_autopilot::crd::proxmox_cluster::ProxmoxClusterStatus;
 use homelab_autopilot::proxmox::ClientMetrics;
 use prometheus::Encoder;
 
-use crate::controllers_common::{CLUSTER_UID, Lab, at, cond, event_reasons};
+use crate::controllers_common::{CLUSTER_UID, Lab, at, cond, event_reasons, summary};
 
 #[tokio::test]
 async fn cluster_connect_reports_version_quorum_nodes_and_storages() {
@@ -16,10 +16,7 @@ async fn cluster_connect_reports_version_quorum_nodes_and_storages() {
     let st = &plan.outcome.status;
     assert!(plan.connected);
     let c = cond(&st.conditions, "Connected");
-    assert_eq!(
-        (c.status, c.reason.as_str()),
-        (ConditionStatus::True, "Connected")
-    );
+    assert_eq!(summary(c), (ConditionStatus::True, "Connected"));
     assert_eq!(cond(&st.conditions, "Quorate").status, ConditionStatus::True);
     assert_eq!(cond(&st.conditions, "Ready").status, ConditionStatus::True);
     assert_eq!(st.endpoint.as_deref(), Some(lab.sim.url()));
@@ -65,10 +62,7 @@ async fn cluster_wrong_token_reports_authentication_failed_without_the_secret() 
     let plan = lab.cluster_pass(&ProxmoxClusterStatus::default(), at(0)).await;
     assert!(!plan.connected);
     let c = cond(&plan.outcome.status.conditions, "Connected");
-    assert_eq!(
-        (c.status, c.reason.as_str()),
-        (ConditionStatus::False, "AuthenticationFailed")
-    );
+    assert_eq!(summary(c), (ConditionStatus::False, "AuthenticationFailed"));
     assert!(c.message.contains("Secret \"pve-api-token\""), "{}", c.message);
     assert_eq!(event_reasons(&plan.outcome), ["AuthenticationFailed"]);
     let everything = format!(
@@ -106,10 +100,7 @@ async fn cluster_wrong_fingerprint_reports_tls_mismatch_with_the_presented_one()
         .cluster_pass_with(&spec, &ProxmoxClusterStatus::default(), true, at(0))
         .await;
     let c = cond(&plan.outcome.status.conditions, "Connected");
-    assert_eq!(
-        (c.status, c.reason.as_str()),
-        (ConditionStatus::False, "TlsMismatch")
-    );
+    assert_eq!(summary(c), (ConditionStatus::False, "TlsMismatch"));
     let fix = format!("set spec.tls.fingerprint to \"{}\"", lab.sim.fingerprint());
     assert!(c.message.contains(&fix), "{}", c.message);
     assert!(c.message.contains(&pinned), "{}", c.message);

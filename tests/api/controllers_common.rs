@@ -11,12 +11,15 @@ use homelab_autopilot::controllers::proxmox_cluster::{self, ClusterRefs};
 use homelab_autopilot::controllers::service::observe::Unavailable;
 use homelab_autopilot::controllers::service::{self, ClusterAccess, ServiceRefs};
 use homelab_autopilot::controllers::shared::{Outcome, ProxmoxDeps, Tuning};
-use homelab_autopilot::crd::conditions::{Condition, find_condition};
+use homelab_autopilot::crd::conditions::{Condition, ConditionStatus, find_condition};
 use homelab_autopilot::crd::proxmox_cluster::ProxmoxClusterStatus;
 use homelab_autopilot::crd::{ProxmoxClusterSpec, ServiceSpec, ServiceStatus};
 use homelab_autopilot::demo::sim_seed;
+use homelab_autopilot::proxmox::api::StopOptions;
 use homelab_autopilot::proxmox::sim::{SimConfig, SimHandle, Simulator};
-use homelab_autopilot::proxmox::{ClientConfig, Credentials, Endpoint, PveClient, Secret, TlsVerify};
+use homelab_autopilot::proxmox::{
+    ClientConfig, Credentials, Endpoint, GuestRef, PveClient, Secret, TlsVerify,
+};
 use jiff::Timestamp;
 
 use crate::pvesim_common::schema_path;
@@ -42,6 +45,11 @@ pub fn at(secs: i64) -> Timestamp {
 
 pub fn cond<'a>(conditions: &'a [Condition], t: &str) -> &'a Condition {
     find_condition(conditions, t).unwrap_or_else(|| panic!("no {t} in {conditions:#?}"))
+}
+
+/// Status and reason of a condition, to compare in one assertion.
+pub fn summary(c: &Condition) -> (ConditionStatus, &str) {
+    (c.status, c.reason.as_str())
 }
 
 pub fn event_reasons<S>(o: &Outcome<S>) -> Vec<&str> {
@@ -183,6 +191,12 @@ impl Lab {
         self.service_pass_with(uid, spec, previous, &access, now).await
     }
 
+    /// The first Service pass (no stored status) at t=0 against the lab's cluster.
+    pub async fn first_service_pass(&self, uid: &str, spec: &ServiceSpec) -> Outcome<ServiceStatus> {
+        self.service_pass(uid, spec, &ServiceStatus::default(), at(0))
+            .await
+    }
+
     /// Waits for a PVE task of the simulator.
     pub async fn wait_task(&self, upid: &str) {
         let task = self
@@ -191,6 +205,22 @@ impl Lab {
             .await
             .unwrap_or_else(|| panic!("task {upid} did not end"));
         assert!(task.succeeded(), "task {upid} failed: {task:?}");
+    }
+
+    /// Stops `guest` by hand, as someone in the Proxmox UI would, and waits for the task.
+    pub async fn stop_by_hand(&self, guest: &GuestRef) {
+        let task = self
+            .admin
+            .stop_guest(guest, &StopOptions::default())
+            .await
+            .expect("stop task starts");
+        self.wait_task(task.upid.as_str()).await;
+    }
+
+    /// Starts `guest` by hand and waits for the task.
+    pub async fn start_by_hand(&self, guest: &GuestRef) {
+        let task = self.admin.start_guest(guest).await.expect("start task starts");
+        self.wait_task(task.upid.as_str()).await;
     }
 
     /// The node and whether guest `vmid` runs, in the simulator.

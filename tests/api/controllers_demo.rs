@@ -35,10 +35,12 @@ fn demo_binary_plays_every_scene_deterministically_and_exits_zero() {
         // Scene 3: a migration.
         "GuestMigrated   service/nextcloud   nextcloud (VM 200) moved from pve1 to pve2",
         // Scene 4: stopped by hand, started by the operator.
-        "nextcloud   pve2   200    VM     Stopped   True            10m\n",
+        "nextcloud   pve2   200    VM     Stopped   False           10m\n",
         "Warning   GuestDown       service/nextcloud   nextcloud (VM 200) is stopped on pve2",
+        "Warning   Unhealthy       service/nextcloud   nextcloud (VM 200): the guest is stopped; its health checks resume when it runs",
         "Normal    StartingGuest   service/nextcloud   Asked Proxmox VE to start nextcloud (VM 200) on pve2",
         "GuestRecovered   service/nextcloud   nextcloud (VM 200) is running again on pve2",
+        "Normal   Healthy          service/nextcloud   nextcloud (VM 200): all 3 health checks pass",
         // Scene 5: a failing health check.
         "nextcloud   pve2   200    VM     Running   False     12m   22m\n",
         "Warning   Unhealthy   service/nextcloud   nextcloud (VM 200): check web (HTTP) is failing: HTTP 503, expected 200 (3 failures in a row)",

@@ -9,10 +9,10 @@ use homelab_autopilot::crd::ServiceStatus;
 use homelab_autopilot::crd::conditions::ConditionStatus;
 use homelab_autopilot::crd::service::PowerState;
 use homelab_autopilot::demo::standin::StandIn;
-use homelab_autopilot::proxmox::api::{MigrateRequest, StopOptions};
+use homelab_autopilot::proxmox::api::MigrateRequest;
 use homelab_autopilot::proxmox::{GuestRef, GuestType, NodeName, Vmid};
 
-use crate::controllers_common::{Lab, at, cond, event_reasons, service};
+use crate::controllers_common::{Lab, at, cond, event_reasons, service, summary};
 
 fn guest(node: &str, guest_type: GuestType, vmid: u32) -> GuestRef {
     GuestRef::new(NodeName::new(node).unwrap(), guest_type, Vmid::new(vmid).unwrap())
@@ -30,9 +30,7 @@ fn tasks_of(lab: &Lab, kind: &str) -> usize {
 async fn service_finds_guest_ignoring_the_hint_and_follows_a_migration() {
     let lab = Lab::start().await;
     let spec = service(200, "VM", "node: pve3\n");
-    let first = lab
-        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
-        .await;
+    let first = lab.first_service_pass("s1", &spec).await;
     let st = &first.status;
     assert_eq!(st.node.as_deref(), Some("pve1"));
     assert_eq!(st.name.as_deref(), Some("nextcloud"));
@@ -64,17 +62,10 @@ async fn service_finds_guest_ignoring_the_hint_and_follows_a_migration() {
 async fn service_stopped_guest_with_desired_running_is_started_through_a_task() {
     let lab = Lab::start().await;
     let spec = service(200, "VM", "powerState: Running\n");
-    let up = lab
-        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
-        .await;
+    let up = lab.first_service_pass("s1", &spec).await;
     assert_eq!(cond(&up.status.conditions, "PowerStateInSync").reason, "InSync");
 
-    let stop = lab
-        .admin
-        .stop_guest(&guest("pve1", GuestType::Qemu, 200), &StopOptions::default())
-        .await
-        .unwrap();
-    lab.wait_task(stop.upid.as_str()).await;
+    lab.stop_by_hand(&guest("pve1", GuestType::Qemu, 200)).await;
     let acting = lab.service_pass("s1", &spec, &up.status, at(60)).await;
     let upid = acting
         .status
@@ -87,7 +78,14 @@ async fn service_stopped_guest_with_desired_running_is_started_through_a_task() 
         cond(&acting.status.conditions, "PowerStateInSync").reason,
         "Starting"
     );
-    assert_eq!(event_reasons(&acting), ["GuestDown", "StartingGuest"]);
+    assert_eq!(
+        cond(&acting.status.conditions, "Healthy").reason,
+        "GuestNotRunning"
+    );
+    assert_eq!(
+        event_reasons(&acting),
+        ["GuestDown", "Unhealthy", "StartingGuest"]
+    );
     assert_eq!(acting.requeue, std::time::Duration::from_millis(100));
 
     lab.wait_task(&upid).await;
@@ -95,7 +93,7 @@ async fn service_stopped_guest_with_desired_running_is_started_through_a_task() 
     assert_eq!(done.status.upid, None);
     assert_eq!(done.status.power_state, Some(PowerState::Running));
     assert_eq!(cond(&done.status.conditions, "PowerStateInSync").reason, "InSync");
-    assert_eq!(event_reasons(&done), ["GuestRecovered"]);
+    assert_eq!(event_reasons(&done), ["GuestRecovered", "Healthy"]);
     assert_eq!(tasks_of(&lab, "qmstart"), 1, "started exactly once");
     assert_eq!(lab.guest(200), Some(("pve1".into(), true)));
 }
@@ -104,9 +102,7 @@ async fn service_stopped_guest_with_desired_running_is_started_through_a_task() 
 async fn service_desired_stopped_shuts_the_guest_down_and_unmanaged_leaves_it() {
     let lab = Lab::start().await;
     let unmanaged = service(201, "LXC", "");
-    let p = lab
-        .service_pass("s2", &unmanaged, &ServiceStatus::default(), at(0))
-        .await;
+    let p = lab.first_service_pass("s2", &unmanaged).await;
     assert!(find_none(&p.status, "PowerStateInSync"));
     assert_eq!(tasks_of(&lab, "vzshutdown"), 0);
 
@@ -118,8 +114,17 @@ async fn service_desired_stopped_shuts_the_guest_down_and_unmanaged_leaves_it() 
     lab.wait_task(&upid).await;
     let p = lab.service_pass("s2", &stopped, &p.status, at(20)).await;
     assert_eq!(p.status.power_state, Some(PowerState::Stopped));
-    assert_eq!(event_reasons(&p), ["GuestStopped"]);
-    assert_eq!(cond(&p.status.conditions, "Ready").status, ConditionStatus::True);
+    assert_eq!(event_reasons(&p), ["GuestStopped", "Unhealthy"]);
+    assert_eq!(
+        cond(&p.status.conditions, "Healthy").reason,
+        "GuestNotRunning",
+        "a stopped guest is not healthy"
+    );
+    assert_eq!(
+        cond(&p.status.conditions, "Ready").status,
+        ConditionStatus::True,
+        "but stopped is what the spec asks for"
+    );
 }
 
 fn find_none(st: &ServiceStatus, t: &str) -> bool {
@@ -129,12 +134,7 @@ fn find_none(st: &ServiceStatus, t: &str) -> bool {
 #[tokio::test]
 async fn service_guest_locked_by_a_backup_is_not_started_until_the_lock_is_gone() {
     let lab = Lab::start().await;
-    let stop = lab
-        .admin
-        .stop_guest(&guest("pve1", GuestType::Qemu, 200), &StopOptions::default())
-        .await
-        .unwrap();
-    lab.wait_task(stop.upid.as_str()).await;
+    lab.stop_by_hand(&guest("pve1", GuestType::Qemu, 200)).await;
     lab.sim.state_mut(|c| {
         c.guests
             .get_mut(&200)
@@ -143,18 +143,16 @@ async fn service_guest_locked_by_a_backup_is_not_started_until_the_lock_is_gone(
             .insert("lock".into(), "backup".into());
     });
     let spec = service(200, "VM", "powerState: Running\n");
-    let waiting = lab
-        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
-        .await;
+    let waiting = lab.first_service_pass("s1", &spec).await;
     let c = cond(&waiting.status.conditions, "PowerStateInSync");
-    assert_eq!(
-        (c.status, c.reason.as_str()),
-        (ConditionStatus::False, "GuestLocked")
-    );
+    assert_eq!(summary(c), (ConditionStatus::False, "GuestLocked"));
     assert!(c.message.contains("locked (backup)"), "{}", c.message);
     assert_eq!(waiting.status.upid, None);
     assert_eq!(tasks_of(&lab, "qmstart"), 0, "never fights the backup");
-    assert_eq!(event_reasons(&waiting), ["GuestFound", "GuestLocked"]);
+    assert_eq!(
+        event_reasons(&waiting),
+        ["GuestFound", "GuestLocked", "Unhealthy"]
+    );
     assert_eq!(waiting.requeue, std::time::Duration::from_secs(30));
 
     lab.sim.state_mut(|c| {
@@ -169,18 +167,13 @@ async fn service_guest_locked_by_a_backup_is_not_started_until_the_lock_is_gone(
 async fn service_on_offline_node_is_unknown_and_left_alone() {
     let lab = Lab::start().await;
     let spec = service(201, "LXC", "powerState: Running\n");
-    let ok = lab
-        .service_pass("s2", &spec, &ServiceStatus::default(), at(0))
-        .await;
+    let ok = lab.first_service_pass("s2", &spec).await;
     lab.sim.set_node_online("pve2", false).unwrap();
     let p = lab.service_pass("s2", &spec, &ok.status, at(60)).await;
     assert_eq!(p.status.power_state, Some(PowerState::Unknown));
     assert_eq!(p.status.node.as_deref(), Some("pve2"));
     let c = cond(&p.status.conditions, "PowerStateInSync");
-    assert_eq!(
-        (c.status, c.reason.as_str()),
-        (ConditionStatus::Unknown, "GuestStateUnknown")
-    );
+    assert_eq!(summary(c), (ConditionStatus::Unknown, "GuestStateUnknown"));
     assert_eq!(p.status.upid, None);
     assert_eq!(event_reasons(&p), ["GuestStateUnknown"]);
     assert_eq!(tasks_of(&lab, "vzstart"), 0);
@@ -190,20 +183,15 @@ async fn service_on_offline_node_is_unknown_and_left_alone() {
 async fn service_missing_guest_and_unavailable_cluster_are_reported() {
     let lab = Lab::start().await;
     let missing = service(4242, "VM", "powerState: Running\n");
-    let p = lab
-        .service_pass("s3", &missing, &ServiceStatus::default(), at(0))
-        .await;
+    let p = lab.first_service_pass("s3", &missing).await;
     let c = cond(&p.status.conditions, "Found");
-    assert_eq!(
-        (c.status, c.reason.as_str()),
-        (ConditionStatus::False, "GuestNotFound")
-    );
+    assert_eq!(summary(c), (ConditionStatus::False, "GuestNotFound"));
     assert!(
         c.message.contains("VMID 4242 in cluster homelab"),
         "{}",
         c.message
     );
-    assert_eq!(event_reasons(&p), ["GuestMissing"]);
+    assert_eq!(event_reasons(&p), ["GuestMissing", "Unhealthy"]);
 
     let access = ClusterAccess {
         name: "homelab".into(),
@@ -218,10 +206,7 @@ async fn service_missing_guest_and_unavailable_cluster_are_reported() {
         .service_pass_with("s4", &spec, &ServiceStatus::default(), &access, at(0))
         .await;
     let c = cond(&p.status.conditions, "Found");
-    assert_eq!(
-        (c.status, c.reason.as_str()),
-        (ConditionStatus::Unknown, "SecretNotFound")
-    );
+    assert_eq!(summary(c), (ConditionStatus::Unknown, "SecretNotFound"));
     assert_eq!(p.status.power_state, Some(PowerState::Unknown));
 }
 
@@ -240,9 +225,7 @@ async fn service_health_checks_probe_local_listeners_and_the_guest_agent() {
         web.url()
     );
     let spec = service(200, "VM", &checks);
-    let p = lab
-        .service_pass("s1", &spec, &ServiceStatus::default(), at(0))
-        .await;
+    let p = lab.first_service_pass("s1", &spec).await;
     let results: Vec<(&str, bool, &str)> = p
         .status
         .health
@@ -260,10 +243,7 @@ async fn service_health_checks_probe_local_listeners_and_the_guest_agent() {
         ]
     );
     let h = cond(&p.status.conditions, "Healthy");
-    assert_eq!(
-        (h.status, h.reason.as_str()),
-        (ConditionStatus::True, "ChecksPassing")
-    );
+    assert_eq!(summary(h), (ConditionStatus::True, "ChecksPassing"));
 
     // Not due yet: nothing runs, nothing changes.
     web.set_status(503);
@@ -273,16 +253,67 @@ async fn service_health_checks_probe_local_listeners_and_the_guest_agent() {
     // A minute later the web check fails and, with failureThreshold 1, the Service is unhealthy.
     let bad = lab.service_pass("s1", &spec, &p.status, at(60)).await;
     let h = cond(&bad.status.conditions, "Healthy");
-    assert_eq!(
-        (h.status, h.reason.as_str()),
-        (ConditionStatus::False, "CheckFailing")
-    );
+    assert_eq!(summary(h), (ConditionStatus::False, "CheckFailing"));
     assert_eq!(
         h.message,
         "check web (HTTP) is failing: HTTP 503, expected 200 (1 failures in a row)"
     );
     assert_eq!(event_reasons(&bad), ["Unhealthy"]);
     assert_eq!(cond(&bad.status.conditions, "Ready").reason, "CheckFailing");
+}
+
+#[tokio::test]
+async fn service_stopped_guest_is_not_healthy_and_its_checks_wait_until_it_runs() {
+    let lab = Lab::start().await;
+    let web = StandIn::start().await.unwrap();
+    let checks = format!(
+        "healthChecks:\n\
+         - {{name: web, type: HTTP, http: {{url: '{}/status.php'}}, failureThreshold: 1}}\n\
+         - {{name: agent, type: GuestAgent}}\n",
+        web.url()
+    );
+    let spec = service(200, "VM", &checks);
+    let up = lab.first_service_pass("s1", &spec).await;
+    assert_eq!(cond(&up.status.conditions, "Healthy").reason, "ChecksPassing");
+    let agent_calls = || {
+        lab.sim
+            .requests()
+            .iter()
+            .filter(|r| r.template.contains("/agent/"))
+            .count()
+    };
+
+    lab.stop_by_hand(&guest("pve1", GuestType::Qemu, 200)).await;
+    // Both checks are due and the web server now fails (failureThreshold 1), but neither runs.
+    web.set_status(503);
+    let agent_before = agent_calls();
+    let down = lab.service_pass("s1", &spec, &up.status, at(120)).await;
+    let h = cond(&down.status.conditions, "Healthy");
+    assert_eq!(summary(h), (ConditionStatus::False, "GuestNotRunning"));
+    assert_eq!(
+        h.message,
+        "the guest is stopped; its health checks resume when it runs"
+    );
+    assert_eq!(down.status.health, up.status.health, "no check ran");
+    assert_eq!(agent_calls(), agent_before, "the guest agent was not asked");
+    assert_eq!(event_reasons(&down), ["GuestDown", "Unhealthy"]);
+    assert_eq!(
+        down.requeue,
+        std::time::Duration::from_secs(300),
+        "the drift check, not a due check, sets the pace"
+    );
+    let still = lab.service_pass("s1", &spec, &down.status, at(240)).await;
+    assert_eq!(still.status, down.status);
+    assert!(still.events.is_empty(), "{:?}", still.events);
+
+    // Started again ten seconds later: every check runs on that pass, and Healthy follows them.
+    web.set_status(200);
+    lab.start_by_hand(&guest("pve1", GuestType::Qemu, 200)).await;
+    let back = lab.service_pass("s1", &spec, &still.status, at(250)).await;
+    assert!(agent_calls() > agent_before, "the agent check ran again");
+    let h = cond(&back.status.conditions, "Healthy");
+    assert_eq!(summary(h), (ConditionStatus::True, "ChecksPassing"));
+    assert_eq!(event_reasons(&back), ["GuestRecovered", "Healthy"]);
 }
 
 #[tokio::test]
@@ -295,14 +326,7 @@ async fn service_agent_and_exec_failures_carry_the_reason() {
         c.guests.get_mut(&200).unwrap().agent =
             homelab_autopilot::proxmox::sim::state::AgentState::NotResponding;
     });
-    let p = lab
-        .service_pass(
-            "s1",
-            &service(200, "VM", checks),
-            &ServiceStatus::default(),
-            at(0),
-        )
-        .await;
+    let p = lab.first_service_pass("s1", &service(200, "VM", checks)).await;
     let agent = &p.status.health[0];
     assert!(!agent.healthy);
     assert!(
@@ -313,14 +337,7 @@ async fn service_agent_and_exec_failures_carry_the_reason() {
     assert!(!p.status.health[1].healthy);
 
     let lab = Lab::start().await;
-    let p = lab
-        .service_pass(
-            "s1",
-            &service(200, "VM", checks),
-            &ServiceStatus::default(),
-            at(0),
-        )
-        .await;
+    let p = lab.first_service_pass("s1", &service(200, "VM", checks)).await;
     assert!(p.status.health[0].healthy);
     assert_eq!(p.status.health[1].message, "exit code 1, expected 0");
 }

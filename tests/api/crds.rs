@@ -11,11 +11,11 @@ use std::path::Path;
 
 use homelab_autopilot::crd::generate::{CHART_CRDS_DIR, CRDS_DIR, all_crds_yaml, crds, generated_files};
 use homelab_autopilot::crd::{
-    BackupPolicy, ProxmoxCluster, ReplicationJob, RestoreTest, Service, UpdatePolicy, VERSION, Validate,
+    BackupPolicy, ProxmoxCluster, ReplicationJob, RestoreTest, Service, UpdatePolicy, Validate,
 };
 use serde_json::{Value, json};
 
-use crate::fixtures::{api_version, example_manifests, invalid_cases, repo_root};
+use crate::fixtures::{api_version, example_manifests, invalid_cases, repo_root, served_version};
 
 /// Every generated file on disk must equal what the code renders now, and the two CRD
 /// directories must hold nothing else.
@@ -103,13 +103,7 @@ fn schemas() -> BTreeMap<String, Value> {
     crds()
         .into_iter()
         .map(|crd| {
-            let version = crd
-                .spec
-                .versions
-                .iter()
-                .find(|v| v.name == VERSION)
-                .expect("served version");
-            let schema = version
+            let schema = served_version(&crd)
                 .schema
                 .as_ref()
                 .and_then(|s| s.open_api_v3_schema.as_ref())

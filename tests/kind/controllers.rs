@@ -208,16 +208,51 @@ async fn examples_reconcile_to_status_events_and_columns_then_follow_drift() {
         .await
         .unwrap();
     wait_task(&env, &task).await;
-    for reason in ["GuestDown", "StartingGuest", "GuestRecovered"] {
+    // While it is stopped it is not healthy; back up, its checks run and pass again.
+    for reason in [
+        "GuestDown",
+        "Unhealthy",
+        "StartingGuest",
+        "GuestRecovered",
+        "Healthy",
+    ] {
         wait_event(&client, &ns, "nextcloud", reason).await;
     }
     let svc = env
-        .wait_service("nextcloud running and in sync", "nextcloud", |s| {
+        .wait_service("nextcloud running, in sync and healthy", "nextcloud", |s| {
             s.status.as_ref().is_some_and(|s| {
-                s.upid.is_none() && has_condition(&s.conditions, "PowerStateInSync", "True", Some("InSync"))
+                s.upid.is_none()
+                    && has_condition(&s.conditions, "PowerStateInSync", "True", Some("InSync"))
+                    && has_condition(&s.conditions, "Healthy", "True", Some("ChecksPassing"))
             })
         })
         .await;
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    for reason in ["Unhealthy", "Healthy"] {
+        let published: Vec<&Event> = events
+            .iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("nextcloud")
+            })
+            .collect();
+        assert_eq!(published.len(), 1, "one {reason} Event: {published:#?}");
+        assert!(
+            published[0].series.is_none(),
+            "{reason} was published once, not repeated: {:?}",
+            published[0]
+        );
+    }
+    let down = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Unhealthy"))
+        .and_then(|e| e.note.as_deref())
+        .unwrap_or_default();
+    assert!(down.contains("the guest is stopped"), "{down}");
     assert_eq!(
         svc.status.unwrap().power_state,
         Some(homelab_autopilot::crd::service::PowerState::Running)

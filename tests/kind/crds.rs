@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use serde_json::{Value, json};
 
-use crate::fixtures::{api_version, example_manifests, invalid_cases};
+use crate::fixtures::{api_version, example_manifests, invalid_cases, served_version};
 use crate::harness::{Harness, TestNamespace};
 
 /// Runs `test` in a fresh namespace of a cluster with our CRDs, or skips without a cluster.
@@ -136,6 +136,53 @@ async fn service_identity_fields_are_immutable() {
     .await;
 }
 
+/// `spec.tls.caConfigMapRef` was removed: the chart grants the operator no ConfigMap access, so
+/// it could never work. A manifest that still sets it is refused by server-side apply and by a
+/// strict create (`kubectl apply`/`create` validate strictly by default); a client that asks for
+/// no validation gets a warning and the field is dropped, leaving `tls` empty: the operator then
+/// verifies against the system roots, which a self-signed PVE certificate fails (never insecure).
+#[tokio::test]
+async fn removed_ca_config_map_ref_is_refused_by_strict_clients_and_dropped_by_lax_ones() {
+    with_crds(|ns| async move {
+        let manifest = json!({
+            "apiVersion": api_version(), "kind": "ProxmoxCluster",
+            "metadata": {"name": "old-ca-config-map"},
+            "spec": {
+                "endpoints": [{"url": "https://pve1:8006"}],
+                "credentialsSecretRef": {"name": "pve-api-token"},
+                "tls": {"caConfigMapRef": {"name": "pve-ca", "key": "ca.crt"}}
+            }
+        });
+        let status = ns
+            .apply(&manifest, true)
+            .await
+            .expect_err("server-side apply refuses it");
+        assert!(
+            status
+                .message
+                .contains(".spec.tls.caConfigMapRef: field not declared in schema"),
+            "{status:?}"
+        );
+        let status = ns
+            .dry_run_create_strict(&manifest)
+            .await
+            .expect_err("a strict create refuses it");
+        assert_eq!(status.code, 400, "{status:?}");
+        assert!(
+            status
+                .message
+                .contains(r#"unknown field "spec.tls.caConfigMapRef""#),
+            "{status:?}"
+        );
+        let stored = ns
+            .dry_run_create(&manifest)
+            .await
+            .expect("a lax create is accepted");
+        assert_eq!(stored.data["spec"]["tls"], json!({}), "the field is dropped");
+    })
+    .await;
+}
+
 /// Column names (after NAME) `kubectl get` shows for each kind.
 fn designed_columns() -> BTreeMap<&'static str, Vec<&'static str>> {
     BTreeMap::from([
@@ -173,13 +220,7 @@ async fn printer_columns_are_served_as_designed() {
     };
     for crd in harness.install_crds().await {
         let kind = crd.spec.names.kind.clone();
-        let version = crd
-            .spec
-            .versions
-            .iter()
-            .find(|v| v.name == VERSION)
-            .expect("served version");
-        let columns: Vec<&str> = version
+        let columns: Vec<&str> = served_version(&crd)
             .additional_printer_columns
             .iter()
             .flatten()

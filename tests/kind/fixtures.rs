@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 
 use homelab_autopilot::crd::{GROUP, VERSION};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionVersion,
+};
 use serde_json::{Value, json};
 
 /// The repository root.
@@ -14,6 +17,15 @@ pub fn repo_root() -> PathBuf {
 /// `autopilot.homelab.dev/v1alpha1`.
 pub fn api_version() -> String {
     format!("{GROUP}/{VERSION}")
+}
+
+/// The version `v1alpha1` of `crd` (the one every CRD serves and stores).
+pub fn served_version(crd: &CustomResourceDefinition) -> &CustomResourceDefinitionVersion {
+    crd.spec
+        .versions
+        .iter()
+        .find(|v| v.name == VERSION)
+        .expect("served version")
 }
 
 /// One YAML document of an example file.

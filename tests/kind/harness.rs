@@ -229,6 +229,25 @@ impl TestNamespace {
         .map_err(api_error)
     }
 
+    /// Creates `manifest` as a server-side dry run with strict field validation (what
+    /// `kubectl create`/`apply` ask for by default): unknown fields are an error, not dropped.
+    pub async fn dry_run_create_strict(&self, manifest: &Value) -> Result<Value, Box<Status>> {
+        let api = self.api_for(manifest).await;
+        let path = format!(
+            "{}?dryRun=All&fieldValidation=Strict&fieldManager={FIELD_MANAGER}",
+            api.resource_url()
+        );
+        let request = ::http::Request::post(path)
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(manifest).expect("manifest serializes"))
+            .expect("request builds");
+        self.harness
+            .client
+            .request::<Value>(request)
+            .await
+            .map_err(api_error)
+    }
+
     /// Lists `plural` in this namespace as the server-side table `kubectl get` prints.
     pub async fn get_table(&self, group: &str, version: &str, plural: &str) -> Value {
         let path = format!("/apis/{group}/{version}/namespaces/{}/{plural}", self.name);

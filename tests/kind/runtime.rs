@@ -175,7 +175,7 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
         ("Ready", "True", "Reconciled")
     );
     assert_eq!(cond.observed_generation, Some(1));
-    let since = cond.last_transition_time.clone();
+    let since = cond.last_transition_time;
     let managers = good.managed_fields();
     assert!(
         managers

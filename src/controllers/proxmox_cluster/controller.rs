@@ -1,4 +1,4 @@
-//! The kube driver of the ProxmoxCluster core: reads the credentials Secret (and CA object),
+//! The kube driver of the ProxmoxCluster core: reads the credentials Secret (and CA Secret),
 //! runs [`reconcile_core`], applies the status, publishes the Events, sets the
 //! `pve_cluster_connected` gauge and requeues. A watch on Secrets re-triggers the clusters that
 //! use a changed Secret, so a rotated or fixed token is picked up at once.
@@ -6,21 +6,21 @@
 use std::{collections::HashSet, sync::Arc};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{controller::Action, events::EventType, watcher},
 };
 use prometheus::core::Collector;
 
-use super::resolve::{CaRef, REASON_CA_NOT_FOUND, SecretData, Unresolved};
-use super::{CaBundle, ClusterInputs, reconcile_core};
+use super::resolve::SecretData;
+use super::{ClusterInputs, reconcile_core};
 use crate::controllers::{
     context::{Context, OperatorDeps, Stores, store_uids},
     error::Error,
     runtime::{ControllerSpec, object_ref},
     shared::PlannedEvent,
-    status::patch_status,
+    status::{keys, patch_status},
 };
 use crate::crd::ProxmoxCluster;
 
@@ -76,7 +76,7 @@ pub(crate) fn read_error(
     }
 }
 
-/// Reads the Secret and CA object `cluster` points at. A missing object is data for the
+/// Reads the Secrets (credentials and CA bundle) `cluster` points at. A missing object is data for the
 /// status (`SecretNotFound`, `CaNotFound`); an API failure is an error.
 pub(crate) async fn read_refs(client: &Client, cluster: &ProxmoxCluster) -> Result<ClusterInputs, Error> {
     let namespace = cluster.namespace().unwrap_or_default();
@@ -87,58 +87,19 @@ pub(crate) async fn read_refs(client: &Client, cluster: &ProxmoxCluster) -> Resu
         .await
         .map_err(read_error("Secret", &namespace, secret_name))?
         .map(|s| (secret_data(&s), s.resource_version().unwrap_or_default()));
-    let ca = match super::resolve::ca_ref(&cluster.spec) {
+    let ca = match super::resolve::ca_secret(&cluster.spec) {
         None => None,
-        Some(CaRef::Secret { name, key }) => {
-            let found = secrets
-                .get_opt(name)
-                .await
-                .map_err(read_error("Secret", &namespace, name))?;
-            Some(ca_from(
+        Some(selector) => {
+            let found = secrets.get_opt(&selector.name).await.map_err(read_error(
                 "Secret",
-                "caSecretRef",
-                name,
-                key,
-                found.map(|s| {
-                    let rv = s.resource_version().unwrap_or_default();
-                    (secret_data(&s).remove(key), rv)
-                }),
+                &namespace,
+                &selector.name,
+            ))?;
+            let found = found.map(|s| (secret_data(&s), s.resource_version().unwrap_or_default()));
+            Some(super::resolve::ca_bundle(
+                selector,
+                found.as_ref().map(|(data, rv)| (data, rv.as_str())),
             ))
-        }
-        Some(CaRef::ConfigMap { name, key }) => {
-            let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-            match maps.get_opt(name).await {
-                Ok(found) => Some(ca_from(
-                    "ConfigMap",
-                    "caConfigMapRef",
-                    name,
-                    key,
-                    found.map(|m| {
-                        let rv = m.resource_version().unwrap_or_default();
-                        let value = m
-                            .data
-                            .as_ref()
-                            .and_then(|d| d.get(key))
-                            .map(|v| v.as_bytes().to_vec())
-                            .or_else(|| {
-                                m.binary_data
-                                    .as_ref()
-                                    .and_then(|d| d.get(key))
-                                    .map(|b| b.0.clone())
-                            });
-                        (value, rv)
-                    }),
-                )),
-                Err(kube::Error::Api(status)) if status.code == 403 => Some(Err(Unresolved::new(
-                    REASON_CA_NOT_FOUND,
-                    format!(
-                        "the operator may not read ConfigMap {name:?} (spec.tls.caConfigMapRef): {}; put the CA into a \
-                         Secret (caSecretRef) or inline (caPem)",
-                        status.message
-                    ),
-                ))),
-                Err(e) => return Err(read_error("ConfigMap", &namespace, name)(e)),
-            }
         }
     };
     Ok(ClusterInputs { secret, ca })
@@ -151,38 +112,6 @@ fn secret_data(secret: &Secret) -> SecretData {
         .flatten()
         .map(|(k, v)| (k.clone(), v.0.clone()))
         .collect()
-}
-
-fn ca_from(
-    kind: &str,
-    field: &str,
-    name: &str,
-    key: &str,
-    found: Option<(Option<Vec<u8>>, String)>,
-) -> Result<CaBundle, Unresolved> {
-    let missing = |what: String| Unresolved::new(REASON_CA_NOT_FOUND, format!("spec.tls.{field}: {what}"));
-    let (value, version) = found.ok_or_else(|| missing(format!("{kind} {name:?} does not exist")))?;
-    let value = value.ok_or_else(|| missing(format!("{kind} {name:?} has no key {key}")))?;
-    let pem = String::from_utf8(value)
-        .map_err(|_| missing(format!("key {key} of {kind} {name:?} is not PEM text")))?;
-    Ok(CaBundle { pem, version })
-}
-
-/// The namespace and name of a stored object.
-// The controllers' Error keeps kube::Error inline (the runtime's choice); this is not a hot path.
-#[allow(clippy::result_large_err)]
-pub(crate) fn keys<K: Resource<DynamicType = ()>>(obj: &K) -> Result<(String, String), Error> {
-    let missing = |field| Error::MissingObjectKey {
-        kind: K::kind(&()).into_owned(),
-        field,
-    };
-    let namespace = obj
-        .meta()
-        .namespace
-        .clone()
-        .ok_or_else(|| missing("metadata.namespace"))?;
-    let name = obj.meta().name.clone().ok_or_else(|| missing("metadata.name"))?;
-    Ok((namespace, name))
 }
 
 /// Publishes the planned Events about `obj`. A failure is logged, not returned: the status is

@@ -20,7 +20,7 @@ use crate::crd::ProxmoxCluster;
 use crate::crd::proxmox_cluster::{ProxmoxClusterSpec, ProxmoxClusterStatus};
 use crate::proxmox::PveClient;
 
-/// A CA bundle read from a Secret or ConfigMap, with that object's resourceVersion.
+/// A CA bundle read from a Secret, with that Secret's resourceVersion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaBundle {
     /// The PEM text.
@@ -42,7 +42,7 @@ pub struct ClusterRefs<'a> {
     pub spec: &'a ProxmoxClusterSpec,
     /// The credentials Secret's data and resourceVersion; `None` if it does not exist.
     pub secret: Option<(&'a SecretData, &'a str)>,
-    /// The CA bundle when `spec.tls` points at a Secret or ConfigMap (`None` otherwise).
+    /// The CA bundle when `spec.tls.caSecretRef` points at a Secret (`None` otherwise).
     pub ca: Option<&'a Result<CaBundle, Unresolved>>,
 }
 
@@ -51,7 +51,7 @@ pub struct ClusterRefs<'a> {
 pub struct ClusterInputs {
     /// The credentials Secret's data and resourceVersion; `None` if it does not exist.
     pub secret: Option<(SecretData, String)>,
-    /// The CA bundle when `spec.tls` points at a Secret or ConfigMap (`None` otherwise).
+    /// The CA bundle when `spec.tls.caSecretRef` points at a Secret (`None` otherwise).
     pub ca: Option<Result<CaBundle, Unresolved>>,
 }
 

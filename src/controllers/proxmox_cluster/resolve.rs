@@ -1,12 +1,14 @@
 //! Resolve: from a ProxmoxCluster's spec and the contents of its Secret (and CA bundle, when it
-//! comes from another object) to a [`ClientConfig`]. Pure; the driver reads the objects.
+//! comes from a Secret) to a [`ClientConfig`]. Pure; the driver reads the objects.
 //!
 //! Every failure is an [`Unresolved`] with a stable PascalCase reason and a message that names
 //! the Secret and key at fault, never a value.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
+use super::CaBundle;
 use crate::crd::proxmox_cluster::{ProxmoxClusterSpec, TlsTrust};
+use crate::crd::refs::SecretKeySelector;
 use crate::proxmox::{ClientConfig, ClientMetrics, Credentials, Endpoint, Secret, Timeouts, TlsVerify};
 
 /// Key of the API token id (`user@realm!tokenid`) in the credentials Secret.
@@ -22,7 +24,7 @@ pub const KEY_PASSWORD: &str = "password";
 pub const REASON_SECRET_NOT_FOUND: &str = "SecretNotFound";
 /// Condition/Event reason: the credentials Secret lacks a key or holds an unusable value.
 pub const REASON_SECRET_INVALID: &str = "SecretInvalid";
-/// Condition/Event reason: the CA bundle's Secret/ConfigMap or key is missing or unreadable.
+/// Condition/Event reason: the CA bundle's Secret or key is missing or unreadable.
 pub const REASON_CA_NOT_FOUND: &str = "CaNotFound";
 /// Condition/Event reason: the spec cannot be turned into a client configuration.
 pub const REASON_INVALID_CONFIG: &str = "InvalidConfig";
@@ -142,42 +144,37 @@ fn missing_partner(secret: &str, have: &str, missing: &str) -> Unresolved {
     )
 }
 
-/// Where the CA bundle comes from, when it is not inline.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CaRef<'a> {
-    /// A key of a Secret.
-    Secret {
-        /// Secret name.
-        name: &'a str,
-        /// Key.
-        key: &'a str,
-    },
-    /// A key of a ConfigMap.
-    ConfigMap {
-        /// ConfigMap name.
-        name: &'a str,
-        /// Key.
-        key: &'a str,
-    },
-}
-
-/// The object the driver must read for the CA bundle, if the spec points at one.
-pub fn ca_ref(spec: &ProxmoxClusterSpec) -> Option<CaRef<'_>> {
+/// The Secret key the driver must read for the CA bundle, if `spec.tls.caSecretRef` selects one.
+pub fn ca_secret(spec: &ProxmoxClusterSpec) -> Option<&SecretKeySelector> {
     match spec.tls.as_ref()?.trust().ok()? {
-        TlsTrust::CaSecret(s) => Some(CaRef::Secret {
-            name: &s.name,
-            key: &s.key,
-        }),
-        TlsTrust::CaConfigMap(c) => Some(CaRef::ConfigMap {
-            name: &c.name,
-            key: &c.key,
-        }),
+        TlsTrust::CaSecret(s) => Some(s),
         _ => None,
     }
 }
 
-/// The TLS verification the spec selects; `ca_pem` is the bundle the driver read for a
-/// [`CaRef`] (ignored otherwise).
+/// The CA bundle in the Secret `selector` names, from that Secret's data and resourceVersion
+/// (`None`: it does not exist). Missing key or non-text value: `CaNotFound`, naming both.
+pub fn ca_bundle(
+    selector: &SecretKeySelector,
+    found: Option<(&SecretData, &str)>,
+) -> Result<CaBundle, Unresolved> {
+    let (name, key) = (&selector.name, &selector.key);
+    let missing =
+        |what: String| Unresolved::new(REASON_CA_NOT_FOUND, format!("spec.tls.caSecretRef: {what}"));
+    let (data, version) = found.ok_or_else(|| missing(format!("Secret {name:?} does not exist")))?;
+    let value = data
+        .get(key)
+        .ok_or_else(|| missing(format!("Secret {name:?} has no key {key}")))?;
+    let pem = String::from_utf8(value.clone())
+        .map_err(|_| missing(format!("key {key} of Secret {name:?} is not PEM text")))?;
+    Ok(CaBundle {
+        pem,
+        version: version.to_owned(),
+    })
+}
+
+/// The TLS verification the spec selects; `ca_pem` is the bundle the driver read for
+/// [`ca_secret`] (ignored otherwise).
 pub fn tls_verify(spec: &ProxmoxClusterSpec, ca_pem: Option<&str>) -> Result<TlsVerify, Unresolved> {
     let Some(tls) = &spec.tls else {
         return Ok(TlsVerify::SystemRoots);
@@ -185,21 +182,21 @@ pub fn tls_verify(spec: &ProxmoxClusterSpec, ca_pem: Option<&str>) -> Result<Tls
     let trust = tls
         .trust()
         .map_err(|e| Unresolved::new(REASON_INVALID_CONFIG, format!("spec.tls: {e}")))?;
-    let from_ref = |field: &str| {
-        ca_pem.map(|p| TlsVerify::CaPem(p.to_owned())).ok_or_else(|| {
-            Unresolved::new(
-                REASON_CA_NOT_FOUND,
-                format!("spec.tls.{field}: the CA bundle was not read"),
-            )
-        })
-    };
     Ok(match trust {
         TlsTrust::SystemRoots => TlsVerify::SystemRoots,
         TlsTrust::Fingerprint(fp) => TlsVerify::Fingerprint(fp.to_owned()),
         TlsTrust::CaPem(pem) => TlsVerify::CaPem(pem.to_owned()),
         TlsTrust::InsecureSkipVerify => TlsVerify::InsecureSkipVerify,
-        TlsTrust::CaSecret(_) => from_ref("caSecretRef")?,
-        TlsTrust::CaConfigMap(_) => from_ref("caConfigMapRef")?,
+        TlsTrust::CaSecret(_) => TlsVerify::CaPem(
+            ca_pem
+                .ok_or_else(|| {
+                    Unresolved::new(
+                        REASON_CA_NOT_FOUND,
+                        "spec.tls.caSecretRef: the CA bundle was not read",
+                    )
+                })?
+                .to_owned(),
+        ),
     })
 }
 
@@ -335,21 +332,45 @@ mod tests {
             TlsVerify::InsecureSkipVerify
         );
         let by_ref = spec(&format!(
-            "{BASE}tls: {{caConfigMapRef: {{name: ca, key: ca.crt}}}}\n"
+            "{BASE}tls: {{caSecretRef: {{name: ca, key: ca.crt}}}}\n"
         ));
-        assert_eq!(
-            ca_ref(&by_ref),
-            Some(CaRef::ConfigMap {
-                name: "ca",
-                key: "ca.crt"
-            })
-        );
+        let selected = ca_secret(&by_ref).expect("a CA Secret");
+        assert_eq!((selected.name.as_str(), selected.key.as_str()), ("ca", "ca.crt"));
         assert_eq!(tls_verify(&by_ref, None).unwrap_err().reason, "CaNotFound");
         assert_eq!(
             tls_verify(&by_ref, Some("PEM")).unwrap(),
             TlsVerify::CaPem("PEM".into())
         );
-        assert_eq!(ca_ref(&pinned), None);
+        assert_eq!(ca_secret(&pinned), None);
+    }
+
+    #[test]
+    fn ca_bundle_reads_the_key_and_names_what_is_missing() {
+        let selector = SecretKeySelector {
+            name: "pve-ca".into(),
+            key: "ca.crt".into(),
+        };
+        let pem = data(&[("ca.crt", "-----BEGIN CERTIFICATE-----")]);
+        assert_eq!(
+            ca_bundle(&selector, Some((&pem, "7"))).unwrap(),
+            CaBundle {
+                pem: "-----BEGIN CERTIFICATE-----".into(),
+                version: "7".into()
+            }
+        );
+        let e = ca_bundle(&selector, None).unwrap_err();
+        assert_eq!(e.reason, "CaNotFound");
+        assert_eq!(
+            e.message,
+            "spec.tls.caSecretRef: Secret \"pve-ca\" does not exist"
+        );
+        let other = data(&[("tls.crt", "x")]);
+        let e = ca_bundle(&selector, Some((&other, "7"))).unwrap_err();
+        assert!(e.message.ends_with("has no key ca.crt"), "{e}");
+        let mut binary = SecretData::new();
+        binary.insert("ca.crt".into(), vec![0xff, 0xfe]);
+        let e = ca_bundle(&selector, Some((&binary, "7"))).unwrap_err();
+        assert!(e.message.contains("is not PEM text"), "{e}");
     }
 
     #[test]

@@ -16,9 +16,9 @@ use super::{ClusterAccess, ServiceRefs, reconcile_core};
 use crate::controllers::{
     context::{Context, OperatorDeps, Stores, store_uids},
     error::Error,
-    proxmox_cluster::controller::{keys, publish_events, read_error, read_refs},
+    proxmox_cluster::controller::{publish_events, read_error, read_refs},
     runtime::{ControllerSpec, object_ref},
-    status::patch_status,
+    status::{keys, patch_status},
 };
 use crate::crd::{ProxmoxCluster, Service};
 
@@ -80,13 +80,7 @@ pub async fn reconcile(obj: Arc<Service>, ctx: Arc<Context<OperatorDeps>>) -> Re
     }
     let access = cluster_access(&ctx, &namespace, &obj.spec.cluster_ref.name).await?;
     let previous = obj.status.clone().unwrap_or_default();
-    let refs = ServiceRefs {
-        uid: &uid,
-        generation: obj.metadata.generation,
-        spec: &obj.spec,
-        status: &previous,
-        cluster: &access,
-    };
+    let refs = ServiceRefs::of(&obj, &uid, &previous, &access);
     let outcome = reconcile_core(&ctx.deps.proxmox, refs, Timestamp::now()).await;
     if outcome.status != previous {
         patch_status(&ctx, obj.as_ref(), &outcome.status).await?;

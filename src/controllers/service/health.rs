@@ -113,10 +113,14 @@ pub fn due_checks<'a>(
         .collect()
 }
 
-/// When the next check falls due (`None` without checks).
-pub fn next_due(checks: &[HealthCheck], memory: &ServiceMemory, now: Timestamp) -> Option<Timestamp> {
+/// When the next of `checks` falls due (`None` without checks).
+pub fn next_due<'a>(
+    checks: impl IntoIterator<Item = &'a HealthCheck>,
+    memory: &ServiceMemory,
+    now: Timestamp,
+) -> Option<Timestamp> {
     checks
-        .iter()
+        .into_iter()
         .map(|c| {
             memory
                 .last_probe
@@ -130,16 +134,18 @@ fn interval(c: &HealthCheck) -> Duration {
     Duration::from_secs(u64::try_from(c.interval_seconds()).unwrap_or(60))
 }
 
-/// Whether a check can run against `guest` this pass: checks that ask PVE about the guest are
-/// skipped while its state is unknown (cluster unreachable, node offline); HTTP and TCP always run.
+/// Whether a check can run against `guest` this pass. While the guest is known not to run
+/// (stopped, paused, missing, another type) none does: every check probes the guest or what it
+/// serves, and the `Healthy` condition already says it is down. Checks that ask PVE about the
+/// guest are also skipped while its state is unknown (cluster unreachable, node offline); HTTP
+/// and TCP then still run.
 pub fn can_run(check: &HealthCheck, guest: &GuestView) -> bool {
+    if guest.not_running().is_some() {
+        return false;
+    }
     match check.type_ {
         HealthCheckType::Http | HealthCheckType::Tcp => true,
-        _ => match guest {
-            GuestView::Unavailable(_) => false,
-            GuestView::Found(f) => f.power != PowerState::Unknown,
-            GuestView::Missing | GuestView::WrongType { .. } => true,
-        },
+        _ => matches!(guest, GuestView::Found(f) if f.power == PowerState::Running),
     }
 }
 
@@ -178,10 +184,10 @@ pub async fn probe(
 fn running_guest(guest: &GuestView) -> Result<&GuestFacts, String> {
     match guest {
         GuestView::Found(f) if f.power == PowerState::Running => Ok(f),
-        GuestView::Found(f) => Err(format!("the guest is {:?}", f.power).to_lowercase()),
-        GuestView::Missing => Err("the guest does not exist".into()),
-        GuestView::WrongType { .. } => Err("the VMID belongs to a guest of another type".into()),
         GuestView::Unavailable(u) => Err(u.message.clone()),
+        _ => Err(guest
+            .not_running()
+            .unwrap_or_else(|| "the state of the guest is unknown".into())),
     }
 }
 

@@ -103,8 +103,48 @@ fn can_run_skips_guest_checks_while_the_guest_state_is_unknown() {
     });
     assert!(can_run(&cs[0], &unknown));
     assert!(!can_run(&cs[1], &unknown));
-    assert!(can_run(&cs[1], &GuestView::Missing));
+    let GuestView::Found(mut offline) = view_running() else {
+        unreachable!()
+    };
+    offline.power = PowerState::Unknown;
+    let offline = GuestView::Found(offline);
+    assert!(can_run(&cs[0], &offline));
+    assert!(!can_run(&cs[1], &offline));
+    assert!(can_run(&cs[0], &view_running()));
     assert!(can_run(&cs[1], &view_running()));
+}
+
+#[test]
+fn can_run_skips_every_check_while_the_guest_is_known_not_to_run() {
+    let cs = checks(TWO);
+    let mut down = vec![
+        GuestView::Missing,
+        GuestView::WrongType {
+            actual: crate::crd::common::GuestType::Lxc,
+            node: "pve1".into(),
+        },
+    ];
+    for power in [PowerState::Stopped, PowerState::Paused] {
+        let GuestView::Found(mut facts) = view_running() else {
+            unreachable!()
+        };
+        facts.power = power;
+        down.push(GuestView::Found(facts));
+    }
+    for guest in &down {
+        assert!(guest.not_running().is_some(), "{guest:?}");
+        assert!(cs.iter().all(|c| !can_run(c, guest)), "{guest:?}");
+        assert_eq!(
+            next_due(
+                cs.iter().filter(|c| can_run(c, guest)),
+                &ServiceMemory::default(),
+                at(0)
+            ),
+            None,
+            "nothing to wait for: {guest:?}"
+        );
+    }
+    assert_eq!(view_running().not_running(), None);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 
 pub mod controller;
 pub mod health;
+pub mod healthy;
 pub mod observe;
 pub mod plan;
 pub mod power;
@@ -21,8 +22,8 @@ use self::plan::{PlanInput, PowerAction};
 use super::proxmox_cluster::plan::failure_reason;
 use super::proxmox_cluster::{ClusterInputs, cluster_client};
 use super::shared::{Outcome, ProxmoxDeps};
-use crate::crd::ProxmoxCluster;
 use crate::crd::service::{ServiceSpec, ServiceStatus};
+use crate::crd::{ProxmoxCluster, Service};
 use crate::proxmox::{PveClient, api::ShutdownOptions};
 
 /// The ProxmoxCluster a Service belongs to, as its driver found it.
@@ -95,6 +96,24 @@ pub struct ServiceRefs<'a> {
     pub cluster: &'a ClusterAccess,
 }
 
+impl<'a> ServiceRefs<'a> {
+    /// The core's view of `service` (UID `uid`) with its stored `status` and its `cluster`.
+    pub fn of(
+        service: &'a Service,
+        uid: &'a str,
+        status: &'a ServiceStatus,
+        cluster: &'a ClusterAccess,
+    ) -> Self {
+        Self {
+            uid,
+            generation: service.metadata.generation,
+            spec: &service.spec,
+            status,
+            cluster,
+        }
+    }
+}
+
 /// One pass over a Service. Polls a recorded task (never waits for it), observes the guest,
 /// runs the due health checks concurrently (each bounded by its timeout), plans, and starts at
 /// most one power action, whose UPID lands in the returned status.
@@ -123,6 +142,11 @@ pub async fn reconcile_core(
     };
 
     let mut memory = deps.services.get(refs.uid);
+    if guest.not_running().is_some() {
+        // No check runs while the guest is down; the first pass that sees it run again runs
+        // every check at once, so `Healthy` follows fresh results.
+        memory.last_probe.clear();
+    }
     let runnable: Vec<_> = health::due_checks(&spec.health_checks, &memory, now)
         .into_iter()
         .filter(|c| health::can_run(c, &guest))
@@ -153,7 +177,12 @@ pub async fn reconcile_core(
         resync: refs.cluster.resync,
         tuning: &deps.tuning,
         memory: &memory,
-        next_check: health::next_due(&spec.health_checks, &memory, now),
+        // Only checks that can run set the pace: a skipped one would be due again at once.
+        next_check: health::next_due(
+            spec.health_checks.iter().filter(|c| health::can_run(c, &guest)),
+            &memory,
+            now,
+        ),
     };
     let mut planned = plan::plan(input, &guest, &task, results);
     if let (Some((action, target)), Some(client)) = (planned.action.clone(), client) {

@@ -52,6 +52,23 @@ pub enum GuestView {
     Found(GuestFacts),
 }
 
+impl GuestView {
+    /// Why the guest is known not to run (`the guest is stopped`, `... paused`, `... does not
+    /// exist`, another type); `None` while it runs or while its state cannot be told (cluster
+    /// unreachable, node offline).
+    pub fn not_running(&self) -> Option<String> {
+        match self {
+            Self::Found(f) => match f.power {
+                PowerState::Running | PowerState::Unknown => None,
+                other => Some(format!("the guest is {other:?}").to_lowercase()),
+            },
+            Self::Missing => Some("the guest does not exist".into()),
+            Self::WrongType { .. } => Some("the VMID belongs to a guest of another type".into()),
+            Self::Unavailable(_) => None,
+        }
+    }
+}
+
 /// How the power task recorded in status is doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskView {

@@ -1,7 +1,9 @@
 //! Plan: a Service's status, Events and (at most one) power action from what one pass saw. Pure.
 //!
 //! Conditions: `Found` (the guest exists, of the right type), `PowerStateInSync` (only while
-//! `spec.powerState` is managed), `Healthy` (every check passes) and `Ready` (all of them).
+//! `spec.powerState` is managed), `Healthy` (the guest runs and every check passes; `False`
+//! with reason `GuestNotRunning` while it is known not to run) and `Ready` (all of them, except
+//! `Healthy` for a guest stopped because `spec.powerState` is `Stopped`).
 //! Events fire on transitions only: found/missing, down/recovered, moved node, paused, locked,
 //! power action started/failed, unhealthy/healthy.
 
@@ -9,6 +11,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+pub use super::healthy::REASON_GUEST_NOT_RUNNING;
+use super::healthy::{healthy, stopped_as_desired};
 use super::observe::{GuestFacts, GuestView, TaskView};
 pub use super::power::{PowerAction, record_action};
 use crate::controllers::shared::{
@@ -16,7 +20,7 @@ use crate::controllers::shared::{
 };
 use crate::crd::common::GuestType;
 use crate::crd::conditions::{Condition, ConditionStatus, READY, find_condition};
-use crate::crd::health::{HealthCheck, HealthCheckResult};
+use crate::crd::health::HealthCheckResult;
 use crate::crd::service::{
     CONDITION_FOUND, CONDITION_HEALTHY, CONDITION_POWER_STATE_IN_SYNC, DesiredPowerState, PowerState,
     ServiceSpec, ServiceStatus,
@@ -152,7 +156,7 @@ pub fn plan(
     observed_fields(&mut b, guest);
     found(&mut b, guest);
     let action = super::power::power(&mut b, guest, pending.as_deref(), &memory);
-    healthy(&mut b);
+    healthy(&mut b, guest);
     ready(&mut b);
     let requeue = requeue(&b, &memory, action.is_some());
     ServicePlan {
@@ -382,72 +386,14 @@ fn transitions(b: &mut Builder<'_>, f: &GuestFacts) {
     }
 }
 
-fn healthy(b: &mut Builder<'_>) {
-    let checks: &[HealthCheck] = &b.input.spec.health_checks;
-    let (status, reason, message) = if checks.is_empty() {
-        (
-            ConditionStatus::True,
-            "NoHealthChecks".to_owned(),
-            "no health checks are defined (spec.healthChecks)".to_owned(),
-        )
-    } else {
-        let failing: Vec<&HealthCheckResult> = b.status.health.iter().filter(|r| !r.healthy).collect();
-        let unchecked: Vec<&str> = checks
-            .iter()
-            .filter(|c| !b.status.health.iter().any(|r| r.name == c.name))
-            .map(|c| c.name.as_str())
-            .collect();
-        if let Some(first) = failing.first() {
-            let more = match failing.len() {
-                1 => String::new(),
-                n => format!("; {} more failing", n - 1),
-            };
-            (
-                ConditionStatus::False,
-                "CheckFailing".to_owned(),
-                format!(
-                    "check {} ({}) is failing: {} ({} failures in a row){more}",
-                    first.name,
-                    check_type_name(first.type_),
-                    first.message,
-                    first.consecutive_failures
-                ),
-            )
-        } else if !unchecked.is_empty() {
-            (
-                ConditionStatus::Unknown,
-                "NotChecked".to_owned(),
-                format!("waiting for the first result of: {}", unchecked.join(", ")),
-            )
-        } else {
-            (
-                ConditionStatus::True,
-                "ChecksPassing".to_owned(),
-                format!("all {} health checks pass", checks.len()),
-            )
-        }
-    };
-    let (changed, before) = b.set(CONDITION_HEALTHY, status, &reason, &message);
-    let was_false = before.is_some_and(|c| c.status == ConditionStatus::False);
-    if changed && status == ConditionStatus::False && !was_false {
-        b.warning("Unhealthy", ACTION_HEALTH, format!("{}: {message}", b.label));
-    } else if changed && status == ConditionStatus::True && was_false {
-        b.normal("Healthy", ACTION_HEALTH, format!("{}: {message}", b.label));
-    }
-}
-
-/// The API spelling of a check type (`HTTP`, `GuestAgent`).
-fn check_type_name(t: crate::crd::health::HealthCheckType) -> String {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{t:?}"))
-}
-
 fn ready(b: &mut Builder<'_>) {
+    // A guest kept stopped on purpose is ready once it is stopped: it is not healthy (it serves
+    // nothing), but it is what the spec asks for.
+    let stopped = stopped_as_desired(b.input.spec, b.status.power_state);
     let order = [CONDITION_FOUND, CONDITION_POWER_STATE_IN_SYNC, CONDITION_HEALTHY];
     let blocking = order
         .iter()
+        .filter(|t| !(stopped && **t == CONDITION_HEALTHY))
         .filter_map(|t| find_condition(&b.status.conditions, t))
         .find(|c| c.status != ConditionStatus::True)
         .cloned();
@@ -457,6 +403,9 @@ fn ready(b: &mut Builder<'_>) {
         }
         None => {
             let message = match (&b.status.node, b.status.power_state) {
+                (Some(node), _) if stopped => {
+                    format!("{} is stopped on {node}, as spec.powerState asks", b.label)
+                }
                 (Some(node), Some(p)) => format!(
                     "{} is {} on {node} and healthy",
                     b.label,
@@ -493,4 +442,4 @@ fn requeue(b: &Builder<'_>, memory: &ServiceMemory, acting: bool) -> Duration {
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]
-mod tests;
+pub(super) mod tests;

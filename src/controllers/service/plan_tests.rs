@@ -2,20 +2,19 @@
 
 use super::super::observe::{Unavailable, view_from};
 use super::*;
-use crate::crd::health::HealthCheckType;
 use crate::proxmox::{Vmid, api::ClusterResource};
 
 const UPID: &str = "UPID:pve1:00001234:00005678:66A1B2C3:qmstart:204:root@pam!pvesim:";
 
-fn at(secs: i64) -> Timestamp {
+pub(crate) fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_750_000_000 + secs).unwrap()
 }
 
-fn rows(json: &str) -> Vec<ClusterResource> {
+pub(crate) fn rows(json: &str) -> Vec<ClusterResource> {
     serde_json::from_str(json).unwrap()
 }
 
-fn view(vmid: u32, type_: GuestType) -> GuestView {
+pub(crate) fn view(vmid: u32, type_: GuestType) -> GuestView {
     view_from(
         &rows(include_str!("testdata/resources_vm.json")),
         Vmid::new(vmid).unwrap(),
@@ -23,7 +22,7 @@ fn view(vmid: u32, type_: GuestType) -> GuestView {
     )
 }
 
-fn migrated(vmid: u32, type_: GuestType) -> GuestView {
+pub(crate) fn migrated(vmid: u32, type_: GuestType) -> GuestView {
     view_from(
         &rows(include_str!("testdata/resources_vm_migrated.json")),
         Vmid::new(vmid).unwrap(),
@@ -31,24 +30,24 @@ fn migrated(vmid: u32, type_: GuestType) -> GuestView {
     )
 }
 
-fn spec(vmid: i32, type_: &str, extra: &str) -> ServiceSpec {
+pub(crate) fn spec(vmid: i32, type_: &str, extra: &str) -> ServiceSpec {
     serde_yaml::from_str(&format!(
         "clusterRef: {{name: homelab}}\nvmid: {vmid}\ntype: {type_}\n{extra}"
     ))
     .unwrap()
 }
 
-const TUNING: Tuning = Tuning::DEFAULT;
+pub(crate) const TUNING: Tuning = Tuning::DEFAULT;
 
-struct Pass<'a> {
-    spec: &'a ServiceSpec,
+pub(crate) struct Pass<'a> {
+    pub(crate) spec: &'a ServiceSpec,
     previous: &'a ServiceStatus,
     memory: &'a ServiceMemory,
     now: Timestamp,
 }
 
 impl Pass<'_> {
-    fn input(&self) -> PlanInput<'_> {
+    pub(crate) fn input(&self) -> PlanInput<'_> {
         PlanInput {
             spec: self.spec,
             generation: Some(1),
@@ -62,12 +61,32 @@ impl Pass<'_> {
         }
     }
 
-    fn run(&self, guest: &GuestView, task: &TaskView) -> ServicePlan {
+    pub(crate) fn run(&self, guest: &GuestView, task: &TaskView) -> ServicePlan {
         plan(self.input(), guest, task, Vec::new())
+    }
+
+    /// The pass with no task and `health` as the folded check results.
+    pub(crate) fn checked(&self, guest: &GuestView, health: Vec<HealthCheckResult>) -> ServicePlan {
+        plan(self.input(), guest, &TaskView::None, health)
     }
 }
 
-fn pass<'a>(
+/// The first pass over `s` (no stored status, nothing remembered) at t=0, seeing `guest`.
+pub(crate) fn first_pass(s: &ServiceSpec, guest: &GuestView) -> ServicePlan {
+    pass(s, &ServiceStatus::default(), &ServiceMemory::default(), 0).run(guest, &TaskView::None)
+}
+
+/// A pass at t=`secs` over `s` after `previous` (its status stored, nothing remembered).
+pub(crate) fn pass_after(
+    s: &ServiceSpec,
+    previous: &ServicePlan,
+    secs: i64,
+    guest: &GuestView,
+) -> ServicePlan {
+    pass(s, &previous.outcome.status, &ServiceMemory::default(), secs).run(guest, &TaskView::None)
+}
+
+pub(crate) fn pass<'a>(
     spec: &'a ServiceSpec,
     previous: &'a ServiceStatus,
     memory: &'a ServiceMemory,
@@ -81,11 +100,11 @@ fn pass<'a>(
     }
 }
 
-fn cond<'a>(s: &'a ServiceStatus, t: &str) -> &'a Condition {
+pub(crate) fn cond<'a>(s: &'a ServiceStatus, t: &str) -> &'a Condition {
     find_condition(&s.conditions, t).unwrap_or_else(|| panic!("no {t} in {:?}", s.conditions))
 }
 
-fn events(p: &ServicePlan) -> Vec<(&str, &str)> {
+pub(crate) fn events(p: &ServicePlan) -> Vec<(&str, &str)> {
     p.outcome
         .events
         .iter()
@@ -93,16 +112,14 @@ fn events(p: &ServicePlan) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn summary(c: &Condition) -> (ConditionStatus, &str) {
+pub(crate) fn summary(c: &Condition) -> (ConditionStatus, &str) {
     (c.status, c.reason.as_str())
 }
 
 #[test]
 fn plan_first_pass_finds_guest_where_it_runs_and_reports_it() {
     let s = spec(200, "VM", "node: pve3\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(200, GuestType::Vm));
     let st = &p.outcome.status;
     assert_eq!(st.node.as_deref(), Some("pve1"), "the node hint pve3 is ignored");
     assert_eq!(st.name.as_deref(), Some("nextcloud"));
@@ -132,29 +149,25 @@ fn plan_first_pass_finds_guest_where_it_runs_and_reports_it() {
 #[test]
 fn plan_same_guest_a_minute_later_changes_nothing() {
     let s = spec(200, "VM", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let first = first_pass(&s, &view(200, GuestType::Vm));
     // One second of jitter between "now" and the uptime read: the start time holds.
     let GuestView::Found(mut later) = view(200, GuestType::Vm) else {
         unreachable!()
     };
     later.uptime = Some(3600 + 61);
-    let second = pass(&s, &first.outcome.status, &mem, 60).run(&GuestView::Found(later), &TaskView::None);
+    let second = pass_after(&s, &first, 60, &GuestView::Found(later));
     assert_eq!(second.outcome.status, first.outcome.status);
     assert!(second.outcome.events.is_empty());
     // After a resync interval the last-seen time is refreshed once.
-    let third = pass(&s, &first.outcome.status, &mem, 300).run(&view(200, GuestType::Vm), &TaskView::None);
+    let third = pass_after(&s, &first, 300, &view(200, GuestType::Vm));
     assert_eq!(third.outcome.status.last_seen_time, Some(at(300)));
 }
 
 #[test]
 fn plan_migrated_guest_updates_node_with_an_event() {
     let s = spec(200, "VM", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
-    let moved = pass(&s, &first.outcome.status, &mem, 60).run(&migrated(200, GuestType::Vm), &TaskView::None);
+    let first = first_pass(&s, &view(200, GuestType::Vm));
+    let moved = pass_after(&s, &first, 60, &migrated(200, GuestType::Vm));
     assert_eq!(moved.outcome.status.node.as_deref(), Some("pve2"));
     assert_eq!(events(&moved), [("Normal", "GuestMigrated")]);
     assert_eq!(
@@ -167,17 +180,26 @@ fn plan_migrated_guest_updates_node_with_an_event() {
 #[test]
 fn plan_unmanaged_guest_going_down_is_reported_but_left_alone() {
     let s = spec(201, "LXC", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(201, GuestType::Lxc), &TaskView::None);
-    let down = pass(&s, &first.outcome.status, &mem, 60).run(&migrated(201, GuestType::Lxc), &TaskView::None);
-    assert_eq!(events(&down), [("Warning", "GuestDown")]);
+    let first = first_pass(&s, &view(201, GuestType::Lxc));
+    let down = pass_after(&s, &first, 60, &migrated(201, GuestType::Lxc));
+    assert_eq!(
+        events(&down),
+        [("Warning", "GuestDown"), ("Warning", "Unhealthy")]
+    );
     assert_eq!(down.outcome.events[0].note, "gitea (CT 201) is stopped on pve2");
+    assert_eq!(
+        down.outcome.events[1].note,
+        "gitea (CT 201): the guest is stopped"
+    );
     assert_eq!(down.action, None);
     assert_eq!(down.outcome.status.start_time, None);
     assert_eq!(
+        summary(cond(&down.outcome.status, "Healthy")),
+        (ConditionStatus::False, "GuestNotRunning")
+    );
+    assert_eq!(
         summary(cond(&down.outcome.status, "Ready")),
-        (ConditionStatus::True, "Ready")
+        (ConditionStatus::False, "GuestNotRunning")
     );
 }
 
@@ -212,8 +234,16 @@ fn plan_stopped_guest_with_desired_running_starts_it_and_records_the_upid() {
     );
     assert_eq!(summary(cond(st, "Ready")), (ConditionStatus::False, "Starting"));
     assert_eq!(
+        summary(cond(st, "Healthy")),
+        (ConditionStatus::False, "GuestNotRunning")
+    );
+    assert_eq!(
         events(&p),
-        [("Warning", "GuestDown"), ("Normal", "StartingGuest")]
+        [
+            ("Warning", "GuestDown"),
+            ("Warning", "Unhealthy"),
+            ("Normal", "StartingGuest")
+        ]
     );
     assert_eq!(p.outcome.requeue, Duration::from_secs(5));
     assert_eq!(p.action, None);
@@ -244,21 +274,29 @@ fn plan_stopped_guest_with_desired_running_starts_it_and_records_the_upid() {
         summary(cond(st, "PowerStateInSync")),
         (ConditionStatus::True, "InSync")
     );
-    assert_eq!(events(&after), [("Normal", "GuestRecovered")]);
+    assert_eq!(
+        events(&after),
+        [("Normal", "GuestRecovered"), ("Normal", "Healthy")]
+    );
     assert_eq!(st.start_time, Some(at(7)));
 }
 
 #[test]
 fn plan_locked_guest_waits_instead_of_fighting_the_backup() {
     let s = spec(202, "VM", "powerState: Running\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(202, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(202, GuestType::Vm));
     assert_eq!(p.action, None);
     let c = cond(&p.outcome.status, "PowerStateInSync");
     assert_eq!(summary(c), (ConditionStatus::False, "GuestLocked"));
     assert!(c.message.contains("locked (backup)"), "{}", c.message);
-    assert_eq!(events(&p), [("Normal", "GuestFound"), ("Normal", "GuestLocked")]);
+    assert_eq!(
+        events(&p),
+        [
+            ("Normal", "GuestFound"),
+            ("Normal", "GuestLocked"),
+            ("Warning", "Unhealthy")
+        ]
+    );
     assert_eq!(p.outcome.requeue, Duration::from_secs(30));
 }
 
@@ -315,9 +353,7 @@ fn plan_failed_power_task_is_reported_once() {
 #[test]
 fn plan_desired_stopped_shuts_a_running_guest_down() {
     let s = spec(200, "VM", "powerState: Stopped\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(200, GuestType::Vm));
     assert_eq!(p.action.map(|a| a.0), Some(PowerAction::Shutdown));
 }
 
@@ -355,16 +391,22 @@ fn plan_missing_guest_is_flagged_and_never_acted_on() {
     );
     assert_eq!(st.last_seen_time, Some(at(-10)), "shows when it was last seen");
     assert_eq!(st.name.as_deref(), Some("old"));
-    assert_eq!(events(&p), [("Warning", "GuestMissing")]);
+    assert_eq!(
+        summary(cond(st, "Healthy")),
+        (ConditionStatus::False, "GuestNotRunning")
+    );
+    assert_eq!(cond(st, "Healthy").message, "the guest does not exist");
+    assert_eq!(
+        events(&p),
+        [("Warning", "GuestMissing"), ("Warning", "Unhealthy")]
+    );
     assert_eq!(p.action, None);
 }
 
 #[test]
 fn plan_guest_on_offline_node_is_unknown_and_not_acted_on() {
     let s = spec(203, "VM", "powerState: Running\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(203, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&s, &view(203, GuestType::Vm));
     assert_eq!(p.outcome.status.power_state, Some(PowerState::Unknown));
     assert_eq!(
         summary(cond(&p.outcome.status, "PowerStateInSync")),
@@ -376,9 +418,7 @@ fn plan_guest_on_offline_node_is_unknown_and_not_acted_on() {
 #[test]
 fn plan_wrong_guest_type_and_template_are_explained() {
     let s = spec(200, "LXC", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Lxc), &TaskView::None);
+    let p = first_pass(&s, &view(200, GuestType::Lxc));
     let c = cond(&p.outcome.status, "Found");
     assert_eq!(summary(c), (ConditionStatus::False, "TypeMismatch"));
     assert!(
@@ -388,7 +428,7 @@ fn plan_wrong_guest_type_and_template_are_explained() {
     );
 
     let t = spec(9000, "VM", "powerState: Running\n");
-    let p = pass(&t, &prev, &mem, 0).run(&view(9000, GuestType::Vm), &TaskView::None);
+    let p = first_pass(&t, &view(9000, GuestType::Vm));
     assert_eq!(p.action, None);
     assert_eq!(
         summary(cond(&p.outcome.status, "PowerStateInSync")),
@@ -399,14 +439,12 @@ fn plan_wrong_guest_type_and_template_are_explained() {
 #[test]
 fn plan_unreachable_cluster_keeps_last_node_and_says_why() {
     let s = spec(200, "VM", "");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let first = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
+    let first = first_pass(&s, &view(200, GuestType::Vm));
     let down = GuestView::Unavailable(Unavailable {
         reason: "Unreachable".into(),
         message: "cannot connect to any endpoint".into(),
     });
-    let p = pass(&s, &first.outcome.status, &mem, 60).run(&down, &TaskView::None);
+    let p = pass_after(&s, &first, 60, &down);
     let st = &p.outcome.status;
     assert_eq!(st.node.as_deref(), Some("pve1"));
     assert_eq!(st.power_state, Some(PowerState::Unknown));
@@ -415,80 +453,4 @@ fn plan_unreachable_cluster_keeps_last_node_and_says_why() {
         (ConditionStatus::Unknown, "Unreachable")
     );
     assert_eq!(events(&p), [("Warning", "Unreachable")]);
-}
-
-#[test]
-fn plan_failing_check_turns_healthy_false_with_its_message_and_back() {
-    let s = spec(
-        200,
-        "VM",
-        "healthChecks:\n- {name: web, type: HTTP, http: {url: 'https://cloud.home.lan/status.php'}}\n",
-    );
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let result = |healthy, failures| HealthCheckResult {
-        name: "web".into(),
-        type_: HealthCheckType::Http,
-        healthy,
-        message: if healthy {
-            "HTTP 200".into()
-        } else {
-            "HTTP 503, expected 200".into()
-        },
-        consecutive_failures: failures,
-        last_transition_time: Some(at(0)),
-    };
-    let input = pass(&s, &prev, &mem, 0);
-    let ok = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(true, 0)],
-    );
-    assert_eq!(
-        summary(cond(&ok.outcome.status, "Healthy")),
-        (ConditionStatus::True, "ChecksPassing")
-    );
-    let input = pass(&s, &ok.outcome.status, &mem, 180);
-    let bad = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(false, 3)],
-    );
-    let c = cond(&bad.outcome.status, "Healthy");
-    assert_eq!(summary(c), (ConditionStatus::False, "CheckFailing"));
-    assert_eq!(
-        c.message,
-        "check web (HTTP) is failing: HTTP 503, expected 200 (3 failures in a row)"
-    );
-    assert_eq!(
-        summary(cond(&bad.outcome.status, "Ready")),
-        (ConditionStatus::False, "CheckFailing")
-    );
-    assert_eq!(events(&bad), [("Warning", "Unhealthy")]);
-    let input = pass(&s, &bad.outcome.status, &mem, 240);
-    let back = plan(
-        input.input(),
-        &view(200, GuestType::Vm),
-        &TaskView::None,
-        vec![result(true, 0)],
-    );
-    assert_eq!(events(&back), [("Normal", "Healthy")]);
-    assert_eq!(
-        summary(cond(&back.outcome.status, "Ready")),
-        (ConditionStatus::True, "Ready")
-    );
-}
-
-#[test]
-fn plan_checks_without_results_are_not_checked_yet() {
-    let s = spec(200, "VM", "healthChecks:\n- {name: agent, type: GuestAgent}\n");
-    let mem = ServiceMemory::default();
-    let prev = ServiceStatus::default();
-    let p = pass(&s, &prev, &mem, 0).run(&view(200, GuestType::Vm), &TaskView::None);
-    assert_eq!(
-        summary(cond(&p.outcome.status, "Healthy")),
-        (ConditionStatus::Unknown, "NotChecked")
-    );
 }

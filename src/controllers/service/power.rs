@@ -6,9 +6,8 @@
 use super::observe::GuestView;
 use super::plan::{ACTION_POWER, Builder, PlanInput, ServicePlan, guest_label, verb};
 use crate::controllers::shared::{PlannedEvent, ServiceMemory, add};
-use crate::crd::conditions::{
-    Condition, ConditionStatus, READY, find_condition, remove_condition, set_condition,
-};
+use crate::controllers::status::{DesiredCondition, set_condition};
+use crate::crd::conditions::{ConditionStatus, READY, find_condition, remove_condition};
 use crate::crd::service::{CONDITION_POWER_STATE_IN_SYNC, DesiredPowerState, PowerState, ServiceStatus};
 use crate::proxmox::{self, GuestRef};
 
@@ -155,15 +154,8 @@ pub fn record_action(plan: &mut ServicePlan, input: PlanInput<'_>, result: Resul
     };
     let status = &mut plan.outcome.status;
     let set = |status: &mut ServiceStatus, s, reason: &str, message: &str| {
-        let cond = Condition::new(
-            CONDITION_POWER_STATE_IN_SYNC,
-            s,
-            reason,
-            message,
-            input.generation,
-            input.now,
-        );
-        set_condition(&mut status.conditions, cond);
+        let cond = DesiredCondition::new(CONDITION_POWER_STATE_IN_SYNC, s, reason, message);
+        set_condition(&mut status.conditions, &cond, input.generation, input.now);
     };
     match result {
         Ok(upid) => {
@@ -202,14 +194,12 @@ pub fn record_action(plan: &mut ServicePlan, input: PlanInput<'_>, result: Resul
     }
     // Ready mirrors PowerStateInSync while the action runs.
     if let Some(c) = find_condition(&plan.outcome.status.conditions, CONDITION_POWER_STATE_IN_SYNC).cloned() {
-        let ready = Condition::new(
-            READY,
-            c.status,
-            &c.reason,
-            &c.message,
+        let ready = DesiredCondition::new(READY, c.status, c.reason, c.message);
+        set_condition(
+            &mut plan.outcome.status.conditions,
+            &ready,
             input.generation,
             input.now,
         );
-        set_condition(&mut plan.outcome.status.conditions, ready);
     }
 }

@@ -9,10 +9,11 @@ use std::{
 
 use homelab_autopilot::controllers::{
     self, BackoffPolicy, ConditionStatus, Context, ControllerSpec, DesiredCondition, ReconcileError,
-    StatusCondition, object_ref, patch_status, report_transition, set_condition,
+    object_ref, patch_status, report_transition, set_condition,
 };
+use homelab_autopilot::crd::conditions::Condition;
 use jiff::Timestamp;
-use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::Time};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client, CustomResource, Resource, ResourceExt,
     api::{ApiResource, DynamicObject, PostParams},
@@ -63,55 +64,10 @@ pub struct GadgetStatus {
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions.
+    /// Conditions: the CRDs' own condition type, which the runtime's generic helpers
+    /// maintain through `StatusCondition`.
     #[serde(default)]
-    pub conditions: Vec<TestCondition>,
-}
-
-/// A condition type of our own, like the CRD types have, adapted through `StatusCondition`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TestCondition {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub status: String,
-    pub reason: String,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    #[schemars(with = "String")]
-    pub last_transition_time: Time,
-}
-
-impl StatusCondition for TestCondition {
-    fn condition_type(&self) -> &str {
-        &self.type_
-    }
-    fn condition_status(&self) -> &str {
-        &self.status
-    }
-    fn reason(&self) -> &str {
-        &self.reason
-    }
-    fn message(&self) -> &str {
-        &self.message
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
-    fn last_transition_time(&self) -> Option<Timestamp> {
-        Some(self.last_transition_time.0)
-    }
-    fn build(d: &DesiredCondition, observed_generation: Option<i64>, since: Timestamp) -> Self {
-        Self {
-            type_: d.type_.clone(),
-            status: d.status.as_str().into(),
-            reason: d.reason.clone(),
-            message: d.message.clone(),
-            observed_generation,
-            last_transition_time: Time(since),
-        }
-    }
+    pub conditions: Vec<Condition>,
 }
 
 /// Reconcile attempts per object UID, shared with the test.
@@ -292,7 +248,7 @@ pub async fn wait_ready(api: &Api<Gadget>, name: &str, generation: i64) -> Gadge
             let ready = status
                 .conditions
                 .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
+                .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True);
             (ready && status.observed_generation == Some(generation)).then_some(g)
         },
     )

@@ -390,51 +390,45 @@ mod tests {
     #[test]
     fn validate_reports_pve_messages_per_rule() {
         assert!(errors_of("vmid=100&full=1&mode=stop&name=abc&net0=virtio%3DBC%3A24%3A11%3A00%3A00%3A01%2Cbridge%3Dvmbr0").is_empty());
-        assert_eq!(
-            errors_of("")["vmid"],
-            "property is missing and it is not optional"
-        );
-        assert_eq!(
-            errors_of("vmid=100&x=1")["x"],
-            "property is not defined in schema and the schema does not allow additional properties"
-        );
-        assert_eq!(
-            errors_of("vmid=abc")["vmid"],
-            "type check ('integer') failed - got 'abc'"
-        );
-        assert_eq!(
-            errors_of("vmid=100&full=true")["full"],
-            "type check ('boolean') failed - got 'true'"
-        );
-        assert_eq!(
-            errors_of("vmid=99")["vmid"],
-            "invalid format - value does not look like a valid VM ID\n"
-        );
-        assert_eq!(
-            errors_of("vmid=100&mode=fast")["mode"],
-            "value 'fast' does not have a value in the enumeration 'snapshot, stop'"
-        );
-        assert_eq!(
-            errors_of("vmid=100&name=ABC")["name"],
-            "value does not match the regex pattern"
-        );
-        assert_eq!(
-            errors_of("vmid=100&name=abcdefg")["name"],
-            "value may only be 5 characters long"
-        );
-        assert_eq!(
-            errors_of("vmid=100&vmids=100,7")["vmids"],
-            "invalid format - value does not look like a valid VM ID\n"
-        );
-        assert_eq!(
-            errors_of("vmid=100&net0=foo%3D1")["net0"],
-            "invalid format - invalid key in comma-separated list property: foo\n"
-        );
+        let not_in_schema =
+            "property is not defined in schema and the schema does not allow additional properties";
+        let bad_vmid = "invalid format - value does not look like a valid VM ID\n";
+        for (query, field, message) in [
+            ("", "vmid", "property is missing and it is not optional"),
+            ("vmid=100&x=1", "x", not_in_schema),
+            ("vmid=abc", "vmid", "type check ('integer') failed - got 'abc'"),
+            (
+                "vmid=100&full=true",
+                "full",
+                "type check ('boolean') failed - got 'true'",
+            ),
+            ("vmid=99", "vmid", bad_vmid),
+            (
+                "vmid=100&mode=fast",
+                "mode",
+                "value 'fast' does not have a value in the enumeration 'snapshot, stop'",
+            ),
+            (
+                "vmid=100&name=ABC",
+                "name",
+                "value does not match the regex pattern",
+            ),
+            (
+                "vmid=100&name=abcdefg",
+                "name",
+                "value may only be 5 characters long",
+            ),
+            ("vmid=100&vmids=100,7", "vmids", bad_vmid),
+            (
+                "vmid=100&net0=foo%3D1",
+                "net0",
+                "invalid format - invalid key in comma-separated list property: foo\n",
+            ),
+            ("vmid=100&net40=x", "net40", not_in_schema),
+        ] {
+            assert_eq!(errors_of(query)[field], message, "{query}");
+        }
         assert!(errors_of("vmid=100&net0=virtio%3Dxx")["net0"].starts_with("invalid format - format error\nnet0.macaddr: invalid format - value does not look like a valid unicast MAC address"));
-        assert_eq!(
-            errors_of("vmid=100&net40=x")["net40"],
-            "property is not defined in schema and the schema does not allow additional properties"
-        );
     }
 
     #[test]
