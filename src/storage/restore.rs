@@ -56,9 +56,9 @@ enum Slot {
 
 type Job = (Read, SyncSender<Result<Vec<Vec<u8>>>>);
 
-/// Where restored bytes go.
-trait Sink {
-    fn data(&mut self, b: &[u8]) -> std::io::Result<()>;
+/// Where restored bytes go. Chunks arrive as owned buffers, so a sink may keep them.
+pub(crate) trait Sink {
+    fn data(&mut self, b: Vec<u8>) -> std::io::Result<()>;
     fn zeros(&mut self, n: u64) -> std::io::Result<()>;
     fn finish(&mut self) -> std::io::Result<()>;
 }
@@ -66,8 +66,8 @@ trait Sink {
 struct WriterSink<W: Write>(W);
 
 impl<W: Write> Sink for WriterSink<W> {
-    fn data(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(b)
+    fn data(&mut self, b: Vec<u8>) -> std::io::Result<()> {
+        self.0.write_all(&b)
     }
     fn zeros(&mut self, mut n: u64) -> std::io::Result<()> {
         let z = [0u8; 64 << 10];
@@ -91,13 +91,13 @@ struct SparseFile {
 }
 
 impl Sink for SparseFile {
-    fn data(&mut self, b: &[u8]) -> std::io::Result<()> {
+    fn data(&mut self, b: Vec<u8>) -> std::io::Result<()> {
         if self.hole > 0 {
             self.f.seek(SeekFrom::Current(self.hole as i64))?;
             self.hole = 0;
         }
         self.pos += b.len() as u64;
-        self.f.write_all(b)
+        self.f.write_all(&b)
     }
     fn zeros(&mut self, n: u64) -> std::io::Result<()> {
         self.hole += n;
@@ -155,7 +155,7 @@ impl ChunkStore {
         self.restore_into(snap, &mut sink, progress)
     }
 
-    fn restore_into(
+    pub(crate) fn restore_into(
         &self,
         snap: &SnapshotInfo,
         sink: &mut dyn Sink,
@@ -201,9 +201,10 @@ impl ChunkStore {
                     }
                     Piece::Data(chunks) => {
                         for c in chunks {
-                            sink.data(&c).map_err(wr)?;
-                            written += c.len() as u64;
-                            progress.add(c.len() as u64);
+                            let n = c.len() as u64;
+                            sink.data(c).map_err(wr)?;
+                            written += n;
+                            progress.add(n);
                         }
                     }
                 }
