@@ -293,12 +293,9 @@ impl ChunkStore {
             *bytes_read += n as u64;
             progress.add(n as u64);
             let eof = len < block;
-            let mut pos = 0;
-            let mut cuts = Vec::new();
-            while let Some(n) = self.chunker.next_boundary(&buf[pos..len], eof) {
-                cuts.push((pos, n));
-                pos += n;
-            }
+            // Both cores find cut points (the result equals a sequential scan).
+            let cuts = self.chunker.cuts(&buf[..len], eof, self.threads());
+            let pos = cuts.last().map_or(0, |&(s, n)| s + n);
             carry = buf[pos..len].to_vec();
             if !cuts.is_empty() {
                 let (tx, rx) = sync_channel(1);
