@@ -111,6 +111,11 @@ impl Sink for SparseFile {
     }
 }
 
+fn is_empty_dir(path: &Path) -> bool {
+    path.symlink_metadata().is_ok_and(|m| m.is_dir())
+        && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+}
+
 impl ChunkStore {
     /// Writes the snapshot's stream (a tar stream for directory snapshots) to `w`.
     pub fn restore_to_writer<W: Write>(
@@ -122,24 +127,27 @@ impl ChunkStore {
         self.restore_into(snap, &mut WriterSink(w), progress)
     }
 
-    /// Restores into `path`, which must not exist: a file snapshot becomes a (sparse) file, a
-    /// directory snapshot a directory tree.
+    /// Restores into `path`: a file snapshot becomes a new (sparse) file, a directory snapshot a
+    /// directory tree in a new or an existing empty directory (as `restic restore --target`
+    /// users expect). Nothing that exists is ever overwritten.
     pub fn restore_to_path(
         &self,
         snap: &SnapshotInfo,
         path: &Path,
         progress: &dyn Progress,
     ) -> Result<RestoreSummary> {
-        if path.symlink_metadata().is_ok() {
+        let is_dir = kind_of(snap) == SourceKind::Dir;
+        if path.symlink_metadata().is_ok() && !(is_dir && is_empty_dir(path)) {
             return Err(Error::InvalidArgument {
                 field: "--to",
                 reason: format!(
-                    "{} already exists: restore never overwrites; pick a new path",
-                    path.display()
+                    "{} already exists: restore never overwrites; pick a new path{}",
+                    path.display(),
+                    if is_dir { " or an empty directory" } else { "" }
                 ),
             });
         }
-        if kind_of(snap) == SourceKind::Dir {
+        if is_dir {
             return super::tarstream::restore_dir(self, snap, path, progress);
         }
         let f = File::options()

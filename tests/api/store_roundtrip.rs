@@ -156,6 +156,45 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
         ],
     );
     assert!(e.contains("already exists"), "{e}");
+    // An existing empty directory is a valid target for a directory snapshot (like restic's
+    // --target); a file snapshot still needs a new path.
+    let empty = d.path().join("empty-target");
+    std::fs::create_dir(&empty).unwrap();
+    let to = empty.to_str().unwrap();
+    ok(&repo, &["--key-file", kf, "restore", "etc@latest", "--to", to]);
+    assert_eq!(
+        std::fs::read(empty.join("etc/pve/storage.cfg")).unwrap(),
+        std::fs::read(src.join("etc/pve/storage.cfg")).unwrap()
+    );
+    let empty = d.path().join("empty-for-stream");
+    std::fs::create_dir(&empty).unwrap();
+    let to = empty.to_str().unwrap();
+    let e = fails(&repo, &["--key-file", kf, "restore", "piped@latest", "--to", to]);
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn store_relative_repo_path_works_from_its_parent_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let data = seeded(9, 300_000);
+    write(d.path(), "in.raw", &data);
+    let run = |args: &[&str]| {
+        let out = store_cmd(std::path::Path::new("repo"), args)
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "store {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&["init"]);
+    run(&["backup", "--name", "rel", "in.raw"]);
+    run(&["restore", "rel@latest", "--to", "out.raw"]);
+    assert!(std::fs::read(d.path().join("out.raw")).unwrap() == data);
+    assert!(run(&["restore", "rel@latest", "--to", "-"]) == data);
 }
 
 #[test]
