@@ -103,6 +103,23 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
     );
     write(&src.join("etc/pve/nodes"), "empty", b"");
     write(&src, "disk.raw", &seeded(5, 200_000));
+    // A file above the parallel writers' size limit, with a zero run that becomes a hole.
+    let mut big = seeded(6, 1 << 20);
+    big[300_000..900_000].fill(0);
+    write(&src, "big.raw", &big);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let cfg = src.join("etc/pve/storage.cfg");
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let f = std::fs::File::options().write(true).open(&cfg).unwrap();
+        f.set_modified(t).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(src.join("big.raw"))
+            .unwrap();
+        f.set_modified(t).unwrap();
+    }
     let backup_tree = || -> serde_json::Value {
         let out = ok(
             &repo,
@@ -136,12 +153,24 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
             dst.to_str().unwrap(),
         ],
     );
-    for rel in ["etc/pve/storage.cfg", "etc/pve/nodes/empty", "disk.raw"] {
-        assert_eq!(
-            std::fs::read(src.join(rel)).unwrap(),
-            std::fs::read(dst.join(rel)).unwrap(),
-            "{rel}"
+    for rel in [
+        "etc/pve/storage.cfg",
+        "etc/pve/nodes/empty",
+        "disk.raw",
+        "big.raw",
+    ] {
+        assert!(
+            std::fs::read(src.join(rel)).unwrap() == std::fs::read(dst.join(rel)).unwrap(),
+            "{rel} differs"
         );
+        // Mode and mtime come back too.
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(src.join(rel)).unwrap(),
+            std::fs::metadata(dst.join(rel)).unwrap(),
+        );
+        assert_eq!(a.mode(), b.mode(), "{rel} mode");
+        assert_eq!(a.mtime(), b.mtime(), "{rel} mtime");
     }
     // Restore never overwrites.
     let e = fails(
