@@ -21,7 +21,10 @@ use super::snapfile::{SnapReader, SourceKind};
 use super::store::ChunkStore;
 
 /// Largest single ranged read.
-const MAX_READ: u64 = 8 << 20;
+const MAX_READ: u64 = 4 << 20;
+/// Most plaintext one read may decode to: bounds memory however well the data compressed
+/// (a read waiting in the queue holds its decoded chunks).
+const MAX_PLAIN: u64 = 4 << 20;
 
 /// What a restore did.
 #[derive(Clone, Debug, Serialize)]
@@ -41,6 +44,8 @@ struct Read {
     pack: String,
     start: u64,
     len: u64,
+    /// Plaintext bytes of `blobs`.
+    plain: u64,
     blobs: Vec<(ChunkId, u64, u32)>,
 }
 
@@ -278,11 +283,13 @@ impl ChunkStore {
                     r.pack == loc.pack
                         && r.start + r.len == loc.offset
                         && r.len + u64::from(loc.len) <= MAX_READ
+                        && r.plain + u64::from(loc.raw_len) <= MAX_PLAIN
                 });
                 if extend {
                     if let Some(r) = cur.as_mut() {
                         r.blobs.push((e.id, r.len, loc.len));
                         r.len += u64::from(loc.len);
+                        r.plain += u64::from(loc.raw_len);
                     }
                 } else {
                     if let Some(r) = cur.take()
@@ -294,6 +301,7 @@ impl ChunkStore {
                         pack: loc.pack,
                         start: loc.offset,
                         len: u64::from(loc.len),
+                        plain: u64::from(loc.raw_len),
                         blobs: vec![(e.id, 0, loc.len)],
                     });
                 }
