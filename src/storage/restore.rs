@@ -19,6 +19,7 @@ use super::error::{Error, Result};
 use super::index::{SnapshotInfo, kind_of};
 use super::snapfile::{SnapReader, SourceKind};
 use super::store::ChunkStore;
+use super::writeback::{NUDGE_BYTES, Target, Writeback};
 
 /// Largest single ranged read.
 const MAX_READ: u64 = 4 << 20;
@@ -93,6 +94,9 @@ struct SparseFile {
     f: std::io::BufWriter<File>,
     pos: u64,
     hole: u64,
+    /// Starts writeback every NUDGE_BYTES of data (see `writeback`).
+    wb: Option<Writeback>,
+    since: u64,
 }
 
 impl Sink for SparseFile {
@@ -102,17 +106,26 @@ impl Sink for SparseFile {
             self.hole = 0;
         }
         self.pos += b.len() as u64;
-        self.f.write_all(&b)
+        self.f.write_all(&b)?;
+        self.since += b.len() as u64;
+        if self.since >= NUDGE_BYTES
+            && let Some(wb) = &self.wb
+        {
+            self.since = 0;
+            wb.nudge(Target::File(self.f.get_ref().try_clone()?));
+        }
+        Ok(())
     }
     fn zeros(&mut self, n: u64) -> std::io::Result<()> {
         self.hole += n;
         self.pos += n;
         Ok(())
     }
-    /// Like restic and borg, restore does not fsync: the caller decides when to sync.
+    /// Like restic and borg, restore does not wait for the disk (writeback was started early).
     fn finish(&mut self) -> std::io::Result<()> {
         self.f.flush()?;
-        self.f.get_mut().set_len(self.pos)
+        self.f.get_mut().set_len(self.pos)?;
+        self.wb.take().map_or(Ok(()), Writeback::finish)
     }
 }
 
@@ -164,6 +177,8 @@ impl ChunkStore {
             f: std::io::BufWriter::with_capacity(1 << 20, f),
             pos: 0,
             hole: 0,
+            wb: Some(Writeback::start()),
+            since: 0,
         };
         self.restore_into(snap, &mut sink, progress)
     }

@@ -7,6 +7,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use super::backup::{Progress, SnapshotSummary};
 use super::error::{Error, Result};
@@ -14,6 +15,7 @@ use super::index::SnapshotInfo;
 use super::restore::{RestoreSummary, Sink};
 use super::snapfile::SourceKind;
 use super::store::ChunkStore;
+use super::writeback::{NudgingReader, Writeback, entry_path};
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)?
@@ -232,14 +234,22 @@ pub(crate) fn restore_dir(
     let (tx, rx) = sync_channel::<Msg>(64);
     std::thread::scope(|s| {
         let unpacker = s.spawn(move || -> std::io::Result<()> {
-            let mut a = tar::Archive::new(ChanReader::new(rx));
+            let wb = Writeback::start();
+            let current = Arc::new(Mutex::new(None));
+            let reader = NudgingReader {
+                inner: ChanReader::new(rx),
+                current: current.clone(),
+                wb: &wb,
+                since: 0,
+            };
+            let mut a = tar::Archive::new(reader);
             a.set_preserve_permissions(true);
             a.set_preserve_mtime(true);
             a.set_overwrite(false);
-            a.unpack(path)?;
+            unpack_tree(&mut a, path, &current)?;
             // Consume the end-of-archive padding so the restore side sees its stream taken.
             std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
-            Ok(())
+            wb.finish()
         });
         let res = store.restore_into(snap, &mut ChanSink { tx }, progress);
         let unpacked = unpacker
@@ -252,6 +262,33 @@ pub(crate) fn restore_dir(
             (res, Ok(())) => res,
         }
     })
+}
+
+/// The `tar` crate's `Archive::unpack` (directories last, deepest first), telling the reader
+/// which file is being written so it can start that file's writeback early.
+fn unpack_tree<R: Read>(
+    a: &mut tar::Archive<R>,
+    dst: &Path,
+    current: &Mutex<Option<PathBuf>>,
+) -> std::io::Result<()> {
+    let dst = dst.canonicalize()?;
+    let mut dirs = Vec::new();
+    for entry in a.entries()? {
+        let mut e = entry?;
+        if e.header().entry_type() == tar::EntryType::Directory {
+            dirs.push(e);
+            continue;
+        }
+        if let Ok(mut c) = current.lock() {
+            *c = entry_path(&dst, &e.path()?);
+        }
+        e.unpack_in(&dst)?;
+    }
+    dirs.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
+    for mut d in dirs {
+        d.unpack_in(&dst)?;
+    }
+    Ok(())
 }
 
 /// Whether a restore error only says that the unpacking thread stopped reading.
