@@ -286,7 +286,15 @@ fn unpack_tree<R: Read>(
     }
     dirs.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
     for mut d in dirs {
-        d.unpack_in(&dst)?;
+        if !d.unpack_in(&dst)? {
+            continue;
+        }
+        // The `tar` crate sets a directory's mode but not its mtime. Deepest first, so setting a
+        // directory's mtime never changes its parent's, which comes later.
+        if let (Some(dir), Ok(mtime)) = (entry_path(&dst, &d.path()?), d.header().mtime()) {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+            fs::File::open(&dir)?.set_modified(t)?;
+        }
     }
     Ok(())
 }

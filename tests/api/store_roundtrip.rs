@@ -119,6 +119,13 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
             .open(src.join("big.raw"))
             .unwrap();
         f.set_modified(t).unwrap();
+        // Directories keep their mtimes too (set last: creating entries changes them).
+        for dir in ["etc/pve/nodes", "etc/pve", "etc"] {
+            std::fs::File::open(src.join(dir))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
     }
     let backup_tree = || -> serde_json::Value {
         let out = ok(
@@ -171,6 +178,14 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
         );
         assert_eq!(a.mode(), b.mode(), "{rel} mode");
         assert_eq!(a.mtime(), b.mtime(), "{rel} mtime");
+    }
+    for dir in ["etc/pve/nodes", "etc/pve", "etc"] {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(src.join(dir)).unwrap().mtime(),
+            std::fs::metadata(dst.join(dir)).unwrap().mtime(),
+            "{dir}/ mtime"
+        );
     }
     // Restore never overwrites.
     let e = fails(
