@@ -1,9 +1,10 @@
 //! Backup: read -> chunk -> hash -> skip known ids -> compress/encrypt -> pack -> durable write.
 //!
 //! The calling thread reads and chunks; worker threads hash, probe the index and seal new chunks;
-//! one packer thread keeps stream order, builds packs and the snapshot object; one flusher thread
-//! writes packs durably and only then records their chunks in the index. Channels are bounded,
-//! so memory stays flat however large the input.
+//! one packer thread keeps stream order, streams packs into staging files and writes the snapshot
+//! object; one flusher thread makes each finished pack durable (fsync, rename into place) and only
+//! then records its chunks in the index. Channels are bounded and packs never sit in memory, so
+//! memory stays flat however large the input.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -20,7 +21,7 @@ use super::chunker::is_zero;
 use super::error::{Error, Result};
 use super::index::{SnapshotInfo, SnapshotTotals};
 use super::lock::LockMode;
-use super::pack::{PackBuilder, PackEntry, new_pack_name};
+use super::pack::{PackFile, StagedPack, new_pack_name};
 use super::snapfile::{Entry, SnapWriter, SnapshotMeta, SourceKind};
 use super::store::ChunkStore;
 
@@ -165,7 +166,7 @@ impl ChunkStore {
             let (job_tx, job_rx) = sync_channel::<Job>(self.threads());
             let job_rx = Arc::new(Mutex::new(job_rx));
             let (order_tx, order_rx) = sync_channel::<Receiver<Result<BatchOut>>>(self.threads() + 2);
-            let (flush_tx, flush_rx) = sync_channel::<(String, Vec<u8>, Vec<PackEntry>)>(1);
+            let (flush_tx, flush_rx) = sync_channel::<StagedPack>(1);
             for _ in 0..self.threads() {
                 let rx = job_rx.clone();
                 let shared = &shared;
@@ -292,12 +293,9 @@ impl ChunkStore {
             *bytes_read += n as u64;
             progress.add(n as u64);
             let eof = len < block;
-            let mut pos = 0;
-            let mut cuts = Vec::new();
-            while let Some(n) = self.chunker.next_boundary(&buf[pos..len], eof) {
-                cuts.push((pos, n));
-                pos += n;
-            }
+            // Both cores find cut points (the result equals a sequential scan).
+            let cuts = self.chunker.cuts(&buf[..len], eof, self.threads());
+            let pos = cuts.last().map_or(0, |&(s, n)| s + n);
             carry = buf[pos..len].to_vec();
             if !cuts.is_empty() {
                 let (tx, rx) = sync_channel(1);
@@ -401,13 +399,14 @@ impl ChunkStore {
     fn packer(
         &self,
         order_rx: Receiver<Receiver<Result<BatchOut>>>,
-        flush_tx: SyncSender<(String, Vec<u8>, Vec<PackEntry>)>,
+        flush_tx: SyncSender<StagedPack>,
         snap: &mut SnapWriter<'_>,
         shared: &Shared,
     ) -> Result<()> {
-        let pack_size = self.config.params.pack_size as usize;
+        let pack_size = u64::from(self.config.params.pack_size);
+        let staging = self.backend.staging_dir();
         let mut scratch = self.codec.scratch()?;
-        let mut pack = PackBuilder::new(pack_size);
+        let mut pack: Option<PackFile> = None;
         for slot in order_rx {
             let Ok(res) = slot.recv() else {
                 return Err(Error::Internal("a hashing worker stopped".into()));
@@ -415,16 +414,19 @@ impl ChunkStore {
             let out = res?;
             for c in &out.chunks {
                 if let Some((b, n)) = c.blob {
-                    pack.add(c.id, c.len, &out.blobs[b..b + n]);
+                    let p = match pack.as_mut() {
+                        Some(p) => p,
+                        None => pack.insert(PackFile::create(&staging)?),
+                    };
+                    p.add(c.id, c.len, &out.blobs[b..b + n])?;
                     shared.new_bytes.fetch_add(u64::from(c.len), Ordering::Relaxed);
                     shared.stored_bytes.fetch_add(n as u64, Ordering::Relaxed);
                     shared.new_chunks.fetch_add(1, Ordering::Relaxed);
-                    if pack.len() >= pack_size {
-                        let full = std::mem::replace(&mut pack, PackBuilder::new(pack_size));
-                        let (bytes, entries) = full.finish(&self.codec, &mut scratch)?;
-                        if flush_tx.send((new_pack_name(), bytes, entries)).is_err() {
-                            return Err(Error::Internal("pack writer stopped".into()));
-                        }
+                    if p.len() >= pack_size
+                        && let Some(full) = pack.take()
+                        && flush_tx.send(full.finish(&self.codec, &mut scratch)?).is_err()
+                    {
+                        return Err(Error::Internal("pack writer stopped".into()));
                     }
                 }
                 snap.push(&Entry {
@@ -437,28 +439,31 @@ impl ChunkStore {
                 return Err(Error::Internal("backup aborted".into()));
             }
         }
-        if !pack.is_empty() {
-            let (bytes, entries) = pack.finish(&self.codec, &mut scratch)?;
-            if flush_tx.send((new_pack_name(), bytes, entries)).is_err() {
-                return Err(Error::Internal("pack writer stopped".into()));
-            }
+        if let Some(last) = pack.take()
+            && !last.is_empty()
+            && flush_tx.send(last.finish(&self.codec, &mut scratch)?).is_err()
+        {
+            return Err(Error::Internal("pack writer stopped".into()));
         }
         Ok(())
     }
 
-    fn flusher(&self, rx: &Receiver<(String, Vec<u8>, Vec<PackEntry>)>, shared: &Shared) -> Result<()> {
+    fn flusher(&self, rx: &Receiver<StagedPack>, shared: &Shared) -> Result<()> {
         let mut index = self.index()?;
-        for (name, bytes, entries) in rx {
-            // Durable first (temp, fsync, rename, fsync dir), then visible in the index.
-            self.backend.put(&pack_key(&name), &bytes)?;
+        for staged in rx {
+            // Durable first (fsync, rename, fsync dir), then visible in the index.
+            let size = std::fs::metadata(&staged.path)
+                .map_err(|e| Error::io("reading metadata of", staged.path.display(), e))?
+                .len();
+            self.backend.put_file(&pack_key(&staged.name), &staged.path)?;
             index.add_pack(
-                &name,
-                bytes.len() as u64,
-                &entries,
+                &staged.name,
+                size,
+                &staged.entries,
                 jiff::Timestamp::now().as_second(),
             )?;
             if let Ok(mut p) = shared.pending.lock() {
-                for e in &entries {
+                for e in &staged.entries {
                     p.remove(&e.id);
                 }
             }

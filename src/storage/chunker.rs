@@ -94,6 +94,120 @@ impl Chunker {
     }
 }
 
+/// Cut points one thread found from `start` on: chunks as (start, len), and where it stopped.
+struct SegmentCuts {
+    start: usize,
+    cuts: Vec<(usize, usize)>,
+    /// Start of the first chunk not in `cuts`.
+    next: usize,
+    /// Whether `next_boundary` returned `None` at `next` (no further cut in this buffer).
+    ended: bool,
+}
+
+impl Chunker {
+    /// Chunks `data[from..]` until a chunk would start at or after `until` (or no further cut
+    /// can be decided).
+    fn segment(&self, data: &[u8], eof: bool, from: usize, until: usize) -> SegmentCuts {
+        let mut cuts = Vec::new();
+        let mut pos = from;
+        while pos < until {
+            match self.next_boundary(&data[pos..], eof) {
+                Some(n) => {
+                    cuts.push((pos, n));
+                    pos += n;
+                }
+                None => {
+                    return SegmentCuts {
+                        start: from,
+                        cuts,
+                        next: pos,
+                        ended: true,
+                    };
+                }
+            }
+        }
+        SegmentCuts {
+            start: from,
+            cuts,
+            next: pos,
+            ended: false,
+        }
+    }
+
+    /// Every chunk of `data` that can be decided now, as (start, len), exactly as repeated
+    /// [`Chunker::next_boundary`] calls from offset 0 would give them (`eof`: nothing follows
+    /// `data`). With `parts > 1` and enough data, `parts` threads chunk equal slices of the buffer
+    /// at once, each starting at its slice's first byte; the sequence from offset 0 is then followed
+    /// into each next slice until it reaches a cut point that slice's thread also found. From
+    /// there on both sequences are the same (a cut depends only on where its chunk starts and on
+    /// the bytes after it), so the result equals a sequential scan, usually for the cost of one
+    /// or two extra chunks per slice.
+    pub fn cuts(&self, data: &[u8], eof: bool, parts: usize) -> Vec<(usize, usize)> {
+        let parts = parts.clamp(1, 16);
+        // Each slice must hold several maximum-size chunks for the threads to pay off.
+        let parts = if data.len() / parts >= 4 * self.max {
+            parts
+        } else {
+            1
+        };
+        let mut bounds: Vec<usize> = (0..parts).map(|i| data.len() / parts * i).collect();
+        bounds.push(data.len());
+        let segs: Vec<SegmentCuts> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..parts)
+                .map(|i| {
+                    let (from, until) = (bounds[i], bounds[i + 1]);
+                    s.spawn(move || self.segment(data, eof, from, until))
+                })
+                .collect();
+            let mut segs = vec![self.segment(data, eof, 0, bounds[1])];
+            for h in handles {
+                // A chunking thread cannot panic (pure arithmetic on in-bounds slices); if it
+                // did, its slice is simply chunked sequentially below.
+                segs.push(h.join().unwrap_or(SegmentCuts {
+                    start: data.len(),
+                    cuts: Vec::new(),
+                    next: data.len(),
+                    ended: false,
+                }));
+            }
+            segs
+        });
+        let mut out = Vec::new();
+        let mut pos = 0;
+        let mut seg = 0;
+        loop {
+            while seg < segs.len() && pos > segs[seg].next {
+                seg += 1;
+            }
+            if let Some(sc) = segs.get(seg)
+                && pos >= sc.start
+            {
+                let found = if pos == sc.next {
+                    Some(sc.cuts.len())
+                } else {
+                    sc.cuts.binary_search_by_key(&pos, |c| c.0).ok()
+                };
+                if let Some(j) = found {
+                    out.extend_from_slice(&sc.cuts[j..]);
+                    pos = sc.next;
+                    if sc.ended {
+                        return out;
+                    }
+                    seg += 1;
+                    continue;
+                }
+            }
+            match self.next_boundary(&data[pos..], eof) {
+                Some(n) => {
+                    out.push((pos, n));
+                    pos += n;
+                }
+                None => return out,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -223,6 +337,48 @@ pub(crate) mod tests {
                 slow.push(pos);
             }
             assert_eq!(fast, slow, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn chunker_parallel_cuts_equal_sequential_scan() {
+        let seq = |c: &Chunker, d: &[u8], eof: bool| {
+            let mut out = Vec::new();
+            let mut pos = 0;
+            while let Some(n) = c.next_boundary(&d[pos..], eof) {
+                out.push((pos, n));
+                pos += n;
+            }
+            out
+        };
+        // Random data; long zero runs across the slice borders; a short repeating pattern
+        // (where two chunk sequences may never meet); a mix.
+        let random = seeded_bytes(5, 3 << 20);
+        let mut zeros = seeded_bytes(6, 3 << 20);
+        for k in 1..6 {
+            let at = k * zeros.len() / 6 - 100_000;
+            zeros[at..at + 200_000].fill(0);
+        }
+        let periodic: Vec<u8> = (0..3u32 << 20).map(|i| (i % 4099) as u8).collect();
+        let mut mixed = periodic.clone();
+        mixed[..1 << 20].copy_from_slice(&random[..1 << 20]);
+        for p in [
+            ChunkerParams {
+                min: 4096,
+                avg: 16384,
+                max: 65536,
+            },
+            ChunkerParams::default(),
+        ] {
+            let c = Chunker::new(p).unwrap();
+            for data in [&random, &zeros, &periodic, &mixed] {
+                for eof in [true, false] {
+                    let want = seq(&c, data, eof);
+                    for parts in [1, 2, 3, 4, 7] {
+                        assert_eq!(c.cuts(data, eof, parts), want, "{p:?} parts {parts} eof {eof}");
+                    }
+                }
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use super::blob::{BlobKind, ChunkId};
 use super::error::{Error, Result};
 use super::index::Index;
 use super::lock::LockMode;
-use super::pack::{PackBuilder, PackEntry, new_pack_name};
+use super::pack::{PackBuilder, PackEntry, STAGED_PACK_PREFIX, new_pack_name};
 use super::prune::{KeepOptions, PruneItem, PruneMark, compute_prune};
 use super::store::ChunkStore;
 
@@ -286,7 +286,9 @@ impl ChunkStore {
                     .and_then(|m| m.modified())
                     .map(|m| m <= cutoff)
                     .unwrap_or(false);
-                if old && ent.file_name().to_string_lossy().starts_with(".snap-") {
+                let name = ent.file_name().to_string_lossy().into_owned();
+                let ours = name.starts_with(".snap-") || name.starts_with(STAGED_PACK_PREFIX);
+                if old && ours {
                     let _ = std::fs::remove_file(ent.path());
                     report.stray_files_deleted += 1;
                 }

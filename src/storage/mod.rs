@@ -26,6 +26,7 @@ pub mod store;
 mod sync;
 pub mod tarstream;
 pub mod verify;
+mod writeback;
 
 pub use backup::{NoProgress, Progress, SnapshotSummary};
 pub use config::{ChunkerParams, RepoConfig, RepoParams};

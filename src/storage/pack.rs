@@ -9,6 +9,10 @@
 //! The trailer lets `reindex` learn a pack's contents from its tail alone; if it is damaged the
 //! blob headers can be walked instead.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
 use rand::RngCore;
 
 use super::blob::{BLOB_HEADER_LEN, BlobHeader, BlobKind, ChunkId, Codec, Scratch};
@@ -56,9 +60,7 @@ impl PackBuilder {
     /// An empty pack with room for about `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
         let mut buf = Vec::with_capacity(capacity + (1 << 20));
-        buf.extend_from_slice(&PACK_MAGIC);
-        buf.push(PACK_VERSION);
-        buf.extend_from_slice(&[0u8; 7]);
+        buf.extend_from_slice(&pack_header());
         PackBuilder {
             buf,
             entries: Vec::new(),
@@ -89,17 +91,129 @@ impl PackBuilder {
 
     /// Appends trailer and footer; returns the pack bytes and its entries.
     pub fn finish(mut self, codec: &Codec, s: &mut Scratch) -> Result<(Vec<u8>, Vec<PackEntry>)> {
-        let mut toc = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
-        for e in &self.entries {
-            toc.extend_from_slice(&e.id.0);
-            toc.extend_from_slice(&e.offset.to_le_bytes());
-            toc.extend_from_slice(&e.len.to_le_bytes());
-            toc.extend_from_slice(&e.raw_len.to_le_bytes());
-        }
-        let n = codec.seal(BlobKind::PackTrailer, &codec.id(&toc), &toc, s, &mut self.buf)?;
-        self.buf.extend_from_slice(&(n as u32).to_le_bytes());
-        self.buf.extend_from_slice(&PACK_END_MAGIC);
+        append_trailer(&self.entries, codec, s, &mut self.buf)?;
         Ok((self.buf, self.entries))
+    }
+}
+
+fn pack_header() -> [u8; PACK_HEADER_LEN] {
+    let mut h = [0u8; PACK_HEADER_LEN];
+    h[..8].copy_from_slice(&PACK_MAGIC);
+    h[8] = PACK_VERSION;
+    h
+}
+
+/// Appends the trailer blob listing `entries` and the footer to `out`.
+fn append_trailer(entries: &[PackEntry], codec: &Codec, s: &mut Scratch, out: &mut Vec<u8>) -> Result<()> {
+    let mut toc = Vec::with_capacity(entries.len() * ENTRY_LEN);
+    for e in entries {
+        toc.extend_from_slice(&e.id.0);
+        toc.extend_from_slice(&e.offset.to_le_bytes());
+        toc.extend_from_slice(&e.len.to_le_bytes());
+        toc.extend_from_slice(&e.raw_len.to_le_bytes());
+    }
+    let n = codec.seal(BlobKind::PackTrailer, &codec.id(&toc), &toc, s, out)?;
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    out.extend_from_slice(&PACK_END_MAGIC);
+    Ok(())
+}
+
+/// A pack written straight into a staging file as blobs arrive (the same bytes as
+/// [`PackBuilder`]), so a backup holds no pack in memory. The file is removed when this value
+/// (or the [`StagedPack`] it becomes) is dropped before the backend took it.
+pub struct PackFile {
+    out: BufWriter<File>,
+    staged: StagedPack,
+    len: u64,
+}
+
+/// A finished pack in a staging file, ready for `Backend::put_file`.
+pub struct StagedPack {
+    /// Pack name (32 hex characters).
+    pub name: String,
+    /// The staging file.
+    pub path: PathBuf,
+    /// Its blobs.
+    pub entries: Vec<PackEntry>,
+}
+
+impl Drop for StagedPack {
+    fn drop(&mut self) {
+        // After `put_file` the file was renamed away and this fails harmlessly.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Prefix of pack staging files (swept by `gc` when a crash left them).
+pub const STAGED_PACK_PREFIX: &str = ".pack-";
+
+impl PackFile {
+    /// Starts a new pack in `dir` (created if needed).
+    pub fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("creating staging directory", dir.display(), e))?;
+        let name = new_pack_name();
+        let path = dir.join(format!("{STAGED_PACK_PREFIX}{name}"));
+        let f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating", path.display(), e))?;
+        let mut pf = PackFile {
+            out: BufWriter::with_capacity(256 << 10, f),
+            staged: StagedPack {
+                name,
+                path,
+                entries: Vec::new(),
+            },
+            len: 0,
+        };
+        pf.write(&pack_header())?;
+        Ok(pf)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.out
+            .write_all(b)
+            .map_err(|e| Error::io("writing", self.staged.path.display(), e))?;
+        self.len += b.len() as u64;
+        Ok(())
+    }
+
+    /// Appends an already sealed blob.
+    pub fn add(&mut self, id: ChunkId, raw_len: u32, blob: &[u8]) -> Result<()> {
+        let offset = u32::try_from(self.len).map_err(|_| Error::Internal("pack over 4 GiB".into()))?;
+        self.write(blob)?;
+        self.staged.entries.push(PackEntry {
+            id,
+            offset,
+            len: blob.len() as u32,
+            raw_len,
+        });
+        Ok(())
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.staged.entries.is_empty()
+    }
+
+    /// Appends trailer and footer and flushes (not fsyncs: `put_file` does).
+    pub fn finish(mut self, codec: &Codec, s: &mut Scratch) -> Result<StagedPack> {
+        let mut tail = Vec::new();
+        append_trailer(&self.staged.entries, codec, s, &mut tail)?;
+        self.write(&tail)?;
+        self.out
+            .flush()
+            .map_err(|e| Error::io("writing", self.staged.path.display(), e))?;
+        let PackFile { out, staged, .. } = self;
+        drop(out);
+        Ok(staged)
     }
 }
 
@@ -200,5 +314,36 @@ mod tests {
         assert_eq!(parsed, entries);
         assert_eq!(scan_blobs(&bytes), entries);
         assert!(footer_trailer_len(&bytes[bytes.len() - 13..bytes.len() - 1], "p").is_err());
+    }
+
+    #[test]
+    fn pack_file_writes_the_same_bytes_as_builder_and_cleans_up_when_dropped() {
+        let codec = Codec::new(3, None);
+        let mut s = codec.scratch().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let mut pb = PackBuilder::new(1 << 20);
+        let mut pf = PackFile::create(d.path()).unwrap();
+        for i in 0..5u8 {
+            let data = vec![i; 3000 + i as usize];
+            let id = codec.id(&data);
+            let mut blob = Vec::new();
+            codec
+                .seal(BlobKind::Chunk, &id, &data, &mut s, &mut blob)
+                .unwrap();
+            pb.add(id, data.len() as u32, &blob);
+            pf.add(id, data.len() as u32, &blob).unwrap();
+        }
+        assert_eq!(pf.len(), pb.len() as u64);
+        let (bytes, entries) = pb.finish(&codec, &mut s).unwrap();
+        let staged = pf.finish(&codec, &mut s).unwrap();
+        assert_eq!(std::fs::read(&staged.path).unwrap(), bytes);
+        assert_eq!(staged.entries, entries);
+        let path = staged.path.clone();
+        drop(staged);
+        assert!(!path.exists(), "an unused staging pack is removed");
+        let unfinished = PackFile::create(d.path()).unwrap();
+        let path = unfinished.staged.path.clone();
+        drop(unfinished);
+        assert!(!path.exists());
     }
 }

@@ -19,9 +19,13 @@ use super::error::{Error, Result};
 use super::index::{SnapshotInfo, kind_of};
 use super::snapfile::{SnapReader, SourceKind};
 use super::store::ChunkStore;
+use super::writeback::{NUDGE_BYTES, Target, Writeback};
 
 /// Largest single ranged read.
-const MAX_READ: u64 = 8 << 20;
+const MAX_READ: u64 = 4 << 20;
+/// Most plaintext one read may decode to: bounds memory however well the data compressed
+/// (a read waiting in the queue holds its decoded chunks).
+const MAX_PLAIN: u64 = 4 << 20;
 
 /// What a restore did.
 #[derive(Clone, Debug, Serialize)]
@@ -41,6 +45,8 @@ struct Read {
     pack: String,
     start: u64,
     len: u64,
+    /// Plaintext bytes of `blobs`.
+    plain: u64,
     blobs: Vec<(ChunkId, u64, u32)>,
 }
 
@@ -56,9 +62,9 @@ enum Slot {
 
 type Job = (Read, SyncSender<Result<Vec<Vec<u8>>>>);
 
-/// Where restored bytes go.
-trait Sink {
-    fn data(&mut self, b: &[u8]) -> std::io::Result<()>;
+/// Where restored bytes go. Chunks arrive as owned buffers, so a sink may keep them.
+pub(crate) trait Sink {
+    fn data(&mut self, b: Vec<u8>) -> std::io::Result<()>;
     fn zeros(&mut self, n: u64) -> std::io::Result<()>;
     fn finish(&mut self) -> std::io::Result<()>;
 }
@@ -66,8 +72,8 @@ trait Sink {
 struct WriterSink<W: Write>(W);
 
 impl<W: Write> Sink for WriterSink<W> {
-    fn data(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(b)
+    fn data(&mut self, b: Vec<u8>) -> std::io::Result<()> {
+        self.0.write_all(&b)
     }
     fn zeros(&mut self, mut n: u64) -> std::io::Result<()> {
         let z = [0u8; 64 << 10];
@@ -88,27 +94,44 @@ struct SparseFile {
     f: std::io::BufWriter<File>,
     pos: u64,
     hole: u64,
+    /// Starts writeback every NUDGE_BYTES of data (see `writeback`).
+    wb: Option<Writeback>,
+    since: u64,
 }
 
 impl Sink for SparseFile {
-    fn data(&mut self, b: &[u8]) -> std::io::Result<()> {
+    fn data(&mut self, b: Vec<u8>) -> std::io::Result<()> {
         if self.hole > 0 {
             self.f.seek(SeekFrom::Current(self.hole as i64))?;
             self.hole = 0;
         }
         self.pos += b.len() as u64;
-        self.f.write_all(b)
+        self.f.write_all(&b)?;
+        self.since += b.len() as u64;
+        if self.since >= NUDGE_BYTES
+            && let Some(wb) = &self.wb
+        {
+            self.since = 0;
+            wb.nudge(Target::File(self.f.get_ref().try_clone()?));
+        }
+        Ok(())
     }
     fn zeros(&mut self, n: u64) -> std::io::Result<()> {
         self.hole += n;
         self.pos += n;
         Ok(())
     }
-    /// Like restic and borg, restore does not fsync: the caller decides when to sync.
+    /// Like restic and borg, restore does not wait for the disk (writeback was started early).
     fn finish(&mut self) -> std::io::Result<()> {
         self.f.flush()?;
-        self.f.get_mut().set_len(self.pos)
+        self.f.get_mut().set_len(self.pos)?;
+        self.wb.take().map_or(Ok(()), Writeback::finish)
     }
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    path.symlink_metadata().is_ok_and(|m| m.is_dir())
+        && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
 }
 
 impl ChunkStore {
@@ -122,24 +145,27 @@ impl ChunkStore {
         self.restore_into(snap, &mut WriterSink(w), progress)
     }
 
-    /// Restores into `path`, which must not exist: a file snapshot becomes a (sparse) file, a
-    /// directory snapshot a directory tree.
+    /// Restores into `path`: a file snapshot becomes a new (sparse) file, a directory snapshot a
+    /// directory tree in a new or an existing empty directory (as `restic restore --target`
+    /// users expect). Nothing that exists is ever overwritten.
     pub fn restore_to_path(
         &self,
         snap: &SnapshotInfo,
         path: &Path,
         progress: &dyn Progress,
     ) -> Result<RestoreSummary> {
-        if path.symlink_metadata().is_ok() {
+        let is_dir = kind_of(snap) == SourceKind::Dir;
+        if path.symlink_metadata().is_ok() && !(is_dir && is_empty_dir(path)) {
             return Err(Error::InvalidArgument {
                 field: "--to",
                 reason: format!(
-                    "{} already exists: restore never overwrites; pick a new path",
-                    path.display()
+                    "{} already exists: restore never overwrites; pick a new path{}",
+                    path.display(),
+                    if is_dir { " or an empty directory" } else { "" }
                 ),
             });
         }
-        if kind_of(snap) == SourceKind::Dir {
+        if is_dir {
             return super::tarstream::restore_dir(self, snap, path, progress);
         }
         let f = File::options()
@@ -151,11 +177,13 @@ impl ChunkStore {
             f: std::io::BufWriter::with_capacity(1 << 20, f),
             pos: 0,
             hole: 0,
+            wb: Some(Writeback::start()),
+            since: 0,
         };
         self.restore_into(snap, &mut sink, progress)
     }
 
-    fn restore_into(
+    pub(crate) fn restore_into(
         &self,
         snap: &SnapshotInfo,
         sink: &mut dyn Sink,
@@ -201,9 +229,10 @@ impl ChunkStore {
                     }
                     Piece::Data(chunks) => {
                         for c in chunks {
-                            sink.data(&c).map_err(wr)?;
-                            written += c.len() as u64;
-                            progress.add(c.len() as u64);
+                            let n = c.len() as u64;
+                            sink.data(c).map_err(wr)?;
+                            written += n;
+                            progress.add(n);
                         }
                     }
                 }
@@ -269,11 +298,13 @@ impl ChunkStore {
                     r.pack == loc.pack
                         && r.start + r.len == loc.offset
                         && r.len + u64::from(loc.len) <= MAX_READ
+                        && r.plain + u64::from(loc.raw_len) <= MAX_PLAIN
                 });
                 if extend {
                     if let Some(r) = cur.as_mut() {
                         r.blobs.push((e.id, r.len, loc.len));
                         r.len += u64::from(loc.len);
+                        r.plain += u64::from(loc.raw_len);
                     }
                 } else {
                     if let Some(r) = cur.take()
@@ -285,6 +316,7 @@ impl ChunkStore {
                         pack: loc.pack,
                         start: loc.offset,
                         len: u64::from(loc.len),
+                        plain: u64::from(loc.raw_len),
                         blobs: vec![(e.id, 0, loc.len)],
                     });
                 }

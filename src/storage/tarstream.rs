@@ -7,13 +7,15 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use super::backup::{Progress, SnapshotSummary};
 use super::error::{Error, Result};
 use super::index::SnapshotInfo;
-use super::restore::RestoreSummary;
+use super::restore::{RestoreSummary, Sink};
 use super::snapfile::SourceKind;
 use super::store::ChunkStore;
+use super::writeback::{NudgingReader, Writeback, entry_path};
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)?
@@ -71,11 +73,7 @@ impl ChunkStore {
                 };
                 let _ = w.tx.send(msg);
             });
-            let reader = ChanReader {
-                rx,
-                cur: Vec::new(),
-                pos: 0,
-            };
+            let reader = ChanReader::new(rx);
             self.backup_reader(reader, name, tags, SourceKind::Dir, progress)
                 .map_err(|e| match e {
                     Error::Io {
@@ -91,6 +89,7 @@ const MSG_LEN: usize = 1 << 20;
 
 enum Msg {
     Data(Vec<u8>),
+    Zeros(u64),
     Done,
     Failed(std::io::Error),
 }
@@ -125,34 +124,106 @@ impl Write for ChanWriter {
     }
 }
 
-/// Yields the tar stream; an error or a vanished writer (no `Done`) is a read error.
+/// Yields the tar stream; an error or a vanished writer (no `Done`) is a read error. Each read
+/// fills `out` completely unless the stream ends, so a consumer that copies in fixed-size pieces
+/// (the `tar` crate: 8 KiB) writes whole, aligned pieces.
 struct ChanReader {
     rx: Receiver<Msg>,
     cur: Vec<u8>,
     pos: usize,
+    zeros: u64,
+    done: bool,
+    /// A failure that arrived after some bytes of the current read: reported by the next read.
+    failed: Option<std::io::Error>,
+}
+
+impl ChanReader {
+    fn new(rx: Receiver<Msg>) -> Self {
+        ChanReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            zeros: 0,
+            done: false,
+            failed: None,
+        }
+    }
 }
 
 impl Read for ChanReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(Msg::Data(v)) => {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let mut n = 0;
+        while n < out.len() {
+            if self.zeros > 0 {
+                let k = (out.len() - n).min(usize::try_from(self.zeros).unwrap_or(usize::MAX));
+                out[n..n + k].fill(0);
+                self.zeros -= k as u64;
+                n += k;
+                continue;
+            }
+            if self.pos < self.cur.len() {
+                let k = (out.len() - n).min(self.cur.len() - self.pos);
+                out[n..n + k].copy_from_slice(&self.cur[self.pos..self.pos + k]);
+                self.pos += k;
+                n += k;
+                continue;
+            }
+            if self.done {
+                break;
+            }
+            let msg = match self.rx.recv() {
+                Ok(m) => m,
+                Err(_) => Msg::Failed(std::io::Error::other("directory stream stopped unexpectedly")),
+            };
+            match msg {
+                Msg::Data(v) => {
                     self.cur = v;
                     self.pos = 0;
                 }
-                Ok(Msg::Done) => return Ok(0),
-                Ok(Msg::Failed(e)) => return Err(e),
-                Err(_) => return Err(std::io::Error::other("directory reader stopped unexpectedly")),
+                Msg::Zeros(z) => self.zeros = z,
+                Msg::Done => self.done = true,
+                // Bytes already copied are returned first; the error comes with the next read.
+                Msg::Failed(e) if n > 0 => {
+                    self.failed = Some(e);
+                    break;
+                }
+                Msg::Failed(e) => return Err(e),
             }
         }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
         Ok(n)
     }
 }
 
-/// Unpacks a directory snapshot into `path` (created; must not exist).
+/// Feeds restored chunks to the unpacking thread without copying them.
+struct ChanSink {
+    tx: SyncSender<Msg>,
+}
+
+impl ChanSink {
+    fn send(&self, m: Msg) -> std::io::Result<()> {
+        self.tx
+            .send(m)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "tar unpacker stopped"))
+    }
+}
+
+impl Sink for ChanSink {
+    fn data(&mut self, b: Vec<u8>) -> std::io::Result<()> {
+        self.send(Msg::Data(b))
+    }
+    fn zeros(&mut self, n: u64) -> std::io::Result<()> {
+        self.send(Msg::Zeros(n))
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.send(Msg::Done)
+    }
+}
+
+/// Unpacks a directory snapshot into `path` (created; must not exist). The restored stream
+/// reaches the unpacking thread over a channel of chunk buffers (no pipe, no copy).
 pub(crate) fn restore_dir(
     store: &ChunkStore,
     snap: &SnapshotInfo,
@@ -160,23 +231,77 @@ pub(crate) fn restore_dir(
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
     fs::create_dir_all(path).map_err(|e| Error::io("creating", path.display(), e))?;
-    let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating pipe for", path.display(), e))?;
+    let (tx, rx) = sync_channel::<Msg>(64);
     std::thread::scope(|s| {
-        let unpacker = s.spawn(move || {
+        let unpacker = s.spawn(move || -> std::io::Result<()> {
+            let wb = Writeback::start();
+            let current = Arc::new(Mutex::new(None));
+            let reader = NudgingReader {
+                inner: ChanReader::new(rx),
+                current: current.clone(),
+                wb: &wb,
+                since: 0,
+            };
             let mut a = tar::Archive::new(reader);
             a.set_preserve_permissions(true);
             a.set_preserve_mtime(true);
             a.set_overwrite(false);
-            a.unpack(path)
+            unpack_tree(&mut a, path, &current)?;
+            // Consume the end-of-archive padding so the restore side sees its stream taken.
+            std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
+            wb.finish()
         });
-        let res = store.restore_to_writer(snap, writer, progress);
+        let res = store.restore_into(snap, &mut ChanSink { tx }, progress);
         let unpacked = unpacker
             .join()
             .map_err(|_| Error::Internal("tar thread panicked".into()))?;
-        // An unpack failure closes the pipe, so the write error is only a consequence.
-        unpacked.map_err(|e| Error::io("unpacking into", path.display(), e))?;
-        res
+        match (res, unpacked) {
+            // The restore's own failure comes first; an unpack failure then is a consequence.
+            (Err(e), _) if !stopped_by_unpacker(&e) => Err(e),
+            (_, Err(e)) => Err(Error::io("unpacking into", path.display(), e)),
+            (res, Ok(())) => res,
+        }
     })
+}
+
+/// The `tar` crate's `Archive::unpack` (directories last, deepest first), telling the reader
+/// which file is being written so it can start that file's writeback early.
+fn unpack_tree<R: Read>(
+    a: &mut tar::Archive<R>,
+    dst: &Path,
+    current: &Mutex<Option<PathBuf>>,
+) -> std::io::Result<()> {
+    let dst = dst.canonicalize()?;
+    let mut dirs = Vec::new();
+    for entry in a.entries()? {
+        let mut e = entry?;
+        if e.header().entry_type() == tar::EntryType::Directory {
+            dirs.push(e);
+            continue;
+        }
+        if let Ok(mut c) = current.lock() {
+            *c = entry_path(&dst, &e.path()?);
+        }
+        e.unpack_in(&dst)?;
+    }
+    dirs.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
+    for mut d in dirs {
+        if !d.unpack_in(&dst)? {
+            continue;
+        }
+        // The `tar` crate sets a directory's mode but not its mtime. Deepest first, so setting a
+        // directory's mtime never changes its parent's, which comes later.
+        if let (Some(dir), Ok(mtime)) = (entry_path(&dst, &d.path()?), d.header().mtime()) {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+            fs::File::open(&dir)?.set_modified(t)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a restore error only says that the unpacking thread stopped reading.
+fn stopped_by_unpacker(e: &Error) -> bool {
+    matches!(e, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 #[cfg(test)]
@@ -188,25 +313,39 @@ mod tests {
         let (tx, rx) = sync_channel(4);
         tx.send(Msg::Data(b"abc".to_vec())).unwrap();
         tx.send(Msg::Failed(std::io::Error::other("disk gone"))).unwrap();
-        let mut r = ChanReader {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-        };
+        let mut r = ChanReader::new(rx);
         let mut out = Vec::new();
         let e = r.read_to_end(&mut out).unwrap_err();
         assert_eq!(e.to_string(), "disk gone");
         assert_eq!(out, b"abc");
         let (tx, rx) = sync_channel::<Msg>(1);
         drop(tx);
-        let mut r = ChanReader {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-        };
+        let mut r = ChanReader::new(rx);
         assert!(
             r.read_to_end(&mut Vec::new()).is_err(),
             "a vanished writer is not EOF"
+        );
+    }
+
+    #[test]
+    fn tar_channel_reader_fills_whole_reads_across_messages_and_zero_runs() {
+        let (tx, rx) = sync_channel(8);
+        let mut sink = ChanSink { tx };
+        sink.data(b"ab".to_vec()).unwrap();
+        sink.zeros(3).unwrap();
+        sink.data(b"cdefgh".to_vec()).unwrap();
+        sink.finish().unwrap();
+        let mut r = ChanReader::new(rx);
+        let mut buf = [9u8; 8];
+        assert_eq!(r.read(&mut buf).unwrap(), 8);
+        assert_eq!(&buf, b"ab\0\0\0cde");
+        assert_eq!(r.read(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"fgh");
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        drop(r);
+        assert_eq!(
+            sink.data(b"x".to_vec()).unwrap_err().kind(),
+            std::io::ErrorKind::BrokenPipe
         );
     }
 

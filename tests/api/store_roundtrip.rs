@@ -103,6 +103,30 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
     );
     write(&src.join("etc/pve/nodes"), "empty", b"");
     write(&src, "disk.raw", &seeded(5, 200_000));
+    // A file above the parallel writers' size limit, with a zero run that becomes a hole.
+    let mut big = seeded(6, 1 << 20);
+    big[300_000..900_000].fill(0);
+    write(&src, "big.raw", &big);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let cfg = src.join("etc/pve/storage.cfg");
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let f = std::fs::File::options().write(true).open(&cfg).unwrap();
+        f.set_modified(t).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(src.join("big.raw"))
+            .unwrap();
+        f.set_modified(t).unwrap();
+        // Directories keep their mtimes too (set last: creating entries changes them).
+        for dir in ["etc/pve/nodes", "etc/pve", "etc"] {
+            std::fs::File::open(src.join(dir))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+    }
     let backup_tree = || -> serde_json::Value {
         let out = ok(
             &repo,
@@ -136,11 +160,31 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
             dst.to_str().unwrap(),
         ],
     );
-    for rel in ["etc/pve/storage.cfg", "etc/pve/nodes/empty", "disk.raw"] {
+    for rel in [
+        "etc/pve/storage.cfg",
+        "etc/pve/nodes/empty",
+        "disk.raw",
+        "big.raw",
+    ] {
+        assert!(
+            std::fs::read(src.join(rel)).unwrap() == std::fs::read(dst.join(rel)).unwrap(),
+            "{rel} differs"
+        );
+        // Mode and mtime come back too.
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(src.join(rel)).unwrap(),
+            std::fs::metadata(dst.join(rel)).unwrap(),
+        );
+        assert_eq!(a.mode(), b.mode(), "{rel} mode");
+        assert_eq!(a.mtime(), b.mtime(), "{rel} mtime");
+    }
+    for dir in ["etc/pve/nodes", "etc/pve", "etc"] {
+        use std::os::unix::fs::MetadataExt;
         assert_eq!(
-            std::fs::read(src.join(rel)).unwrap(),
-            std::fs::read(dst.join(rel)).unwrap(),
-            "{rel}"
+            std::fs::metadata(src.join(dir)).unwrap().mtime(),
+            std::fs::metadata(dst.join(dir)).unwrap().mtime(),
+            "{dir}/ mtime"
         );
     }
     // Restore never overwrites.
@@ -156,6 +200,45 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
         ],
     );
     assert!(e.contains("already exists"), "{e}");
+    // An existing empty directory is a valid target for a directory snapshot (like restic's
+    // --target); a file snapshot still needs a new path.
+    let empty = d.path().join("empty-target");
+    std::fs::create_dir(&empty).unwrap();
+    let to = empty.to_str().unwrap();
+    ok(&repo, &["--key-file", kf, "restore", "etc@latest", "--to", to]);
+    assert_eq!(
+        std::fs::read(empty.join("etc/pve/storage.cfg")).unwrap(),
+        std::fs::read(src.join("etc/pve/storage.cfg")).unwrap()
+    );
+    let empty = d.path().join("empty-for-stream");
+    std::fs::create_dir(&empty).unwrap();
+    let to = empty.to_str().unwrap();
+    let e = fails(&repo, &["--key-file", kf, "restore", "piped@latest", "--to", to]);
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn store_relative_repo_path_works_from_its_parent_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let data = seeded(9, 300_000);
+    write(d.path(), "in.raw", &data);
+    let run = |args: &[&str]| {
+        let out = store_cmd(std::path::Path::new("repo"), args)
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "store {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&["init"]);
+    run(&["backup", "--name", "rel", "in.raw"]);
+    run(&["restore", "rel@latest", "--to", "out.raw"]);
+    assert!(std::fs::read(d.path().join("out.raw")).unwrap() == data);
+    assert!(run(&["restore", "rel@latest", "--to", "-"]) == data);
 }
 
 #[test]

@@ -31,7 +31,8 @@ impl LocalBackend {
 
     /// Creates `dir` (and parents) and fsyncs each new directory's parent.
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
-        if dir.is_dir() {
+        // `Path::new("repo").parent()` is `""`: the current directory, which exists.
+        if dir.as_os_str().is_empty() || dir.is_dir() {
             return Ok(());
         }
         if let Some(parent) = dir.parent() {
@@ -73,6 +74,11 @@ fn temp_name() -> String {
 
 /// fsyncs a directory so a rename or create in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("syncing directory", dir.display(), e))
