@@ -291,9 +291,11 @@ fn unpack_tree<R: Read>(
         }
         // The `tar` crate sets a directory's mode but not its mtime. Deepest first, so setting a
         // directory's mtime never changes its parent's, which comes later.
+        // By path (utimensat), not through an opened handle: a directory whose restored mode
+        // denies reading could not be opened by a non-root user.
         if let (Some(dir), Ok(mtime)) = (entry_path(&dst, &d.path()?), d.header().mtime()) {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
-            fs::File::open(&dir)?.set_modified(t)?;
+            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+            filetime::set_file_times(&dir, t, t)?;
         }
     }
     Ok(())
