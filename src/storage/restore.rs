@@ -19,7 +19,7 @@ use super::error::{Error, Result};
 use super::index::{SnapshotInfo, kind_of};
 use super::snapfile::{SnapReader, SourceKind};
 use super::store::ChunkStore;
-use super::writeback::{NUDGE_BYTES, Target, Writeback};
+use super::writeback::{NUDGE_BYTES, Writeback};
 
 /// Largest single ranged read.
 const MAX_READ: u64 = 4 << 20;
@@ -112,7 +112,7 @@ impl Sink for SparseFile {
             && let Some(wb) = &self.wb
         {
             self.since = 0;
-            wb.nudge(Target::File(self.f.get_ref().try_clone()?));
+            wb.nudge(self.f.get_ref().try_clone()?);
         }
         Ok(())
     }

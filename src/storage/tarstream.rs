@@ -1,13 +1,13 @@
 //! Directories as deterministic tar streams: entries sorted by path, metadata from the file
 //! system (mode, mtime, owner ids), so an unchanged tree gives the same bytes and dedups fully.
-//! Restore unpacks with the `tar` crate, which refuses paths that escape the target.
+//! Restore reads the stream with the `tar` crate and keeps its path rules (nothing lands outside
+//! the target); regular files are written in large positioned writes (see `unpack_file`).
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 
 use super::backup::{Progress, SnapshotSummary};
 use super::error::{Error, Result};
@@ -15,7 +15,7 @@ use super::index::SnapshotInfo;
 use super::restore::{RestoreSummary, Sink};
 use super::snapfile::SourceKind;
 use super::store::ChunkStore;
-use super::writeback::{NudgingReader, Writeback, entry_path};
+use super::writeback::{NUDGE_BYTES, Writeback, entry_path};
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)?
@@ -235,18 +235,11 @@ pub(crate) fn restore_dir(
     std::thread::scope(|s| {
         let unpacker = s.spawn(move || -> std::io::Result<()> {
             let wb = Writeback::start();
-            let current = Arc::new(Mutex::new(None));
-            let reader = NudgingReader {
-                inner: ChanReader::new(rx),
-                current: current.clone(),
-                wb: &wb,
-                since: 0,
-            };
-            let mut a = tar::Archive::new(reader);
+            let mut a = tar::Archive::new(ChanReader::new(rx));
             a.set_preserve_permissions(true);
             a.set_preserve_mtime(true);
             a.set_overwrite(false);
-            unpack_tree(&mut a, path, &current)?;
+            unpack_tree(&mut a, path, &wb)?;
             // Consume the end-of-archive padding so the restore side sees its stream taken.
             std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
             wb.finish()
@@ -264,25 +257,22 @@ pub(crate) fn restore_dir(
     })
 }
 
-/// The `tar` crate's `Archive::unpack` (directories last, deepest first), telling the reader
-/// which file is being written so it can start that file's writeback early.
-fn unpack_tree<R: Read>(
-    a: &mut tar::Archive<R>,
-    dst: &Path,
-    current: &Mutex<Option<PathBuf>>,
-) -> std::io::Result<()> {
+/// The `tar` crate's `Archive::unpack` (directories last, deepest first), with regular files
+/// written by [`unpack_file`].
+fn unpack_tree<R: Read>(a: &mut tar::Archive<R>, dst: &Path, wb: &Writeback) -> std::io::Result<()> {
     let dst = dst.canonicalize()?;
     let mut dirs = Vec::new();
+    let mut buf = vec![0u8; COPY_BUF];
     for entry in a.entries()? {
         let mut e = entry?;
-        if e.header().entry_type() == tar::EntryType::Directory {
+        let kind = e.header().entry_type();
+        if kind == tar::EntryType::Directory {
             dirs.push(e);
-            continue;
+        } else if kind == tar::EntryType::Regular || kind.is_gnu_sparse() {
+            unpack_file(&mut e, &dst, wb, &mut buf)?;
+        } else {
+            e.unpack_in(&dst)?;
         }
-        if let Ok(mut c) = current.lock() {
-            *c = entry_path(&dst, &e.path()?);
-        }
-        e.unpack_in(&dst)?;
     }
     dirs.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
     for mut d in dirs {
@@ -297,6 +287,121 @@ fn unpack_tree<R: Read>(
             let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
             filetime::set_file_times(&dir, t, t)?;
         }
+    }
+    Ok(())
+}
+
+/// Bytes read from the tar stream and written per `pwrite` when unpacking a regular file. Large
+/// writes matter: the kernel's cost per byte of a buffered write falls to about a third from
+/// 8 KiB writes (what `tar`'s own unpacking issues) to 64 KiB and more (large page-cache folios).
+const COPY_BUF: usize = 1 << 20;
+/// Granularity of holes in restored sparse files (the file system block size).
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes one regular file (`Regular` or GNU sparse entry) as `tar`'s `unpack_in` would, with the
+/// same path rules, but in [`COPY_BUF`]-sized positioned writes. A file that was sparse when it
+/// was backed up (a GNU sparse entry) gets holes wherever a block is all zeros, like
+/// `cp --sparse=auto`; other files are written in full. Whatever this fast path does not handle
+/// (a path with `..`, a missing parent directory, a parent that resolves outside the target)
+/// goes to `unpack_in`, which skips or refuses it exactly as before.
+fn unpack_file<R: Read>(
+    e: &mut tar::Entry<R>,
+    dst: &Path,
+    wb: &Writeback,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(file) = entry_path(dst, &e.path()?) else {
+        return e.unpack_in(dst).map(drop);
+    };
+    let inside = file
+        .parent()
+        .and_then(|p| p.canonicalize().ok())
+        .is_some_and(|p| p.starts_with(dst));
+    if !inside {
+        return e.unpack_in(dst).map(drop);
+    }
+    let failed = |err: std::io::Error| {
+        std::io::Error::new(
+            err.kind(),
+            format!("failed to unpack `{}`: {err}", file.display()),
+        )
+    };
+    let f = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+        .map_err(failed)?;
+    let sparse = e.header().entry_type().is_gnu_sparse();
+    let size = e.size();
+    let (mut pos, mut since) = (0u64, 0u64);
+    loop {
+        let n = read_full(e, buf)?;
+        if n == 0 {
+            break;
+        }
+        write_at(&f, &buf[..n], pos, sparse).map_err(failed)?;
+        pos += n as u64;
+        since += n as u64;
+        if since >= NUDGE_BYTES {
+            since = 0;
+            wb.nudge(f.try_clone().map_err(failed)?);
+        }
+    }
+    if pos != size {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("archive ended after {pos} of {size} bytes"),
+        )));
+    }
+    if sparse {
+        f.set_len(pos).map_err(failed)?;
+    }
+    // As `tar` does: mtime (0 becomes 1), then the mode with all its bits.
+    if let Ok(mtime) = e.header().mtime() {
+        let t = filetime::FileTime::from_unix_time(mtime.max(1) as i64, 0);
+        filetime::set_file_handle_times(&f, Some(t), Some(t)).map_err(failed)?;
+    }
+    let mode = e.header().mode()?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(failed)?;
+    Ok(())
+}
+
+/// Reads until `buf` is full or the entry ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Writes `data` at `pos`; with `holes`, blocks of zeros are skipped (left as holes).
+fn write_at(f: &File, data: &[u8], pos: u64, holes: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if !holes {
+        return f.write_all_at(data, pos);
+    }
+    static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
+    let is_zero = |b: &[u8]| b == &ZEROS[..b.len()];
+    let mut blocks = data.chunks(HOLE_BLOCK).peekable();
+    let mut off = 0usize;
+    while let Some(b) = blocks.next() {
+        let zero = is_zero(b);
+        let mut len = b.len();
+        while let Some(next) = blocks.next_if(|n| is_zero(n) == zero) {
+            len += next.len();
+        }
+        if !zero {
+            f.write_all_at(&data[off..off + len], pos + off as u64)?;
+        }
+        off += len;
     }
     Ok(())
 }
@@ -349,6 +454,94 @@ mod tests {
             sink.data(b"x".to_vec()).unwrap_err().kind(),
             std::io::ErrorKind::BrokenPipe
         );
+    }
+
+    fn regular(size: usize) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(size as u64);
+        h.set_mode(0o640);
+        h.set_mtime(1_700_000_000);
+        h
+    }
+
+    fn unpack_bytes(bytes: &[u8], dst: &Path) -> std::io::Result<()> {
+        let wb = Writeback::start();
+        unpack_tree(&mut tar::Archive::new(bytes), dst, &wb)?;
+        wb.finish()
+    }
+
+    #[test]
+    fn tar_unpack_of_regular_files_keeps_tar_path_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let (outside, dst) = (d.path().join("outside"), d.path().join("dst"));
+        fs::create_dir(&outside).unwrap();
+        fs::create_dir(&dst).unwrap();
+
+        // A symlink pointing out of the target, then a file through it: refused, nothing
+        // written outside.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "link", &outside).unwrap();
+        b.append_data(&mut regular(3), "link/escaped", &b"bad"[..])
+            .unwrap();
+        let e = unpack_bytes(&b.into_inner().unwrap(), &dst).unwrap_err();
+        assert!(e.to_string().contains("outside of destination"), "{e}");
+        assert!(!outside.join("escaped").exists());
+
+        // A `..` path is skipped (as tar does); a file whose directories have no entries of
+        // their own gets them created; the files around them are written with mode and mtime.
+        let dst = d.path().join("dst2");
+        fs::create_dir(&dst).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = regular(2);
+        h.as_old_mut().name[..5].copy_from_slice(b"../up");
+        h.set_cksum();
+        b.append(&h, &b"up"[..]).unwrap();
+        b.append_data(&mut regular(5), "new/sub/f", &b"hello"[..])
+            .unwrap();
+        b.append_data(&mut regular(0), "empty", &b""[..]).unwrap();
+        unpack_bytes(&b.into_inner().unwrap(), &dst).unwrap();
+        assert!(!d.path().join("up").exists());
+        assert_eq!(fs::read(dst.join("new/sub/f")).unwrap(), b"hello");
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(dst.join("empty")).unwrap();
+        assert_eq!((m.len(), m.mode() & 0o7777, m.mtime()), (0, 0o640, 1_700_000_000));
+
+        // An existing file is never overwritten, and a truncated archive is an error.
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut regular(3), "empty", &b"new"[..]).unwrap();
+        let e = unpack_bytes(&b.into_inner().unwrap(), &dst).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(fs::read(dst.join("empty")).unwrap(), b"");
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut regular(4000), "cut", &vec![7u8; 4000][..])
+            .unwrap();
+        let bytes = b.into_inner().unwrap();
+        assert!(unpack_bytes(&bytes[..1024], &dst).is_err());
+    }
+
+    #[test]
+    fn tar_unpack_writes_holes_only_for_zero_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let f = File::create(&p).unwrap();
+        let mut data = vec![1u8; 5 * HOLE_BLOCK + 100];
+        data[HOLE_BLOCK..3 * HOLE_BLOCK].fill(0);
+        data[4 * HOLE_BLOCK + 1] = 0; // a zero byte inside a data block stays data
+        write_at(&f, &data, 0, true).unwrap();
+        let tail = vec![0u8; 2 * HOLE_BLOCK];
+        write_at(&f, &tail, data.len() as u64, true).unwrap();
+        f.set_len((data.len() + tail.len()) as u64).unwrap();
+        let mut want = data.clone();
+        want.extend_from_slice(&tail);
+        assert_eq!(fs::read(&p).unwrap(), want);
+        // Four blocks hold data (one of them partly); the other four of the eight are holes.
+        use std::os::unix::fs::MetadataExt;
+        let allocated = fs::metadata(&p).unwrap().blocks() * 512;
+        assert!(allocated <= 5 * HOLE_BLOCK as u64, "{allocated} bytes allocated");
     }
 
     #[test]

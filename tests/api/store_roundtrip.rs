@@ -103,7 +103,7 @@ fn store_roundtrip_encrypted_stdin_and_directory() {
     );
     write(&src.join("etc/pve/nodes"), "empty", b"");
     write(&src, "disk.raw", &seeded(5, 200_000));
-    // A file above the parallel writers' size limit, with a zero run that becomes a hole.
+    // A file of several copy buffers with a zero run (written out: the file was not sparse).
     let mut big = seeded(6, 1 << 20);
     big[300_000..900_000].fill(0);
     write(&src, "big.raw", &big);
@@ -317,6 +317,80 @@ fn store_roundtrip_multi_gib_sparse_file_stays_sparse() {
         pos += n as u64;
     }
     assert_eq!(pos, size);
+}
+
+#[test]
+fn store_directory_restore_keeps_sparse_files_sparse_and_dense_files_dense() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    init_small(&repo, &[]);
+    let src = d.path().join("tree");
+    std::fs::create_dir(&src).unwrap();
+    // A sparse VM image: 40 MiB with data islands (one spanning a copy-buffer boundary, one
+    // with a zero block inside it) and a hole at the end, size not a multiple of 4 KiB.
+    let size: u64 = (40 << 20) + 1234;
+    let islands: [(u64, usize); 4] = [
+        (0, 5000),
+        ((1 << 20) - 3000, 9000),
+        (17 << 20, 3 << 20),
+        ((30 << 20) + 512, 70_000),
+    ];
+    {
+        let mut f = std::fs::File::create(src.join("disk.raw")).unwrap();
+        f.set_len(size).unwrap();
+        for (i, &(off, len)) in islands.iter().enumerate() {
+            let mut data = seeded(200 + i as u64, len);
+            if len > 1 << 20 {
+                data[(1 << 20)..(1 << 20) + 8192].fill(0);
+            }
+            f.seek(SeekFrom::Start(off)).unwrap();
+            f.write_all(&data).unwrap();
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // A dense file with 3 MiB of written zeros: it must come back fully allocated (a swap file
+    // or a preallocated database file must not gain holes).
+    let mut dense = seeded(300, 5 << 20);
+    dense[(1 << 20)..(4 << 20)].fill(0);
+    write(&src, "dense.img", &dense);
+    std::fs::set_permissions(src.join("dense.img"), std::fs::Permissions::from_mode(0o751)).unwrap();
+    let src_sparse = std::fs::metadata(src.join("disk.raw")).unwrap();
+    assert!(
+        src_sparse.blocks() * 512 < 8 << 20,
+        "this file system cannot make sparse files; the test needs one"
+    );
+
+    let id = backup(&repo, "tree", &src);
+    let dst = d.path().join("restored");
+    ok(&repo, &["restore", &id, "--to", dst.to_str().unwrap()]);
+
+    for (rel, mode) in [("disk.raw", 0o100600), ("dense.img", 0o100751)] {
+        let (a, b) = (src.join(rel), dst.join(rel));
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{rel} differs"
+        );
+        let (ma, mb) = (std::fs::metadata(&a).unwrap(), std::fs::metadata(&b).unwrap());
+        assert_eq!(mb.len(), ma.len(), "{rel} size");
+        assert_eq!(mb.mode(), mode, "{rel} mode");
+        assert_eq!(mb.mtime(), ma.mtime(), "{rel} mtime");
+    }
+    let sparse = std::fs::metadata(dst.join("disk.raw")).unwrap();
+    // The islands hold about 3.1 MiB (less the zero block inside one): allow some slack for
+    // block rounding and file system metadata, nothing like the 40 MiB a dense copy takes.
+    assert!(
+        sparse.blocks() * 512 <= src_sparse.blocks() * 512 + (1 << 20),
+        "restored sparse file lost its holes: {} KiB allocated, source {} KiB",
+        sparse.blocks() / 2,
+        src_sparse.blocks() / 2
+    );
+    let dense_meta = std::fs::metadata(dst.join("dense.img")).unwrap();
+    assert!(
+        dense_meta.blocks() * 512 >= 5 << 20,
+        "dense file gained holes: {} KiB allocated of 5120",
+        dense_meta.blocks() / 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
