@@ -85,6 +85,41 @@ struct BatchOut {
 
 type Job = (Batch, SyncSender<Result<BatchOut>>);
 
+/// One message of a [`BlockStream`].
+pub(crate) enum Block {
+    /// Stream bytes from offset `head` of the buffer on; the bytes before them are free room.
+    Data(Vec<u8>),
+    /// The stream ended.
+    Done,
+    /// The producer failed: the backup fails with this error.
+    Failed(std::io::Error),
+}
+
+/// A stream produced by another thread straight into block buffers (a directory's tar stream),
+/// so the backup chunks the producer's buffers in place instead of copying them into its own.
+/// Each buffer keeps `head` bytes free at its front, where the previous block's tail (the bytes
+/// after its last cut, always shorter than the maximum chunk) is copied before chunking.
+pub(crate) struct BlockStream {
+    pub(crate) rx: Receiver<Block>,
+    /// Buffers the backup is done with, for the producer to fill again.
+    pub(crate) recycle: SyncSender<Vec<u8>>,
+    pub(crate) head: usize,
+}
+
+/// Where a backup's bytes come from.
+enum Source<'a> {
+    Reader(&'a mut dyn Read),
+    Blocks(BlockStream),
+}
+
+/// The chunking side's ends of the backup pipeline.
+struct Feed<'a> {
+    job_tx: &'a SyncSender<Job>,
+    order_tx: &'a SyncSender<Receiver<Result<BatchOut>>>,
+    shared: &'a Shared,
+    progress: &'a dyn Progress,
+}
+
 struct Shared {
     abort: AtomicBool,
     error: Mutex<Option<Error>>,
@@ -131,6 +166,38 @@ impl ChunkStore {
     pub fn backup_reader<R: Read>(
         &self,
         mut reader: R,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+        kind: SourceKind,
+        progress: &dyn Progress,
+    ) -> Result<SnapshotSummary> {
+        self.backup_source(Source::Reader(&mut reader), name, tags, kind, progress)
+    }
+
+    /// Backs up a [`BlockStream`] (see there) as snapshot `name`.
+    pub(crate) fn backup_blocks(
+        &self,
+        blocks: BlockStream,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+        kind: SourceKind,
+        progress: &dyn Progress,
+    ) -> Result<SnapshotSummary> {
+        self.backup_source(Source::Blocks(blocks), name, tags, kind, progress)
+    }
+
+    /// Buffer layout for a [`BlockStream`]: free room at the front, and stream bytes per block.
+    pub(crate) fn block_layout(&self) -> (usize, usize) {
+        (self.chunker.max_len(), self.block_len())
+    }
+
+    fn block_len(&self) -> usize {
+        BLOCK.max(self.chunker.max_len() * 4)
+    }
+
+    fn backup_source(
+        &self,
+        mut source: Source<'_>,
         name: &str,
         tags: &BTreeMap<String, String>,
         kind: SourceKind,
@@ -193,14 +260,17 @@ impl ChunkStore {
                 }
                 drop(flush_rx);
             });
-            if let Err(e) = self.chunk_source(
-                &mut reader,
-                &job_tx,
-                &order_tx,
-                &shared,
+            let feed = Feed {
+                job_tx: &job_tx,
+                order_tx: &order_tx,
+                shared: &shared,
                 progress,
-                &mut bytes_read,
-            ) {
+            };
+            let fed = match &mut source {
+                Source::Reader(r) => self.chunk_reader(&mut **r, &feed, &mut bytes_read),
+                Source::Blocks(b) => self.chunk_blocks(b, &feed, &mut bytes_read),
+            };
+            if let Err(e) = fed {
                 shared.fail(e);
             }
             drop(job_tx);
@@ -264,24 +334,16 @@ impl ChunkStore {
     }
 
     /// Reads blocks, finds chunk boundaries and hands batches to the workers in order.
-    fn chunk_source(
-        &self,
-        reader: &mut dyn Read,
-        job_tx: &SyncSender<Job>,
-        order_tx: &SyncSender<Receiver<Result<BatchOut>>>,
-        shared: &Shared,
-        progress: &dyn Progress,
-        bytes_read: &mut u64,
-    ) -> Result<()> {
-        let block = BLOCK.max(self.chunker.max_len() * 4);
+    fn chunk_reader(&self, reader: &mut dyn Read, feed: &Feed<'_>, bytes_read: &mut u64) -> Result<()> {
+        let block = self.block_len();
         let mut carry: Vec<u8> = Vec::new();
         loop {
-            if shared.abort.load(Ordering::SeqCst) {
+            if feed.shared.abort.load(Ordering::SeqCst) {
                 return Ok(());
             }
             // Recycled buffers avoid a fresh mmap and page faults per block. A new one is a
             // calloc (`resize` would be a byte loop in unoptimised test builds).
-            let recycled = shared.pool.lock().ok().and_then(|mut p| p.pop());
+            let recycled = feed.shared.pool.lock().ok().and_then(|mut p| p.pop());
             let mut buf = recycled
                 .filter(|b| b.len() == block)
                 .unwrap_or_else(|| vec![0u8; block]);
@@ -290,27 +352,99 @@ impl ChunkStore {
             let n = read_full(reader, &mut buf[filled..])
                 .map_err(|e| Error::io("reading", "backup source", e))?;
             let len = filled + n;
+            buf.truncate(len);
             *bytes_read += n as u64;
-            progress.add(n as u64);
+            feed.progress.add(n as u64);
             let eof = len < block;
-            // Both cores find cut points (the result equals a sequential scan).
-            let cuts = self.chunker.cuts(&buf[..len], eof, self.threads());
-            let pos = cuts.last().map_or(0, |&(s, n)| s + n);
-            carry = buf[pos..len].to_vec();
-            if !cuts.is_empty() {
-                let (tx, rx) = sync_channel(1);
-                let batch = Batch {
-                    data: Arc::new(buf),
-                    cuts,
-                };
-                if order_tx.send(rx).is_err() || job_tx.send((batch, tx)).is_err() {
-                    return Ok(());
-                }
-            }
-            if eof {
+            if !self.cut_and_send(buf, 0, eof, &mut carry, feed) || eof {
                 return Ok(());
             }
         }
+    }
+
+    /// Chunks the producer's blocks in place: only the tail of the previous block is copied.
+    fn chunk_blocks(&self, blocks: &BlockStream, feed: &Feed<'_>, bytes_read: &mut u64) -> Result<()> {
+        let head = blocks.head;
+        let mut carry: Vec<u8> = Vec::new();
+        let read_err = |e| Error::io("reading", "backup source", e);
+        loop {
+            if feed.shared.abort.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if let Ok(mut pool) = feed.shared.pool.lock() {
+                while let Some(b) = pool.pop() {
+                    if let Err(std::sync::mpsc::TrySendError::Full(b)) = blocks.recycle.try_send(b) {
+                        pool.push(b);
+                        break;
+                    }
+                }
+            }
+            let msg = blocks.rx.recv().unwrap_or_else(|_| {
+                Block::Failed(std::io::Error::other(
+                    "the stream's producer stopped unexpectedly",
+                ))
+            });
+            match msg {
+                Block::Data(mut buf) => {
+                    if buf.len() < head {
+                        return Err(Error::Internal("stream block shorter than its head room".into()));
+                    }
+                    let n = buf.len() - head;
+                    *bytes_read += n as u64;
+                    feed.progress.add(n as u64);
+                    let start = if carry.len() <= head {
+                        let start = head - carry.len();
+                        buf[start..head].copy_from_slice(&carry);
+                        start
+                    } else {
+                        // Not reached with blocks of at least the maximum chunk length; still correct.
+                        carry.extend_from_slice(&buf[head..]);
+                        buf = std::mem::take(&mut carry);
+                        0
+                    };
+                    if !self.cut_and_send(buf, start, false, &mut carry, feed) {
+                        return Ok(());
+                    }
+                }
+                Block::Done => {
+                    let last = std::mem::take(&mut carry);
+                    self.cut_and_send(last, 0, true, &mut carry, feed);
+                    return Ok(());
+                }
+                Block::Failed(e) => return Err(read_err(e)),
+            }
+        }
+    }
+
+    /// Finds the cut points of `buf[start..]` (`eof`: nothing follows), sends them as one batch
+    /// and leaves the undecided tail in `carry`. Returns false when the pipeline stopped.
+    fn cut_and_send(
+        &self,
+        buf: Vec<u8>,
+        start: usize,
+        eof: bool,
+        carry: &mut Vec<u8>,
+        feed: &Feed<'_>,
+    ) -> bool {
+        // Both cores find cut points (the result equals a sequential scan).
+        let cuts: Vec<(usize, usize)> = self
+            .chunker
+            .cuts(&buf[start..], eof, self.threads())
+            .into_iter()
+            .map(|(s, n)| (s + start, n))
+            .collect();
+        let pos = cuts.last().map_or(start, |&(s, n)| s + n);
+        carry.clear();
+        carry.extend_from_slice(&buf[pos..]);
+        if cuts.is_empty() {
+            return true;
+        }
+        let (tx, rx) = sync_channel(1);
+        let batch = Batch {
+            data: Arc::new(buf),
+            cuts,
+        };
+        feed.order_tx.send(rx).is_ok() && feed.job_tx.send((batch, tx)).is_ok()
     }
 
     fn hash_worker(&self, rx: &Mutex<Receiver<Job>>, shared: &Shared) {

@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::backup::{Progress, SnapshotSummary};
+use super::backend::read_full;
+use super::backup::{Block, BlockStream, Progress, SnapshotSummary};
 use super::error::{Error, Result};
 use super::index::SnapshotInfo;
 use super::restore::{RestoreSummary, Sink};
@@ -60,21 +61,26 @@ impl ChunkStore {
     ) -> Result<SnapshotSummary> {
         // A channel instead of a pipe: a failing tar writer must fail the backup (a pipe would
         // just end, and a truncated tar would be saved as a complete snapshot).
-        let (tx, rx) = sync_channel::<Msg>(4);
+        let (tx, rx) = sync_channel::<Block>(2);
+        let (recycle, recycled) = sync_channel::<Vec<u8>>(4);
+        let (head, block) = self.block_layout();
         std::thread::scope(|s| {
             s.spawn(move || {
-                let mut w = ChanWriter {
+                let mut w = BlockWriter {
                     tx,
-                    buf: Vec::with_capacity(MSG_LEN),
+                    recycled,
+                    buf: Vec::new(),
+                    head,
+                    block,
                 };
                 let msg = match write_tar(dir, &mut w).and_then(|()| w.send()) {
-                    Ok(()) => Msg::Done,
-                    Err(e) => Msg::Failed(e),
+                    Ok(()) => Block::Done,
+                    Err(e) => Block::Failed(e),
                 };
                 let _ = w.tx.send(msg);
             });
-            let reader = ChanReader::new(rx);
-            self.backup_reader(reader, name, tags, SourceKind::Dir, progress)
+            let blocks = BlockStream { rx, recycle, head };
+            self.backup_blocks(blocks, name, tags, SourceKind::Dir, progress)
                 .map_err(|e| match e {
                     Error::Io {
                         op: "reading", cause, ..
@@ -85,56 +91,71 @@ impl ChunkStore {
     }
 }
 
-const MSG_LEN: usize = 1 << 20;
-
-enum Msg {
-    Data(Vec<u8>),
-    Zeros(u64),
-    Done,
-    Failed(std::io::Error),
-}
-
-struct ChanWriter {
-    tx: SyncSender<Msg>,
+/// Writes the tar stream into block buffers for [`ChunkStore::backup_blocks`]: `block` stream
+/// bytes after `head` bytes of room in each, reusing the buffers the backup hands back.
+struct BlockWriter {
+    tx: SyncSender<Block>,
+    recycled: Receiver<Vec<u8>>,
     buf: Vec<u8>,
+    head: usize,
+    block: usize,
 }
 
-impl ChanWriter {
+impl BlockWriter {
     fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
+        if self.buf.len() <= self.head {
             return Ok(());
         }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(MSG_LEN));
+        let data = std::mem::take(&mut self.buf);
         self.tx
-            .send(Msg::Data(data))
+            .send(Block::Data(data))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "backup stopped"))
     }
 }
 
-impl Write for ChanWriter {
+impl Write for BlockWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        if self.buf.len() >= MSG_LEN {
+        if self.buf.len() < self.head {
+            // A buffer the backup is done with, or a new one; the room in front is left as is.
+            let mut v = self
+                .recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(self.head + self.block));
+            if v.len() >= self.head {
+                v.truncate(self.head);
+            } else {
+                v.clear();
+                v.resize(self.head, 0);
+            }
+            self.buf = v;
+        }
+        let k = b.len().min(self.head + self.block - self.buf.len());
+        self.buf.extend_from_slice(&b[..k]);
+        if self.buf.len() == self.head + self.block {
             self.send()?;
         }
-        Ok(b.len())
+        Ok(k)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
 
-/// Yields the tar stream; an error or a vanished writer (no `Done`) is a read error. Each read
-/// fills `out` completely unless the stream ends, so a consumer that copies in fixed-size pieces
-/// (the `tar` crate: 8 KiB) writes whole, aligned pieces.
+/// The restore side's stream messages.
+enum Msg {
+    Data(Vec<u8>),
+    Zeros(u64),
+    Done,
+}
+
+/// Yields the restored tar stream; a vanished sender (no `Done`) is a read error. Each read
+/// fills `out` completely unless the stream ends.
 struct ChanReader {
     rx: Receiver<Msg>,
     cur: Vec<u8>,
     pos: usize,
     zeros: u64,
     done: bool,
-    /// A failure that arrived after some bytes of the current read: reported by the next read.
-    failed: Option<std::io::Error>,
 }
 
 impl ChanReader {
@@ -145,16 +166,12 @@ impl ChanReader {
             pos: 0,
             zeros: 0,
             done: false,
-            failed: None,
         }
     }
 }
 
 impl Read for ChanReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
-        }
         let mut n = 0;
         while n < out.len() {
             if self.zeros > 0 {
@@ -174,23 +191,18 @@ impl Read for ChanReader {
             if self.done {
                 break;
             }
-            let msg = match self.rx.recv() {
-                Ok(m) => m,
-                Err(_) => Msg::Failed(std::io::Error::other("directory stream stopped unexpectedly")),
-            };
-            match msg {
-                Msg::Data(v) => {
+            match self.rx.recv() {
+                Ok(Msg::Data(v)) => {
                     self.cur = v;
                     self.pos = 0;
                 }
-                Msg::Zeros(z) => self.zeros = z,
-                Msg::Done => self.done = true,
+                Ok(Msg::Zeros(z)) => self.zeros = z,
+                Ok(Msg::Done) => self.done = true,
                 // Bytes already copied are returned first; the error comes with the next read.
-                Msg::Failed(e) if n > 0 => {
-                    self.failed = Some(e);
-                    break;
+                Err(_) if n > 0 => break,
+                Err(_) => {
+                    return Err(std::io::Error::other("directory stream stopped unexpectedly"));
                 }
-                Msg::Failed(e) => return Err(e),
             }
         }
         Ok(n)
@@ -368,20 +380,6 @@ fn unpack_file<R: Read>(
     Ok(())
 }
 
-/// Reads until `buf` is full or the entry ends.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Writes `data` at `pos`; with `holes`, blocks of zeros are skipped (left as holes).
 fn write_at(f: &File, data: &[u8], pos: u64, holes: bool) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -416,22 +414,104 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tar_channel_reader_turns_writer_failure_into_read_error() {
+    fn tar_channel_reader_turns_vanished_sender_into_read_error() {
         let (tx, rx) = sync_channel(4);
         tx.send(Msg::Data(b"abc".to_vec())).unwrap();
-        tx.send(Msg::Failed(std::io::Error::other("disk gone"))).unwrap();
+        drop(tx);
         let mut r = ChanReader::new(rx);
         let mut out = Vec::new();
         let e = r.read_to_end(&mut out).unwrap_err();
-        assert_eq!(e.to_string(), "disk gone");
-        assert_eq!(out, b"abc");
-        let (tx, rx) = sync_channel::<Msg>(1);
-        drop(tx);
-        let mut r = ChanReader::new(rx);
-        assert!(
-            r.read_to_end(&mut Vec::new()).is_err(),
-            "a vanished writer is not EOF"
+        assert!(e.to_string().contains("stopped unexpectedly"), "{e}");
+        assert_eq!(out, b"abc", "bytes before the failure still arrive");
+    }
+
+    fn small_store(dir: &Path) -> ChunkStore {
+        use crate::storage::{ChunkerParams, OpenOptions, RepoParams};
+        let repo = dir.join("repo").to_str().unwrap().to_string();
+        let params = RepoParams {
+            chunker: ChunkerParams {
+                min: 4 << 10,
+                avg: 16 << 10,
+                max: 64 << 10,
+            },
+            ..RepoParams::default()
+        };
+        ChunkStore::init(&repo, params, None, None).unwrap();
+        ChunkStore::open(&repo, OpenOptions::default()).unwrap()
+    }
+
+    /// Pseudo-random bytes (xorshift), deterministic per seed.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tar_directory_backup_cuts_the_stream_exactly_as_a_reader_backup_does() {
+        use crate::storage::NoProgress;
+        let d = tempfile::tempdir().unwrap();
+        let store = small_store(d.path());
+        // Several 4 MiB blocks, files of odd sizes, so cuts fall across block boundaries.
+        let src = d.path().join("tree");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("a.bin"), noise(1, 5_000_123)).unwrap();
+        fs::write(src.join("sub/b.bin"), noise(2, 3_333_333)).unwrap();
+        fs::write(src.join("sub/c.txt"), b"small").unwrap();
+        fs::write(src.join("z.bin"), noise(3, 4 << 20)).unwrap();
+        let mut stream = Vec::new();
+        write_tar(&src, &mut stream).unwrap();
+        let tags = BTreeMap::new();
+        let from_reader = store
+            .backup_reader(&stream[..], "tree", &tags, SourceKind::Dir, &NoProgress)
+            .unwrap();
+        let from_dir = store.backup_dir(&src, "tree", &tags, &NoProgress).unwrap();
+        assert_eq!(from_dir.bytes_read, stream.len() as u64);
+        assert_eq!(from_dir.chunks, from_reader.chunks);
+        assert_eq!(
+            from_dir.new_chunks, 0,
+            "the same stream must give the same chunks: {from_dir:?}"
         );
+        let mut restored = Vec::new();
+        store
+            .restore_to_writer(&from_dir.snapshot, &mut restored, &NoProgress)
+            .unwrap();
+        assert!(restored == stream);
+    }
+
+    #[test]
+    fn tar_block_stream_failure_or_vanished_producer_fails_the_backup() {
+        use crate::storage::NoProgress;
+        let d = tempfile::tempdir().unwrap();
+        let store = small_store(d.path());
+        let (head, block) = store.block_layout();
+        let tags = BTreeMap::new();
+        for fail in [true, false] {
+            let (tx, rx) = sync_channel(4);
+            let (recycle, _recycled) = sync_channel(4);
+            let mut first = vec![0u8; head];
+            first.extend_from_slice(&noise(4, block));
+            tx.send(Block::Data(first)).unwrap();
+            if fail {
+                tx.send(Block::Failed(std::io::Error::other("disk gone")))
+                    .unwrap();
+            }
+            drop(tx);
+            let blocks = BlockStream { rx, recycle, head };
+            let e = store
+                .backup_blocks(blocks, "broken", &tags, SourceKind::Dir, &NoProgress)
+                .unwrap_err()
+                .to_string();
+            let want = if fail { "disk gone" } else { "stopped unexpectedly" };
+            assert!(e.contains(want), "{e}");
+        }
+        assert!(store.list().unwrap().is_empty(), "no snapshot may be recorded");
     }
 
     #[test]
