@@ -33,12 +33,73 @@ fn write_tree(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path) -> std:
         if meta.is_dir() {
             b.append_dir(&name, &path)?;
             write_tree(b, root, &name)?;
-        } else if meta.is_file() || meta.file_type().is_symlink() {
+        } else if meta.is_file() {
+            append_file(b, &path, &name)?;
+        } else if meta.file_type().is_symlink() {
             b.append_path_with_name(&path, &name)?;
         }
         // Sockets, fifos and devices are skipped: they carry no data.
     }
     Ok(())
+}
+
+/// Bytes per read when archiving a file: small enough to stay in cache between the read and
+/// the copy into the stream, and to come from the heap rather than a fresh mapping per file.
+const READ_BUF: usize = 64 << 10;
+
+/// Appends a regular file, byte for byte what `Builder::append_file` writes. A file without holes
+/// is read in pieces of up to [`READ_BUF`] (`append_file` uses 8 KiB) and exactly as many bytes
+/// as its header says (see [`Exactly`]: `append_file` copies to EOF, so a file that grew while it
+/// was read would corrupt the rest of the stream); a file that may have holes goes to
+/// `append_file`, which records them as a GNU sparse entry.
+fn append_file(b: &mut tar::Builder<impl Write>, path: &Path, name: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut f = File::open(path)?;
+    let meta = f.metadata()?;
+    if meta.blocks() * 512 < meta.len() {
+        return b.append_file(name, &mut f);
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    let data = Exactly {
+        inner: f.take(meta.len()),
+        left: meta.len(),
+        path,
+    };
+    let cap = usize::try_from(meta.len()).map_or(READ_BUF, |n| n.clamp(512, READ_BUF));
+    b.append_data(&mut h, name, std::io::BufReader::with_capacity(cap, data))
+}
+
+/// Reads exactly `left` bytes of a file whose size was recorded in its tar header: a file that
+/// grew while it was read is cut at that size, one that shrank is padded with zeros (as GNU tar
+/// does, with a warning), so the stream stays a valid tar archive either way.
+struct Exactly<'a> {
+    inner: std::io::Take<File>,
+    left: u64,
+    path: &'a Path,
+}
+
+impl Read for Exactly<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut n = self.inner.read(buf)?;
+        if n == 0 {
+            n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            if self.inner.limit() > 0 {
+                tracing::warn!(
+                    file = %self.path.display(),
+                    missing = self.left,
+                    "file shrank while it was backed up; padding it with zeros"
+                );
+                self.inner.set_limit(0);
+            }
+            buf[..n].fill(0);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Streams `dir` as a tar archive into `w`.
@@ -622,6 +683,85 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let allocated = fs::metadata(&p).unwrap().blocks() * 512;
         assert!(allocated <= 5 * HOLE_BLOCK as u64, "{allocated} bytes allocated");
+    }
+
+    /// What `write_tar` wrote before files were read in large pieces: the `tar` crate alone.
+    fn reference_tar(root: &Path, rel: &Path, b: &mut tar::Builder<Vec<u8>>) {
+        for path in sorted_entries(&root.join(rel)).unwrap() {
+            let name = rel.join(path.file_name().unwrap());
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                b.append_dir(&name, &path).unwrap();
+                reference_tar(root, &name, b);
+            } else {
+                b.append_path_with_name(&path, &name).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn tar_stream_is_byte_for_byte_the_tar_crates_archive() {
+        use std::io::{Seek, SeekFrom};
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("tree");
+        let deep = src.join("a-directory-with-a-rather-long-name/and-another-one-below-it-too");
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(src.join("empty"), b"").unwrap();
+        fs::write(src.join("one"), b"1").unwrap();
+        fs::write(src.join("big.bin"), noise(7, 3 * READ_BUF + 4321)).unwrap();
+        // Over 100 bytes of path: a GNU long-name entry comes first.
+        fs::write(
+            deep.join("file-with-a-name-long-enough-for-a-gnu-long-name.conf"),
+            b"x=1\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("one", src.join("link")).unwrap();
+        let mut sparse = File::create(src.join("sparse.raw")).unwrap();
+        sparse.set_len(8 << 20).unwrap();
+        sparse.seek(SeekFrom::Start(5 << 20)).unwrap();
+        sparse.write_all(&noise(8, 10_000)).unwrap();
+        drop(sparse);
+        let mut ours = Vec::new();
+        write_tar(&src, &mut ours).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        b.mode(tar::HeaderMode::Complete);
+        b.follow_symlinks(false);
+        reference_tar(&src, Path::new(""), &mut b);
+        let reference = b.into_inner().unwrap();
+        assert_eq!(ours.len(), reference.len());
+        assert!(
+            ours == reference,
+            "the stream changed: old snapshots would stop deduplicating"
+        );
+        let kinds: Vec<_> = tar::Archive::new(&ours[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().header().entry_type())
+            .collect();
+        assert!(kinds.contains(&tar::EntryType::GNUSparse), "{kinds:?}");
+    }
+
+    #[test]
+    fn tar_reads_exactly_the_size_in_the_header_when_a_file_changes_size() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, b"0123456789").unwrap();
+        let exactly = |left: u64| {
+            let mut out = Vec::new();
+            Exactly {
+                inner: File::open(&p).unwrap().take(left),
+                left,
+                path: &p,
+            }
+            .read_to_end(&mut out)
+            .unwrap();
+            out
+        };
+        assert_eq!(
+            exactly(4),
+            b"0123",
+            "a file that grew is cut at its recorded size"
+        );
+        assert_eq!(exactly(13), b"0123456789\0\0\0", "a file that shrank is padded");
     }
 
     #[test]
