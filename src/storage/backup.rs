@@ -366,7 +366,6 @@ impl ChunkStore {
     fn chunk_blocks(&self, blocks: &BlockStream, feed: &Feed<'_>, bytes_read: &mut u64) -> Result<()> {
         let head = blocks.head;
         let mut carry: Vec<u8> = Vec::new();
-        let read_err = |e| Error::io("reading", "backup source", e);
         loop {
             if feed.shared.abort.load(Ordering::SeqCst) {
                 return Ok(());
@@ -411,7 +410,7 @@ impl ChunkStore {
                     self.cut_and_send(last, 0, true, &mut carry, feed);
                     return Ok(());
                 }
-                Block::Failed(e) => return Err(read_err(e)),
+                Block::Failed(e) => return Err(Error::io("reading", "backup source", e)),
             }
         }
     }

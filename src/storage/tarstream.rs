@@ -6,17 +6,18 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::backend::read_full;
 use super::backup::{Block, BlockStream, Progress, SnapshotSummary};
+use super::chunker::is_zero;
 use super::error::{Error, Result};
 use super::index::SnapshotInfo;
 use super::restore::{RestoreSummary, Sink};
 use super::snapfile::SourceKind;
 use super::store::ChunkStore;
-use super::writeback::{NUDGE_BYTES, Writeback, entry_path};
+use super::writeback::{NUDGE_BYTES, Writeback};
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)?
@@ -447,8 +448,6 @@ fn write_at(f: &File, data: &[u8], pos: u64, holes: bool) -> std::io::Result<()>
     if !holes {
         return f.write_all_at(data, pos);
     }
-    static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
-    let is_zero = |b: &[u8]| b == &ZEROS[..b.len()];
     let mut blocks = data.chunks(HOLE_BLOCK).peekable();
     let mut off = 0usize;
     while let Some(b) = blocks.next() {
@@ -465,6 +464,21 @@ fn write_at(f: &File, data: &[u8], pos: u64, holes: bool) -> std::io::Result<()>
     Ok(())
 }
 
+/// Where the `tar` crate's `unpack_in(dst)` puts an entry; `None` for entries it skips (a `..`
+/// component, or nothing but `.` and `/`). Only the path: whether its parent resolves inside
+/// `dst` is checked where it is used.
+fn entry_path(dst: &Path, entry: &Path) -> Option<PathBuf> {
+    let mut out = dst.to_path_buf();
+    for c in entry.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => return None,
+            Component::Normal(p) => out.push(p),
+        }
+    }
+    (out != dst).then_some(out)
+}
+
 /// Whether a restore error only says that the unpacking thread stopped reading.
 fn stopped_by_unpacker(e: &Error) -> bool {
     matches!(e, Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::BrokenPipe)
@@ -473,6 +487,16 @@ fn stopped_by_unpacker(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::chunker::tests::seeded_bytes;
+
+    #[test]
+    fn tar_entry_path_matches_tar_rules() {
+        let d = Path::new("/t");
+        assert_eq!(entry_path(d, Path::new("a/b")), Some(PathBuf::from("/t/a/b")));
+        assert_eq!(entry_path(d, Path::new("/x/./y")), Some(PathBuf::from("/t/x/y")));
+        assert_eq!(entry_path(d, Path::new("a/../../e")), None);
+        assert_eq!(entry_path(d, Path::new(".")), None);
+    }
 
     #[test]
     fn tar_channel_reader_turns_vanished_sender_into_read_error() {
@@ -501,19 +525,6 @@ mod tests {
         ChunkStore::open(&repo, OpenOptions::default()).unwrap()
     }
 
-    /// Pseudo-random bytes (xorshift), deterministic per seed.
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn tar_directory_backup_cuts_the_stream_exactly_as_a_reader_backup_does() {
         use crate::storage::NoProgress;
@@ -522,10 +533,10 @@ mod tests {
         // Several 4 MiB blocks, files of odd sizes, so cuts fall across block boundaries.
         let src = d.path().join("tree");
         fs::create_dir_all(src.join("sub")).unwrap();
-        fs::write(src.join("a.bin"), noise(1, 5_000_123)).unwrap();
-        fs::write(src.join("sub/b.bin"), noise(2, 3_333_333)).unwrap();
+        fs::write(src.join("a.bin"), seeded_bytes(1, 5_000_123)).unwrap();
+        fs::write(src.join("sub/b.bin"), seeded_bytes(2, 3_333_333)).unwrap();
         fs::write(src.join("sub/c.txt"), b"small").unwrap();
-        fs::write(src.join("z.bin"), noise(3, 4 << 20)).unwrap();
+        fs::write(src.join("z.bin"), seeded_bytes(3, 4 << 20)).unwrap();
         let mut stream = Vec::new();
         write_tar(&src, &mut stream).unwrap();
         let tags = BTreeMap::new();
@@ -557,7 +568,7 @@ mod tests {
             let (tx, rx) = sync_channel(4);
             let (recycle, _recycled) = sync_channel(4);
             let mut first = vec![0u8; head];
-            first.extend_from_slice(&noise(4, block));
+            first.extend_from_slice(&seeded_bytes(4, block));
             tx.send(Block::Data(first)).unwrap();
             if fail {
                 tx.send(Block::Failed(std::io::Error::other("disk gone")))
@@ -707,7 +718,7 @@ mod tests {
         fs::create_dir_all(&deep).unwrap();
         fs::write(src.join("empty"), b"").unwrap();
         fs::write(src.join("one"), b"1").unwrap();
-        fs::write(src.join("big.bin"), noise(7, 3 * READ_BUF + 4321)).unwrap();
+        fs::write(src.join("big.bin"), seeded_bytes(7, 3 * READ_BUF + 4321)).unwrap();
         // Over 100 bytes of path: a GNU long-name entry comes first.
         fs::write(
             deep.join("file-with-a-name-long-enough-for-a-gnu-long-name.conf"),
@@ -718,7 +729,7 @@ mod tests {
         let mut sparse = File::create(src.join("sparse.raw")).unwrap();
         sparse.set_len(8 << 20).unwrap();
         sparse.seek(SeekFrom::Start(5 << 20)).unwrap();
-        sparse.write_all(&noise(8, 10_000)).unwrap();
+        sparse.write_all(&seeded_bytes(8, 10_000)).unwrap();
         drop(sparse);
         let mut ours = Vec::new();
         write_tar(&src, &mut ours).unwrap();

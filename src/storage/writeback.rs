@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -66,20 +65,6 @@ impl Drop for Writeback {
     }
 }
 
-/// Where the `tar` crate's `unpack_in(dst)` puts an entry (for syncing only; unpacking does its
-/// own checks). `None` for entries it skips.
-pub(crate) fn entry_path(dst: &Path, entry: &Path) -> Option<PathBuf> {
-    let mut out = dst.to_path_buf();
-    for c in entry.components() {
-        match c {
-            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
-            Component::ParentDir => return None,
-            Component::Normal(p) => out.push(p),
-        }
-    }
-    (out != dst).then_some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,14 +78,5 @@ mod tests {
         wb.nudge(File::open(&p).unwrap());
         wb.nudge(File::open(&p).unwrap());
         wb.finish().unwrap();
-    }
-
-    #[test]
-    fn writeback_entry_path_matches_tar_rules() {
-        let d = Path::new("/t");
-        assert_eq!(entry_path(d, Path::new("a/b")), Some(PathBuf::from("/t/a/b")));
-        assert_eq!(entry_path(d, Path::new("/x/./y")), Some(PathBuf::from("/t/x/y")));
-        assert_eq!(entry_path(d, Path::new("a/../../e")), None);
-        assert_eq!(entry_path(d, Path::new(".")), None);
     }
 }
