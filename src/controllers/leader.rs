@@ -352,26 +352,5 @@ impl LeaderElector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lease_config_defaults_are_valid() {
-        let c = LeaseConfig::new("homelab-autopilot", "ops", "pod-a");
-        assert_eq!(c.validate(), Ok(()));
-        assert!(c.renew_deadline < c.lease_duration);
-    }
-
-    #[test]
-    fn lease_config_renew_deadline_not_below_duration_is_rejected() {
-        let mut c = LeaseConfig::new("l", "ops", "pod-a");
-        c.renew_deadline = c.lease_duration;
-        assert!(c.validate().unwrap_err().contains("renew_deadline"));
-        let mut c = LeaseConfig::new("l", "ops", "");
-        c.identity.clear();
-        assert!(c.validate().unwrap_err().contains("POD_NAME"));
-        let mut c = LeaseConfig::new("l", "ops", "a");
-        c.lease_duration = Duration::from_millis(1500);
-        assert!(c.validate().is_err());
-    }
-}
+#[path = "leader_tests.rs"]
+mod tests;

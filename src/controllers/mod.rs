@@ -12,6 +12,8 @@
 //!   share with their drivers.
 //! - [`cli`]: `homelab-autopilot operator`.
 
+#[cfg(test)]
+mod api_mock;
 pub mod backoff;
 pub mod cli;
 pub mod context;

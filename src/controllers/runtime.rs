@@ -2,8 +2,9 @@
 //! CRD wait and the leader lease, with the shared error policy (STYLE section 4).
 //!
 //! Each controller watches `Api<DeserializeGuard<K>>`, so one stored object that does not parse
-//! into `K` becomes a permanent `InvalidObject` error (Warning Event, metric) instead of an error
-//! that would stall the watcher for every object of the kind.
+//! into `K` becomes a permanent `InvalidObject` error (a `Ready=False` condition with reason
+//! `InvalidObject` on the object, a Warning Event, a metric) instead of an error that would stall
+//! the watcher for every object of the kind.
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
@@ -13,6 +14,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource,
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
     core::{DeserializeGuard, error_boundary::InvalidObject},
     runtime::{
         Controller,
@@ -187,7 +189,7 @@ pub enum Failure<E> {
 impl<E: ReconcileError> ReconcileError for Failure<E> {
     fn category(&self) -> &'static str {
         match self {
-            Self::InvalidObject(_) => "InvalidObject",
+            Self::InvalidObject(_) => INVALID_OBJECT,
             Self::Reconcile(e) => e.category(),
         }
     }
@@ -235,13 +237,108 @@ where
         Ok(k) => reconcile(Arc::new(k.clone()), Arc::clone(&ctx))
             .await
             .map_err(Failure::Reconcile),
-        Err(invalid) => Err(Failure::InvalidObject(Box::new(invalid.clone()))),
+        Err(invalid) => {
+            report_invalid::<K, D>(&ctx, invalid).await;
+            Err(Failure::InvalidObject(Box::new(invalid.clone())))
+        }
     };
     ctx.metrics.reconcile.count(ctx.controller, result.is_ok());
     if result.is_ok() {
         ctx.backoff.reset(&backoff_key(obj.as_ref()));
     }
     result
+}
+
+/// Field manager of the `Ready` condition written onto objects that do not parse. It is not the
+/// controller's own manager: a server-side apply by that manager with only this condition would
+/// remove every other status field it applied before (the history a user must not lose to a typo).
+/// The next full status apply of the controller (with `force`) takes the condition back.
+pub fn invalid_object_field_manager(controller_manager: &str) -> String {
+    format!("{controller_manager}-invalid")
+}
+
+/// The `Ready` condition of an object that does not parse, keeping `lastTransitionTime` when the
+/// stored condition already says the same (so writing it again changes nothing and wakes no one).
+fn invalid_object_condition(
+    stored: Option<&serde_json::Value>,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Option<serde_json::Value> {
+    let stored_ready = stored
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.iter().find(|c| c["type"] == crate::crd::conditions::READY));
+    let same_status = stored_ready.is_some_and(|c| c["status"] == "False");
+    if same_status
+        && let Some(c) = stored_ready
+        && c["reason"] == INVALID_OBJECT
+        && c["message"] == message
+        && c.get("observedGeneration").and_then(|g| g.as_i64()) == generation
+    {
+        return None;
+    }
+    let since = stored_ready
+        .filter(|_| same_status)
+        .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| now.to_string());
+    let mut condition = serde_json::json!({
+        "type": crate::crd::conditions::READY,
+        "status": "False",
+        "reason": INVALID_OBJECT,
+        "message": message,
+        "lastTransitionTime": since,
+    });
+    if let Some(generation) = generation {
+        condition["observedGeneration"] = generation.into();
+    }
+    Some(condition)
+}
+
+/// Condition and Event reason of an object that does not parse.
+pub const INVALID_OBJECT: &str = "InvalidObject";
+
+/// Sets `Ready=False` (reason `InvalidObject`, the parse error and the fix as message) on a stored
+/// object that does not parse into `K`, so `kubectl get`/`describe` shows why it is not acted on.
+/// Best effort: a failure is logged; the Warning Event and the metric still report the problem.
+async fn report_invalid<K, D>(ctx: &Context<D>, invalid: &InvalidObject)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let meta = &invalid.metadata;
+    let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        return;
+    };
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let message = super::context::truncate_note(format!(
+        "the stored object does not match the schema this operator understands ({}); correct that \
+         field (kubectl explain {}.spec) and apply it again",
+        invalid.error,
+        K::plural(&())
+    ));
+    let result = async {
+        let stored = api.get_opt(name).await?;
+        let status = stored.as_ref().and_then(|o| o.data.get("status"));
+        let Some(condition) =
+            invalid_object_condition(status, &message, meta.generation, jiff::Timestamp::now())
+        else {
+            return Ok(());
+        };
+        let body = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": {"conditions": [condition]},
+        });
+        let params = PatchParams::apply(&invalid_object_field_manager(ctx.field_manager())).force();
+        api.patch_status(name, &params, &Patch::Apply(body))
+            .await
+            .map(|_| ())
+    }
+    .await;
+    if let Err(error) = result {
+        warn!(controller = ctx.controller, namespace, name, %error, "cannot set the InvalidObject condition");
+    }
 }
 
 fn error_policy<K, E, D>(obj: Arc<Guarded<K>>, err: &Failure<E>, ctx: Arc<Context<D>>) -> Action

@@ -196,3 +196,143 @@ fn crd_name_is_plural_dot_group() {
     assert_eq!(r.name, "cm");
     assert_eq!(r.namespace.as_deref(), Some("lab"));
 }
+
+fn invalid_service(generation: i64) -> Arc<Guarded<crate::crd::Service>> {
+    Arc::new(DeserializeGuard(Err(InvalidObject {
+        error: "spec.powerState: unknown variant `Purple`".into(),
+        metadata: ObjectMeta {
+            name: Some("nextcloud".into()),
+            namespace: Some("lab".into()),
+            uid: Some("u1".into()),
+            generation: Some(generation),
+            ..ObjectMeta::default()
+        },
+    })))
+}
+
+fn mocked_context() -> (Arc<Context<()>>, super::super::api_mock::ApiServerVerifier) {
+    let (client, verifier) = super::super::api_mock::client();
+    let ctx = Context::new(
+        "service",
+        client,
+        Metrics::new(),
+        "pod-a",
+        BackoffTracker::default(),
+        Arc::new(()),
+    );
+    (Arc::new(ctx), verifier)
+}
+
+const SERVICE_PATH: &str = "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/services/nextcloud";
+
+fn never_called(
+    _: Arc<crate::crd::Service>,
+    _: Arc<Context<()>>,
+) -> futures::future::Ready<Result<Action, TestError>> {
+    panic!("an object that does not parse must never reach the reconcile")
+}
+
+#[tokio::test]
+async fn invalid_object_gets_ready_false_condition_by_its_own_field_manager() {
+    let (ctx, mut api) = mocked_context();
+    let run = tokio::spawn(reconcile_guarded(
+        invalid_service(3),
+        Arc::clone(&ctx),
+        Arc::new(never_called),
+    ));
+
+    let get = api
+        .answer(
+            200,
+            serde_json::json!({
+                "apiVersion": "autopilot.homelab.dev/v1alpha1", "kind": "Service",
+                "metadata": {"name": "nextcloud", "namespace": "lab", "generation": 3},
+                "status": {"node": "pve1"},
+            }),
+        )
+        .await;
+    assert_eq!((get.method.as_str(), get.path.as_str()), ("GET", SERVICE_PATH));
+    let patch = api.answer(200, serde_json::json!({})).await;
+    assert_eq!(patch.method, http::Method::PATCH);
+    assert_eq!(patch.path, format!("{SERVICE_PATH}/status"));
+    assert_eq!(patch.content_type, "application/apply-patch+yaml");
+    assert_eq!(
+        patch.param("fieldManager").as_deref(),
+        Some("homelab-autopilot-service-invalid")
+    );
+    assert_eq!(patch.param("force").as_deref(), Some("true"));
+    assert_eq!(patch.body["apiVersion"], "autopilot.homelab.dev/v1alpha1");
+    assert_eq!(patch.body["kind"], "Service");
+    // Only the condition: the controller's other status fields (here `node`) stay as they are.
+    let status = patch.body["status"].as_object().unwrap();
+    assert_eq!(status.keys().collect::<Vec<_>>(), ["conditions"]);
+    let condition = &patch.body["status"]["conditions"][0];
+    assert_eq!(condition["type"], "Ready");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "InvalidObject");
+    assert_eq!(condition["observedGeneration"], 3);
+    let message = condition["message"].as_str().unwrap();
+    assert!(message.contains("unknown variant `Purple`"), "{message}");
+    assert!(message.contains("kubectl explain services.spec"), "{message}");
+
+    let err = run.await.unwrap().unwrap_err();
+    assert_eq!(err.category(), "InvalidObject");
+    assert!(!err.is_transient(), "a malformed object is not retried in a loop");
+    assert_eq!(
+        error_policy(invalid_service(3), &err, Arc::clone(&ctx)),
+        Action::requeue(PERMANENT_ERROR_REQUEUE)
+    );
+    api.assert_no_request();
+}
+
+#[tokio::test]
+async fn invalid_object_already_marked_is_not_patched_again() {
+    let (ctx, mut api) = mocked_context();
+    let run = tokio::spawn(reconcile_guarded(
+        invalid_service(3),
+        Arc::clone(&ctx),
+        Arc::new(never_called),
+    ));
+    // What the first pass wrote: a second pass (woken by that very write) must not write again,
+    // or each write would trigger the next.
+    let (get, send) = api.next().await;
+    assert_eq!(get.path, SERVICE_PATH);
+    let message = "the stored object does not match the schema this operator understands \
+                   (spec.powerState: unknown variant `Purple`); correct that field (kubectl explain \
+                   services.spec) and apply it again";
+    super::super::api_mock::respond(
+        send,
+        200,
+        &serde_json::json!({
+            "apiVersion": "autopilot.homelab.dev/v1alpha1", "kind": "Service",
+            "metadata": {"name": "nextcloud", "namespace": "lab", "generation": 3},
+            "status": {"conditions": [{
+                "type": "Ready", "status": "False", "reason": "InvalidObject",
+                "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "observedGeneration": 3,
+            }]},
+        }),
+    );
+    run.await.unwrap().unwrap_err();
+    api.assert_no_request();
+}
+
+#[test]
+fn invalid_object_condition_keeps_transition_time_while_ready_stays_false() {
+    let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+    let stored = serde_json::json!({"conditions": [{
+        "type": "Ready", "status": "False", "reason": "ClusterNotFound", "message": "x",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]});
+    let c = invalid_object_condition(Some(&stored), "bad", Some(2), now).unwrap();
+    assert_eq!(c["lastTransitionTime"], "2026-01-01T00:00:00Z");
+    assert_eq!(c["reason"], "InvalidObject");
+    let was_ready = serde_json::json!({"conditions": [{
+        "type": "Ready", "status": "True", "reason": "Ready", "message": "x",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]});
+    let c = invalid_object_condition(Some(&was_ready), "bad", Some(2), now).unwrap();
+    assert_eq!(c["lastTransitionTime"], "2026-06-01T00:00:00Z");
+    let c = invalid_object_condition(None, "bad", None, now).unwrap();
+    assert!(c.get("observedGeneration").is_none());
+}

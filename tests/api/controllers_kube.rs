@@ -1,7 +1,9 @@
-//! The kube drivers of the two controllers against a mocked API server (tower-test), with the
-//! real simulator behind them: which requests they make, in which order. No finalizer is ever
-//! added; the status goes as a server-side apply patch with our field manager; the Event comes
-//! after the status.
+//! The kube drivers of the two controllers against a mocked API server (tower-test, in the style
+//! of kube-rs controller-rs's `ApiServerVerifier`), with the real simulator behind them: which
+//! requests they make, in which order. No finalizer is ever added; the status goes as a
+//! server-side apply patch on the status subresource with our field manager and the object's
+//! generation as `observedGeneration`; it is sent only when the status changed; the Event comes
+//! after the status, with its reason and the object it is about.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,8 @@ use crate::controllers_common::{Lab, service};
 
 type Mock = Handle<Request<Body>, Response<Body>>;
 
+const SERVICE_STATUS: &str = "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/services/nextcloud/status";
+
 fn context(name: &'static str, client: Client) -> Arc<Context<OperatorDeps>> {
     let deps = OperatorDeps::new("/nonexistent".into(), None, ProxmoxDeps::new(None));
     Arc::new(Context::new(
@@ -42,6 +46,32 @@ fn cluster(lab: &Lab) -> ProxmoxCluster {
     c.metadata.uid = Some("uid-homelab".into());
     c.metadata.generation = Some(1);
     c
+}
+
+fn nextcloud(generation: i64) -> Service {
+    let mut obj = Service::new("nextcloud", service(200, "VM", ""));
+    obj.metadata.namespace = Some("lab".into());
+    obj.metadata.uid = Some("uid-nextcloud".into());
+    obj.metadata.generation = Some(generation);
+    obj
+}
+
+/// Every condition, and the status itself, name the generation they were computed from.
+fn assert_observed_generation(status: &Value, generation: i64) {
+    assert_eq!(status["observedGeneration"], generation, "{status}");
+    let conditions = status["conditions"].as_array().expect("conditions");
+    assert!(!conditions.is_empty());
+    for c in conditions {
+        assert_eq!(c["observedGeneration"], generation, "{c}");
+    }
+}
+
+/// Asserts that the code under test, now finished, sent nothing more.
+fn assert_no_more_requests(mock: &mut Mock) {
+    use futures::FutureExt as _;
+    if let Some(Some((req, _))) = mock.next_request().now_or_never() {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
 }
 
 fn secret_json(lab: &Lab) -> Value {
@@ -109,12 +139,26 @@ fn assert_status_apply(seen: &Seen, path: &str, manager: &str, kind: &str) {
     );
 }
 
+/// Takes the next request, which must create an Event with `reason` about object `regarding`.
+async fn expect_event(mock: &mut Mock, reason: &str, regarding: &str) {
+    let answer = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}});
+    let event = expect(mock, answer).await;
+    assert_event(&event, reason, regarding);
+}
+
 fn assert_event(seen: &Seen, reason: &str, regarding: &str) {
     assert_eq!(seen.method, Method::POST);
     assert_eq!(seen.path, "/apis/events.k8s.io/v1/namespaces/lab/events");
     assert_eq!(seen.body["reason"], reason);
     assert_eq!(seen.body["regarding"]["name"], regarding);
+    assert_eq!(seen.body["regarding"]["namespace"], "lab");
+    assert_eq!(
+        seen.body["regarding"]["apiVersion"],
+        "autopilot.homelab.dev/v1alpha1"
+    );
+    assert_eq!(seen.body["regarding"]["uid"], format!("uid-{regarding}"));
     assert_eq!(seen.body["reportingController"], "homelab-autopilot");
+    assert_eq!(seen.body["reportingInstance"], "test-pod");
 }
 
 #[tokio::test]
@@ -144,13 +188,9 @@ async fn cluster_reconcile_reads_secret_applies_status_then_publishes_event() {
             .iter()
             .any(|c| c["type"] == "Connected" && c["status"] == "True")
     );
+    assert_observed_generation(&status.body["status"], 1);
     assert_eq!(status.body["status"]["nodesOnline"], "3/3");
-    let event = expect(
-        &mut mock,
-        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}}),
-    )
-    .await;
-    assert_event(&event, "Connected", "homelab");
+    expect_event(&mut mock, "Connected", "homelab").await;
 
     let action = run.await.unwrap().unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
@@ -162,10 +202,7 @@ async fn service_reconcile_reads_cluster_and_secret_applies_status_then_publishe
     let lab = Lab::start().await;
     let (svc, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(service_controller::CONTROLLER, Client::new(svc, "default"));
-    let mut obj = Service::new("nextcloud", service(200, "VM", ""));
-    obj.metadata.namespace = Some("lab".into());
-    obj.metadata.uid = Some("uid-nextcloud".into());
-    obj.metadata.generation = Some(1);
+    let obj = nextcloud(1);
     let object_json = serde_json::to_value(&obj).unwrap();
     let run = tokio::spawn(service_controller::reconcile(Arc::new(obj), ctx));
 
@@ -180,24 +217,110 @@ async fn service_reconcile_reads_cluster_and_secret_applies_status_then_publishe
     let get_secret = expect(&mut mock, secret_json(&lab)).await;
     assert_eq!(get_secret.path, "/api/v1/namespaces/lab/secrets/pve-api-token");
     let status = expect(&mut mock, object_json).await;
-    assert_status_apply(
-        &status,
-        "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/services/nextcloud/status",
-        "homelab-autopilot-service",
-        "Service",
-    );
+    assert_status_apply(&status, SERVICE_STATUS, "homelab-autopilot-service", "Service");
     assert_eq!(status.body["status"]["node"], "pve1");
     assert_eq!(status.body["status"]["powerState"], "Running");
-    let event = expect(
-        &mut mock,
-        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}}),
-    )
-    .await;
-    assert_event(&event, "GuestFound", "nextcloud");
+    assert_observed_generation(&status.body["status"], 1);
+    expect_event(&mut mock, "GuestFound", "nextcloud").await;
     run.await.unwrap().unwrap();
     assert_eq!(
         lab.guest(200),
         Some(("pve1".into(), true)),
         "the guest is only read"
     );
+}
+
+/// Runs one cluster reconcile against the mock, answering the Secret read and whatever follows
+/// it; returns the requests after the Secret read (method and path) and the applied status.
+async fn cluster_pass(
+    lab: &Lab,
+    ctx: &Arc<Context<OperatorDeps>>,
+    mock: &mut Mock,
+    obj: ProxmoxCluster,
+) -> (Vec<String>, Option<Value>) {
+    let object_json = serde_json::to_value(&obj).unwrap();
+    let run = tokio::spawn(cluster_controller::reconcile(Arc::new(obj), Arc::clone(ctx)));
+    let secret = expect(mock, secret_json(lab)).await;
+    assert_eq!(secret.path, "/api/v1/namespaces/lab/secrets/pve-api-token");
+    let (mut requests, mut applied) = (Vec::new(), None);
+    while !run.is_finished() {
+        let next = tokio::time::timeout(Duration::from_millis(100), mock.next_request()).await;
+        let Ok(Some((req, send))) = next else { continue };
+        requests.push(format!("{} {}", req.method(), req.uri().path()));
+        let is_status = req.method() == Method::PATCH;
+        let body = req.into_body().collect_bytes().await.unwrap();
+        send.send_response(
+            Response::builder()
+                .body(Body::from(object_json.to_string().into_bytes()))
+                .unwrap(),
+        );
+        if is_status {
+            applied = Some(serde_json::from_slice::<Value>(&body).unwrap()["status"].clone());
+        }
+    }
+    run.await.unwrap().unwrap();
+    assert_no_more_requests(mock);
+    (requests, applied)
+}
+
+#[tokio::test]
+async fn cluster_status_is_applied_only_when_it_changed() {
+    let lab = Lab::start().await;
+    let (svc, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(cluster_controller::CONTROLLER, Client::new(svc, "default"));
+
+    let (requests, first) = cluster_pass(&lab, &ctx, &mut mock, cluster(&lab)).await;
+    let first = first.expect("the first pass writes the status");
+    assert_eq!(
+        requests.len(),
+        2,
+        "status, then the Connected Event: {requests:?}"
+    );
+    // The API server now stores that status; the next pass observes the same cluster.
+    let mut stored = cluster(&lab);
+    stored.status = Some(serde_json::from_value(first.clone()).unwrap());
+    let (requests, second) = cluster_pass(&lab, &ctx, &mut mock, stored.clone()).await;
+    assert_eq!(
+        (requests, second),
+        (vec![], None),
+        "an unchanged status is not written again (it would wake the watch), and no Event repeats"
+    );
+
+    // A spec edit bumps the generation: the status changes (observedGeneration) and is written.
+    stored.metadata.generation = Some(2);
+    let third = cluster_pass(&lab, &ctx, &mut mock, stored)
+        .await
+        .1
+        .expect("a new generation is reported");
+    assert_observed_generation(&third, 2);
+    assert_eq!(
+        third["conditions"][0]["lastTransitionTime"],
+        first["conditions"][0]["lastTransitionTime"]
+    );
+}
+
+#[tokio::test]
+async fn service_status_unchanged_sends_neither_patch_nor_event() {
+    let lab = Lab::start().await;
+    let (svc, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(service_controller::CONTROLLER, Client::new(svc, "default"));
+    let cluster_json = serde_json::to_value(cluster(&lab)).unwrap();
+    let mut status = None;
+    for pass in 0..2 {
+        let mut obj = nextcloud(1);
+        obj.status = status.clone().map(|s| serde_json::from_value(s).unwrap());
+        let object_json = serde_json::to_value(&obj).unwrap();
+        let run = tokio::spawn(service_controller::reconcile(Arc::new(obj), Arc::clone(&ctx)));
+        let get_cluster = expect(&mut mock, cluster_json.clone()).await;
+        assert_eq!(get_cluster.method, Method::GET);
+        expect(&mut mock, secret_json(&lab)).await;
+        if pass == 0 {
+            let patch = expect(&mut mock, object_json).await;
+            assert_status_apply(&patch, SERVICE_STATUS, "homelab-autopilot-service", "Service");
+            status = Some(patch.body["status"].clone());
+            expect_event(&mut mock, "GuestFound", "nextcloud").await;
+        }
+        run.await.unwrap().unwrap();
+        assert_no_more_requests(&mut mock);
+    }
 }

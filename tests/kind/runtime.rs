@@ -239,6 +239,26 @@ async fn controller_reconciles_status_events_backoff_and_bad_objects() {
         assert_eq!(ev.reporting_controller.as_deref(), Some("homelab-autopilot"));
         assert_eq!(ev.reporting_instance.as_deref(), Some("test-pod"));
     }
+    // The malformed object also says why on itself: Ready=False with reason InvalidObject,
+    // written by a field manager of its own so the controller's other status fields survive.
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::erase::<fixtures::Gadget>(&()),
+    );
+    let raw_ref = &raw;
+    poll(
+        "Ready=False InvalidObject on the malformed gadget",
+        WAIT,
+        || async move {
+            let o = raw_ref.get("malformed").await.ok()?;
+            let conditions = o.data["status"]["conditions"].as_array()?.clone();
+            let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+            (ready["status"] == "False" && ready["reason"] == "InvalidObject").then_some(())
+        },
+    )
+    .await;
+
     // The recorder merges a repeated Event into a series: none means it was published once, for
     // the flip, and not again for the spec change that kept the status.
     let became_ready = wait_event(&client, &ns.name, "good", "BecameReady").await;
