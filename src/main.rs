@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use homelab_autopilot::{controllers, crd, demo, proxmox, storage, telemetry};
+use homelab_autopilot::{controllers, crd, demo, pvesim, storage, telemetry};
 
 /// Keeps a homelab's Proxmox VE estate backed up, updated, restore-tested and replicated.
 #[derive(Parser, Debug)]
@@ -25,7 +25,7 @@ enum Command {
     /// Inspect, back up to, restore from, verify and prune a dedup chunk store.
     Store(storage::cli::StoreArgs),
     /// Run a simulator of the Proxmox VE API (for tests, demos and trying things out).
-    Pvesim(proxmox::sim::cli::PvesimArgs),
+    Pvesim(pvesim::cli::PvesimArgs),
     /// Run the whole product on embedded defaults: no cluster and no Proxmox needed.
     Demo(demo::DemoArgs),
 }
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         Command::Crd(args) => crd::cli::run(args),
         Command::Store(args) => storage::cli::run(args),
         Command::Operator(args) => block_on(controllers::cli::run(args)),
-        Command::Pvesim(args) => block_on(proxmox::sim::cli::run(args)),
+        Command::Pvesim(args) => block_on(pvesim::cli::run(args)),
         Command::Demo(args) => block_on(demo::run(args)),
     };
     match result {

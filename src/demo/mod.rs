@@ -26,8 +26,8 @@ use self::world::{NAMESPACE, World};
 use crate::controllers::shared::ProxmoxDeps;
 use crate::crd::health::HealthCheck;
 use crate::crd::proxmox_cluster::{Endpoint, TlsConfig};
-use crate::proxmox::sim::{SeedSpec, SimConfig, SimHandle, Simulator};
 use crate::proxmox::{ClientConfig, Credentials, PveClient, Secret, TaskRef, TlsVerify};
+use crate::pvesim::{SeedSpec, SimConfig, SimHandle, Simulator};
 
 /// The simulated cluster the examples describe (also used by the controller tests and by
 /// `tests/kind/run-in-kind.sh` through `pvesim --seed src/demo/pvesim-seed.yaml`).

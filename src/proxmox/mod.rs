@@ -1,4 +1,5 @@
-//! The typed Proxmox VE (and PBS) REST client, and the PVE API simulator.
+//! The typed Proxmox VE (and PBS) REST client. The simulator it is tested against is
+//! [`crate::pvesim`], which never imports this module.
 //!
 //! Never imports `kube` or `crate::controllers`: usable from the CLI, benches and tests.
 //!
@@ -16,7 +17,6 @@ mod error;
 mod metrics;
 pub mod ops;
 mod request;
-pub mod sim;
 mod task;
 mod tls;
 mod types;

@@ -16,10 +16,10 @@ use homelab_autopilot::crd::proxmox_cluster::ProxmoxClusterStatus;
 use homelab_autopilot::crd::{ProxmoxClusterSpec, ServiceSpec, ServiceStatus};
 use homelab_autopilot::demo::sim_seed;
 use homelab_autopilot::proxmox::api::StopOptions;
-use homelab_autopilot::proxmox::sim::{SimConfig, SimHandle, Simulator};
 use homelab_autopilot::proxmox::{
     ClientConfig, Credentials, Endpoint, GuestRef, PveClient, Secret, TlsVerify,
 };
+use homelab_autopilot::pvesim::{SimConfig, SimHandle, Simulator};
 use jiff::Timestamp;
 
 use crate::pvesim_common::schema_path;

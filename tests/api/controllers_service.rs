@@ -323,8 +323,7 @@ async fn service_agent_and_exec_failures_carry_the_reason() {
                   - {name: agent, type: GuestAgent, failureThreshold: 1}\n\
                   - {name: cmd, type: Exec, exec: {command: [\"false\"]}, failureThreshold: 1}\n";
     lab.sim.state_mut(|c| {
-        c.guests.get_mut(&200).unwrap().agent =
-            homelab_autopilot::proxmox::sim::state::AgentState::NotResponding;
+        c.guests.get_mut(&200).unwrap().agent = homelab_autopilot::pvesim::state::AgentState::NotResponding;
     });
     let p = lab.first_service_pass("s1", &service(200, "VM", checks)).await;
     let agent = &p.status.health[0];

@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use homelab_autopilot::proxmox::sim::{SimConfig, SimHandle, Simulator};
 use homelab_autopilot::proxmox::{
     ClientConfig, Credentials, Endpoint, GuestRef, GuestType, NodeName, PveClient, RetryPolicy, Secret,
     TaskRef, TaskSuccess, Timeouts, TlsVerify, Vmid,
 };
+use homelab_autopilot::pvesim::{SimConfig, SimHandle, Simulator};
 
 /// How the client authenticates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use homelab_autopilot::proxmox::api::{ConfigUpdate, CreateSnapshot, ResourceKind, VzdumpRequest};
-use homelab_autopilot::proxmox::sim::{SimConfig, Simulator};
 use homelab_autopilot::proxmox::{ClientMetrics, Endpoint, Error, PveClient, RetryPolicy, SnapshotName};
+use homelab_autopilot::pvesim::{SimConfig, Simulator};
 use prometheus::Registry;
 
 use crate::proxmox_client_common::{AuthKind, Env, TlsKind, config, ct, node, sim_config, vm, vmid, wait};
@@ -342,7 +342,7 @@ async fn client_ticket_renewal_does_not_depend_on_the_server_clock() {
     };
     // The server's clock is 100 minutes behind ours: its tickets look old to us at once.
     env.sim
-        .inject(homelab_autopilot::proxmox::sim::Fault::AdvanceClock { seconds: -6000 })
+        .inject(homelab_autopilot::pvesim::Fault::AdvanceClock { seconds: -6000 })
         .expect("clock");
     let (c, reg) = counted(&env, AuthKind::Ticket, |_| {});
     for _ in 0..5 {

@@ -12,8 +12,8 @@ use homelab_autopilot::proxmox::api::{
     Feature, MigrateRequest, ResourceKind, RestoreCt, RestoreVm, ShutdownOptions, StopOptions, VzdumpRequest,
 };
 use homelab_autopilot::proxmox::ops::{self, Operation};
-use homelab_autopilot::proxmox::sim::RequestRecord;
 use homelab_autopilot::proxmox::{GuestRef, GuestType, PveClient, SnapshotName, TaskRef};
+use homelab_autopilot::pvesim::RequestRecord;
 
 use crate::proxmox_client_common::{AuthKind, Env, ct, node, vm, vmid};
 

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use homelab_autopilot::proxmox::sim::{SimConfig, read_dump};
+use homelab_autopilot::pvesim::{SimConfig, read_dump};
 use serde_json::Value;
 
 use crate::pvesim_common::{Api, Body, backup_files, content, encode, fast_config, sha};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use homelab_autopilot::proxmox::sim::{SimConfig, SimHandle, Simulator};
+use homelab_autopilot::pvesim::{SimConfig, SimHandle, Simulator};
 use serde_json::Value;
 
 /// The official schema, read from `../shared` (tests skip schema checks when it is absent).

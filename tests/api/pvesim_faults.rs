@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use homelab_autopilot::proxmox::sim::{EndpointFault, Fault, SimConfig};
+use homelab_autopilot::pvesim::{EndpointFault, Fault, SimConfig};
 use serde_json::json;
 
 use crate::pvesim_common::{Api, Body, client_for, fast_config};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use homelab_autopilot::proxmox::sim::{Power, SimConfig};
+use homelab_autopilot::pvesim::{Power, SimConfig};
 use regex::Regex;
 use serde_json::json;
 
@@ -247,7 +247,7 @@ async fn guest_agent_answers_only_when_configured_running_and_responding() {
     api.sim.state_mut(|c| {
         c.guests
             .get_mut(&100)
-            .map(|g| g.agent = homelab_autopilot::proxmox::sim::state::AgentState::NotResponding)
+            .map(|g| g.agent = homelab_autopilot::pvesim::state::AgentState::NotResponding)
     });
     let dead = api.post("/nodes/pve1/qemu/100/agent/ping", &[]).await;
     assert_eq!(dead.reason.as_deref(), Some("QEMU guest agent is not running"));

@@ -1,7 +1,7 @@
 //! Every request is validated against the official schema: each rule kind is rejected with
 //! PVE's 400 shape and message, valid requests pass, and every simulated endpoint exists in it.
 
-use homelab_autopilot::proxmox::sim::SchemaIndex;
+use homelab_autopilot::pvesim::SchemaIndex;
 use serde_json::{Value, json};
 
 use crate::pvesim_common::{Api, Body, Resp, schema_path};

@@ -1,6 +1,6 @@
 //! Snapshots, clone and migrate on the simulator.
 
-use homelab_autopilot::proxmox::sim::{Power, SimConfig};
+use homelab_autopilot::pvesim::{Power, SimConfig};
 use serde_json::{Value, json};
 
 use crate::pvesim_common::{Api, fast_config};
@@ -98,7 +98,7 @@ async fn snapshots_chain_parents_roll_back_and_delete_like_pve() {
 
 #[tokio::test]
 async fn rollback_on_zfs_only_to_the_most_recent_snapshot() {
-    let mut seed = homelab_autopilot::proxmox::sim::SeedSpec::default_cluster();
+    let mut seed = homelab_autopilot::pvesim::SeedSpec::default_cluster();
     seed.storages.push(
         serde_yaml::from_str("{id: tank, type: zfspool, content: [images, rootdir]}").expect("storage"),
     );

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use homelab_autopilot::proxmox::sim::SimConfig;
+use homelab_autopilot::pvesim::SimConfig;
 use serde_json::json;
 
 use crate::pvesim_common::{Api, Auth, Body, fast_config};
@@ -277,7 +277,7 @@ async fn failed_start_names_the_schema_file_and_the_fix() {
         schema: Some("/nonexistent/pve-apischema.json".into()),
         ..fast_config()
     };
-    let err = homelab_autopilot::proxmox::sim::Simulator::start(bad)
+    let err = homelab_autopilot::pvesim::Simulator::start(bad)
         .await
         .expect_err("bad schema path");
     let text = err.to_string();

@@ -17,8 +17,8 @@ use homelab_autopilot::controllers::{Health, LeaseConfig, Operator, OperatorDeps
 use homelab_autopilot::crd::{ProxmoxCluster, Service};
 use homelab_autopilot::demo::{sim_seed, standin::StandIn};
 use homelab_autopilot::metrics::Metrics;
-use homelab_autopilot::proxmox::sim::{SimConfig, SimHandle, Simulator};
 use homelab_autopilot::proxmox::{ClientConfig, Credentials, Endpoint, PveClient, Secret, TlsVerify};
+use homelab_autopilot::pvesim::{SimConfig, SimHandle, Simulator};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;

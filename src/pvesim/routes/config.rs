@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::{check_lock, guest, ok, per_kind, task};
-use crate::proxmox::sim::http::{ApiError, ApiResult, Params, pve_bool, value_text};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::schema::split_list;
-use crate::proxmox::sim::state::guest::is_volume_key;
-use crate::proxmox::sim::state::{Cluster, GuestKind};
+use crate::pvesim::http::{ApiError, ApiResult, Params, pve_bool, value_text};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::schema::split_list;
+use crate::pvesim::state::guest::is_volume_key;
+use crate::pvesim::state::{Cluster, GuestKind};
 
 /// Parameters that are not config keys.
 const NOT_CONFIG: &[&str] = &[

@@ -5,10 +5,10 @@
 use serde_json::{Map, Value, json};
 
 use super::{check_lock, guest, ok, per_kind, task};
-use crate::proxmox::sim::http::{ApiError, ApiResult};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::state::{Cluster, Guest, GuestKind, Power};
-use crate::proxmox::sim::tasks::TaskCtx;
+use crate::pvesim::http::{ApiError, ApiResult};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::state::{Cluster, Guest, GuestKind, Power};
+use crate::pvesim::tasks::TaskCtx;
 
 fn ha_json(c: &Cluster, g: &Guest) -> Value {
     match c.ha.get(&format!("{}:{}", g.kind.ha_type(), g.vmid)) {

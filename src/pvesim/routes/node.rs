@@ -3,11 +3,11 @@
 use serde_json::{Value, json};
 
 use super::{ok, task};
-use crate::proxmox::sim::http::{ApiError, ApiOk, ApiResult, pve_bool};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::schema::split_list;
-use crate::proxmox::sim::state::{AptPackage, Node};
-use crate::proxmox::sim::tasks::{TaskInfo, parse_upid};
+use crate::pvesim::http::{ApiError, ApiOk, ApiResult, pve_bool};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::schema::split_list;
+use crate::pvesim::state::{AptPackage, Node};
+use crate::pvesim::tasks::{TaskInfo, parse_upid};
 
 fn node<'c>(ctx: &'c Ctx<'_>) -> ApiResult<&'c Node> {
     let name = ctx.node()?;

@@ -21,8 +21,8 @@ use std::io::{self, Read, Write};
 
 use md5::{Digest, Md5};
 
-use crate::proxmox::sim::state::PseudoDisk;
-use crate::proxmox::sim::state::disk::BLOCK_SIZE;
+use crate::pvesim::state::PseudoDisk;
+use crate::pvesim::state::disk::BLOCK_SIZE;
 
 const MAGIC: &[u8; 4] = b"VMA\0";
 const EXTENT_MAGIC: &[u8; 4] = b"VMAE";

@@ -246,11 +246,10 @@ fn parse_prop(p: &Value) -> Result<Prop, String> {
         Some(item @ Value::Object(_)) => Some(Box::new(parse_prop(item)?)),
         _ => None,
     };
-    let enumeration = p.get("enum").and_then(Value::as_array).map(|vals| {
-        vals.iter()
-            .filter_map(crate::proxmox::sim::http::value_text)
-            .collect()
-    });
+    let enumeration = p
+        .get("enum")
+        .and_then(Value::as_array)
+        .map(|vals| vals.iter().filter_map(crate::pvesim::http::value_text).collect());
     Ok(Prop {
         ty: text("type"),
         optional: truthy(p.get("optional")),

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::{ok, task};
-use crate::proxmox::sim::dump::parse_archive_name;
-use crate::proxmox::sim::http::{ApiError, ApiResult, pve_bool};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::state::{Cluster, GuestKind};
+use crate::pvesim::dump::parse_archive_name;
+use crate::pvesim::http::{ApiError, ApiResult, pve_bool};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::state::{Cluster, GuestKind};
 
 /// One backup on a storage.
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ pub(crate) fn usage(cluster: &Cluster, storage: &str) -> u64 {
                         .config
                         .get(&key)
                         .and_then(|v| v.split(',').find_map(|p| p.strip_prefix("size=")))
-                        .map(crate::proxmox::sim::state::guest::parse_size)
+                        .map(crate::pvesim::state::guest::parse_size)
                         .unwrap_or(0);
                     size / 4
                 })

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::config::prepare_value;
-use crate::proxmox::sim::http::{Params, value_text};
-use crate::proxmox::sim::state::guest::{is_volume_key, smbios1, vmgenid, with_mac};
-use crate::proxmox::sim::state::{Cluster, GuestKind};
+use crate::pvesim::http::{Params, value_text};
+use crate::pvesim::state::guest::{is_volume_key, smbios1, vmgenid, with_mac};
+use crate::pvesim::state::{Cluster, GuestKind};
 
 /// Parameters of the create/restore calls that are not config keys.
 const NOT_CONFIG: &[&str] = &[

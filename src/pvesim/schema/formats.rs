@@ -145,7 +145,7 @@ fn check_single(format: &str, v: &str) -> Result<(), String> {
         "pve-userid" if !re(&USERID, r"^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+$").is_match(v) => {
             fail(format!("value '{v}' does not look like a valid user name"))
         }
-        "pve-tokenid" if crate::proxmox::sim::auth::split_tokenid(v).is_none() => {
+        "pve-tokenid" if crate::pvesim::auth::split_tokenid(v).is_none() => {
             fail(format!("value '{v}' does not look like a valid token ID"))
         }
         // pve-ha-manager: `vm:100`, `ct:101` or a bare VMID

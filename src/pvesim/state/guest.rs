@@ -10,7 +10,7 @@ pub(crate) use super::config::{
     config_map_json, is_volume_key, parse_size, smbios1, vmgenid, volumes_of, with_mac,
 };
 use super::disk::{PseudoDisk, mix};
-use crate::proxmox::sim::http::pve_bool;
+use crate::pvesim::http::pve_bool;
 
 /// QEMU or LXC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

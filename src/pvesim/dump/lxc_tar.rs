@@ -17,8 +17,8 @@ use std::io::{self, Read, Write};
 
 use tar::{EntryType, Header};
 
-use crate::proxmox::sim::state::PseudoDisk;
-use crate::proxmox::sim::state::disk::BLOCK_SIZE;
+use crate::pvesim::state::PseudoDisk;
+use crate::pvesim::state::disk::BLOCK_SIZE;
 
 /// Bytes of the disk per data file.
 const FILE_SIZE: u64 = 64 * 1024;

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use super::backup::JobOpts;
 use super::retention::{generate_notes, prune, set_attribute};
 use super::set_lock;
-use crate::proxmox::sim::clock::{DAY_SECS, format_epoch};
-use crate::proxmox::sim::dump::{Compression, DumpHeader, write_dump};
-use crate::proxmox::sim::state::{GuestKind, PbsBackup, Power};
-use crate::proxmox::sim::tasks::TaskCtx;
+use crate::pvesim::clock::{DAY_SECS, format_epoch};
+use crate::pvesim::dump::{Compression, DumpHeader, write_dump};
+use crate::pvesim::state::{GuestKind, PbsBackup, Power};
+use crate::pvesim::tasks::TaskCtx;
 
 /// `PVE::VZDump::format_size`.
 fn format_size(size: u64) -> String {

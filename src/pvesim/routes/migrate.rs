@@ -3,11 +3,11 @@
 use serde_json::{Value, json};
 
 use super::{guest, ok, per_kind, set_lock, task};
-use crate::proxmox::sim::http::{ApiError, ApiResult, pve_bool};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::state::guest::{is_volume_key, volumes_of, with_mac};
-use crate::proxmox::sim::state::{Cluster, Guest, GuestKind, Power};
-use crate::proxmox::sim::tasks::TaskCtx;
+use crate::pvesim::http::{ApiError, ApiResult, pve_bool};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::state::guest::{is_volume_key, volumes_of, with_mac};
+use crate::pvesim::state::{Cluster, Guest, GuestKind, Power};
+use crate::pvesim::tasks::TaskCtx;
 
 fn shared_storages(cluster: &Cluster, g: &Guest) -> bool {
     g.volumes()
@@ -233,7 +233,7 @@ fn precondition(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
         .into_iter()
         .filter(|(_, _, s)| !c.storages.get(s).is_some_and(|st| st.shared))
         .map(|(key, volid, _)| {
-            let size = g.config.get(&key).and_then(|v| v.split(',').find_map(|p| p.strip_prefix("size="))).map(crate::proxmox::sim::state::guest::parse_size).unwrap_or(0);
+            let size = g.config.get(&key).and_then(|v| v.split(',').find_map(|p| p.strip_prefix("size="))).map(crate::pvesim::state::guest::parse_size).unwrap_or(0);
             json!({ "volid": volid, "size": size, "cdrom": 0, "is_unused": pve_bool(key.starts_with("unused")) })
         })
         .collect();
@@ -335,7 +335,7 @@ pub(crate) async fn run_migration(
         Ok((g.kind, g.kind.label(), n.ip.clone(), g.power.is_up(), local))
     })?;
     set_lock(&t, vmid, Some("migrate"));
-    let time = crate::proxmox::sim::clock::format_epoch(start, "%Y-%m-%d %H:%M:%S");
+    let time = crate::pvesim::clock::format_epoch(start, "%Y-%m-%d %H:%M:%S");
     t.log(format!(
         "{time} starting migration of {label} {vmid} to node '{target}' ({target_ip})"
     ));
@@ -367,7 +367,7 @@ pub(crate) async fn run_migration(
     });
     t.log(format!(
         "{} migration finished successfully (duration {})",
-        crate::proxmox::sim::clock::format_epoch(now, "%Y-%m-%d %H:%M:%S"),
+        crate::pvesim::clock::format_epoch(now, "%Y-%m-%d %H:%M:%S"),
         duration(now - start)
     ));
     Ok(())

@@ -3,12 +3,12 @@
 use serde_json::{Map, Value, json};
 
 use super::ok;
-use crate::proxmox::sim::auth::Caller;
-use crate::proxmox::sim::http::{ApiError, ApiResult, pve_bool};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::schema::split_list;
-use crate::proxmox::sim::state::{Cluster, GuestKind, HaResource, Node, Power};
-use crate::proxmox::sim::tasks::TaskSpec;
+use crate::pvesim::auth::Caller;
+use crate::pvesim::http::{ApiError, ApiResult, pve_bool};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::schema::split_list;
+use crate::pvesim::state::{Cluster, GuestKind, HaResource, Node, Power};
+use crate::pvesim::tasks::TaskSpec;
 
 /// Memory in use on a node (running guests plus the host itself).
 pub(crate) fn node_mem(cluster: &Cluster, node: &str) -> u64 {

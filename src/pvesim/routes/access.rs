@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::ok;
-use crate::proxmox::sim::http::ApiResult;
-use crate::proxmox::sim::router::{Ctx, Reply};
+use crate::pvesim::http::ApiResult;
+use crate::pvesim::router::{Ctx, Reply};
 
 /// `GET /version`: the pve-manager version of the node that answers.
 pub(crate) fn version(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {

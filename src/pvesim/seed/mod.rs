@@ -356,7 +356,7 @@ impl SeedSpec {
     /// `jellyfin` (103), template `debian-12-template` (9000); containers `pihole` (102) and
     /// `gitea` (104).
     pub fn default_cluster() -> Self {
-        let text = include_str!("../../../../examples/pvesim/cluster.yaml");
+        let text = include_str!("../../../examples/pvesim/cluster.yaml");
         // The embedded default is covered by a unit test; fall back to a minimal cluster anyway.
         Self::from_yaml(text, Path::new("<built-in>")).unwrap_or_else(|_| Self {
             cluster: default_cluster_name(),
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn default_cluster_parses_and_has_nextcloud_with_agent() {
-        let text = include_str!("../../../../examples/pvesim/cluster.yaml");
+        let text = include_str!("../../../examples/pvesim/cluster.yaml");
         let spec = SeedSpec::from_yaml(text, Path::new("examples/pvesim/cluster.yaml"));
         let spec = match spec {
             Ok(s) => s,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::formats::check_named;
 use super::propstring::parse_property_string;
 use super::{Format, ObjectSchema, Prop};
-use crate::proxmox::sim::http::{ApiError, Params, value_text};
+use crate::pvesim::http::{ApiError, Params, value_text};
 
 pub(crate) type Errors = BTreeMap<String, String>;
 

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use super::restore_config::{merge_config, new_guest_config};
 use super::storage::find_backup;
 use super::task;
-use crate::proxmox::sim::clock::DAY_SECS;
-use crate::proxmox::sim::dump::{DumpHeader, read_dump};
-use crate::proxmox::sim::http::{ApiError, ApiResult, Params};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::state::guest::is_volume_key;
-use crate::proxmox::sim::state::{AgentState, Guest, GuestKind, Power, PseudoDisk};
-use crate::proxmox::sim::tasks::TaskCtx;
+use crate::pvesim::clock::DAY_SECS;
+use crate::pvesim::dump::{DumpHeader, read_dump};
+use crate::pvesim::http::{ApiError, ApiResult, Params};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::state::guest::is_volume_key;
+use crate::pvesim::state::{AgentState, Guest, GuestKind, Power, PseudoDisk};
+use crate::pvesim::tasks::TaskCtx;
 
 /// What the restore task reads.
 enum Source {

@@ -26,14 +26,14 @@ use super::tasks::{TaskBody, TaskCtx, TaskSpec};
 macro_rules! per_kind {
     ($qemu:ident, $lxc:ident, $f:path) => {
         pub(crate) fn $qemu(
-            ctx: &mut crate::proxmox::sim::router::Ctx<'_>,
-        ) -> crate::proxmox::sim::http::ApiResult<crate::proxmox::sim::router::Reply> {
-            $f(ctx, crate::proxmox::sim::state::GuestKind::Qemu)
+            ctx: &mut crate::pvesim::router::Ctx<'_>,
+        ) -> crate::pvesim::http::ApiResult<crate::pvesim::router::Reply> {
+            $f(ctx, crate::pvesim::state::GuestKind::Qemu)
         }
         pub(crate) fn $lxc(
-            ctx: &mut crate::proxmox::sim::router::Ctx<'_>,
-        ) -> crate::proxmox::sim::http::ApiResult<crate::proxmox::sim::router::Reply> {
-            $f(ctx, crate::proxmox::sim::state::GuestKind::Lxc)
+            ctx: &mut crate::pvesim::router::Ctx<'_>,
+        ) -> crate::pvesim::http::ApiResult<crate::pvesim::router::Reply> {
+            $f(ctx, crate::pvesim::state::GuestKind::Lxc)
         }
     };
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::vzdump_guest::GuestLog;
-use crate::proxmox::sim::clock::format_epoch;
-use crate::proxmox::sim::state::GuestKind;
-use crate::proxmox::sim::tasks::TaskCtx;
+use crate::pvesim::clock::format_epoch;
+use crate::pvesim::state::GuestKind;
+use crate::pvesim::tasks::TaskCtx;
 
 /// `PVE::Storage::prune_mark_backup_group`: which of `ctimes` (newest first) to keep.
 pub(crate) fn prune_marks(entries: &[(i64, bool)], keep: &BTreeMap<String, u32>) -> Vec<bool> {

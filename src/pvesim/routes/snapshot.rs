@@ -7,9 +7,9 @@
 use serde_json::{Value, json};
 
 use super::{failing_task, guest, ok, per_kind, set_lock, task};
-use crate::proxmox::sim::http::{ApiError, ApiResult, pve_bool};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::state::{Cluster, Guest, GuestKind, Power, Snapshot};
+use crate::pvesim::http::{ApiError, ApiResult, pve_bool};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::state::{Cluster, Guest, GuestKind, Power, Snapshot};
 
 fn list(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     let g = guest(ctx, kind)?;
@@ -218,7 +218,7 @@ fn rollback(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
             .snapshots
             .get(&name)
             .ok_or_else(|| format!("snapshot '{name}' does not exist"))?;
-        for (_, volid, storage) in crate::proxmox::sim::state::guest::volumes_of(kind, &snap.config) {
+        for (_, volid, storage) in crate::pvesim::state::guest::volumes_of(kind, &snap.config) {
             let latest_only = ctx
                 .cluster
                 .storages

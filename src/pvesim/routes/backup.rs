@@ -10,11 +10,11 @@ use serde_json::Value;
 
 use super::vzdump_guest::backup_guest;
 use super::{ok, task};
-use crate::proxmox::sim::dump::{Compression, read_dump_header};
-use crate::proxmox::sim::http::{ApiError, ApiResult};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::schema::split_list;
-use crate::proxmox::sim::tasks::TaskCtx;
+use crate::pvesim::dump::{Compression, read_dump_header};
+use crate::pvesim::http::{ApiError, ApiResult};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::schema::split_list;
+use crate::pvesim::tasks::TaskCtx;
 
 /// Options of one backup job.
 #[derive(Debug, Clone)]
@@ -188,7 +188,7 @@ pub(crate) fn vzdump(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     })
 }
 
-fn command_line(vmids: &[u32], p: &crate::proxmox::sim::http::Params) -> String {
+fn command_line(vmids: &[u32], p: &crate::pvesim::http::Params) -> String {
     let mut cmd = String::from("vzdump");
     for id in vmids {
         cmd.push_str(&format!(" {id}"));

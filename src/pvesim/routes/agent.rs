@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{guest, ok};
-use crate::proxmox::sim::http::{ApiError, ApiResult, value_text};
-use crate::proxmox::sim::router::{Ctx, Reply};
-use crate::proxmox::sim::seed::guest_ip;
-use crate::proxmox::sim::state::{AgentState, ExecJob, Guest, GuestKind};
+use crate::pvesim::http::{ApiError, ApiResult, value_text};
+use crate::pvesim::router::{Ctx, Reply};
+use crate::pvesim::seed::guest_ip;
+use crate::pvesim::state::{AgentState, ExecJob, Guest, GuestKind};
 
 fn agent_enabled(g: &Guest) -> Option<bool> {
     let value = g.config.get("agent")?;

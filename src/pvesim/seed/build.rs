@@ -8,12 +8,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::{AgentCommand, GuestSpec, SeedSpec};
-use crate::proxmox::sim::SimError;
-use crate::proxmox::sim::auth::User;
-use crate::proxmox::sim::clock::DAY_SECS;
-use crate::proxmox::sim::state::disk::mix;
-use crate::proxmox::sim::state::guest::{smbios1, vmgenid};
-use crate::proxmox::sim::state::{
+use crate::pvesim::SimError;
+use crate::pvesim::auth::User;
+use crate::pvesim::clock::DAY_SECS;
+use crate::pvesim::state::disk::mix;
+use crate::pvesim::state::guest::{smbios1, vmgenid};
+use crate::pvesim::state::{
     AgentState, AptPackage, Cluster, Guest, GuestKind, HaResource, Node, Pool, Power, PseudoDisk, Snapshot,
     Storage,
 };
@@ -443,8 +443,7 @@ fn build_guest(
     let count = g.snapshots.len() as i64;
     let mut parent: Option<String> = None;
     for (i, s) in g.snapshots.iter().enumerate() {
-        let valid =
-            crate::proxmox::sim::schema::check_named("pve-configid", &s.name).is_ok() && s.name.len() <= 40;
+        let valid = crate::pvesim::schema::check_named("pve-configid", &s.name).is_ok() && s.name.len() <= 40;
         if !valid || guest.snapshots.contains_key(&s.name) || s.name == "current" {
             return Err(err(
                 path,
