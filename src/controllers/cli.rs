@@ -5,7 +5,6 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
 };
 
 use anyhow::Context as _;
@@ -15,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::{
-    context::OperatorDeps,
+    OperatorDeps,
     http::{self, Health},
     leader::LeaseConfig,
+    pve::ProxmoxDeps,
     register_controllers,
     runtime::Operator,
-    shared::ProxmoxDeps,
 };
 use crate::metrics::Metrics;
 use crate::proxmox::ClientMetrics;
@@ -178,9 +177,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
         settings.store_key_file,
         ProxmoxDeps::new(Some(client_metrics)),
     );
-    let stores = Arc::clone(&deps.stores);
     let mut operator = Operator::new(client, metrics, settings.namespace, settings.instance, deps);
-    operator = register_controllers(operator, &stores);
+    operator = register_controllers(operator);
     if let Some(lease) = settings.lease {
         operator = operator.leader_election(lease);
     }

@@ -1,61 +1,82 @@
-//! One kube-runtime controller per kind, and the `operator` runtime that runs them.
+//! The controllers: the composition root of the operator. Layers (see `ARCHITECTURE.md`):
 //!
-//! - [`runtime`]: [`ControllerSpec`] and [`Operator`]: watch with `DeserializeGuard`, bounded
-//!   concurrency, CRD wait, leader lease, graceful shutdown, the shared error policy.
-//! - [`context`]: the [`Context`] every reconcile gets (client, Event recorder, metrics, backoff,
-//!   shared dependencies) and the [`ClientCache`] for per-cluster clients.
-//! - [`error`]: [`Error`] and the [`ReconcileError`] contract (category, transience).
-//! - [`backoff`], [`leader`], [`status`], [`events`], [`http`]: the pieces.
-//! - [`proxmox_cluster`], [`service`]: the first two controllers. Each splits into a core without
-//!   kube types (resolve, observe, plan, act; also driven by `homelab-autopilot demo`) and a
-//!   `controller` module that drives it from the API server. [`shared`] holds what the cores
-//!   share with their drivers.
+//! - [`runtime`]: kind-agnostic kube plumbing: [`ControllerSpec`] and [`Operator`] (watch with
+//!   `DeserializeGuard`, bounded concurrency, CRD wait, leader lease, graceful shutdown, the error
+//!   policy), the [`Context`], status patches, Events, backoff, probes.
+//! - [`kit`]: kube-free helpers every kind uses: [`kit::Outcome`], [`kit::Conditions`], memory
+//!   maps, time.
+//! - [`pve`]: what every Proxmox-driving kind shares: reaching a cluster, finding a guest,
+//!   polling a task, shared reasons, [`pve::ProxmoxDeps`].
+//! - [`proxmox_cluster`], [`service`]: one folder per kind. A kind imports `runtime`, `kit` and
+//!   `pve`, never another kind.
 //! - [`cli`]: `homelab-autopilot operator`.
+//!
+//! Only this file (and the demo) names every kind.
 
-#[cfg(test)]
-mod api_mock;
-pub mod backoff;
 pub mod cli;
-pub mod context;
-pub mod error;
-pub mod events;
-pub mod http;
-pub mod leader;
+pub mod kit;
 pub mod proxmox_cluster;
+pub mod pve;
 pub mod runtime;
 pub mod service;
-pub mod shared;
-pub mod status;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
+
+pub use runtime::{backoff, context, error, events, http, leader, status};
 
 pub use backoff::{BackoffPolicy, BackoffTracker};
-pub use context::{ClientCache, Context, OperatorDeps, Stores, field_manager};
+pub use context::{Context, field_manager};
 pub use error::{Error, ReconcileError};
-pub use events::report_transition;
+pub use events::{publish_events, report_change};
 pub use http::{Health, Readiness};
 pub use leader::{LeaderElector, LeaseConfig};
 pub use runtime::{
     ApiScope, ControlledKind, ControllerSpec, Failure, Operator, crd_name, object_ref, wait_for_crds,
 };
-pub use shared::{Outcome, PlannedEvent, ProxmoxDeps, Tuning};
-pub use status::{
-    ConditionStatus, DesiredCondition, StatusCondition, Transition, patch_status, set_condition,
-};
+pub use status::patch_status;
 
-/// Registers every controller this build has (ProxmoxCluster, Service) on `operator`. `stores`
-/// must be the `stores` of the operator's [`OperatorDeps`]: the controllers' watches fill it.
-pub fn register_controllers(
-    operator: Operator<OperatorDeps>,
-    stores: &Arc<Stores>,
-) -> Operator<OperatorDeps> {
+/// The product's dependencies beyond Kubernetes, shared by all controllers as `Context::deps`:
+/// what every Proxmox-driving kind shares ([`pve::ProxmoxDeps`]), each kind's own per-process
+/// state, and the chunk store settings (the BackupPolicy controller opens the store from them).
+#[derive(Debug)]
+pub struct OperatorDeps {
+    /// `--store-path`: directory of the chunk store.
+    pub store_path: PathBuf,
+    /// `--store-key-file`: the chunk store's encryption key file, if any.
+    pub store_key_file: Option<PathBuf>,
+    /// Proxmox clients and timing.
+    pub proxmox: Arc<pve::ProxmoxDeps>,
+    /// The Service controller's health-check clients and per-Service memory.
+    pub service: service::ServiceDeps,
+}
+
+impl OperatorDeps {
+    /// Dependencies with the given chunk store settings and Proxmox dependencies.
+    pub fn new(store_path: PathBuf, store_key_file: Option<PathBuf>, proxmox: pve::ProxmoxDeps) -> Self {
+        Self {
+            store_path,
+            store_key_file,
+            proxmox: Arc::new(proxmox),
+            service: service::ServiceDeps::default(),
+        }
+    }
+}
+
+impl pve::HasProxmox for OperatorDeps {
+    fn proxmox(&self) -> &pve::ProxmoxDeps {
+        &self.proxmox
+    }
+}
+
+impl service::HasServiceDeps for OperatorDeps {
+    fn service(&self) -> &service::ServiceDeps {
+        &self.service
+    }
+}
+
+/// Registers every controller this build has (ProxmoxCluster, Service) on `operator`.
+pub fn register_controllers(operator: Operator<OperatorDeps>) -> Operator<OperatorDeps> {
     operator
-        .register(
-            proxmox_cluster::controller::spec(Arc::clone(stores)),
-            proxmox_cluster::controller::reconcile,
-        )
-        .register(
-            service::controller::spec(Arc::clone(stores)),
-            service::controller::reconcile,
-        )
+        .register_kind::<proxmox_cluster::controller::ClusterKind>()
+        .register_kind::<service::controller::ServiceKind>()
 }

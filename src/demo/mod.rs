@@ -23,9 +23,12 @@ use jiff::Timestamp;
 
 use self::standin::StandIn;
 use self::world::{NAMESPACE, World};
-use crate::controllers::shared::ProxmoxDeps;
+use crate::controllers::proxmox_cluster::controller::ClusterKind;
+use crate::controllers::pve::ProxmoxDeps;
+use crate::controllers::service::controller::ServiceKind;
 use crate::crd::health::HealthCheck;
 use crate::crd::proxmox_cluster::{Endpoint, TlsConfig};
+use crate::crd::{ProxmoxCluster, Service};
 use crate::proxmox::{ClientConfig, Credentials, PveClient, Secret, TaskRef, TlsVerify};
 use crate::pvesim::{SeedSpec, SimConfig, SimHandle, Simulator};
 
@@ -119,8 +122,8 @@ impl Demo {
         let start = Timestamp::from_second(sim.now()).context("simulator clock")?;
         let mut world = World::load(start, ProxmoxDeps::new(None))?;
 
-        let mut secrets = Vec::new();
-        for cluster in &mut world.clusters {
+        let mut secrets: Vec<String> = Vec::new();
+        world.edit(|cluster: &mut ProxmoxCluster| {
             cluster.spec.endpoints = vec![Endpoint {
                 url: sim.url().to_owned(),
                 priority: None,
@@ -130,21 +133,21 @@ impl Demo {
                 ..TlsConfig::default()
             });
             secrets.push(cluster.spec.credentials_secret_ref.name.clone());
-        }
+        })?;
         for secret in secrets {
             world.update_secret(
                 &secret,
                 &[("tokenId", sim.token_id()), ("tokenSecret", sim.token_secret())],
             )?;
         }
-        for svc in &mut world.services {
+        world.edit(|svc: &mut Service| {
             let standin = if svc.spec.vmid == 200 {
                 &nextcloud_web
             } else {
                 &gitea_web
             };
             point_checks_at(&mut svc.spec.health_checks, standin);
-        }
+        })?;
 
         let admin = PveClient::new(ClientConfig::new(
             vec![crate::proxmox::Endpoint::new(sim.url(), 0)],
@@ -169,7 +172,7 @@ impl Demo {
 
     /// Moves the demo clock (and the simulator's) forward.
     pub fn advance(&mut self, by: Duration) {
-        self.now = crate::controllers::shared::add(self.now, by);
+        self.now = crate::controllers::kit::time::add(self.now, by);
         self.sim.advance_clock(by);
     }
 
@@ -208,16 +211,23 @@ impl Demo {
     }
 
     /// One pass over every Service at the demo clock.
-    pub async fn services_pass(&mut self) {
+    pub async fn services_pass(&mut self) -> anyhow::Result<()> {
         let now = self.now;
-        self.world.reconcile_services(now).await;
+        self.world.reconcile::<ServiceKind>(now).await
+    }
+
+    /// One pass over every ProxmoxCluster at the demo clock.
+    pub async fn clusters_pass(&mut self) -> anyhow::Result<()> {
+        let now = self.now;
+        self.world.reconcile::<ClusterKind>(now).await
     }
 
     /// One pass over every Service, then the Services table and the new Events.
-    pub async fn services_pass_and_show(&mut self) {
-        self.services_pass().await;
+    pub async fn services_pass_and_show(&mut self) -> anyhow::Result<()> {
+        self.services_pass().await?;
         self.kubectl_get("services");
         self.new_events();
+        Ok(())
     }
 
     /// The Events recorded since the last call, like `kubectl get events` lists them.

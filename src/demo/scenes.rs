@@ -53,8 +53,7 @@ async fn connect(d: &mut Demo) -> anyhow::Result<()> {
     d.say("$ kubectl apply -n homelab -f examples/");
     d.say("The ProxmoxCluster controller reads the token Secret, pins the certificate fingerprint and");
     d.say("reads version, quorum, nodes and storages:");
-    let now = d.now;
-    d.world.reconcile_clusters(now).await;
+    d.clusters_pass().await?;
     d.kubectl_get("proxmoxclusters");
     d.new_events();
     Ok(())
@@ -65,7 +64,7 @@ async fn guests_found(d: &mut Demo) -> anyhow::Result<()> {
     d.heading("2. Services find their guests");
     d.say("Each Service asks the cluster where its guest really runs (the node in spec is only a hint)");
     d.say("and runs its health checks: HTTP, TCP, the QEMU guest agent, and a command through the agent.");
-    d.services_pass_and_show().await;
+    d.services_pass_and_show().await?;
     Ok(())
 }
 
@@ -79,7 +78,7 @@ async fn migration(d: &mut Demo) -> anyhow::Result<()> {
         .migrate_guest(&nextcloud_on("pve1")?, &MigrateRequest::new(target, true))
         .await?;
     d.wait(&task).await?;
-    d.services_pass_and_show().await;
+    d.services_pass_and_show().await?;
     Ok(())
 }
 
@@ -94,10 +93,10 @@ async fn stopped_and_restarted(d: &mut Demo) -> anyhow::Result<()> {
         .stop_guest(&nextcloud_on("pve2")?, &StopOptions::default())
         .await?;
     d.wait(&task).await?;
-    d.services_pass_and_show().await;
+    d.services_pass_and_show().await?;
     d.say("\nThe start task finishes; the next pass sees the guest running and runs every check at once:");
     d.wait_pending().await?;
-    d.services_pass().await;
+    d.services_pass().await?;
     d.new_events();
     Ok(())
 }
@@ -112,7 +111,7 @@ async fn failing_check(d: &mut Demo) -> anyhow::Result<()> {
         if pass > 0 {
             d.advance(Duration::from_secs(60));
         }
-        d.services_pass().await;
+        d.services_pass().await?;
     }
     d.kubectl_get("services");
     d.new_events();
@@ -124,9 +123,8 @@ async fn recovery(d: &mut Demo) -> anyhow::Result<()> {
     d.heading("6. It recovers");
     d.say("The web server is fixed; one passing probe makes the check healthy again.");
     d.nextcloud_web.set_status(200);
-    let now = d.now;
-    d.world.reconcile_services(now).await;
-    d.world.reconcile_clusters(now).await;
+    d.services_pass().await?;
+    d.clusters_pass().await?;
     d.new_events();
     d.kubectl_get("proxmoxclusters");
     d.kubectl_get("services");

@@ -1,20 +1,24 @@
 //! The demo's stand-in for the API server: the objects of `examples/` (embedded, so the release
-//! binary works from anywhere) held in memory, and the same reconcile cores the controllers run,
-//! driven pass by pass. Statuses and Events land on these objects instead of the API.
+//! binary works from anywhere) held in memory as the API server would store them. It is the
+//! [`Source`] the kinds' cores read through, and [`World::reconcile`] runs any kind's pass with the
+//! generic driver's [`run_pass`], as the operator does: no loop per kind. Statuses and Events land
+//! on these objects instead of the API.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use jiff::Timestamp;
-use kube::ResourceExt;
+use kube::Resource;
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use crate::controllers::proxmox_cluster::resolve::{SecretData, Unresolved};
-use crate::controllers::proxmox_cluster::{self, CaBundle, ClusterInputs};
-use crate::controllers::service::{self, ClusterAccess, ServiceRefs};
-use crate::controllers::shared::{PlannedEvent, ProxmoxDeps};
-use crate::crd::{ProxmoxCluster, Service};
+use crate::controllers::kit::PlannedEvent;
+use crate::controllers::pve::{HasProxmox, ProxmoxDeps};
+use crate::controllers::runtime::driver::{Env, Reconciler, Source, SourceObject, run_pass};
+use crate::controllers::runtime::error::Error;
+use crate::controllers::service::{HasServiceDeps, ServiceDeps};
+use crate::metrics::Metrics;
 
 /// The namespace the examples are "applied" to.
 pub const NAMESPACE: &str = "homelab";
@@ -63,48 +67,61 @@ pub struct RecordedEvent {
     pub event: PlannedEvent,
 }
 
-/// A Secret: its data and a resourceVersion bumped on every change.
-#[derive(Clone, Debug)]
-pub struct StoredSecret {
-    /// Decoded data.
-    pub data: SecretData,
-    /// resourceVersion.
-    pub version: u64,
+/// What the demo's controllers share, like the operator's `OperatorDeps`.
+#[derive(Debug)]
+pub struct DemoDeps {
+    /// Proxmox clients and timing.
+    pub proxmox: ProxmoxDeps,
+    /// The Service controller's state.
+    pub service: ServiceDeps,
+}
+
+impl HasProxmox for DemoDeps {
+    fn proxmox(&self) -> &ProxmoxDeps {
+        &self.proxmox
+    }
+}
+
+impl HasServiceDeps for DemoDeps {
+    fn service(&self) -> &ServiceDeps {
+        &self.service
+    }
 }
 
 /// The in-memory objects and the dependencies the cores share.
 pub struct World {
-    /// Secrets by name.
-    pub secrets: BTreeMap<String, StoredSecret>,
-    /// ProxmoxClusters.
-    pub clusters: Vec<ProxmoxCluster>,
-    /// Services.
-    pub services: Vec<Service>,
-    /// Objects of kinds without a controller yet (kept for the scenes later kinds add).
-    pub others: Vec<Value>,
+    /// Every object by (kind, name), as stored JSON (Secrets with base64 `data`).
+    objects: BTreeMap<(String, String), Value>,
     /// Every Event so far, oldest first.
     pub events: Vec<RecordedEvent>,
     /// Client cache, health-check clients, per-Service memory, timing.
-    pub deps: ProxmoxDeps,
+    pub deps: DemoDeps,
+    metrics: Metrics,
 }
 
-fn secret_data(doc: &Value) -> anyhow::Result<SecretData> {
-    let mut data = SecretData::new();
+/// A Secret as the API server stores it: `stringData` folded into base64 `data`.
+fn stored_secret(mut doc: Value) -> anyhow::Result<Value> {
+    let mut data = serde_json::Map::new();
     if let Some(map) = doc["data"].as_object() {
         for (k, v) in map {
             let text = v.as_str().unwrap_or_default();
-            let bytes = base64::engine::general_purpose::STANDARD
+            base64::engine::general_purpose::STANDARD
                 .decode(text)
                 .with_context(|| format!("Secret data key {k} is not base64"))?;
-            data.insert(k.clone(), bytes);
+            data.insert(k.clone(), Value::from(text));
         }
     }
     if let Some(map) = doc["stringData"].as_object() {
         for (k, v) in map {
-            data.insert(k.clone(), v.as_str().unwrap_or_default().as_bytes().to_vec());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+            data.insert(k.clone(), Value::from(encoded));
         }
     }
-    Ok(data)
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove("stringData");
+    }
+    doc["data"] = Value::Object(data);
+    Ok(doc)
 }
 
 /// Fills what the API server would: namespace, UID, generation, creation time.
@@ -122,14 +139,15 @@ fn stored(mut doc: Value, created: Timestamp) -> Value {
 
 impl World {
     /// Loads the embedded examples as if applied at `created`.
-    pub fn load(created: Timestamp, deps: ProxmoxDeps) -> anyhow::Result<Self> {
+    pub fn load(created: Timestamp, proxmox: ProxmoxDeps) -> anyhow::Result<Self> {
         let mut world = Self {
-            secrets: BTreeMap::new(),
-            clusters: Vec::new(),
-            services: Vec::new(),
-            others: Vec::new(),
+            objects: BTreeMap::new(),
             events: Vec::new(),
-            deps,
+            deps: DemoDeps {
+                proxmox,
+                service: ServiceDeps::default(),
+            },
+            metrics: Metrics::new(),
         };
         for (file, text) in EXAMPLES {
             for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -138,150 +156,126 @@ impl World {
                 if doc.is_null() {
                     continue;
                 }
-                let doc = stored(doc, created);
                 let what = || format!("examples/{file} document {i}");
-                match doc["kind"].as_str() {
-                    Some("Secret") => {
-                        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-                        let data = secret_data(&doc).with_context(what)?;
-                        world.secrets.insert(name, StoredSecret { data, version: 1 });
-                    }
-                    Some("ProxmoxCluster") => world
-                        .clusters
-                        .push(serde_json::from_value(doc).with_context(what)?),
-                    Some("Service") => world
-                        .services
-                        .push(serde_json::from_value(doc).with_context(what)?),
-                    Some(_) => world.others.push(doc),
-                    None => bail!("{}: no kind", what()),
+                let mut doc = stored(doc, created);
+                let Some(kind) = doc["kind"].as_str().map(str::to_owned) else {
+                    bail!("{}: no kind", what());
+                };
+                if kind == "Secret" {
+                    doc = stored_secret(doc).with_context(what)?;
                 }
+                let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                world.objects.insert((kind, name), doc);
             }
         }
         Ok(world)
     }
 
-    /// Replaces keys of the Secret `name` (like `kubectl apply` of a changed Secret).
-    pub fn update_secret(&mut self, name: &str, pairs: &[(&str, &str)]) -> anyhow::Result<()> {
-        let secret = self
-            .secrets
-            .get_mut(name)
-            .with_context(|| format!("no Secret {name} in the examples"))?;
-        for (k, v) in pairs {
-            secret.data.insert((*k).to_owned(), v.as_bytes().to_vec());
+    /// The stored objects of kind `T`, typed.
+    pub fn list<T: Resource<DynamicType = ()> + DeserializeOwned>(&self) -> anyhow::Result<Vec<T>> {
+        let kind = T::kind(&());
+        self.objects
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, name), v)| {
+                serde_json::from_value(v.clone()).with_context(|| format!("{kind} {name} does not parse"))
+            })
+            .collect()
+    }
+
+    /// Edits every stored object of kind `T` before anything reconciles (the demo rewires the
+    /// examples to the simulator as if they had been written that way).
+    pub fn edit<T>(&mut self, mut change: impl FnMut(&mut T)) -> anyhow::Result<()>
+    where
+        T: Resource<DynamicType = ()> + DeserializeOwned + Serialize,
+    {
+        let kind = T::kind(&());
+        for ((k, name), stored) in &mut self.objects {
+            if *k != kind {
+                continue;
+            }
+            let mut obj: T = serde_json::from_value(stored.clone())
+                .with_context(|| format!("{kind} {name} does not parse"))?;
+            change(&mut obj);
+            *stored = serde_json::to_value(&obj)?;
         }
-        secret.version += 1;
         Ok(())
     }
 
-    fn record(&mut self, at: Timestamp, object: String, events: Vec<PlannedEvent>) {
-        self.events.extend(events.into_iter().map(|event| RecordedEvent {
-            at,
-            object: object.clone(),
-            event,
-        }));
-    }
-
-    fn ca_for(&self, cluster: &ProxmoxCluster) -> Option<Result<CaBundle, Unresolved>> {
-        let selector = proxmox_cluster::resolve::ca_secret(&cluster.spec)?;
-        let found = self
-            .secrets
-            .get(&selector.name)
-            .map(|s| (&s.data, s.version.to_string()));
-        Some(proxmox_cluster::resolve::ca_bundle(
-            selector,
-            found.as_ref().map(|(data, v)| (*data, v.as_str())),
-        ))
-    }
-
-    /// What a driver reads for `cluster`: its Secret and CA bundle.
-    fn inputs(&self, cluster: &ProxmoxCluster) -> ClusterInputs {
-        ClusterInputs {
-            secret: self
-                .secrets
-                .get(&cluster.spec.credentials_secret_ref.name)
-                .map(|s| (s.data.clone(), s.version.to_string())),
-            ca: self.ca_for(cluster),
+    /// Replaces keys of the Secret `name` (like `kubectl apply` of a changed Secret).
+    pub fn update_secret(&mut self, name: &str, pairs: &[(&str, &str)]) -> anyhow::Result<()> {
+        let secret = self
+            .objects
+            .get_mut(&("Secret".to_owned(), name.to_owned()))
+            .with_context(|| format!("no Secret {name} in the examples"))?;
+        for (k, v) in pairs {
+            secret["data"][*k] = Value::from(base64::engine::general_purpose::STANDARD.encode(v));
         }
+        let version = secret["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1);
+        secret["metadata"]["resourceVersion"] = Value::from((version + 1).to_string());
+        Ok(())
     }
 
-    /// One reconcile pass over every ProxmoxCluster at `now`.
-    pub async fn reconcile_clusters(&mut self, now: Timestamp) {
-        for i in 0..self.clusters.len() {
-            let plan = {
-                let cluster = &self.clusters[i];
-                let uid = cluster.uid().unwrap_or_default();
-                let inputs = self.inputs(cluster);
-                let previous = cluster.status.clone().unwrap_or_default();
-                let refs = inputs.refs(cluster, &uid, NAMESPACE);
-                proxmox_cluster::reconcile_core(&self.deps, refs, &previous, now).await
+    /// One pass of kind `R` over each of its objects at `now`, with the generic driver's
+    /// [`run_pass`]: the status is stored when it changed, the Events are recorded.
+    pub async fn reconcile<R: Reconciler<DemoDeps>>(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        for obj in self.list::<R::Kind>()? {
+            let env = Env {
+                deps: &self.deps,
+                source: &*self,
+                metrics: &self.metrics,
+                now,
             };
-            let object = format!("proxmoxcluster/{}", self.clusters[i].name_any());
-            self.clusters[i].status = Some(plan.outcome.status);
-            self.record(now, object, plan.outcome.events);
-        }
-    }
-
-    /// The cluster a Service points at, as its driver would find it.
-    async fn access(&self, service: &Service) -> ClusterAccess {
-        let name = &service.spec.cluster_ref.name;
-        match self.clusters.iter().find(|c| &c.name_any() == name) {
-            Some(cluster) => {
-                ClusterAccess::through(&self.deps, cluster, &self.inputs(cluster), NAMESPACE).await
+            let pass = run_pass::<R, DemoDeps, World>(&env, &obj).await?;
+            let kind = R::Kind::kind(&()).into_owned();
+            let name = obj.meta().name.clone().unwrap_or_default();
+            if let Some(status) = pass.status {
+                let stored = self
+                    .objects
+                    .get_mut(&(kind.clone(), name.clone()))
+                    .context("the object vanished during its pass")?;
+                stored["status"] = serde_json::to_value(status)?;
             }
-            None => ClusterAccess::missing(name, NAMESPACE),
+            let object = format!("{}/{name}", kind.to_lowercase());
+            self.events
+                .extend(pass.events.into_iter().map(|event| RecordedEvent {
+                    at: now,
+                    object: object.clone(),
+                    event,
+                }));
         }
-    }
-
-    /// One reconcile pass over every Service at `now`.
-    pub async fn reconcile_services(&mut self, now: Timestamp) {
-        for i in 0..self.services.len() {
-            let outcome = {
-                let svc = &self.services[i];
-                let access = self.access(svc).await;
-                let uid = svc.uid().unwrap_or_default();
-                let previous = svc.status.clone().unwrap_or_default();
-                let refs = ServiceRefs::of(svc, &uid, &previous, &access);
-                service::reconcile_core(&self.deps, refs, now).await
-            };
-            let object = format!("service/{}", self.services[i].name_any());
-            self.services[i].status = Some(outcome.status);
-            self.record(now, object, outcome.events);
-        }
+        Ok(())
     }
 
     /// UPIDs of the power tasks the Services are waiting for.
     pub fn pending_tasks(&self) -> Vec<String> {
-        self.services
+        self.objects
             .iter()
-            .filter_map(|s| s.status.as_ref()?.upid.clone())
+            .filter(|((kind, _), _)| kind == "Service")
+            .filter_map(|(_, v)| v["status"]["upid"].as_str().map(str::to_owned))
             .collect()
     }
 
     /// The stored objects of `plural` as JSON (what the table printer reads).
     pub fn objects(&self, plural: &str) -> Vec<Value> {
-        let to_json = |v: serde_json::Result<Value>| v.unwrap_or(Value::Null);
-        match plural {
-            "proxmoxclusters" => self
-                .clusters
-                .iter()
-                .map(|c| to_json(serde_json::to_value(c)))
-                .collect(),
-            "services" => self
-                .services
-                .iter()
-                .map(|s| to_json(serde_json::to_value(s)))
-                .collect(),
-            other => self
-                .others
-                .iter()
-                .filter(|o| {
-                    o["kind"]
-                        .as_str()
-                        .is_some_and(|k| crate::demo::plural_of(k).as_deref() == Some(other))
-                })
-                .cloned()
-                .collect(),
-        }
+        self.objects
+            .iter()
+            .filter(|((kind, _), _)| crate::demo::plural_of(kind).as_deref() == Some(plural))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+impl Source for World {
+    async fn get<T: SourceObject>(&self, _namespace: &str, name: &str) -> Result<Option<T>, Error> {
+        let key = (T::kind(&()).into_owned(), name.to_owned());
+        Ok(self
+            .objects
+            .get(&key)
+            .and_then(|v| serde_json::from_value(v.clone()).ok()))
     }
 }
 
@@ -307,17 +301,22 @@ mod tests {
     #[test]
     fn load_parses_every_example_into_its_kind() {
         let created: Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        use crate::crd::{ProxmoxCluster, Service};
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::ResourceExt;
         let world = World::load(created, ProxmoxDeps::new(None)).unwrap();
-        assert_eq!(world.clusters.len(), 1);
-        let names: Vec<String> = world.services.iter().map(|s| s.name_any()).collect();
+        assert_eq!(world.list::<ProxmoxCluster>().unwrap().len(), 1);
+        let services = world.list::<Service>().unwrap();
+        let names: Vec<String> = services.iter().map(|s| s.name_any()).collect();
         assert_eq!(names, ["gitea", "nextcloud"]);
-        assert_eq!(world.secrets.len(), 2);
+        let secrets = world.list::<Secret>().unwrap();
+        assert_eq!(secrets.len(), 2);
+        let token = secrets.iter().find(|s| s.name_any() == "pve-api-token").unwrap();
         assert_eq!(
-            world.secrets["pve-api-token"].data["tokenId"],
+            token.data.as_ref().unwrap()["tokenId"].0,
             b"autopilot@pve!operator".to_vec()
         );
-        assert!(world.others.len() >= 4);
-        let svc = &world.services[1];
+        let svc = &services[1];
         assert_eq!(svc.namespace().as_deref(), Some(NAMESPACE));
         assert_eq!(svc.uid().as_deref(), Some("demo-service-nextcloud"));
         assert_eq!(world.objects("backuppolicies").len(), 1);

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use homelab_autopilot::controllers::kit::Outcome;
+use homelab_autopilot::controllers::proxmox_cluster;
 use homelab_autopilot::controllers::proxmox_cluster::plan::ClusterPlan;
-use homelab_autopilot::controllers::proxmox_cluster::resolve::SecretData;
-use homelab_autopilot::controllers::proxmox_cluster::{self, ClusterRefs};
-use homelab_autopilot::controllers::service::observe::Unavailable;
-use homelab_autopilot::controllers::service::{self, ClusterAccess, ServiceRefs};
-use homelab_autopilot::controllers::shared::{Outcome, ProxmoxDeps, Tuning};
+use homelab_autopilot::controllers::pve::guest::Unavailable;
+use homelab_autopilot::controllers::pve::resolve::SecretData;
+use homelab_autopilot::controllers::pve::{ClusterAccess, ClusterRefs, ProxmoxDeps, Tuning, cluster_client};
+use homelab_autopilot::controllers::service::{self, ServiceDeps, ServiceRefs};
 use homelab_autopilot::crd::conditions::{Condition, ConditionStatus, find_condition};
 use homelab_autopilot::crd::proxmox_cluster::ProxmoxClusterStatus;
 use homelab_autopilot::crd::{ProxmoxClusterSpec, ServiceSpec, ServiceStatus};
@@ -28,6 +29,8 @@ use crate::pvesim_common::schema_path;
 pub struct Lab {
     pub sim: SimHandle,
     pub deps: ProxmoxDeps,
+    /// The Service controller's own state (health-check clients, per-Service memory).
+    pub service: ServiceDeps,
     /// What a human uses in the Proxmox UI.
     pub admin: PveClient,
     pub cluster: ProxmoxClusterSpec,
@@ -100,6 +103,7 @@ impl Lab {
         Lab {
             sim,
             deps: ProxmoxDeps::new(None).with_tuning(tuning),
+            service: ServiceDeps::default(),
             admin,
             cluster,
             secret,
@@ -147,7 +151,7 @@ impl Lab {
     /// How a Service driver finds the lab's cluster.
     pub async fn access(&self) -> ClusterAccess {
         let version = self.secret_version.to_string();
-        let client = proxmox_cluster::cluster_client(&self.deps, self.refs(&self.cluster, &version, true))
+        let client = cluster_client(&self.deps, self.refs(&self.cluster, &version, true))
             .await
             .map_err(|u| Unavailable {
                 reason: u.reason.to_owned(),
@@ -176,7 +180,7 @@ impl Lab {
             status: previous,
             cluster: access,
         };
-        service::reconcile_core(&self.deps, refs, now).await
+        service::reconcile_core(&self.deps, &self.service, refs, now).await
     }
 
     /// One Service pass against the lab's cluster.

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use homelab_autopilot::controllers::proxmox_cluster::controller as cluster_controller;
-use homelab_autopilot::controllers::service::controller as service_controller;
-use homelab_autopilot::controllers::shared::ProxmoxDeps;
+use homelab_autopilot::controllers::proxmox_cluster::controller::{self as cluster_controller, ClusterKind};
+use homelab_autopilot::controllers::pve::ProxmoxDeps;
+use homelab_autopilot::controllers::runtime::driver::reconcile;
+use homelab_autopilot::controllers::service::controller::{self as service_controller, ServiceKind};
 use homelab_autopilot::controllers::{BackoffTracker, Context, OperatorDeps};
 use homelab_autopilot::crd::{ProxmoxCluster, Service};
 use homelab_autopilot::metrics::Metrics;
@@ -168,7 +169,7 @@ async fn cluster_reconcile_reads_secret_applies_status_then_publishes_event() {
     let ctx = context(cluster_controller::CONTROLLER, Client::new(svc, "default"));
     let obj = Arc::new(cluster(&lab));
     let object_json = serde_json::to_value(obj.as_ref()).unwrap();
-    let run = tokio::spawn(cluster_controller::reconcile(obj, ctx));
+    let run = tokio::spawn(reconcile::<ClusterKind, OperatorDeps>(obj, ctx));
 
     let first = expect(&mut mock, secret_json(&lab)).await;
     assert_eq!(
@@ -204,7 +205,7 @@ async fn service_reconcile_reads_cluster_and_secret_applies_status_then_publishe
     let ctx = context(service_controller::CONTROLLER, Client::new(svc, "default"));
     let obj = nextcloud(1);
     let object_json = serde_json::to_value(&obj).unwrap();
-    let run = tokio::spawn(service_controller::reconcile(Arc::new(obj), ctx));
+    let run = tokio::spawn(reconcile::<ServiceKind, OperatorDeps>(Arc::new(obj), ctx));
 
     let get_cluster = expect(&mut mock, serde_json::to_value(cluster(&lab)).unwrap()).await;
     assert_eq!(
@@ -239,7 +240,10 @@ async fn cluster_pass(
     obj: ProxmoxCluster,
 ) -> (Vec<String>, Option<Value>) {
     let object_json = serde_json::to_value(&obj).unwrap();
-    let run = tokio::spawn(cluster_controller::reconcile(Arc::new(obj), Arc::clone(ctx)));
+    let run = tokio::spawn(reconcile::<ClusterKind, OperatorDeps>(
+        Arc::new(obj),
+        Arc::clone(ctx),
+    ));
     let secret = expect(mock, secret_json(lab)).await;
     assert_eq!(secret.path, "/api/v1/namespaces/lab/secrets/pve-api-token");
     let (mut requests, mut applied) = (Vec::new(), None);
@@ -310,7 +314,10 @@ async fn service_status_unchanged_sends_neither_patch_nor_event() {
         let mut obj = nextcloud(1);
         obj.status = status.clone().map(|s| serde_json::from_value(s).unwrap());
         let object_json = serde_json::to_value(&obj).unwrap();
-        let run = tokio::spawn(service_controller::reconcile(Arc::new(obj), Arc::clone(&ctx)));
+        let run = tokio::spawn(reconcile::<ServiceKind, OperatorDeps>(
+            Arc::new(obj),
+            Arc::clone(&ctx),
+        ));
         let get_cluster = expect(&mut mock, cluster_json.clone()).await;
         assert_eq!(get_cluster.method, Method::GET);
         expect(&mut mock, secret_json(&lab)).await;

@@ -3,8 +3,8 @@
 //! (including a guest locked by a backup), and health checks against real local listeners and
 //! the simulator's guest agent.
 
-use homelab_autopilot::controllers::service::ClusterAccess;
-use homelab_autopilot::controllers::service::observe::Unavailable;
+use homelab_autopilot::controllers::pve::ClusterAccess;
+use homelab_autopilot::controllers::pve::guest::Unavailable;
 use homelab_autopilot::crd::ServiceStatus;
 use homelab_autopilot::crd::conditions::ConditionStatus;
 use homelab_autopilot::crd::service::PowerState;

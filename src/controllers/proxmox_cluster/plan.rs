@@ -7,32 +7,15 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::observe::ClusterObservation;
-use super::resolve::Unresolved;
-use crate::controllers::shared::{Outcome, PlannedEvent, Tuning, elapsed, update_condition};
+use super::reasons;
+use crate::controllers::kit::{Change, Conditions, Outcome, PlannedEvent, time::elapsed};
+use crate::controllers::pve::{self, Tuning, resolve::Unresolved};
 use crate::crd::conditions::{ConditionStatus, READY, find_condition};
 use crate::crd::proxmox_cluster::{
     CONDITION_CONNECTED, CONDITION_QUORATE, NodeStatus, ProxmoxClusterSpec, ProxmoxClusterStatus,
     StorageStatus,
 };
 use crate::proxmox;
-
-/// Event action of connection Events.
-pub const ACTION_CONNECT: &str = "Connect";
-/// Event action of Events about what was observed.
-pub const ACTION_OBSERVE: &str = "Observe";
-
-/// Condition reason when connected; Event reason of the flip to connected.
-pub const REASON_CONNECTED: &str = "Connected";
-/// Condition/Event reason: PVE rejected the credentials.
-pub const REASON_AUTH_FAILED: &str = "AuthenticationFailed";
-/// Condition/Event reason: the server certificate did not match the configured trust.
-pub const REASON_TLS_MISMATCH: &str = "TlsMismatch";
-/// Condition/Event reason: no endpoint could be reached.
-pub const REASON_UNREACHABLE: &str = "Unreachable";
-/// Condition/Event reason: quorum lost.
-pub const REASON_QUORUM_LOST: &str = "QuorumLost";
-/// Condition/Event reason: a declared storage does not exist.
-pub const REASON_STORAGE_NOT_FOUND: &str = "StorageNotFound";
 
 /// Why a pass could not read the cluster.
 #[derive(Clone, Debug)]
@@ -55,23 +38,9 @@ impl Failure {
     }
 }
 
-/// The condition reason of a client failure: `AuthenticationFailed`, `PermissionDenied`,
-/// `TlsMismatch`, `Unreachable`, `InvalidConfig`, or the error's category.
-pub fn failure_reason(e: &proxmox::Error) -> &'static str {
-    use proxmox::Error as E;
-    match e {
-        E::Unauthorized { .. } => REASON_AUTH_FAILED,
-        E::PermissionDenied { .. } => "PermissionDenied",
-        E::Tls { .. } => REASON_TLS_MISMATCH,
-        E::Connect { .. } | E::Timeout { .. } | E::Transport { .. } => REASON_UNREACHABLE,
-        E::Config { .. } => "InvalidConfig",
-        other => other.category(),
-    }
-}
-
 fn describe_pve(e: &proxmox::Error, spec: &ProxmoxClusterSpec, secret: &str) -> (&'static str, String) {
     use proxmox::Error as E;
-    let reason = failure_reason(e);
+    let reason = pve::reasons::failure_reason(e);
     let message = match e {
         E::Unauthorized { message } => format!(
             "Proxmox VE rejected the credentials in Secret {secret:?} ({message}); check tokenId and tokenSecret, \
@@ -153,21 +122,16 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// Sets a condition; returns whether its status flipped or its reason changed (a transition
-    /// worth an Event), and whether it existed before.
-    fn set(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) -> (bool, bool) {
+    /// Sets a condition; the [`Change`] says whether it is news (an Event) and what was stored.
+    fn set(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) -> Change {
         let input = self.input;
-        let (changed, before) = update_condition(
+        Conditions::new(&input.previous.conditions, input.generation, input.now).set(
             &mut self.status.conditions,
-            &input.previous.conditions,
             type_,
             status,
             reason,
             message,
-            input.generation,
-            input.now,
-        );
-        (changed, before.is_some())
+        )
     }
 }
 
@@ -236,22 +200,24 @@ fn connected_status(b: &mut Builder<'_>, obs: &ClusterObservation) {
         "connected to {} (Proxmox VE {}, {what}, {online}/{total} nodes online)",
         obs.endpoint, obs.version
     );
-    let (changed, _) = b.set(
-        CONDITION_CONNECTED,
-        ConditionStatus::True,
-        REASON_CONNECTED,
-        &message,
-    );
+    let changed = b
+        .set(
+            CONDITION_CONNECTED,
+            ConditionStatus::True,
+            reasons::CONNECTED,
+            &message,
+        )
+        .is_news();
     if changed {
         b.events.push(PlannedEvent::normal(
-            REASON_CONNECTED,
-            ACTION_CONNECT,
+            reasons::CONNECTED,
+            reasons::ACTION_CONNECT,
             upper_first(&message),
         ));
     } else if let Some(before) = previous.endpoint.as_deref().filter(|e| *e != obs.endpoint) {
         b.events.push(PlannedEvent::warning(
             "EndpointFailover",
-            ACTION_CONNECT,
+            reasons::ACTION_CONNECT,
             format!("{before} stopped answering; now using {}", obs.endpoint),
         ));
     }
@@ -276,7 +242,7 @@ fn quorum(b: &mut Builder<'_>, obs: &ClusterObservation, online: usize, total: u
         ),
         Some(c) => (
             ConditionStatus::False,
-            REASON_QUORUM_LOST,
+            reasons::QUORUM_LOST,
             format!(
                 "cluster {} has lost quorum ({online}/{total} nodes online): guests cannot be started, changed or \
                  backed up until enough nodes are back",
@@ -284,17 +250,18 @@ fn quorum(b: &mut Builder<'_>, obs: &ClusterObservation, online: usize, total: u
             ),
         ),
     };
-    let (changed, existed) = b.set(CONDITION_QUORATE, status, reason, &message);
+    let change = b.set(CONDITION_QUORATE, status, reason, &message);
+    let (changed, existed) = (change.is_news(), change.existed());
     if changed && status == ConditionStatus::False {
         b.events.push(PlannedEvent::warning(
-            REASON_QUORUM_LOST,
-            ACTION_OBSERVE,
+            reasons::QUORUM_LOST,
+            reasons::ACTION_OBSERVE,
             upper_first(&message),
         ));
     } else if changed && existed && was_false(b.input.previous, CONDITION_QUORATE) {
         b.events.push(PlannedEvent::normal(
             "QuorumRegained",
-            ACTION_OBSERVE,
+            reasons::ACTION_OBSERVE,
             upper_first(&message),
         ));
     }
@@ -314,17 +281,17 @@ fn node_transitions(b: &mut Builder<'_>, previous: &ProxmoxClusterStatus) {
         match (before.map(|n| n.online), node.online) {
             (Some(true), false) => events.push(PlannedEvent::warning(
                 "NodeOffline",
-                ACTION_OBSERVE,
+                reasons::ACTION_OBSERVE,
                 format!("Node {} went offline; its guests' state is unknown", node.name),
             )),
             (Some(false), true) => events.push(PlannedEvent::normal(
                 "NodeOnline",
-                ACTION_OBSERVE,
+                reasons::ACTION_OBSERVE,
                 format!("Node {} is back online", node.name),
             )),
             (None, _) => events.push(PlannedEvent::normal(
                 "NodeAdded",
-                ACTION_OBSERVE,
+                reasons::ACTION_OBSERVE,
                 format!("Node {} joined the cluster", node.name),
             )),
             _ => {}
@@ -337,7 +304,7 @@ fn node_transitions(b: &mut Builder<'_>, previous: &ProxmoxClusterStatus) {
     {
         events.push(PlannedEvent::warning(
             "NodeRemoved",
-            ACTION_OBSERVE,
+            reasons::ACTION_OBSERVE,
             format!("Node {} is no longer a member of the cluster", gone.name),
         ));
     }
@@ -375,13 +342,13 @@ fn ready(b: &mut Builder<'_>, missing_storages: &[String], online: usize, total:
     let (status, reason, message) = if !quorate {
         (
             ConditionStatus::False,
-            REASON_QUORUM_LOST.to_owned(),
+            reasons::QUORUM_LOST.to_owned(),
             "the cluster has lost quorum".to_owned(),
         )
     } else if !missing_storages.is_empty() {
         (
             ConditionStatus::False,
-            REASON_STORAGE_NOT_FOUND.to_owned(),
+            reasons::STORAGE_NOT_FOUND.to_owned(),
             format!(
                 "spec.storages lists {} but the cluster has no such storage; fix the name or remove the entry",
                 missing_storages.join(", ")
@@ -394,11 +361,11 @@ fn ready(b: &mut Builder<'_>, missing_storages: &[String], online: usize, total:
             format!("connected and quorate, {online}/{total} nodes online"),
         )
     };
-    let (changed, _) = b.set(READY, status, &reason, &message);
-    if changed && reason == REASON_STORAGE_NOT_FOUND {
+    let changed = b.set(READY, status, &reason, &message).is_news();
+    if changed && reason == reasons::STORAGE_NOT_FOUND {
         b.events.push(PlannedEvent::warning(
             reason,
-            ACTION_OBSERVE,
+            reasons::ACTION_OBSERVE,
             upper_first(&message),
         ));
     }
@@ -411,11 +378,13 @@ fn failed_status(b: &mut Builder<'_>, failure: &Failure) {
     b.status.version = previous.version.clone();
     b.status.cluster_name = previous.cluster_name.clone();
     b.status.storages = previous.storages.clone();
-    let (changed, _) = b.set(CONDITION_CONNECTED, ConditionStatus::False, reason, &message);
+    let changed = b
+        .set(CONDITION_CONNECTED, ConditionStatus::False, reason, &message)
+        .is_news();
     if changed {
         b.events.push(PlannedEvent::warning(
             reason,
-            ACTION_CONNECT,
+            reasons::ACTION_CONNECT,
             upper_first(&message),
         ));
     }

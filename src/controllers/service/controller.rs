@@ -1,36 +1,90 @@
-//! The kube driver of the Service core: finds the referenced ProxmoxCluster and its client,
-//! runs [`reconcile_core`], applies the status, publishes the Events and requeues. A watch on
-//! ProxmoxClusters re-triggers their Services (a cluster that connects, or changes, is picked up
-//! at once). No finalizer: deleting a Service never touches its guest.
-
-use std::sync::Arc;
+//! The Service kind on the generic driver: finds the referenced ProxmoxCluster and its client
+//! through the driver's source, runs [`reconcile_core`]. A watch on ProxmoxClusters re-triggers
+//! their Services (a cluster that connects, or changes, is picked up at once); a deleted Service's
+//! memory goes with it. No finalizer: deleting a Service never touches its guest.
 
 use jiff::Timestamp;
 use kube::{
-    Api, ResourceExt,
+    ResourceExt,
     core::DeserializeGuard,
-    runtime::{controller::Action, watcher},
+    runtime::{Controller, watcher},
 };
 
-use super::{ClusterAccess, ServiceRefs, reconcile_core};
-use crate::controllers::{
-    context::{Context, OperatorDeps, Stores, store_uids},
+use super::{HasServiceDeps, ServiceRefs, reconcile_core};
+use crate::controllers::kit::{Outcome, conditions::Conditions};
+use crate::controllers::pve::{HasProxmox, read::cluster_access};
+use crate::controllers::runtime::{
+    ApiScope, Guarded,
+    driver::{Env, INVALID_SPEC, ObjectKey, Reconciler, Source},
     error::Error,
-    proxmox_cluster::controller::{publish_events, read_error, read_refs},
-    runtime::{ControllerSpec, object_ref},
-    status::{keys, patch_status},
+    object_ref,
 };
+use crate::crd::conditions::{ConditionStatus, READY};
+use crate::crd::service::ServiceStatus;
+use crate::crd::validation::{InvalidSpec, Validate};
 use crate::crd::{ProxmoxCluster, Service};
+use crate::metrics::Metrics;
 
 /// Controller name: metric label and field manager suffix.
 pub const CONTROLLER: &str = "service";
 
-/// The controller: Services, re-triggered by changes of their ProxmoxCluster.
-pub fn spec(stores: Arc<Stores>) -> ControllerSpec<Service> {
-    ControllerSpec::new(CONTROLLER).customize(move |controller, scope| {
+/// The Service kind.
+pub struct ServiceKind;
+
+impl<D: HasProxmox + HasServiceDeps + Send + Sync + 'static> Reconciler<D> for ServiceKind {
+    type Kind = Service;
+    type Status = ServiceStatus;
+    const CONTROLLER: &'static str = CONTROLLER;
+
+    fn status(obj: &Service) -> Option<&ServiceStatus> {
+        obj.status.as_ref()
+    }
+
+    fn validate(obj: &Service) -> Result<(), InvalidSpec> {
+        obj.spec.validate()
+    }
+
+    fn invalid(obj: &Service, message: &str, now: Timestamp) -> ServiceStatus {
+        let mut status = obj.status.clone().unwrap_or_default();
+        let stored = status.conditions.clone();
+        let generation = obj.metadata.generation;
+        Conditions::new(&stored, generation, now).set(
+            &mut status.conditions,
+            READY,
+            ConditionStatus::False,
+            INVALID_SPEC,
+            message,
+        );
+        status.observed_generation = generation;
+        status
+    }
+
+    async fn reconcile<S: Source>(
+        env: &Env<'_, D, S>,
+        obj: &Service,
+    ) -> Result<Outcome<ServiceStatus>, Error> {
+        let namespace = obj.namespace().unwrap_or_default();
+        let uid = obj
+            .uid()
+            .unwrap_or_else(|| format!("{namespace}/{}", obj.name_any()));
+        let access = cluster_access(
+            env.source,
+            env.deps.proxmox(),
+            &namespace,
+            &obj.spec.cluster_ref.name,
+        )
+        .await?;
+        let previous = obj.status.clone().unwrap_or_default();
+        let refs = ServiceRefs::of(obj, &uid, &previous, &access);
+        Ok(reconcile_core(env.deps.proxmox(), env.deps.service(), refs, env.now).await)
+    }
+
+    fn forget(deps: &D, _metrics: &Metrics, key: &ObjectKey) {
+        deps.service().memory.remove(&key.uid);
+    }
+
+    fn customize(controller: Controller<Guarded<Service>>, scope: &ApiScope) -> Controller<Guarded<Service>> {
         let store = controller.store();
-        // Set once per operator; a second registration would reuse the first store.
-        let _ = stores.services.set(store.clone());
         controller.watches(
             scope.api::<DeserializeGuard<ProxmoxCluster>>(),
             watcher::Config::default(),
@@ -49,42 +103,5 @@ pub fn spec(stores: Arc<Stores>) -> ControllerSpec<Service> {
                     .collect::<Vec<_>>()
             },
         )
-    })
-}
-
-/// The ProxmoxCluster `name` in `namespace` and its client, or why there is none.
-async fn cluster_access(
-    ctx: &Context<OperatorDeps>,
-    namespace: &str,
-    name: &str,
-) -> Result<ClusterAccess, Error> {
-    let clusters: Api<ProxmoxCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(cluster) =
-        clusters
-            .get_opt(name)
-            .await
-            .map_err(read_error("ProxmoxCluster", namespace, name))?
-    else {
-        return Ok(ClusterAccess::missing(name, namespace));
-    };
-    let inputs = read_refs(&ctx.client, &cluster).await?;
-    Ok(ClusterAccess::through(&ctx.deps.proxmox, &cluster, &inputs, namespace).await)
-}
-
-/// Reconciles one Service.
-pub async fn reconcile(obj: Arc<Service>, ctx: Arc<Context<OperatorDeps>>) -> Result<Action, Error> {
-    let (namespace, name) = keys(obj.as_ref())?;
-    let uid = obj.uid().unwrap_or_else(|| format!("{namespace}/{name}"));
-    if let Some(uids) = store_uids(&ctx.deps.stores.services) {
-        ctx.deps.proxmox.services.retain(|u| uids.contains(u));
     }
-    let access = cluster_access(&ctx, &namespace, &obj.spec.cluster_ref.name).await?;
-    let previous = obj.status.clone().unwrap_or_default();
-    let refs = ServiceRefs::of(&obj, &uid, &previous, &access);
-    let outcome = reconcile_core(&ctx.deps.proxmox, refs, Timestamp::now()).await;
-    if outcome.status != previous {
-        patch_status(&ctx, obj.as_ref(), &outcome.status).await?;
-    }
-    publish_events(&ctx, obj.as_ref(), &outcome.events).await;
-    Ok(Action::requeue(outcome.requeue))
 }

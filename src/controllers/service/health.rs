@@ -8,8 +8,9 @@ use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
 use jiff::Timestamp;
 
+use super::ServiceMemory;
 use super::observe::{GuestFacts, GuestView};
-use crate::controllers::shared::{ServiceMemory, add, elapsed};
+use crate::controllers::kit::time::{add, elapsed};
 use crate::crd::health::{ExecCheck, HealthCheck, HealthCheckResult, HealthCheckType, HttpCheck, TcpCheck};
 use crate::crd::service::PowerState;
 use crate::proxmox::{PveClient, TlsVerify};

@@ -25,7 +25,8 @@ pub(super) fn stopped_as_desired(spec: &ServiceSpec, observed: Option<PowerState
 /// when it turns True again; a change of reason within False is not news.
 pub(super) fn healthy(b: &mut Builder<'_>, guest: &GuestView) {
     let (status, reason, message) = condition(b.input.spec, &b.status.health, guest);
-    let (changed, before) = b.set(CONDITION_HEALTHY, status, reason, &message);
+    let change = b.set(CONDITION_HEALTHY, status, reason, &message);
+    let (changed, before) = (change.is_news(), change.before);
     let was_false = before.is_some_and(|c| c.status == ConditionStatus::False);
     let note = format!("{}: {message}", b.label);
     if changed && status == ConditionStatus::False && !was_false {

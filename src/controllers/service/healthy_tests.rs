@@ -5,7 +5,7 @@ use super::super::plan::PowerAction;
 use super::super::plan::tests::{
     at, cond, events, first_pass, migrated, pass, pass_after, spec, summary, view,
 };
-use crate::controllers::shared::ServiceMemory;
+use crate::controllers::service::ServiceMemory;
 use crate::crd::common::GuestType;
 use crate::crd::conditions::ConditionStatus;
 use crate::crd::health::{HealthCheckResult, HealthCheckType};

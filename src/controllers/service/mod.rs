@@ -2,84 +2,55 @@
 //! node, run its health checks on their intervals, and (only when `spec.powerState` asks)
 //! start or shut it down. Deleting a Service never touches the guest: there is no finalizer.
 //!
-//! The core here ([`reconcile_core`]: poll the recorded task -> [`observe`] -> [`health`] ->
-//! [`plan`] -> one power action) imports no kube types; [`controller`] drives it from the API
-//! server and `homelab-autopilot demo` from in-memory objects.
+//! The core here ([`reconcile_core`]: poll the recorded task -> find the guest -> [`health`] ->
+//! [`plan`] -> one power action) imports no kube types; [`controller`] puts it on the generic
+//! driver, which runs it against the API server and in `homelab-autopilot demo`.
 
 pub mod controller;
 pub mod health;
 pub mod healthy;
-pub mod observe;
 pub mod plan;
 pub mod power;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use self::observe::{GuestView, TaskView, Unavailable};
 use self::plan::{PlanInput, PowerAction};
-use super::proxmox_cluster::plan::failure_reason;
-use super::proxmox_cluster::{ClusterInputs, cluster_client};
-use super::shared::{Outcome, ProxmoxDeps};
+use super::kit::{MemoryMap, Outcome};
+use super::pve::guest::{self as observe, GuestView, Unavailable};
+use super::pve::task::{self, TaskView};
+use super::pve::{ClusterAccess, ProxmoxDeps, reasons::failure_reason};
+use crate::crd::Service;
 use crate::crd::service::{ServiceSpec, ServiceStatus};
-use crate::crd::{ProxmoxCluster, Service};
-use crate::proxmox::{PveClient, api::ShutdownOptions};
+use crate::proxmox::api::ShutdownOptions;
 
-/// The ProxmoxCluster a Service belongs to, as its driver found it.
-#[derive(Clone, Debug)]
-pub struct ClusterAccess {
-    /// Name of the ProxmoxCluster.
-    pub name: String,
-    /// Its resync interval (the Service's drift check interval).
-    pub resync: Duration,
-    /// Its client, or why there is none (cluster missing, Secret missing...).
-    pub client: Result<PveClient, Unavailable>,
+/// What the Service core remembers about one Service between passes, in memory only (after a
+/// restart every check is simply due at once and a failed power action may be retried once).
+/// Kept out of status on purpose: per-probe timestamps in status would change on every pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceMemory {
+    /// When each health check (by name) last ran.
+    pub last_probe: BTreeMap<String, Timestamp>,
+    /// After a power action failed: no new attempt before this time, and why it failed.
+    pub power_failure: Option<(Timestamp, String)>,
 }
 
-impl ClusterAccess {
-    /// The access of a Service whose ProxmoxCluster `name` does not exist in `namespace`.
-    pub fn missing(name: &str, namespace: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            resync: DEFAULT_RESYNC,
-            client: Err(Unavailable {
-                reason: "ClusterNotFound".into(),
-                message: format!(
-                    "ProxmoxCluster {name:?} (spec.clusterRef) does not exist in namespace {namespace}; create it or fix \
-                     the name"
-                ),
-            }),
-        }
-    }
-
-    /// The access through `cluster`'s cached client, built from what the driver read.
-    pub async fn through(
-        deps: &ProxmoxDeps,
-        cluster: &ProxmoxCluster,
-        inputs: &ClusterInputs,
-        namespace: &str,
-    ) -> Self {
-        let name = cluster.metadata.name.clone().unwrap_or_default();
-        let uid = cluster
-            .metadata
-            .uid
-            .clone()
-            .unwrap_or_else(|| format!("{namespace}/{name}"));
-        let client = cluster_client(deps, inputs.refs(cluster, &uid, namespace))
-            .await
-            .map_err(|u| Unavailable {
-                reason: u.reason.to_owned(),
-                message: format!("ProxmoxCluster {name}: {}", u.message),
-            });
-        let resync =
-            u64::try_from(cluster.spec.resync_interval_seconds).map_or(DEFAULT_RESYNC, Duration::from_secs);
-        Self { name, resync, client }
-    }
+/// The Service controller's own state: HTTP clients for `HTTP` health checks and per-Service
+/// memory (probe times, power retry), keyed by Service UID.
+#[derive(Debug, Default)]
+pub struct ServiceDeps {
+    /// HTTP clients for `HTTP` health checks.
+    pub health: health::HealthEnv,
+    /// Per-Service memory.
+    pub memory: MemoryMap<ServiceMemory>,
 }
 
-/// Drift check interval while the cluster cannot be read (its own interval is unknown).
-const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+/// Dependencies that hold the Service controller's [`ServiceDeps`]: the operator's, the demo's.
+pub trait HasServiceDeps {
+    /// The Service controller's state.
+    fn service(&self) -> &ServiceDeps;
+}
 
 /// One Service as its driver read it.
 #[derive(Clone, Copy, Debug)]
@@ -119,13 +90,14 @@ impl<'a> ServiceRefs<'a> {
 /// most one power action, whose UPID lands in the returned status.
 pub async fn reconcile_core(
     deps: &ProxmoxDeps,
+    own: &ServiceDeps,
     refs: ServiceRefs<'_>,
     now: Timestamp,
 ) -> Outcome<ServiceStatus> {
     let spec = refs.spec;
     let client = refs.cluster.client.as_ref().ok();
     let task = match (&refs.status.upid, client) {
-        (Some(upid), Some(c)) => observe::poll_task(c, upid).await,
+        (Some(upid), Some(c)) => task::poll_task(c, upid).await,
         (Some(upid), None) => TaskView::Running(upid.clone()),
         (None, _) => TaskView::None,
     };
@@ -141,7 +113,7 @@ pub async fn reconcile_core(
         Err(u) => GuestView::Unavailable(u.clone()),
     };
 
-    let mut memory = deps.services.get(refs.uid);
+    let mut memory = own.memory.get(refs.uid);
     if guest.not_running().is_some() {
         // No check runs while the guest is down; the first pass that sees it run again runs
         // every check at once, so `Healthy` follows fresh results.
@@ -154,7 +126,7 @@ pub async fn reconcile_core(
     let probes: BTreeMap<String, health::Probe> = futures::future::join_all(runnable.iter().map(|c| async {
         (
             c.name.clone(),
-            health::probe(c, &guest, client, &deps.health).await,
+            health::probe(c, &guest, client, &own.health).await,
         )
     }))
     .await
@@ -195,6 +167,6 @@ pub async fn reconcile_core(
         }
         plan::record_action(&mut planned, input, started.map(|t| t.upid.to_string()));
     }
-    deps.services.set(refs.uid, planned.memory);
+    own.memory.set(refs.uid, planned.memory);
     planned.outcome
 }

@@ -11,15 +11,19 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::ServiceMemory;
 pub use super::healthy::REASON_GUEST_NOT_RUNNING;
 use super::healthy::{healthy, stopped_as_desired};
-use super::observe::{GuestFacts, GuestView, TaskView};
 pub use super::power::{PowerAction, record_action};
-use crate::controllers::shared::{
-    Outcome, PlannedEvent, ServiceMemory, Tuning, add, elapsed, update_condition,
+use crate::controllers::kit::{
+    Change, Conditions, Outcome, PlannedEvent,
+    time::{add, elapsed},
 };
+use crate::controllers::pve::Tuning;
+use crate::controllers::pve::guest::{GuestFacts, GuestView};
+use crate::controllers::pve::task::TaskView;
 use crate::crd::common::GuestType;
-use crate::crd::conditions::{Condition, ConditionStatus, READY, find_condition};
+use crate::crd::conditions::{ConditionStatus, READY, find_condition};
 use crate::crd::health::HealthCheckResult;
 use crate::crd::service::{
     CONDITION_FOUND, CONDITION_HEALTHY, CONDITION_POWER_STATE_IN_SYNC, DesiredPowerState, PowerState,
@@ -92,24 +96,21 @@ pub(super) struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// Sets a condition; returns whether its status or reason changed, and the previous one.
+    /// Sets a condition; the [`Change`] says whether it is news (an Event) and what was stored.
     pub(super) fn set(
         &mut self,
         type_: &str,
         status: ConditionStatus,
         reason: &str,
         message: &str,
-    ) -> (bool, Option<Condition>) {
+    ) -> Change {
         let input = self.input;
-        update_condition(
+        Conditions::new(&input.previous.conditions, input.generation, input.now).set(
             &mut self.status.conditions,
-            &input.previous.conditions,
             type_,
             status,
             reason,
             message,
-            input.generation,
-            input.now,
         )
     }
 
@@ -255,7 +256,8 @@ fn found(b: &mut Builder<'_>, guest: &GuestView) {
     match guest {
         GuestView::Found(f) => {
             let message = format!("{} is on node {}", b.label, f.guest.node);
-            let (changed, before) = b.set(CONDITION_FOUND, ConditionStatus::True, "Found", &message);
+            let change = b.set(CONDITION_FOUND, ConditionStatus::True, "Found", &message);
+            let (changed, before) = (change.is_news(), change.before);
             let before_status = before.map(|c| c.status);
             // After an outage of the cluster (Unknown) the guest is not news, unless it was never
             // seen before (the cluster was not ready when the Service was created).
@@ -279,7 +281,7 @@ fn found(b: &mut Builder<'_>, guest: &GuestView) {
                 spec.vmid, b.input.cluster
             );
             if b.set(CONDITION_FOUND, ConditionStatus::False, "GuestNotFound", &message)
-                .0
+                .is_news()
             {
                 b.warning(
                     "GuestMissing",
@@ -297,7 +299,7 @@ fn found(b: &mut Builder<'_>, guest: &GuestView) {
                 type_word(spec.type_)
             );
             if b.set(CONDITION_FOUND, ConditionStatus::False, "TypeMismatch", &message)
-                .0
+                .is_news()
             {
                 b.warning("TypeMismatch", ACTION_OBSERVE, message);
             }
@@ -306,7 +308,7 @@ fn found(b: &mut Builder<'_>, guest: &GuestView) {
             let message = format!("cannot ask cluster {}: {}", b.input.cluster, u.message);
             let reason = u.reason.clone();
             if b.set(CONDITION_FOUND, ConditionStatus::Unknown, &reason, &message)
-                .0
+                .is_news()
             {
                 b.warning(
                     &reason,

@@ -1,7 +1,8 @@
 //! The Service planner against JSON fixtures of `/cluster/resources`.
 
-use super::super::observe::{Unavailable, view_from};
 use super::*;
+use crate::controllers::pve::guest::{Unavailable, view_from};
+use crate::crd::conditions::Condition;
 use crate::proxmox::{Vmid, api::ClusterResource};
 
 const UPID: &str = "UPID:pve1:00001234:00005678:66A1B2C3:qmstart:204:root@pam!pvesim:";

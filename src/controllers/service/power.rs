@@ -3,10 +3,10 @@
 //! offline node, or within the back-off after a failed attempt), and recording the result of
 //! the one action a pass may take.
 
+use super::ServiceMemory;
 use super::observe::GuestView;
 use super::plan::{ACTION_POWER, Builder, PlanInput, ServicePlan, guest_label, verb};
-use crate::controllers::shared::{PlannedEvent, ServiceMemory, add};
-use crate::controllers::status::{DesiredCondition, set_condition};
+use crate::controllers::kit::{Conditions, PlannedEvent, time::add};
 use crate::crd::conditions::{ConditionStatus, READY, find_condition, remove_condition};
 use crate::crd::service::{CONDITION_POWER_STATE_IN_SYNC, DesiredPowerState, PowerState, ServiceStatus};
 use crate::proxmox::{self, GuestRef};
@@ -124,7 +124,7 @@ pub(super) fn power(
                 "shutdown"
             }
         );
-        if set(b, ConditionStatus::False, "GuestLocked", message.clone()).0 {
+        if set(b, ConditionStatus::False, "GuestLocked", message.clone()).is_news() {
             b.normal("GuestLocked", ACTION_POWER, format!("{}: {message}", b.label));
         }
         return None;
@@ -153,9 +153,15 @@ pub fn record_action(plan: &mut ServicePlan, input: PlanInput<'_>, result: Resul
         PowerAction::Shutdown => ("ShuttingDown", "shut down", "ShuttingDownGuest"),
     };
     let status = &mut plan.outcome.status;
+    let conditions = Conditions::new(&input.previous.conditions, input.generation, input.now);
     let set = |status: &mut ServiceStatus, s, reason: &str, message: &str| {
-        let cond = DesiredCondition::new(CONDITION_POWER_STATE_IN_SYNC, s, reason, message);
-        set_condition(&mut status.conditions, &cond, input.generation, input.now);
+        conditions.set(
+            &mut status.conditions,
+            CONDITION_POWER_STATE_IN_SYNC,
+            s,
+            reason,
+            message,
+        );
     };
     match result {
         Ok(upid) => {
@@ -194,12 +200,12 @@ pub fn record_action(plan: &mut ServicePlan, input: PlanInput<'_>, result: Resul
     }
     // Ready mirrors PowerStateInSync while the action runs.
     if let Some(c) = find_condition(&plan.outcome.status.conditions, CONDITION_POWER_STATE_IN_SYNC).cloned() {
-        let ready = DesiredCondition::new(READY, c.status, c.reason, c.message);
-        set_condition(
+        conditions.set(
             &mut plan.outcome.status.conditions,
-            &ready,
-            input.generation,
-            input.now,
+            READY,
+            c.status,
+            &c.reason,
+            &c.message,
         );
     }
 }

@@ -9,10 +9,9 @@
 //!   `--info-file` (how the tests reach it) and `AUTOPILOT_E2E_PVESIM_URL` the URL the operator's
 //!   pod uses. Tests that need an in-process simulator or operator skip in this mode.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use homelab_autopilot::controllers::shared::{ProxmoxDeps, Tuning};
+use homelab_autopilot::controllers::pve::{ProxmoxDeps, Tuning};
 use homelab_autopilot::controllers::{Health, LeaseConfig, Operator, OperatorDeps, register_controllers};
 use homelab_autopilot::crd::{ProxmoxCluster, Service};
 use homelab_autopilot::demo::{sim_seed, standin::StandIn};
@@ -180,7 +179,6 @@ impl Env {
             None,
             ProxmoxDeps::new(None).with_tuning(test_tuning()),
         );
-        let stores = Arc::clone(&deps.stores);
         let mut operator = Operator::new(
             client,
             self.metrics.clone(),
@@ -188,7 +186,7 @@ impl Env {
             "e2e-operator",
             deps,
         );
-        operator = register_controllers(operator, &stores);
+        operator = register_controllers(operator);
         if let Some(lease) = lease {
             operator = operator.leader_election(lease);
         }

@@ -8,10 +8,10 @@ use std::{
 };
 
 use homelab_autopilot::controllers::{
-    self, BackoffPolicy, ConditionStatus, Context, ControllerSpec, DesiredCondition, ReconcileError,
-    object_ref, patch_status, report_transition, set_condition,
+    self, BackoffPolicy, Context, ControllerSpec, ReconcileError, kit::Conditions, object_ref, patch_status,
+    report_change,
 };
-use homelab_autopilot::crd::conditions::Condition;
+use homelab_autopilot::crd::conditions::{Condition, ConditionStatus, find_condition};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
@@ -142,21 +142,35 @@ pub async fn gadget_reconcile(g: Arc<Gadget>, ctx: Arc<Context<GadgetDeps>>) -> 
         .map(|m| format!(" and {m}"))
         .unwrap_or_default();
     let mut status = g.status.clone().unwrap_or_default();
-    let ready = DesiredCondition::new(
+    let stored = status.conditions.clone();
+    let generation = g.meta().generation;
+    let message = format!("The gadget is {:?}{motto}.", g.spec.color);
+    let change = Conditions::new(&stored, generation, Timestamp::now()).set(
+        &mut status.conditions,
         "Ready",
         ConditionStatus::True,
         "Reconciled",
-        format!("The gadget is {:?}{motto}.", g.spec.color),
+        &message,
     );
-    let generation = g.meta().generation;
-    let transition = set_condition(&mut status.conditions, &ready, generation, Timestamp::now());
     status.observed_generation = generation;
     patch_status(&ctx, g.as_ref(), &status).await?;
-    report_transition(
+    let ready = find_condition(&status.conditions, "Ready")
+        .cloned()
+        .unwrap_or_else(|| {
+            Condition::new(
+                "Ready",
+                ConditionStatus::True,
+                "Reconciled",
+                message,
+                generation,
+                Timestamp::now(),
+            )
+        });
+    report_change(
         &ctx,
         g.as_ref(),
         &ready,
-        &transition,
+        &change,
         EventType::Normal,
         "BecameReady",
         "Reconcile",

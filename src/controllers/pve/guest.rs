@@ -1,10 +1,10 @@
-//! Observe: where a Service's guest really runs (`/cluster/resources`, never the node hint), its
-//! power state, uptime and lock, and how a power task the operator started is doing.
+//! Find a guest: where it really runs (`/cluster/resources`, never a node hint), its power state,
+//! uptime and lock. Every kind that acts on guests finds them here.
 
 use crate::crd::common::GuestType;
 use crate::crd::service::PowerState;
 use crate::proxmox::{
-    self, GuestRef, PveClient, TaskRef, Vmid,
+    self, GuestRef, PveClient, Vmid,
     api::{ClusterResource, ResourceKind},
 };
 
@@ -67,24 +67,6 @@ impl GuestView {
             Self::Unavailable(_) => None,
         }
     }
-}
-
-/// How the power task recorded in status is doing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TaskView {
-    /// No task recorded.
-    None,
-    /// Still running (or PVE could not be asked: look again later).
-    Running(String),
-    /// It ended; `error` is `None` on success.
-    Done {
-        /// The UPID.
-        upid: String,
-        /// PVE task type (`qmstart`, `vzshutdown`...).
-        task_type: String,
-        /// Why it failed.
-        error: Option<String>,
-    },
 }
 
 /// The PVE guest type of a CRD guest type.
@@ -177,32 +159,6 @@ pub fn view_from(rows: &[ClusterResource], vmid: Vmid, expected: GuestType) -> G
         lock: row.lock.clone(),
         template: row.template,
     })
-}
-
-/// Polls the task `upid` once (one bounded step: never waits for it).
-pub async fn poll_task(client: &PveClient, upid: &str) -> TaskView {
-    let Ok(task) = upid.parse::<TaskRef>() else {
-        return TaskView::Done {
-            upid: upid.to_owned(),
-            task_type: String::new(),
-            error: Some(format!("status.upid {upid:?} is not a PVE task id; ignoring it")),
-        };
-    };
-    let task_type = task.upid.worker_type().to_owned();
-    match client.task_result(&task).await {
-        Ok(None) => TaskView::Running(upid.to_owned()),
-        Ok(Some(_)) => TaskView::Done {
-            upid: upid.to_owned(),
-            task_type,
-            error: None,
-        },
-        Err(e) if e.is_transient() => TaskView::Running(upid.to_owned()),
-        Err(e) => TaskView::Done {
-            upid: upid.to_owned(),
-            task_type,
-            error: Some(e.to_string()),
-        },
-    }
 }
 
 #[cfg(test)]

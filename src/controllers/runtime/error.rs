@@ -2,8 +2,6 @@
 //! (STYLE section 3): a fixed PascalCase `category()` (Event reason, condition reason, metric
 //! label) and `is_transient()` (retry with backoff, or wait long for a human).
 
-use kube::runtime::finalizer;
-
 /// What the runtime needs to know about a reconcile error.
 pub trait ReconcileError: std::error::Error + Send + Sync + 'static {
     /// A fixed PascalCase string naming what went wrong (`ClusterNotFound`, `StatusPatchFailed`).
@@ -53,7 +51,7 @@ pub enum Error {
     #[error("cannot read {kind} {namespace}/{name}: {source}")]
     ReadObject {
         /// Kind of the object.
-        kind: &'static str,
+        kind: String,
         /// Its namespace.
         namespace: String,
         /// Its name.
@@ -71,19 +69,13 @@ pub enum Error {
         field: &'static str,
     },
     /// Adding or removing our finalizer failed.
-    #[error("cannot {action} finalizer autopilot.homelab.dev/cleanup: {source}")]
+    #[error("cannot {action} our finalizer: {source}")]
     Finalizer {
         /// `add` or `remove`.
         action: &'static str,
         /// The API error.
         #[source]
         source: kube::Error,
-    },
-    /// The finalizer helper refused the object (unnamed object or invalid finalizer name).
-    #[error("finalizer: {message}")]
-    FinalizerMisuse {
-        /// What the helper reported.
-        message: String,
     },
     /// Waiting for a CustomResourceDefinition to be established failed.
     #[error("cannot wait for CustomResourceDefinition {crd} to be established: {source}")]
@@ -141,7 +133,7 @@ impl ReconcileError for Error {
             Self::PublishEvent { .. } => "EventPublishFailed",
             Self::ReadObject { .. } => "ReadObjectFailed",
             Self::MissingObjectKey { .. } => "InvalidObject",
-            Self::Finalizer { .. } | Self::FinalizerMisuse { .. } => "FinalizerFailed",
+            Self::Finalizer { .. } => "FinalizerFailed",
             Self::WaitForCrd { .. } => "CrdNotEstablished",
             Self::Lease { .. } | Self::LeadershipLost { .. } => "LeaderElectionFailed",
             Self::ControllerStopped { .. } => "ControllerStopped",
@@ -156,32 +148,8 @@ impl ReconcileError for Error {
             | Self::Finalizer { source, .. }
             | Self::Lease { source, .. } => kube_error_is_transient(source),
             Self::WaitForCrd { .. } => true,
-            Self::MissingObjectKey { .. }
-            | Self::FinalizerMisuse { .. }
-            | Self::LeadershipLost { .. }
-            | Self::ControllerStopped { .. } => false,
-        }
-    }
-}
-
-impl Error {
-    /// Unwraps a `kube::runtime::finalizer` error back into ours: the Apply/Cleanup errors are
-    /// ours already (zookeeper-operator `extract_finalizer_err`), the rest become [`Error::Finalizer`].
-    pub fn from_finalizer(e: finalizer::Error<Error>) -> Self {
-        match e {
-            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-            finalizer::Error::AddFinalizer(source) => Self::Finalizer {
-                action: "add",
-                source,
-            },
-            finalizer::Error::RemoveFinalizer(source) => Self::Finalizer {
-                action: "remove",
-                source,
-            },
-            other @ (finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer) => {
-                Self::FinalizerMisuse {
-                    message: other.to_string(),
-                }
+            Self::MissingObjectKey { .. } | Self::LeadershipLost { .. } | Self::ControllerStopped { .. } => {
+                false
             }
         }
     }
@@ -225,19 +193,13 @@ mod tests {
     }
 
     #[test]
-    fn from_finalizer_apply_error_returns_ours_unchanged() {
-        let e = Error::from_finalizer(finalizer::Error::ApplyFailed(patch(409)));
-        assert!(matches!(e, Error::PatchStatus { .. }));
-        assert!(e.is_transient());
-    }
-
-    #[test]
-    fn from_finalizer_add_failure_keeps_kube_transience() {
-        let e = Error::from_finalizer(finalizer::Error::AddFinalizer(api_error(503)));
+    fn finalizer_failure_keeps_kube_transience() {
+        let e = Error::Finalizer {
+            action: "add",
+            source: api_error(503),
+        };
         assert_eq!(e.category(), "FinalizerFailed");
         assert!(e.is_transient());
-        let e = Error::from_finalizer(finalizer::Error::<Error>::UnnamedObject);
-        assert!(!e.is_transient());
     }
 
     #[test]

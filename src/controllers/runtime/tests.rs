@@ -29,7 +29,7 @@ impl ReconcileError for TestError {
 
 fn context() -> Arc<Context<()>> {
     let (svc, _handle) =
-        tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        tower_test::mock::pair::<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>();
     let client = Client::new(svc, "default");
     let backoff = BackoffTracker::new(BackoffPolicy {
         jitter: 0.0,
@@ -210,8 +210,8 @@ fn invalid_service(generation: i64) -> Arc<Guarded<crate::crd::Service>> {
     })))
 }
 
-fn mocked_context() -> (Arc<Context<()>>, super::super::api_mock::ApiServerVerifier) {
-    let (client, verifier) = super::super::api_mock::client();
+fn mocked_context() -> (Arc<Context<()>>, super::api_mock::ApiServerVerifier) {
+    let (client, verifier) = super::api_mock::client();
     let ctx = Context::new(
         "service",
         client,
@@ -253,7 +253,7 @@ async fn invalid_object_gets_ready_false_condition_by_its_own_field_manager() {
         .await;
     assert_eq!((get.method.as_str(), get.path.as_str()), ("GET", SERVICE_PATH));
     let patch = api.answer(200, serde_json::json!({})).await;
-    assert_eq!(patch.method, http::Method::PATCH);
+    assert_eq!(patch.method, ::http::Method::PATCH);
     assert_eq!(patch.path, format!("{SERVICE_PATH}/status"));
     assert_eq!(patch.content_type, "application/apply-patch+yaml");
     assert_eq!(
@@ -300,7 +300,7 @@ async fn invalid_object_already_marked_is_not_patched_again() {
     let message = "the stored object does not match the schema this operator understands \
                    (spec.powerState: unknown variant `Purple`); correct that field (kubectl explain \
                    services.spec) and apply it again";
-    super::super::api_mock::respond(
+    super::api_mock::respond(
         send,
         200,
         &serde_json::json!({

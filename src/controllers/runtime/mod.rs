@@ -8,7 +8,7 @@
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt, future::BoxFuture};
+use futures::{FutureExt, StreamExt, TryStreamExt, future::BoxFuture};
 use k8s_openapi::{
     NamespaceResourceScope, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -17,18 +17,31 @@ use kube::{
     api::{ApiResource, DynamicObject, Patch, PatchParams},
     core::{DeserializeGuard, error_boundary::InvalidObject},
     runtime::{
-        Controller,
+        Controller, Predicate, WatchStreamExt,
         controller::{self, Action},
-        reflector::ObjectRef,
+        predicates,
+        reflector::{self, ObjectRef},
         wait::{await_condition, conditions},
-        watcher,
+        watcher::{self, watcher},
     },
 };
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use super::{
+pub mod backoff;
+pub mod context;
+pub mod driver;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod leader;
+pub mod status;
+
+#[cfg(test)]
+mod api_mock;
+
+use self::{
     backoff::{BackoffPolicy, BackoffTracker},
     context::{Context, PERMANENT_ERROR_REQUEUE},
     error::{Error, ReconcileError},
@@ -112,7 +125,8 @@ impl<K> ControlledKind for K where
 {
 }
 
-type Guarded<K> = DeserializeGuard<K>;
+/// What a controller watches: `K`, or the error of an object that does not parse into it.
+pub type Guarded<K> = DeserializeGuard<K>;
 type Hook<K> = Box<dyn FnOnce(Controller<Guarded<K>>, &ApiScope) -> Controller<Guarded<K>> + Send>;
 
 /// How to run the controller of kind `K`.
@@ -123,7 +137,11 @@ pub struct ControllerSpec<K: Resource<DynamicType = ()> + Clone + Debug + 'stati
     backoff: BackoffPolicy,
     permanent_requeue: Duration,
     hooks: Vec<Hook<K>>,
+    forget: Option<Forget>,
 }
+
+/// Called with the keys of each object of the kind the watch reports deleted.
+type Forget = Arc<dyn Fn(&driver::ObjectKey) + Send + Sync>;
 
 impl<K: ControlledKind> ControllerSpec<K> {
     /// A controller named `name` (lowercase kind: metric label, field manager suffix) watching
@@ -136,7 +154,16 @@ impl<K: ControlledKind> ControllerSpec<K> {
             backoff: BackoffPolicy::default(),
             permanent_requeue: PERMANENT_ERROR_REQUEUE,
             hooks: Vec::new(),
+            forget: None,
         }
+    }
+
+    /// Calls `forget` with each object the watch reports deleted (also one deleted while the watch
+    /// was down, found when it lists again), so per-object memory, clients and metric series go
+    /// with the object, whatever else reconciles.
+    pub fn on_delete(mut self, forget: impl Fn(&driver::ObjectKey) + Send + Sync + 'static) -> Self {
+        self.forget = Some(Arc::new(forget));
+        self
     }
 
     /// Restricts or tunes the watch of `K` (label selectors, page size).
@@ -434,8 +461,12 @@ impl<D: Send + Sync + 'static> Operator<D> {
         self.metrics.reconcile.init(spec.name);
         let scope = self.scope.clone();
         let start: Start = Box::new(move |shutdown: CancellationToken| {
-            let mut controller = Controller::new(scope.api::<Guarded<K>>(), spec.watcher)
-                .with_config(controller::Config::default().concurrency(spec.concurrency));
+            let (reader, writer) = reflector::store();
+            let mut controller = Controller::for_stream(
+                watch(scope.api::<Guarded<K>>(), spec.watcher, writer, spec.forget),
+                reader,
+            )
+            .with_config(controller::Config::default().concurrency(spec.concurrency));
             for hook in spec.hooks {
                 controller = hook(controller, &scope);
             }
@@ -460,6 +491,19 @@ impl<D: Send + Sync + 'static> Operator<D> {
             start,
         });
         self
+    }
+
+    /// Registers kind `R` on the generic driver ([`driver::reconcile`]): its watches, its
+    /// deletion hook ([`driver::Reconciler::forget`]) and its core.
+    pub fn register_kind<R: driver::Reconciler<D>>(self) -> Self
+    where
+        R::Kind: ControlledKind,
+    {
+        let (deps, metrics) = (Arc::clone(&self.deps), self.metrics.clone());
+        let spec = ControllerSpec::<R::Kind>::new(R::CONTROLLER)
+            .customize(R::customize)
+            .on_delete(move |key| R::forget(&deps, &metrics, key));
+        self.register(spec, driver::reconcile::<R, D>)
     }
 
     /// Waits until every registered kind's CRD is established, then (holding the lease, if leader
@@ -531,6 +575,57 @@ async fn run_controllers(controllers: Vec<Registered>, shutdown: &CancellationTo
     Ok(())
 }
 
+/// The watch of a controller's own kind: every event goes into the reflector `writer` (the
+/// controller's store), deletions reach `forget`, and only changes of generation, labels,
+/// annotations or finalizers trigger a reconcile. Our own status writes change none of them, so
+/// they do not wake the controller again (requeues and watches of dependencies do).
+fn watch<K: ControlledKind>(
+    api: Api<Guarded<K>>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<Guarded<K>>,
+    forget: Option<Forget>,
+) -> impl futures::Stream<Item = Result<Guarded<K>, watcher::Error>> + Send + 'static {
+    // Keys seen by the current listing: after a re-list, what the store knew and the listing
+    // lacks was deleted while the watch was down.
+    let mut listing: Option<std::collections::HashSet<driver::ObjectKey>> = None;
+    let reader = writer.as_reader();
+    watcher(api, config)
+        .default_backoff()
+        .map_ok(move |event| {
+            if let Some(forget) = &forget {
+                match &event {
+                    watcher::Event::Delete(obj) => forget(&driver::ObjectKey::of(obj)),
+                    watcher::Event::Init => listing = Some(Default::default()),
+                    watcher::Event::InitApply(obj) => {
+                        if let Some(seen) = &mut listing {
+                            seen.insert(driver::ObjectKey::of(obj));
+                        }
+                    }
+                    watcher::Event::InitDone => {
+                        let seen = listing.take().unwrap_or_default();
+                        for obj in reader.state() {
+                            let key = driver::ObjectKey::of(obj.as_ref());
+                            if !seen.contains(&key) {
+                                forget(&key);
+                            }
+                        }
+                    }
+                    watcher::Event::Apply(_) => {}
+                }
+            }
+            event
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::labels)
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            Default::default(),
+        )
+}
+
 /// Waits until each CRD in `names` exists with condition `Established=True`. Returns `false` if
 /// `shutdown` fired first.
 pub async fn wait_for_crds(
@@ -553,5 +648,4 @@ pub async fn wait_for_crds(
 }
 
 #[cfg(test)]
-#[path = "runtime_tests.rs"]
 mod tests;

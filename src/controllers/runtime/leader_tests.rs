@@ -11,7 +11,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::controllers::api_mock::{self, Seen, status_body};
+use crate::controllers::runtime::api_mock::{self, Seen, status_body};
 
 const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/homelab-autopilot";
 

@@ -1,5 +1,5 @@
-//! Events and log lines for what happened: condition transitions (one info line and one Event per
-//! flip, nothing when the state holds) and reconcile failures, published from the controller's
+//! Events and log lines for what happened: the Events a core planned, condition changes (one
+//! info line and one Event per change, nothing when the state holds) and reconcile failures, published from the controller's
 //! result stream as Warning Events whose reason is the error category (Stackable
 //! `report_controller_reconciled`).
 
@@ -18,17 +18,17 @@ use tracing::{debug, error, info, warn};
 use super::{
     context::{Context, truncate_note},
     error::{Error, ReconcileError},
-    status::{DesiredCondition, Transition},
 };
+use crate::controllers::kit::{Change, PlannedEvent, conditions::Condition};
 
-/// Logs and publishes a condition transition: if `transition` is a flip, one info line and one
-/// Event (`event_type`, `reason`, `action`, the condition's message as note); else nothing.
-/// Returns whether an Event was published.
-pub async fn report_transition<K, D>(
+/// Logs and publishes a condition change: if `change` is news (new, flipped, or another
+/// reason), one info line and one Event (`event_type`, `reason`, `action`, the condition's
+/// message as note); else nothing. Returns whether an Event was published.
+pub async fn report_change<K, D>(
     ctx: &Context<D>,
     obj: &K,
-    condition: &DesiredCondition,
-    transition: &Transition,
+    condition: &Condition,
+    change: &Change,
     event_type: EventType,
     reason: &str,
     action: &str,
@@ -36,23 +36,42 @@ pub async fn report_transition<K, D>(
 where
     K: Resource<DynamicType = ()>,
 {
-    let Transition::Flipped { from, to } = transition else {
+    if !change.is_news() {
         return Ok(false);
-    };
+    }
     info!(
         controller = ctx.controller,
         kind = %K::kind(&()),
         namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
         name = obj.meta().name.as_deref().unwrap_or_default(),
         condition = %condition.type_,
-        from = from.as_deref().unwrap_or("none"),
-        to = %to,
+        from = change.before.as_ref().map_or("none", |b| b.status.as_str()),
+        to = %condition.status,
         reason = %condition.reason,
         "condition changed"
     );
     ctx.publish(obj, event_type, reason, action, condition.message.clone())
         .await?;
     Ok(true)
+}
+
+/// Publishes the planned Events about `obj`. A failure is logged, not returned: the status is
+/// already written, and Events are best effort.
+pub async fn publish_events<K: Resource<DynamicType = ()>, D>(
+    ctx: &Context<D>,
+    obj: &K,
+    events: &[PlannedEvent],
+) {
+    for e in events {
+        let type_ = if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        if let Err(err) = ctx.publish(obj, type_, &e.reason, e.action, e.note.clone()).await {
+            tracing::warn!(reason = %e.reason, error = %err, "cannot publish Event");
+        }
+    }
 }
 
 /// The action of Warning Events about failed reconciles.

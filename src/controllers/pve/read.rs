@@ -1,0 +1,60 @@
+//! Reading what reaching a cluster needs, through the driver's [`Source`] (the API server, or the
+//! demo's objects): the ProxmoxCluster an object refers to and the Secrets it uses. A missing
+//! object is data for the status (`ClusterNotFound`, `SecretNotFound`); a failure to ask is an
+//! error.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+use super::ProxmoxDeps;
+use super::access::{ClusterAccess, ClusterInputs};
+use super::resolve::{self, SecretData};
+use crate::controllers::runtime::{driver::Source, error::Error};
+use crate::crd::ProxmoxCluster;
+
+/// Reads the Secrets (credentials and CA bundle) `cluster` points at.
+pub async fn cluster_inputs<S: Source>(source: &S, cluster: &ProxmoxCluster) -> Result<ClusterInputs, Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let read = |name: String| {
+        let namespace = namespace.clone();
+        async move {
+            let found: Option<Secret> = source.get(&namespace, &name).await?;
+            Ok::<_, Error>(found.map(|s| (secret_data(&s), s.resource_version().unwrap_or_default())))
+        }
+    };
+    let secret = read(cluster.spec.credentials_secret_ref.name.clone()).await?;
+    let ca = match resolve::ca_secret(&cluster.spec) {
+        None => None,
+        Some(selector) => {
+            let found = read(selector.name.clone()).await?;
+            Some(resolve::ca_bundle(
+                selector,
+                found.as_ref().map(|(data, rv)| (data, rv.as_str())),
+            ))
+        }
+    };
+    Ok(ClusterInputs { secret, ca })
+}
+
+fn secret_data(secret: &Secret) -> SecretData {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+/// The ProxmoxCluster `name` in `namespace` and its client, or why there is none.
+pub async fn cluster_access<S: Source>(
+    source: &S,
+    deps: &ProxmoxDeps,
+    namespace: &str,
+    name: &str,
+) -> Result<ClusterAccess, Error> {
+    let Some(cluster) = source.get::<ProxmoxCluster>(namespace, name).await? else {
+        return Ok(ClusterAccess::missing(name, namespace));
+    };
+    let inputs = cluster_inputs(source, &cluster).await?;
+    Ok(ClusterAccess::through(deps, &cluster, &inputs, namespace).await)
+}
