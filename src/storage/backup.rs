@@ -151,8 +151,7 @@ impl PackPresence {
         {
             let mut listed = self.listed.lock().map_err(|_| poisoned())?;
             if listed.is_none() {
-                let all = backend.list("packs/")?;
-                *listed = Some(all.into_iter().map(|o| (o.key, o.size)).collect());
+                *listed = Some(super::backend::pack_sizes(backend)?);
             }
             if listed.as_ref().and_then(|l| l.get(&key)) == Some(&size) {
                 return Ok(true);

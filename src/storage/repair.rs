@@ -7,11 +7,9 @@
 //! `list`); a marked snapshot whose chunks are all stored again (a later backup of the same data
 //! stored them) is unmarked.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
-use super::backend::{damage_key, pack_key, snapshot_key};
+use super::backend::{damage_key, pack_key, pack_sizes, snapshot_key};
 use super::blob::BlobKind;
 use super::error::Result;
 use super::gc::{OldPack, store_repacked};
@@ -61,12 +59,7 @@ fn repair_packs(
     change: &mut Change<'_, '_>,
     report: &mut RepairReport,
 ) -> Result<()> {
-    let sizes: HashMap<String, u64> = repo
-        .backend
-        .list("packs/")?
-        .into_iter()
-        .map(|o| (o.key, o.size))
-        .collect();
+    let sizes = pack_sizes(repo.backend)?;
     let mut scratch = repo.codec.scratch()?;
     for (row, name, recorded) in index.packs()? {
         let key = pack_key(&name);

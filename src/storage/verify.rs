@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::backend::{pack_key, snapshot_key};
+use super::backend::{pack_key, pack_sizes, snapshot_key};
 use super::blob::{BlobKind, ChunkId};
 use super::chunkset::ChunkSet;
 use super::error::{Error, Result};
@@ -148,12 +148,7 @@ impl ChunkStore {
         read_data: bool,
         report: &mut VerifyReport,
     ) -> Result<HashSet<ChunkId>> {
-        let sizes: HashMap<String, u64> = self
-            .backend
-            .list("packs/")?
-            .into_iter()
-            .map(|o| (o.key, o.size))
-            .collect();
+        let sizes = pack_sizes(&*self.backend)?;
         let mut bad = HashSet::new();
         let mut scratch = self.codec.scratch()?;
         for (pack_row, name, recorded) in index.packs()? {

@@ -89,21 +89,30 @@ fn s3_ok(port: u16, cache: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn store_s3_round_trip_and_reindex_from_bucket() {
+/// A moto server with a repository initialised in its bucket, a tempdir, and the index cache
+/// path in it; `None` (after printing SKIP) when moto is not installed.
+fn moto_repo() -> Option<(Moto, tempfile::TempDir, std::path::PathBuf)> {
     let moto = match start_moto() {
         Ok(m) => m,
         Err(why) => {
             println!("SKIP store S3 test: {why}");
-            return;
+            return None;
         }
     };
     let d = tempfile::tempdir().unwrap();
     let cache = d.path().join("cache");
-    let p = moto.port;
     let mut args = vec!["init"];
     args.extend_from_slice(SMALL);
-    s3_ok(p, &cache, &args);
+    s3_ok(moto.port, &cache, &args);
+    Some((moto, d, cache))
+}
+
+#[test]
+fn store_s3_round_trip_and_reindex_from_bucket() {
+    let Some((moto, d, cache)) = moto_repo() else {
+        return;
+    };
+    let p = moto.port;
     let v1 = seeded(60, 3 << 20);
     let mut v2 = v1.clone();
     v2[100_000..104_096].copy_from_slice(&seeded(61, 4096));
@@ -157,19 +166,10 @@ fn store_s3_round_trip_and_reindex_from_bucket() {
 /// snapshot files need.
 #[test]
 fn store_s3_gc_with_stale_or_emptied_cache_keeps_every_snapshot() {
-    let moto = match start_moto() {
-        Ok(m) => m,
-        Err(why) => {
-            println!("SKIP store S3 test: {why}");
-            return;
-        }
+    let Some((moto, d, cache)) = moto_repo() else {
+        return;
     };
-    let d = tempfile::tempdir().unwrap();
-    let cache = d.path().join("cache");
     let p = moto.port;
-    let mut args = vec!["init"];
-    args.extend_from_slice(SMALL);
-    s3_ok(p, &cache, &args);
     // `reindex` reports the generation it read from the bucket.
     let generation = || {
         let r: serde_json::Value = serde_json::from_str(&s3_ok(p, &cache, &["--json", "reindex"])).unwrap();

@@ -87,6 +87,13 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Runs `gc --grace 0` and asserts it deleted no pack and no file.
+fn gc_deletes_nothing(repo: &Path) {
+    let gc: serde_json::Value = serde_json::from_str(&ok(repo, &["--json", "gc", "--grace", "0"])).unwrap();
+    assert_eq!(gc["packs_deleted"], 0, "{gc}");
+    assert_eq!(gc["stray_files_deleted"], 0, "{gc}");
+}
+
 #[test]
 fn store_gc_and_prune_with_index_replaced_by_older_copy_keep_every_snapshot() {
     let mut r = Repo::new();
@@ -104,10 +111,7 @@ fn store_gc_and_prune_with_index_replaced_by_older_copy_keep_every_snapshot() {
     let p = ok(&r.repo, &["prune", "--keep-last", "5"]);
     assert!(p.contains("removed 0 snapshots"), "{p}");
     r.restore_index(&old);
-    let gc = ok(&r.repo, &["--json", "gc", "--grace", "0"]);
-    let gc: serde_json::Value = serde_json::from_str(&gc).unwrap();
-    assert_eq!(gc["packs_deleted"], 0, "{gc}");
-    assert_eq!(gc["stray_files_deleted"], 0, "{gc}");
+    gc_deletes_nothing(&r.repo);
     r.assert_all_restore();
 }
 
@@ -122,10 +126,7 @@ fn store_gc_with_emptied_index_keeps_every_snapshot() {
     }
     std::fs::write(&r.index_files()[0], b"").unwrap();
     assert!(ok(&r.repo, &["list"]).lines().count() == 1);
-    let gc: serde_json::Value =
-        serde_json::from_str(&ok(&r.repo, &["--json", "gc", "--grace", "0"])).unwrap();
-    assert_eq!(gc["packs_deleted"], 0, "{gc}");
-    assert_eq!(gc["stray_files_deleted"], 0, "{gc}");
+    gc_deletes_nothing(&r.repo);
     r.assert_all_restore();
 }
 
@@ -170,16 +171,6 @@ fn damaged(damage: impl FnOnce(&Path)) -> Damaged {
     let beta = r.backup("beta", seeded(8, 2 << 20));
     damage(&alpha_packs[1]);
     Damaged { r, alpha, beta }
-}
-
-fn truncate(p: &Path) {
-    let len = std::fs::metadata(p).unwrap().len();
-    std::fs::File::options()
-        .write(true)
-        .open(p)
-        .unwrap()
-        .set_len(len / 3)
-        .unwrap();
 }
 
 fn remove(p: &Path) {
@@ -248,13 +239,13 @@ fn store_deleted_pack_verify_names_snapshot_repair_marks_backup_heals() {
 
 #[test]
 fn store_truncated_pack_verify_names_snapshot_repair_marks_backup_heals() {
-    verify_repair_and_heal(damaged(truncate));
+    verify_repair_and_heal(damaged(truncate_to_third));
 }
 
 /// Without `repair`, a backup after a lost pack does not dedup against it.
 #[test]
 fn store_backup_after_lost_pack_stores_its_chunks_again() {
-    for damage in [remove as fn(&Path), truncate] {
+    for damage in [remove as fn(&Path), truncate_to_third] {
         let d = damaged(damage);
         let f = write(d.r.dir.path(), "alpha-again", &d.r.snaps[0].1);
         let id = backup(&d.r.repo, "alpha", &f);

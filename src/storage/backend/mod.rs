@@ -81,6 +81,15 @@ pub(crate) fn uid_of(key: &str) -> Option<&str> {
     (!name.is_empty() && !name.starts_with('.')).then_some(name)
 }
 
+/// The size of every pack file on storage, by key.
+pub(crate) fn pack_sizes(backend: &dyn Backend) -> Result<std::collections::HashMap<String, u64>> {
+    Ok(backend
+        .list("packs/")?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect())
+}
+
 /// A modification time as Unix seconds.
 pub(crate) fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
