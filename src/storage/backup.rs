@@ -129,6 +129,52 @@ struct Shared {
     new_bytes: AtomicU64,
     stored_bytes: AtomicU64,
     new_chunks: AtomicU64,
+    packs: PackPresence,
+    /// Chunks the index places in a lost pack that this backup stores again.
+    relocate: Mutex<HashSet<ChunkId>>,
+}
+
+/// Whether the packs a backup dedups against are on storage with the size the index records:
+/// listed once, on the first dedup hit, and a pack missing from that listing (written since by
+/// another backup, or lost) asked about once. An index entry whose pack is lost is not trusted,
+/// so a backup after a lost pack stores those chunks again.
+#[derive(Default)]
+struct PackPresence {
+    listed: Mutex<Option<HashMap<String, u64>>>,
+    asked: Mutex<HashMap<String, Option<u64>>>,
+}
+
+impl PackPresence {
+    fn intact(&self, backend: &dyn super::backend::Backend, pack: &str, size: u64) -> Result<bool> {
+        let key = pack_key(pack);
+        let poisoned = || Error::Internal("pack listing lock poisoned".into());
+        {
+            let mut listed = self.listed.lock().map_err(|_| poisoned())?;
+            if listed.is_none() {
+                *listed = Some(super::backend::pack_sizes(backend)?);
+            }
+            if listed.as_ref().and_then(|l| l.get(&key)) == Some(&size) {
+                return Ok(true);
+            }
+        }
+        let mut asked = self.asked.lock().map_err(|_| poisoned())?;
+        let found = match asked.get(&key) {
+            Some(s) => *s,
+            None => {
+                let s = backend.size(&key)?;
+                if s != Some(size) {
+                    tracing::warn!(
+                        pack = %key,
+                        "the index names a pack that is lost or damaged: storing its chunks again \
+                         (run `store repair` to mark the snapshots that need it)"
+                    );
+                }
+                asked.insert(key, s);
+                s
+            }
+        };
+        Ok(found == Some(size))
+    }
 }
 
 impl Shared {
@@ -224,6 +270,8 @@ impl ChunkStore {
             new_bytes: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(0),
             new_chunks: AtomicU64::new(0),
+            packs: PackPresence::default(),
+            relocate: Mutex::new(HashSet::new()),
         };
         let staging = self.backend.staging_dir();
         let mut snap = SnapWriter::create(&staging, &self.codec, &meta)?;
@@ -297,7 +345,16 @@ impl ChunkStore {
                 return Err(e);
             }
         };
-        // The snapshot object is the source of truth: make it durable, then flip the row.
+        // The snapshot file is the source of truth: bump the repository generation, make the
+        // file durable, then flip the row and record the generation (see `repo`).
+        let generation = match self.repo().bump_generation(&index) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                let _ = index.delete_snapshot(&meta.uid);
+                return Err(e);
+            }
+        };
         self.backend.put_file(&snapshot_key(&meta.uid), &path)?;
         let totals = SnapshotTotals {
             size: end.size,
@@ -306,6 +363,7 @@ impl ChunkStore {
             stored_bytes: shared.stored_bytes.load(Ordering::SeqCst),
         };
         index.complete_snapshot(&meta, &totals)?;
+        index.set_generation(generation)?;
         let snapshot = index
             .snapshots()?
             .into_iter()
@@ -508,7 +566,7 @@ impl ChunkStore {
             };
             let lock_err = || Error::Internal("pending set lock poisoned".into());
             let known = shared.pending.lock().map_err(|_| lock_err())?.contains(&id)
-                || index.has_chunk(&id)?
+                || self.stored_intact(index, &id, shared)?
                 || !shared.pending.lock().map_err(|_| lock_err())?.insert(id);
             let blob = if known {
                 None
@@ -527,6 +585,22 @@ impl ChunkStore {
             });
         }
         Ok(out)
+    }
+
+    /// Whether the index knows `id` in a pack that is on storage with its recorded size. A
+    /// chunk the index places in a lost pack is noted, to be moved to the pack that stores it
+    /// again.
+    fn stored_intact(&self, index: &super::index::Index, id: &ChunkId, shared: &Shared) -> Result<bool> {
+        let Some(loc) = index.location(id)? else {
+            return Ok(false);
+        };
+        if shared.packs.intact(&*self.backend, &loc.pack, loc.pack_size)? {
+            return Ok(true);
+        }
+        if let Ok(mut r) = shared.relocate.lock() {
+            r.insert(*id);
+        }
+        Ok(false)
     }
 
     fn packer(
@@ -595,6 +669,18 @@ impl ChunkStore {
                 &staged.entries,
                 jiff::Timestamp::now().as_second(),
             )?;
+            let moved: Vec<_> = match shared.relocate.lock() {
+                Ok(r) if !r.is_empty() => staged
+                    .entries
+                    .iter()
+                    .filter(|e| r.contains(&e.id))
+                    .copied()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if !moved.is_empty() {
+                index.move_chunks(&staged.name, &moved)?;
+            }
             if let Ok(mut p) = shared.pending.lock() {
                 for e in &staged.entries {
                     p.remove(&e.id);

@@ -56,8 +56,13 @@ pub enum StoreCommand {
     Restore(RestoreArgs),
     /// List snapshots.
     List,
-    /// Check snapshots and (with --read-data) every stored byte they need.
+    /// Check snapshots: every pack they need exists with the size recorded when it was stored,
+    /// and (with --read-data) every stored byte they need. Exits 4 when it finds damage.
     Verify(VerifyArgs),
+    /// After `verify` found damage: drop lost chunks from the index (the next backup of their
+    /// data stores them again), salvage damaged packs, and mark (never delete) the snapshots that
+    /// cannot be fully restored. Exits 4 while a snapshot stays damaged.
+    Repair(RepairArgs),
     /// Remove snapshots by retention rules (per backup name), then run `gc` to free space.
     Prune(PruneArgs),
     /// Free space: delete unused packs, rewrite mostly-unused ones, sweep crash leftovers.
@@ -123,6 +128,14 @@ pub struct VerifyArgs {
     /// Only this snapshot (default: all).
     pub snapshot: Option<String>,
     /// Read, authenticate and hash every chunk (slow), not just check presence.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+/// `store repair`.
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Also read every pack and salvage those holding a chunk that fails its checks (slow).
     #[arg(long)]
     pub read_data: bool,
 }
@@ -224,7 +237,11 @@ fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Runs one store command. Returns exit status 1 when `verify` finds problems.
+/// Exit status of `verify` when it finds damage, and of `repair` while a snapshot stays damaged.
+pub const EXIT_DAMAGE: u8 = 4;
+
+/// Runs one store command. Returns [`EXIT_DAMAGE`] when `verify` finds problems or `repair`
+/// leaves a damaged snapshot.
 pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
     let progress_ok = !args.json && std::io::stderr().is_terminal();
     if let StoreCommand::Init(init) = &args.command {
@@ -306,7 +323,14 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             let report = store.verify(v.snapshot.as_deref(), v.read_data)?;
             out::verify(&report, args.json);
             if !report.ok {
-                return Ok(ExitCode::FAILURE);
+                return Ok(ExitCode::from(EXIT_DAMAGE));
+            }
+        }
+        StoreCommand::Repair(r) => {
+            let report = store.repair(r.read_data)?;
+            out::repair(&report, args.json);
+            if !report.all_restorable() {
+                return Ok(ExitCode::from(EXIT_DAMAGE));
             }
         }
         StoreCommand::Prune(p) => {

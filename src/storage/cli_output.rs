@@ -9,6 +9,7 @@ use super::config::RepoConfig;
 use super::gc::{GcReport, PruneReport};
 use super::index::SnapshotInfo;
 use super::reindex::ReindexReport;
+use super::repair::RepairReport;
 use super::restore::RestoreSummary;
 use super::store::Stats;
 use super::verify::VerifyReport;
@@ -143,6 +144,7 @@ pub(crate) fn list(snaps: &[SnapshotInfo], as_json: bool) {
         let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let state = match (&s.last_verify, s.complete) {
             (_, false) => " (incomplete)",
+            _ if s.damaged => " (DAMAGED: not fully restorable)",
             (Some(v), true) if !v.ok => " (VERIFY FAILED)",
             _ => "",
         };
@@ -217,6 +219,40 @@ pub(crate) fn gc(r: &GcReport, as_json: bool) {
         r.stray_files_deleted,
         bytes(r.bytes_freed)
     );
+    for k in &r.packs_kept {
+        println!("  kept {k}");
+    }
+}
+
+pub(crate) fn repair(r: &RepairReport, as_json: bool) {
+    if as_json {
+        return json(r);
+    }
+    for k in &r.packs_lost {
+        println!("lost pack {k}: its chunks were dropped from the index");
+    }
+    for k in &r.packs_salvaged {
+        println!("damaged pack {k}: intact chunks copied to a new pack, the rest dropped");
+    }
+    for s in &r.snapshots_marked {
+        println!("marked DAMAGED {s}");
+    }
+    for s in &r.snapshots_unmarked {
+        println!("unmarked {s}: every chunk it needs is stored again");
+    }
+    println!(
+        "repair: {} chunks dropped, {} snapshots marked damaged, {} unmarked, {} still damaged",
+        r.chunks_dropped,
+        r.snapshots_marked.len(),
+        r.snapshots_unmarked.len(),
+        r.snapshots_still_damaged
+    );
+    if !r.all_restorable() {
+        println!(
+            "back up the same data again to store the lost chunks; damaged snapshots stay listed \
+             until `prune` or a later `repair` (once they are whole again) clears them"
+        );
+    }
 }
 
 pub(crate) fn stats(s: &Stats, as_json: bool) {

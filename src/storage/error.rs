@@ -98,6 +98,22 @@ pub enum Error {
         /// What SQLite reported.
         detail: String,
     },
+    /// gc, prune or repair found the index out of step with the repository even after
+    /// rebuilding it, so they delete nothing.
+    #[error(
+        "{op} stopped, nothing deleted: the index does not describe the repository even after \
+         rebuilding it from the packs and snapshot files ({reason}){}; run `verify` to see which \
+         snapshot files cannot be read, then restore or move them aside",
+        if problems.is_empty() { String::new() } else { format!("; rebuild problems: {problems}") }
+    )]
+    IndexStale {
+        /// The command that stopped.
+        op: &'static str,
+        /// What does not match.
+        reason: String,
+        /// What the rebuild could not read.
+        problems: String,
+    },
     /// Stored bytes failed a check (magic, length, authentication or hash).
     #[error("corrupt data in {what}: {reason}")]
     Corrupt {
@@ -174,6 +190,7 @@ impl Error {
             Error::Missing { .. } => "ObjectMissing",
             Error::Index { .. } => "IndexDatabase",
             Error::IndexCorrupt { .. } => "IndexCorrupt",
+            Error::IndexStale { .. } => "IndexStale",
             Error::Corrupt { .. } => "CorruptData",
             Error::SnapshotNotFound { .. } => "SnapshotNotFound",
             Error::SnapshotAmbiguous { .. } => "SnapshotAmbiguous",

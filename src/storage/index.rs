@@ -50,6 +50,14 @@ CREATE TABLE IF NOT EXISTS verifications (
     ok INTEGER NOT NULL,
     problems TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS damaged (
+    uid TEXT PRIMARY KEY,
+    reason TEXT NOT NULL
+);
 ";
 
 /// Where a chunk is stored.
@@ -63,6 +71,8 @@ pub struct Location {
     pub len: u32,
     /// Plaintext length.
     pub raw_len: u32,
+    /// Size of the pack as recorded when it was stored.
+    pub pack_size: u64,
 }
 
 /// A snapshot as listed.
@@ -96,6 +106,11 @@ pub struct SnapshotInfo {
     pub stored_bytes: u64,
     /// The latest `verify` of this snapshot, if any.
     pub last_verify: Option<VerifyResult>,
+    /// Whether `repair` marked it as not fully restorable (chunks it needs are lost).
+    pub damaged: bool,
+    /// Why, when `damaged`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<String>,
 }
 
 /// A recorded `verify` outcome.
@@ -222,7 +237,7 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT p.name, c.offset, c.len, c.raw_len FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
+                "SELECT p.name, c.offset, c.len, c.raw_len, p.size FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
             )
             .map_err(Error::index("looking up chunk"))?;
         st.query_row([&id.0[..]], |r| {
@@ -231,6 +246,7 @@ impl Index {
                 offset: r.get::<_, i64>(1)? as u64,
                 len: r.get(2)?,
                 raw_len: r.get(3)?,
+                pack_size: r.get::<_, i64>(4)? as u64,
             })
         })
         .optional()
@@ -308,10 +324,11 @@ impl Index {
             .conn
             .prepare(
                 "SELECT s.uid, s.name, s.time, s.tags, s.kind, s.state, s.size, s.chunks, s.new_bytes,
-                        s.stored_bytes, v.time, v.ok, v.read_data
+                        s.stored_bytes, v.time, v.ok, v.read_data, d.reason
                  FROM snapshots s
                  LEFT JOIN verifications v ON v.id =
                      (SELECT MAX(id) FROM verifications WHERE snapshot = s.id)
+                 LEFT JOIN damaged d ON d.uid = s.uid
                  ORDER BY s.time, s.id",
             )
             .map_err(Error::index("listing snapshots"))?;
@@ -343,6 +360,8 @@ impl Index {
                         }),
                         None => None,
                     },
+                    damaged: r.get::<_, Option<String>>(13)?.is_some(),
+                    damage: r.get(13)?,
                 })
             })
             .map_err(Error::index("listing snapshots"))?;
@@ -414,9 +433,94 @@ impl Index {
             .map_err(Error::index("listing chunks"))
     }
 
-    /// The raw connection (gc, verify and stats run their own SQL).
-    pub(crate) fn conn(&mut self) -> &mut Connection {
-        &mut self.conn
+    /// Moves chunks that were already indexed at a lost location to pack `name` (recorded
+    /// before), at the offsets `entries` give.
+    pub fn move_chunks(&mut self, name: &str, entries: &[PackEntry]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(Error::index("starting transaction"))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE chunks SET pack = (SELECT id FROM packs WHERE name = ?1), offset = ?2,
+                         len = ?3, raw_len = ?4 WHERE id = ?5",
+                )
+                .map_err(Error::index("moving chunks"))?;
+            for e in entries {
+                st.execute(params![name, e.offset, e.len, e.raw_len, &e.id.0[..]])
+                    .map_err(Error::index("moving chunks"))?;
+            }
+        }
+        tx.commit().map_err(Error::index("committing moved chunks"))
+    }
+
+    /// In one transaction: optionally records the `new` pack and moves its chunks there, then
+    /// drops the old packs' remaining chunk rows and the old pack rows.
+    pub fn replace_packs(&mut self, olds: &[i64], new: Option<(&str, u64, &[PackEntry])>) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(Error::index("starting transaction"))?;
+        if let Some((name, size, entries)) = new {
+            tx.execute(
+                "INSERT INTO packs (name, size, created) VALUES (?1, ?2, ?3)",
+                params![name, size as i64, now()],
+            )
+            .map_err(Error::index("recording pack"))?;
+            let new_row = tx.last_insert_rowid();
+            for e in entries {
+                tx.execute(
+                    "UPDATE chunks SET pack = ?1, offset = ?2 WHERE id = ?3",
+                    params![new_row, e.offset, &e.id.0[..]],
+                )
+                .map_err(Error::index("moving chunk"))?;
+            }
+        }
+        for old in olds {
+            tx.execute("DELETE FROM chunks WHERE pack = ?1", [old])
+                .map_err(Error::index("dropping chunks"))?;
+            tx.execute("DELETE FROM packs WHERE id = ?1", [old])
+                .map_err(Error::index("dropping pack"))?;
+        }
+        tx.commit().map_err(Error::index("committing"))
+    }
+
+    /// The repository generation this index reflects (0 for an index that never recorded one).
+    pub fn generation(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|g| g.unwrap_or(0) as u64)
+            .map_err(Error::index("reading generation"))
+    }
+
+    /// Records that the index reflects repository generation `g` (never lowers it).
+    pub fn set_generation(&self, g: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('generation', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                [g as i64],
+            )
+            .map_err(Error::index("recording generation"))?;
+        Ok(())
+    }
+
+    /// Marks a snapshot as not fully restorable, or clears the mark (`reason` None).
+    pub fn set_damaged(&self, uid: &str, reason: Option<&str>) -> Result<()> {
+        match reason {
+            Some(r) => self.conn.execute(
+                "INSERT INTO damaged (uid, reason) VALUES (?1, ?2)
+                 ON CONFLICT(uid) DO UPDATE SET reason = excluded.reason",
+                params![uid, r],
+            ),
+            None => self.conn.execute("DELETE FROM damaged WHERE uid = ?1", [uid]),
+        }
+        .map_err(Error::index("recording damage mark"))?;
+        Ok(())
     }
 
     /// The raw connection, shared.

@@ -1,5 +1,7 @@
-//! `ChunkStore`: opening and creating repositories, snapshot lookup and statistics. Backup,
-//! restore, verify, prune/gc and reindex live in their own modules as `impl ChunkStore` blocks.
+//! `ChunkStore`: opening and creating repositories, snapshot lookup, statistics, and the
+//! maintenance commands (prune, gc, reindex), which take the lock here and run the primitives of
+//! `sync`, `gc` and `reindex` on a [`Repo`] view. Backup, restore, verify and repair live in their
+//! own modules as `impl ChunkStore` blocks.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +15,13 @@ use super::chunker::Chunker;
 use super::config::{FORMAT_VERSION, RepoConfig, RepoParams};
 use super::crypto::{Key, Keys};
 use super::error::{Error, Result};
+use super::gc::{GcReport, PruneReport};
 use super::index::{Index, SnapshotInfo};
 use super::lock::{self, LockMode, RepoLock};
+use super::prune::KeepOptions;
+use super::reindex::{self, ReindexReport};
+use super::repo::Repo;
+use super::sync;
 
 /// How to open a repository.
 #[derive(Clone, Debug)]
@@ -168,12 +175,55 @@ impl ChunkStore {
             tracing::info!(repo, "no local index: rebuilding it from the repository");
             store.reindex()?;
         } else if !store.index_shared && !repo_is_read_only(&store) {
-            let r = store.sync_index()?;
-            if r != super::sync::SyncReport::default() {
+            let r = sync::sync_index(&store.repo())?;
+            if r != sync::SyncReport::default() {
                 tracing::info!(repo, ?r, "index updated from the repository");
             }
         }
         Ok(store)
+    }
+
+    /// The view the maintenance primitives work on.
+    pub(crate) fn repo(&self) -> Repo<'_> {
+        Repo {
+            backend: &*self.backend,
+            codec: &self.codec,
+            index_dir: &self.index_dir,
+            pack_size: self.config.params.pack_size,
+        }
+    }
+
+    /// Applies retention rules per backup name (see `prune::compute_prune`) on an index proved
+    /// current (see `sync::current_index`).
+    pub fn prune(&self, keep: &KeepOptions, dry_run: bool) -> Result<PruneReport> {
+        if !keep.keeps_something() {
+            return Err(Error::InvalidArgument {
+                field: "--keep-*",
+                reason: "no rule keeps anything: pass at least one --keep-last/--keep-hourly/--keep-daily/\
+                         --keep-weekly/--keep-monthly/--keep-yearly above 0"
+                    .into(),
+            });
+        }
+        let _lock = if dry_run {
+            None
+        } else {
+            self.lock(LockMode::Exclusive, "prune", false)?
+        };
+        sync::prune(&self.repo(), self.index_shared, keep, dry_run)
+    }
+
+    /// Reclaims space: drops unfinished snapshots of crashed backups, deletes packs no snapshot
+    /// file needs, rewrites mostly-dead packs, and sweeps stray files older than `grace`. Runs on
+    /// an index proved current; an index that is behind is rebuilt first.
+    pub fn gc(&self, grace: Duration) -> Result<GcReport> {
+        let _lock = self.lock(LockMode::Exclusive, "gc", false)?;
+        sync::gc(&self.repo(), self.index_shared, grace)
+    }
+
+    /// Rebuilds the index from the repository into a new file, then swaps it in.
+    pub fn reindex(&self) -> Result<ReindexReport> {
+        let _lock = self.lock(LockMode::Exclusive, "reindex", false)?;
+        reindex::rebuild(&self.repo())
     }
 
     /// The repository config.

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::backend::{pack_key, snapshot_key};
+use super::backend::{pack_key, pack_sizes, snapshot_key};
 use super::blob::{BlobKind, ChunkId};
 use super::chunkset::ChunkSet;
 use super::error::{Error, Result};
@@ -138,9 +138,7 @@ impl ChunkStore {
         uid: &str,
         f: impl FnMut(&super::snapfile::Entry) -> Result<()>,
     ) -> Result<()> {
-        let key = snapshot_key(uid);
-        let mut r = SnapReader::open(self.backend.open_reader(&key)?, &self.codec, key)?;
-        r.for_each(f).map(|_| ())
+        self.repo().each_entry(&snapshot_key(uid), f)
     }
 
     fn check_packs(
@@ -150,15 +148,10 @@ impl ChunkStore {
         read_data: bool,
         report: &mut VerifyReport,
     ) -> Result<HashSet<ChunkId>> {
-        let sizes: HashMap<String, u64> = self
-            .backend
-            .list("packs/")?
-            .into_iter()
-            .map(|o| (o.key, o.size))
-            .collect();
+        let sizes = pack_sizes(&*self.backend)?;
         let mut bad = HashSet::new();
         let mut scratch = self.codec.scratch()?;
-        for (pack_row, name, _) in index.packs()? {
+        for (pack_row, name, recorded) in index.packs()? {
             let mut chunks = Vec::new();
             for c in index.pack_chunks(pack_row)? {
                 if wanted.contains(index, &c.id)? {
@@ -181,10 +174,16 @@ impl ChunkStore {
                 .map(|c| u64::from(c.offset) + u64::from(c.len))
                 .max()
                 .unwrap_or(0);
-            if size < end {
-                report
-                    .problems
-                    .push(format!("pack {key} is truncated ({size} bytes, needs {end})"));
+            if size != recorded {
+                report.problems.push(format!(
+                    "pack {key} is damaged: {size} bytes in the repository, {recorded} when it was \
+                     stored{}",
+                    if size < end {
+                        format!(" (truncated: needs {end})")
+                    } else {
+                        String::new()
+                    }
+                ));
             }
             if !read_data {
                 for c in chunks

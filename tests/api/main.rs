@@ -33,3 +33,4 @@ mod store_corruption;
 mod store_crash;
 mod store_roundtrip;
 mod store_s3;
+mod store_safety;

@@ -179,3 +179,14 @@ pub fn unshare_works() -> Result<(), String> {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
 }
+
+/// Cuts a file to a third of its length (a pack lost half-way).
+pub fn truncate_to_third(p: &Path) {
+    let len = std::fs::metadata(p).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+}

@@ -84,14 +84,7 @@ fn store_verify_flipped_bit_in_chunk_names_snapshot() {
 #[test]
 fn store_verify_truncated_pack_names_snapshot() {
     let f = fixture();
-    let p = &f.a_packs[1];
-    let len = std::fs::metadata(p).unwrap().len();
-    std::fs::File::options()
-        .write(true)
-        .open(p)
-        .unwrap()
-        .set_len(len / 3)
-        .unwrap();
+    truncate_to_third(&f.a_packs[1]);
     verify_names_only_alpha(&f, false);
     verify_names_only_alpha(&f, true);
 }

@@ -89,21 +89,30 @@ fn s3_ok(port: u16, cache: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn store_s3_round_trip_and_reindex_from_bucket() {
+/// A moto server with a repository initialised in its bucket, a tempdir, and the index cache
+/// path in it; `None` (after printing SKIP) when moto is not installed.
+fn moto_repo() -> Option<(Moto, tempfile::TempDir, std::path::PathBuf)> {
     let moto = match start_moto() {
         Ok(m) => m,
         Err(why) => {
             println!("SKIP store S3 test: {why}");
-            return;
+            return None;
         }
     };
     let d = tempfile::tempdir().unwrap();
     let cache = d.path().join("cache");
-    let p = moto.port;
     let mut args = vec!["init"];
     args.extend_from_slice(SMALL);
-    s3_ok(p, &cache, &args);
+    s3_ok(moto.port, &cache, &args);
+    Some((moto, d, cache))
+}
+
+#[test]
+fn store_s3_round_trip_and_reindex_from_bucket() {
+    let Some((moto, d, cache)) = moto_repo() else {
+        return;
+    };
+    let p = moto.port;
     let v1 = seeded(60, 3 << 20);
     let mut v2 = v1.clone();
     v2[100_000..104_096].copy_from_slice(&seeded(61, 4096));
@@ -150,4 +159,60 @@ fn store_s3_round_trip_and_reindex_from_bucket() {
     assert!(s3(p, &cache, &["restore", "vm@latest", "--to", "-"]).stdout == v2);
     assert!(s3(p, &cache_b, &["restore", "ct-200@latest", "--to", "-"]).stdout == ct);
     assert!(s3(p, &cache, &["restore", "ct-200@latest", "--to", "-"]).stdout == ct);
+}
+
+/// The repository generation lives in the bucket: every commit bumps it, and a machine whose
+/// index cache was replaced by an older copy (or emptied) never lets gc delete what the bucket's
+/// snapshot files need.
+#[test]
+fn store_s3_gc_with_stale_or_emptied_cache_keeps_every_snapshot() {
+    let Some((moto, d, cache)) = moto_repo() else {
+        return;
+    };
+    let p = moto.port;
+    // `reindex` reports the generation it read from the bucket.
+    let generation = || {
+        let r: serde_json::Value = serde_json::from_str(&s3_ok(p, &cache, &["--json", "reindex"])).unwrap();
+        r["generation"].as_u64().unwrap()
+    };
+    let v1 = seeded(63, 2 << 20);
+    let v2 = seeded(64, 1 << 20);
+    let f1 = write(d.path(), "v1", &v1);
+    let f2 = write(d.path(), "v2", &v2);
+    s3_ok(p, &cache, &["backup", "--name", "vm", f1.to_str().unwrap()]);
+    let g1 = generation();
+    assert!(g1 >= 1, "no generation in the bucket after a backup");
+    let old = d.path().join("old-cache");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in std::fs::read_dir(&cache).unwrap().flatten() {
+        if f.path().is_file() {
+            std::fs::copy(f.path(), old.join(f.file_name())).unwrap();
+        }
+    }
+    s3_ok(p, &cache, &["backup", "--name", "ct", f2.to_str().unwrap()]);
+    assert!(generation() > g1);
+    for stale in ["older copy", "emptied"] {
+        std::fs::remove_dir_all(&cache).unwrap();
+        std::fs::create_dir_all(&cache).unwrap();
+        if stale == "emptied" {
+            std::fs::write(cache.join("index.sqlite"), b"").unwrap();
+        } else {
+            for f in std::fs::read_dir(&old).unwrap().flatten() {
+                std::fs::copy(f.path(), cache.join(f.file_name())).unwrap();
+            }
+        }
+        let gc: serde_json::Value =
+            serde_json::from_str(&s3_ok(p, &cache, &["--json", "gc", "--grace", "0"])).unwrap();
+        assert_eq!(gc["packs_deleted"], 0, "{stale}: {gc}");
+        assert_eq!(gc["stray_files_deleted"], 0, "{stale}: {gc}");
+        assert!(
+            s3(p, &cache, &["restore", "vm@latest", "--to", "-"]).stdout == v1,
+            "{stale}"
+        );
+        assert!(
+            s3(p, &cache, &["restore", "ct@latest", "--to", "-"]).stdout == v2,
+            "{stale}"
+        );
+    }
+    assert!(s3_ok(p, &cache, &["verify", "--read-data"]).contains("verify OK"));
 }

@@ -60,6 +60,43 @@ pub fn snapshot_key(uid: &str) -> String {
     format!("snapshots/{uid}")
 }
 
+/// The key of the mark `repair` leaves for a snapshot that cannot be fully restored.
+pub fn damage_key(uid: &str) -> String {
+    format!("damaged/{uid}")
+}
+
+/// The key of the repository generation: a counter bumped by every change to packs, snapshot
+/// files and damage marks, so an index that reflects an older state can be told apart.
+pub const GENERATION_KEY: &str = "generation";
+
+/// The pack name of a listed key, or `None` for temp files and foreign keys.
+pub(crate) fn pack_name_of(key: &str) -> Option<String> {
+    let name = key.rsplit('/').next()?;
+    (!name.starts_with('.') && key == pack_key(name)).then(|| name.to_string())
+}
+
+/// The snapshot id of a listed key under `snapshots/` or `damaged/`, or `None` for temp files.
+pub(crate) fn uid_of(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    (!name.is_empty() && !name.starts_with('.')).then_some(name)
+}
+
+/// The size of every pack file on storage, by key.
+pub(crate) fn pack_sizes(backend: &dyn Backend) -> Result<std::collections::HashMap<String, u64>> {
+    Ok(backend
+        .list("packs/")?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect())
+}
+
+/// A modification time as Unix seconds.
+pub(crate) fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Opens the backend for `repo` (`s3://bucket/prefix` or a directory path).
 pub fn open(repo: &str, cache_dir: Option<&Path>) -> Result<Box<dyn Backend>> {
     if repo.starts_with("s3://") {
