@@ -18,6 +18,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod kit;
 pub mod leader;
 pub mod proxmox_cluster;
 pub mod runtime;
