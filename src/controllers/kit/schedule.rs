@@ -519,6 +519,7 @@ mod tests {
         let message = skipped.message();
         assert!(
             message.contains("2024-06-01T02:30:00Z")
+                && message.contains("start 1h 1s late")
                 && message.contains("startingDeadlineSeconds (3600)")
                 && message.contains("2024-06-02T02:30:00Z"),
             "{message}"
