@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::cel::{exactly_one_of, immutable, rule};
+use super::cel::{cron_fields_rule, exactly_one_of, immutable, rule};
 use super::common::{
     CRON_PATTERN, DeletionPolicy, GuestType, Retention, STORAGE_PATTERN, ServiceSelector, TIME_ZONE_PATTERN,
     default_time_zone, validate_schedule,
@@ -72,6 +72,7 @@ pub struct BackupPolicySpec {
     /// When to back up, as 5-field cron in `timeZone`, e.g. `30 2 * * *` (02:30 daily) or
     /// `@daily`.
     #[schemars(length(min = 1, max = 128), regex(pattern = CRON_PATTERN))]
+    #[x_kube(validation = cron_fields_rule())]
     pub schedule: String,
     /// IANA time zone of `schedule`, e.g. `Europe/Berlin` (default `UTC`).
     #[serde(default = "default_time_zone")]
@@ -203,7 +204,7 @@ pub struct ChunkStoreDestination {
 }
 
 /// Verification of backups.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
     /// Verify each backup right after it is taken (PBS verify, archive check, or chunk
@@ -214,6 +215,7 @@ pub struct Verification {
     /// e.g. `0 5 * * SUN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), regex(pattern = CRON_PATTERN))]
+    #[x_kube(validation = cron_fields_rule())]
     pub schedule: Option<String>,
 }
 

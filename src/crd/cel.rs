@@ -7,6 +7,8 @@
 
 use kube::core::{Message, Rule};
 
+use super::common::{CRON_FIELDS, CRON_PATTERN};
+
 /// CEL integer value of the dotted-quad IPv4 address held by the string expression `ip`.
 pub fn ipv4_int(ip: &str) -> String {
     let octet = |i: usize| format!("int({ip}.split('.')[{i}])");
@@ -84,6 +86,34 @@ pub fn immutable(what: &str) -> Rule {
     )
 }
 
+/// A rule for a cron `schedule` string (next to its [`CRON_PATTERN`] `pattern`) that names the
+/// cron field at fault. With the pattern alone the API server answers "should match" and
+/// quotes the whole expression; this rule adds, for a five-field schedule the pattern
+/// refuses, which field it is and what that field takes.
+pub fn cron_fields_rule() -> Rule {
+    const SHAPE: &str = "^[^ ]+( +[^ ]+){4}$";
+    let literal = |regex: &str| format!("'{}'", regex.replace('\\', "\\\\"));
+    let message = CRON_FIELDS.iter().enumerate().rev().fold(
+        literal("a field is out of range"),
+        |otherwise, (i, (name, pattern, allowed))| {
+            let unanchored = &pattern[1..pattern.len() - 1];
+            let at = literal(&format!("^([^ ]+ +){{{i}}}({unanchored})( |$)"));
+            let says = literal(&format!(
+                "the {name} field (field {}) is out of range: it takes {allowed}, `*`, \
+                     ranges a-b, lists a,b and steps */n or a-b/n",
+                i + 1
+            ));
+            format!("!self.matches({at}) ? {says} : ({otherwise})")
+        },
+    );
+    Rule::new(format!(
+        "!self.matches({}) || self.matches({})",
+        literal(SHAPE),
+        literal(CRON_PATTERN)
+    ))
+    .message(Message::Expression(message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +124,44 @@ mod tests {
         let mut schema = schema;
         schema["x-kubernetes-validations"] = json!([{ "rule": expr }]);
         kube_cel::Validator::new().validate(&schema, &value, None).is_ok()
+    }
+
+    /// The messages of `rule` failing on `value` (a string with a 128-character limit).
+    fn failures(rule: &Rule, value: &str) -> Vec<String> {
+        let schema = json!({
+            "type": "string", "maxLength": 128,
+            "x-kubernetes-validations": [serde_json::to_value(rule).unwrap()]
+        });
+        match kube_cel::Validator::new().validate(&schema, &json!(value), None) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn cron_fields_rule_names_the_field_out_of_range() {
+        let rule = cron_fields_rule();
+        for ok in ["30 2 * * *", "*/5 8-18/2 1,15 JAN-MAR mon-fri", "@daily"] {
+            assert_eq!(failures(&rule, ok), Vec::<String>::new(), "{ok}");
+        }
+        // Not five fields, or a macro: the pattern alone refuses these.
+        for other in ["@reboot", "* * * *", "every day"] {
+            assert_eq!(failures(&rule, other), Vec::<String>::new(), "{other}");
+        }
+        for (bad, field) in [
+            ("60 3 * * *", "the minute field (field 1)"),
+            ("0 25 * * *", "the hour field (field 2)"),
+            ("0 0 32 * *", "the day-of-month field (field 3)"),
+            ("0 0 1 13 *", "the month field (field 4)"),
+            ("0 4 * * 8", "the day-of-week field (field 5)"),
+            ("0 25 * * 8", "the hour field (field 2)"),
+        ] {
+            let errors = failures(&rule, bad);
+            assert!(
+                errors.len() == 1 && errors[0].contains(field),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     fn net_schema() -> Value {

@@ -7,7 +7,13 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use std::sync::LazyLock;
+
 use croner::parser::{CronParser, Seconds, Year};
+use jiff::tz::TimeZone;
+use regex::Regex;
+
+use super::common::{CRON_FIELDS, CRON_PATTERN};
 
 /// One invalid field: `path` is the JSON path from the object root (e.g. `spec.retention.keepDaily`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,31 +91,123 @@ impl Errors {
     }
 }
 
-/// Parses a standard 5-field cron expression (minute hour day-of-month month day-of-week, or
-/// `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly`) with the parser the controllers use.
+/// Parses a 5-field cron expression (minute hour day-of-month month day-of-week, or one of
+/// `@yearly`/`@annually`/`@monthly`/`@weekly`/`@daily`/`@hourly`) with the parser the
+/// controllers use. It accepts exactly what the CRD's [`CRON_PATTERN`] admits, so an object
+/// that predates a stricter CRD gets the same verdict at runtime; the error names the bad
+/// cron field and what it allows.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    static WHOLE: LazyLock<Regex> = LazyLock::new(|| compiled(CRON_PATTERN));
+    static FIELDS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+        CRON_FIELDS
+            .iter()
+            .map(|(_, pattern, _)| compiled(pattern))
+            .collect()
+    });
+    let usage = "use 5 fields \"minute hour day-of-month month day-of-week\", e.g. \"30 2 * * *\" \
+                 for 02:30 every day, or @hourly, @daily, @weekly, @monthly, @yearly";
+    if !WHOLE.is_match(expr) {
+        if expr.starts_with('@') {
+            return Err(format!(
+                "{expr:?} is not a schedule macro this operator knows; {usage}"
+            ));
+        }
+        let fields: Vec<&str> = expr.split(' ').filter(|f| !f.is_empty()).collect();
+        if fields.len() != CRON_FIELDS.len() || expr.trim_matches(' ') != expr {
+            return Err(format!(
+                "{expr:?} is not a cron schedule: it needs 5 fields separated by spaces; {usage}"
+            ));
+        }
+        let bad = fields
+            .iter()
+            .zip(CRON_FIELDS.iter().zip(FIELDS.iter()))
+            .find(|(field, (_, regex))| !regex.is_match(field));
+        return Err(match bad {
+            Some((field, ((name, _, allowed), _))) => format!(
+                "{expr:?} is not a valid cron schedule: the {name} field {field:?} is out of range; \
+                 it takes {allowed}, `*`, ranges a-b, lists a,b and steps /n; {usage}"
+            ),
+            None => format!("{expr:?} is not a valid cron schedule; {usage}"),
+        });
+    }
     let parser = CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build();
-    parser.parse(expr).map_err(|e| {
+    let cron = parser
+        .parse(expr)
+        .map_err(|e| format!("{expr:?} is not a valid cron schedule ({e}); {usage}"))?;
+    // Every field in range can still name no real date (`0 0 30 2 *`). A leap year start
+    // makes a February 29 schedule match in the first year searched.
+    let leap_year = jiff::civil::date(2000, 1, 1).at(0, 0, 0, 0);
+    cron.find_next_occurrence(&leap_year, true).map_err(|_| {
         format!(
-            "{expr:?} is not a valid cron schedule ({e}); use 5 fields \
-             \"minute hour day-of-month month day-of-week\", e.g. \"30 2 * * *\" for 02:30 every day"
+            "{expr:?} never runs: no date matches its day-of-month and month (e.g. February 30); \
+             pick a day that exists"
         )
-    })
+    })?;
+    Ok(cron)
 }
 
-/// Checks that `name` is an IANA time zone the operator can resolve (e.g. `Europe/Berlin`).
-/// When the process has no time zone database at all, only the shape is checked.
-pub fn check_time_zone(name: &str) -> Result<(), String> {
-    let db = jiff::tz::db();
-    if db.is_definitively_empty() {
-        return Ok(());
+/// Compiles one of the crate's own constant patterns.
+fn compiled(pattern: &str) -> Regex {
+    // The patterns are constants of this crate, and `cron_patterns_compile` compiles each.
+    Regex::new(pattern).expect("the crate's cron patterns compile")
+}
+
+/// Condition and Event reason for a time zone the operator does not know.
+pub const REASON_INVALID_TIME_ZONE: &str = "InvalidTimeZone";
+
+/// A `timeZone` field names no zone in the operator's time zone database. Every scheduled kind
+/// reports it the same way: condition reason [`REASON_INVALID_TIME_ZONE`], message naming the
+/// field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {}", self.message())]
+pub struct UnknownTimeZone {
+    /// Path of the field, e.g. `spec.timeZone`.
+    pub field: String,
+    /// The name as written.
+    pub name: String,
+    /// Whether the process found no time zone database at all (then only `UTC` works).
+    pub no_database: bool,
+}
+
+impl UnknownTimeZone {
+    /// The condition reason: always [`REASON_INVALID_TIME_ZONE`].
+    pub fn reason(&self) -> &'static str {
+        REASON_INVALID_TIME_ZONE
     }
-    db.get(name).map(|_| ()).map_err(|_| {
-        format!("{name:?} is not a known IANA time zone; use a name like \"UTC\" or \"Europe/Berlin\"")
-    })
+
+    /// What is wrong and the fix, without the field path.
+    pub fn message(&self) -> String {
+        let mut message = format!(
+            "{:?} is not a time zone this operator knows; use an IANA name such as Europe/Berlin",
+            self.name
+        );
+        if self.no_database {
+            message.push_str(
+                " (the operator found no time zone database, so only UTC works: \
+                 give its container /usr/share/zoneinfo)",
+            );
+        }
+        message
+    }
+}
+
+/// The one time zone check every scheduled kind uses: resolves `name` (the value of the field
+/// at `field`) in the operator's time zone database. `UTC` always resolves, even without a
+/// database.
+pub fn time_zone(field: &str, name: &str) -> Result<TimeZone, UnknownTimeZone> {
+    let db = jiff::tz::db();
+    match db.get(name) {
+        Ok(tz) => Ok(tz),
+        Err(_) if name == "UTC" => Ok(TimeZone::UTC),
+        Err(_) => Err(UnknownTimeZone {
+            field: field.to_string(),
+            name: name.to_string(),
+            no_database: db.is_definitively_empty(),
+        }),
+    }
 }
 
 /// Parses a dotted-quad IPv4 address.
@@ -187,34 +285,88 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_cron_accepts_five_fields_and_nicknames() {
-        for ok in [
-            "30 2 * * *",
-            "0 */6 * * *",
-            "0 3 * * MON-FRI",
-            "@daily",
-            "@weekly",
-            "0 4 1 JAN *",
-        ] {
-            assert!(parse_cron(ok).is_ok(), "{ok}");
+    fn cron_patterns_compile() {
+        compiled(CRON_PATTERN);
+        for (_, pattern, _) in CRON_FIELDS {
+            compiled(pattern);
         }
     }
 
     #[test]
-    fn parse_cron_rejects_out_of_range_and_seconds() {
-        for bad in ["61 * * * *", "0 25 * * *", "* * * *", "0 0 2 * * *", "every day"] {
+    fn parse_cron_accepts_five_bounded_fields_and_macros() {
+        for ok in [
+            "30 2 * * *",
+            "0 */6 * * *",
+            "0 3 * * MON-FRI",
+            "0 3 * * mon-fri",
+            "@daily",
+            "@annually",
+            "@weekly",
+            "0 4 1 JAN *",
+            "59 23 31 12 7",
+            "00 00 01 01 0",
+            "0,15,30,45 8-18/2 1-7 */3 SUN,SAT",
+            "5-59/15 *  *   *  *",
+            "*/59 */23 */31 */12 */7",
+            "0 0 29 2 *",
+        ] {
+            assert!(parse_cron(ok).is_ok(), "{ok}: {:?}", parse_cron(ok).err());
+        }
+    }
+
+    #[test]
+    fn parse_cron_names_the_field_out_of_range() {
+        for (bad, field) in [
+            ("60 * * * *", "minute field \"60\""),
+            ("0 25 * * *", "hour field \"25\""),
+            ("0 0 32 * *", "day-of-month field \"32\""),
+            ("0 0 0 * *", "day-of-month field \"0\""),
+            ("0 0 * 13 *", "month field \"13\""),
+            ("0 0 * * 8", "day-of-week field \"8\""),
+            ("0 0 * * Mon", "day-of-week field \"Mon\""),
+            ("0 0 L * *", "day-of-month field \"L\""),
+            ("0 0 * * 1#2", "day-of-week field \"1#2\""),
+            ("*/0 * * * *", "minute field \"*/0\""),
+            ("5/15 * * * *", "minute field \"5/15\""),
+        ] {
             let err = parse_cron(bad).unwrap_err();
+            assert!(err.contains(field), "{bad}: {err}");
             assert!(err.contains("minute hour day-of-month"), "{bad}: {err}");
         }
     }
 
     #[test]
-    fn check_time_zone_rejects_typos() {
-        assert!(check_time_zone("UTC").is_ok());
-        if !jiff::tz::db().is_definitively_empty() {
-            assert!(check_time_zone("Europe/Berlin").is_ok());
-            assert!(check_time_zone("Europe/Berln").unwrap_err().contains("IANA"));
+    fn parse_cron_rejects_wrong_field_counts_and_unknown_macros() {
+        for bad in ["* * * *", "0 0 2 * * *", "every day", " 0 2 * * *", "0 2 * * * "] {
+            let err = parse_cron(bad).unwrap_err();
+            assert!(err.contains("needs 5 fields"), "{bad}: {err}");
         }
+        for bad in ["0 0 30 2 *", "0 0 31 4,6 *"] {
+            let err = parse_cron(bad).unwrap_err();
+            assert!(err.contains("never runs"), "{bad}: {err}");
+        }
+        for bad in ["@reboot", "@Daily", "@midnight"] {
+            let err = parse_cron(bad).unwrap_err();
+            assert!(err.contains("not a schedule macro"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn time_zone_names_the_field_and_gives_the_reason() {
+        assert_eq!(time_zone("spec.timeZone", "UTC").unwrap(), TimeZone::UTC);
+        let err = time_zone("spec.timeZone", "Europe/Berln").unwrap_err();
+        assert_eq!(err.reason(), "InvalidTimeZone");
+        assert!(
+            err.to_string().starts_with(
+                "spec.timeZone: \"Europe/Berln\" is not a time zone this operator knows; \
+                 use an IANA name such as Europe/Berlin"
+            ),
+            "{err}"
+        );
+        assert!(
+            time_zone("spec.timeZone", "Europe/Berlin").is_ok(),
+            "this test needs a time zone database (/usr/share/zoneinfo)"
+        );
     }
 
     #[test]

@@ -337,3 +337,35 @@ fn identity_fields_are_immutable_client_side() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_misspelt_time_zone_passes_the_schema_but_not_validate_or_the_schedule_kit() {
+    // Only the operator's time zone database knows the zones, so admission checks the shape
+    // and the runtime check (shared by `validate()` and every scheduled controller) the name.
+    use homelab_autopilot::controllers::kit::schedule::Schedule;
+    let object = json!({
+        "apiVersion": api_version(), "kind": "BackupPolicy",
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "clusterRef": {"name": "homelab"},
+            "services": {"names": ["nextcloud"]},
+            "schedule": "30 2 * * *",
+            "timeZone": "Europe/Berln",
+            "destination": {"pbs": {"storage": "pbs-homelab"}}
+        }
+    });
+    assert_eq!(
+        validate_client_side(&schemas(), &object, None),
+        Vec::<String>::new()
+    );
+    let policy: BackupPolicy = serde_json::from_value(object).expect("parses");
+    let err = policy.spec.validate().expect_err("validate() refuses the zone");
+    assert_eq!(err.errors().len(), 1, "{err}");
+    let expected = "spec.timeZone: \"Europe/Berln\" is not a time zone this operator knows; \
+                    use an IANA name such as Europe/Berlin";
+    assert_eq!(err.to_string(), expected);
+    let err = Schedule::from_spec("spec.", &policy.spec.schedule, &policy.spec.time_zone)
+        .expect_err("the controllers refuse it the same way");
+    assert_eq!(err.reason(), "InvalidTimeZone");
+    assert_eq!(err.to_string(), expected);
+}

@@ -1,10 +1,20 @@
-//! The controller kit: kube-free helpers every controller shares (no `kube` import here; see
-//! `ARCHITECTURE.md`). A core returns an [`Outcome`]; it sets conditions through [`Conditions`];
-//! what it remembers between passes lives in a [`MemoryMap`]; time arithmetic in [`time`].
+//! The controller kit: kube-free helpers shared by every controller, plain functions and types
+//! over plain data (`jiff` timestamps, strings, maps, CRD status types), unit-tested without an
+//! API server. Nothing in `kit/` imports `kube` or `k8s-openapi`, and nothing here names a kind
+//! (see `ARCHITECTURE.md`).
+//!
+//! - [`outcome`]: what a core's pass returns ([`Outcome`], [`PlannedEvent`]).
+//! - [`conditions`]: the one way conditions are set ([`Conditions`], [`Change`]).
+//! - [`memory`]: per-process memory keyed by object ([`MemoryMap`], [`ClientCache`]).
+//! - [`time`]: timestamp arithmetic that never panics.
+//! - [`schedule`]: cron schedules in an IANA time zone, the missed-run rule
+//!   (`startingDeadlineSeconds`), run ids, capped requeue, the `run-now` annotation and the one
+//!   time zone check every scheduled kind uses.
 
 pub mod conditions;
 pub mod memory;
 pub mod outcome;
+pub mod schedule;
 pub mod time;
 
 pub use conditions::{Change, Conditions};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use status::*;
 
-use super::cel::{exactly_one_of, immutable, rule};
+use super::cel::{cron_fields_rule, exactly_one_of, immutable, rule};
 use super::common::{
     BRIDGE_PATTERN, CRON_PATTERN, GuestType, NODE_PATTERN, STORAGE_PATTERN, ServiceSelector,
     TIME_ZONE_PATTERN, VMID_MAX, VMID_MIN, VmidRange, default_time_zone, default_true, validate_schedule,
@@ -80,6 +80,7 @@ pub struct RestoreTestSpec {
     /// once after each change of the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), regex(pattern = CRON_PATTERN))]
+    #[x_kube(validation = cron_fields_rule())]
     pub schedule: Option<String>,
     /// IANA time zone of `schedule`, e.g. `Europe/Berlin` (default `UTC`).
     #[serde(default = "default_time_zone")]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub use status::*;
 
-use super::cel::{exactly_one_of, immutable, rule};
+use super::cel::{cron_fields_rule, exactly_one_of, immutable, rule};
 use super::common::{
     CRON_PATTERN, MaintenanceWindow, NODE_PATTERN, ServiceSelector, TIME_ZONE_PATTERN, default_time_zone,
     default_true, validate_schedule,
@@ -76,6 +76,7 @@ pub struct UpdatePolicySpec {
     pub cluster_ref: LocalObjectReference,
     /// When a run may start, as 5-field cron in `timeZone`, e.g. `0 3 * * SUN`.
     #[schemars(length(min = 1, max = 128), regex(pattern = CRON_PATTERN))]
+    #[x_kube(validation = cron_fields_rule())]
     pub schedule: String,
     /// IANA time zone of `schedule` and `window`, e.g. `Europe/Berlin` (default `UTC`).
     #[serde(default = "default_time_zone")]
