@@ -1,4 +1,4 @@
-//! Per-object exponential backoff for transient reconcile errors (STYLE section 4): 5 s doubling
+//! Per-object exponential backoff for transient reconcile errors: 5 s doubling
 //! to 5 min, with jitter so that many objects failing at once (the PVE API went down) do not
 //! retry in lockstep. A success resets an object's backoff.
 

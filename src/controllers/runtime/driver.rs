@@ -313,3 +313,7 @@ where
         .map(|_| ())
         .map_err(|source| Error::Finalizer { action, source })
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

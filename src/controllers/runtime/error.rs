@@ -1,6 +1,6 @@
-//! The error type of the controllers layer and the policy contract every reconcile error follows
-//! (STYLE section 3): a fixed PascalCase `category()` (Event reason, condition reason, metric
-//! label) and `is_transient()` (retry with backoff, or wait long for a human).
+//! The error type of the controllers layer and the policy contract every reconcile error
+//! follows: a fixed PascalCase `category()` (Event reason, condition reason, metric label) and
+//! `is_transient()` (retry with backoff, or wait long for a human).
 
 /// What the runtime needs to know about a reconcile error.
 pub trait ReconcileError: std::error::Error + Send + Sync + 'static {

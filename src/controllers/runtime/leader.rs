@@ -1,5 +1,5 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that two replicas never act at once,
-//! even during a rollout (STYLE section 4).
+//! even during a rollout (see ARCHITECTURE.md).
 //!
 //! The algorithm is client-go's `leaderelection`: every write is a compare-and-swap on the Lease's
 //! resourceVersion, and expiry is judged on the *local monotonic clock* from the moment this

@@ -1,5 +1,5 @@
 //! Running controllers: [`ControllerSpec`] describes one, [`Operator`] runs them all behind the
-//! CRD wait and the leader lease, with the shared error policy (STYLE section 4).
+//! CRD wait and the leader lease, with the shared error policy (see ARCHITECTURE.md).
 //!
 //! Each controller watches `Api<DeserializeGuard<K>>`, so one stored object that does not parse
 //! into `K` becomes a permanent `InvalidObject` error (a `Ready=False` condition with reason

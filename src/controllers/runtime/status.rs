@@ -1,4 +1,4 @@
-//! Status reporting (STYLE section 4, step 7): server-side apply of the whole status on the
+//! Status reporting: server-side apply of the whole status on the
 //! `/status` subresource with the controller's field manager. Conditions are built with
 //! `kit::conditions`.
 
