@@ -111,6 +111,13 @@ impl Lab {
         }
     }
 
+    /// Something changed the cluster outside the operator. The operator sees it when its
+    /// `/cluster/resources` snapshot is next refreshed (at most one resync window later); tests
+    /// skip that wait.
+    pub fn changed_by_hand(&self) {
+        self.deps.snapshots.invalidate(CLUSTER_UID);
+    }
+
     /// Replaces the Secret's data (a new resourceVersion).
     pub fn set_secret(&mut self, pairs: &[(&str, &str)]) {
         self.secret = pairs
@@ -159,6 +166,7 @@ impl Lab {
             });
         ClusterAccess {
             name: "homelab".into(),
+            uid: CLUSTER_UID.into(),
             resync: Duration::from_secs(300),
             client,
         }
@@ -219,12 +227,14 @@ impl Lab {
             .await
             .expect("stop task starts");
         self.wait_task(task.upid.as_str()).await;
+        self.changed_by_hand();
     }
 
     /// Starts `guest` by hand and waits for the task.
     pub async fn start_by_hand(&self, guest: &GuestRef) {
         let task = self.admin.start_guest(guest).await.expect("start task starts");
         self.wait_task(task.upid.as_str()).await;
+        self.changed_by_hand();
     }
 
     /// The node and whether guest `vmid` runs, in the simulator.

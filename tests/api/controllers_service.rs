@@ -49,6 +49,7 @@ async fn service_finds_guest_ignoring_the_hint_and_follows_a_migration() {
         .unwrap();
     lab.wait_task(task.upid.as_str()).await;
     lab.sim.advance_clock(std::time::Duration::from_secs(60));
+    lab.changed_by_hand();
     let moved = lab.service_pass("s1", &spec, st, at(60)).await;
     assert_eq!(moved.status.node.as_deref(), Some("pve2"));
     assert_eq!(event_reasons(&moved), ["GuestMigrated"]);
@@ -158,6 +159,7 @@ async fn service_guest_locked_by_a_backup_is_not_started_until_the_lock_is_gone(
     lab.sim.state_mut(|c| {
         c.guests.get_mut(&200).unwrap().config.remove("lock");
     });
+    lab.changed_by_hand();
     let started = lab.service_pass("s1", &spec, &waiting.status, at(30)).await;
     assert!(started.status.upid.is_some());
     assert_eq!(event_reasons(&started), ["StartingGuest"]);
@@ -169,6 +171,7 @@ async fn service_on_offline_node_is_unknown_and_left_alone() {
     let spec = service(201, "LXC", "powerState: Running\n");
     let ok = lab.first_service_pass("s2", &spec).await;
     lab.sim.set_node_online("pve2", false).unwrap();
+    lab.changed_by_hand();
     let p = lab.service_pass("s2", &spec, &ok.status, at(60)).await;
     assert_eq!(p.status.power_state, Some(PowerState::Unknown));
     assert_eq!(p.status.node.as_deref(), Some("pve2"));
@@ -195,6 +198,7 @@ async fn service_missing_guest_and_unavailable_cluster_are_reported() {
 
     let access = ClusterAccess {
         name: "homelab".into(),
+        uid: String::new(),
         resync: std::time::Duration::from_secs(300),
         client: Err(Unavailable {
             reason: "SecretNotFound".into(),
@@ -339,4 +343,69 @@ async fn service_agent_and_exec_failures_carry_the_reason() {
     let p = lab.first_service_pass("s1", &service(200, "VM", checks)).await;
     assert!(p.status.health[0].healthy);
     assert_eq!(p.status.health[1].message, "exit code 1, expected 0");
+}
+
+/// GET requests the simulator answered for `template`.
+fn gets(lab: &Lab, template: &str) -> usize {
+    lab.sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.template == template)
+        .count()
+}
+
+#[tokio::test]
+async fn services_share_one_cluster_resources_read_per_resync_window() {
+    let lab = Lab::start().await;
+    let access = lab.access().await;
+    // Twenty Services of one cluster reconciled at once (the containers: no per-guest call).
+    let specs: Vec<_> = (0..20).map(|_| service(201, "LXC", "")).collect();
+    let before = gets(&lab, "/cluster/resources");
+    let passes = specs.iter().enumerate().map(|(i, spec)| {
+        let access = &access;
+        let lab = &lab;
+        async move {
+            lab.service_pass_with(&format!("s{i}"), spec, &ServiceStatus::default(), access, at(0))
+                .await
+        }
+    });
+    let outcomes = futures::future::join_all(passes).await;
+    assert!(outcomes.iter().all(|o| o.status.node.as_deref() == Some("pve2")));
+    assert_eq!(
+        gets(&lab, "/cluster/resources") - before,
+        1,
+        "concurrent reconciles wait for the one request in flight"
+    );
+    assert_eq!(gets(&lab, "/nodes/{node}/lxc/{vmid}/status/current"), 0);
+
+    // Within the resync window (300 s) the snapshot serves every pass...
+    lab.service_pass_with("s0", &specs[0], &outcomes[0].status, &access, at(299))
+        .await;
+    assert_eq!(gets(&lab, "/cluster/resources") - before, 1);
+    // ...after it, one new read.
+    lab.service_pass_with("s0", &specs[0], &outcomes[0].status, &access, at(300))
+        .await;
+    lab.service_pass_with("s1", &specs[1], &outcomes[1].status, &access, at(301))
+        .await;
+    assert_eq!(gets(&lab, "/cluster/resources") - before, 2);
+}
+
+#[tokio::test]
+async fn own_power_action_invalidates_the_snapshot_so_the_next_pass_sees_its_effect() {
+    let lab = Lab::start().await;
+    let guest_ref = GuestRef::new(
+        NodeName::new("pve2").unwrap(),
+        GuestType::Lxc,
+        Vmid::new(201).unwrap(),
+    );
+    lab.stop_by_hand(&guest_ref).await;
+    let spec = service(201, "LXC", "powerState: Running\n");
+    let first = lab.first_service_pass("s1", &spec).await;
+    let upid = first.status.upid.clone().expect("the operator starts the guest");
+    lab.wait_task(&upid).await;
+    let reads = gets(&lab, "/cluster/resources");
+    // Well within the resync window, but after our own start: a fresh read shows it running.
+    let next = lab.service_pass("s1", &spec, &first.status, at(5)).await;
+    assert_eq!(gets(&lab, "/cluster/resources"), reads + 1);
+    assert_eq!(next.status.power_state, Some(PowerState::Running));
 }

@@ -96,6 +96,7 @@ impl<D: HasProxmox + Send + Sync + 'static> Reconciler<D> for ClusterKind {
 
     fn forget(deps: &D, metrics: &Metrics, key: &ObjectKey) {
         deps.proxmox().clients.remove(&key.uid);
+        deps.proxmox().snapshots.forget(&key.uid);
         let _ = metrics
             .proxmox
             .cluster_connected

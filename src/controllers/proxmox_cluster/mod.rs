@@ -12,6 +12,8 @@ pub mod observe;
 pub mod plan;
 pub mod reasons;
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 
 use self::plan::{ClusterPlan, Failure, PlanInput};
@@ -27,7 +29,13 @@ pub async fn reconcile_core(
     now: Timestamp,
 ) -> ClusterPlan {
     let observed = match cluster_client(deps, refs).await {
-        Ok(client) => observe::observe(&client).await.map_err(Failure::Pve),
+        Ok(client) => {
+            let resync = u64::try_from(refs.spec.resync_interval_seconds)
+                .map_or(Duration::from_secs(300), Duration::from_secs);
+            observe::observe(&client, &deps.snapshots, refs.uid, resync, now)
+                .await
+                .map_err(Failure::Pve)
+        }
         Err(unresolved) => Err(Failure::Unresolved(unresolved)),
     };
     let input = PlanInput {

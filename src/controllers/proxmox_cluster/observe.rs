@@ -1,11 +1,12 @@
 //! Observe: read-only calls that describe a Proxmox VE cluster: version, quorum, nodes (with
 //! their PVE version), storages and which endpoint answered.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
+use crate::controllers::pve::snapshot::Snapshots;
 use crate::proxmox::{
     self, PveClient,
-    api::{ClusterResource, ClusterStatus, ResourceKind, StorageConfig},
+    api::{ClusterResource, ClusterStatus, StorageConfig},
 };
 
 /// One storage as the cluster reports it.
@@ -74,7 +75,15 @@ pub fn storages_from(configs: Vec<StorageConfig>, rows: &[ClusterResource]) -> V
 
 /// Reads the cluster. The first call (`/version`) surfaces connection, TLS and authentication
 /// failures; a node that does not answer its status call only lacks a version.
-pub async fn observe(client: &PveClient) -> Result<ClusterObservation, proxmox::Error> {
+/// Storage usage comes from the cluster's shared `/cluster/resources` snapshot (`snapshots`,
+/// keyed by `owner`, at most `max_age` old).
+pub async fn observe(
+    client: &PveClient,
+    snapshots: &Snapshots,
+    owner: &str,
+    max_age: Duration,
+    now: jiff::Timestamp,
+) -> Result<ClusterObservation, proxmox::Error> {
     let version = client.version().await?;
     let endpoint = client.endpoint().to_owned();
     let cluster = client.cluster_status().await?;
@@ -93,7 +102,7 @@ pub async fn observe(client: &PveClient) -> Result<ClusterObservation, proxmox::
         }
     }
     let configs = client.storage_configs().await?;
-    let rows = client.cluster_resources(Some(ResourceKind::Storage)).await?;
+    let rows = snapshots.resources(owner, client, max_age, now).await?;
     let storages = storages_from(configs, &rows);
     Ok(ClusterObservation {
         endpoint,

@@ -91,6 +91,8 @@ pub async fn cluster_client(deps: &ProxmoxDeps, refs: ClusterRefs<'_>) -> Result
 pub struct ClusterAccess {
     /// Name of the ProxmoxCluster.
     pub name: String,
+    /// Its UID (key of its client and its resources snapshot; empty when it does not exist).
+    pub uid: String,
     /// Its resync interval (the drift check interval of the objects that use it).
     pub resync: Duration,
     /// Its client, or why there is none (cluster missing, Secret missing...).
@@ -102,6 +104,7 @@ impl ClusterAccess {
     pub fn missing(name: &str, namespace: &str) -> Self {
         Self {
             name: name.to_owned(),
+            uid: String::new(),
             resync: DEFAULT_RESYNC,
             client: Err(Unavailable {
                 reason: reasons::CLUSTER_NOT_FOUND.into(),
@@ -134,7 +137,12 @@ impl ClusterAccess {
             });
         let resync =
             u64::try_from(cluster.spec.resync_interval_seconds).map_or(DEFAULT_RESYNC, Duration::from_secs);
-        Self { name, resync, client }
+        Self {
+            name,
+            uid,
+            resync,
+            client,
+        }
     }
 }
 

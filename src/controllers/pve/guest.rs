@@ -3,10 +3,7 @@
 
 use crate::crd::common::GuestType;
 use crate::crd::service::PowerState;
-use crate::proxmox::{
-    self, GuestRef, PveClient, Vmid,
-    api::{ClusterResource, ResourceKind},
-};
+use crate::proxmox::{self, GuestRef, PveClient, Vmid, api::ClusterResource};
 
 /// Why the cluster could not be asked about the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,10 +93,13 @@ pub fn power_state(status: &str, qmpstatus: Option<&str>) -> PowerState {
     }
 }
 
-/// Finds the guest `vmid` of type `expected`. A connection or API failure is `Err`, for the
-/// caller to describe.
+/// Finds the guest `vmid` of type `expected` in `rows` (the cluster's shared
+/// `/cluster/resources` snapshot, [`super::snapshot`]). Only a running VM costs a request of its
+/// own: its QMP state (paused), exact uptime and lock come from the node. A connection or API
+/// failure is `Err`, for the caller to describe.
 pub async fn observe_guest(
     client: &PveClient,
+    rows: &[ClusterResource],
     vmid: i32,
     expected: GuestType,
 ) -> Result<GuestView, proxmox::Error> {
@@ -109,12 +109,12 @@ pub async fn observe_guest(
         .ok_or_else(|| proxmox::Error::InvalidRequest {
             message: format!("spec.vmid {vmid} is not a valid VMID (100-999999999)"),
         })?;
-    let rows = client.cluster_resources(Some(ResourceKind::Vm)).await?;
-    let mut view = view_from(&rows, vmid, expected);
+    let mut view = view_from(rows, vmid, expected);
     let GuestView::Found(facts) = &mut view else {
         return Ok(view);
     };
-    if facts.power == PowerState::Running {
+    // A container has no QMP state: the snapshot row says all there is.
+    if facts.power == PowerState::Running && facts.guest.guest_type == proxmox::GuestType::Qemu {
         // The node's own view: uptime, QMP pause state, and the lock as of now.
         match client.guest_status(&facts.guest).await {
             Ok(st) => {

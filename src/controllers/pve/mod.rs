@@ -8,6 +8,7 @@ pub mod guest;
 pub mod read;
 pub mod reasons;
 pub mod resolve;
+pub mod snapshot;
 pub mod task;
 
 use std::time::Duration;
@@ -72,6 +73,8 @@ impl HasProxmox for ProxmoxDeps {
 pub struct ProxmoxDeps {
     /// One client per ProxmoxCluster UID, versioned by generation and Secret resourceVersion.
     pub clients: ClientCache<PveClient>,
+    /// One `/cluster/resources` read per ProxmoxCluster and resync window, shared by all kinds.
+    pub snapshots: snapshot::Snapshots,
     /// PVE request counters and latencies, registered once on the operator's registry.
     pub client_metrics: Option<ClientMetrics>,
     /// Timing.
@@ -83,6 +86,7 @@ impl ProxmoxDeps {
     pub fn new(client_metrics: Option<ClientMetrics>) -> Self {
         Self {
             clients: ClientCache::default(),
+            snapshots: snapshot::Snapshots::default(),
             client_metrics,
             tuning: Tuning::default(),
         }

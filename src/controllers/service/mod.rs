@@ -102,14 +102,22 @@ pub async fn reconcile_core(
         (None, _) => TaskView::None,
     };
     let guest = match &refs.cluster.client {
-        Ok(c) => observe::observe_guest(c, spec.vmid, spec.type_)
-            .await
-            .unwrap_or_else(|e| {
+        Ok(c) => {
+            let found = match deps
+                .snapshots
+                .resources(&refs.cluster.uid, c, refs.cluster.resync, now)
+                .await
+            {
+                Ok(rows) => observe::observe_guest(c, &rows, spec.vmid, spec.type_).await,
+                Err(e) => Err(e),
+            };
+            found.unwrap_or_else(|e| {
                 GuestView::Unavailable(Unavailable {
                     reason: failure_reason(&e).to_owned(),
                     message: e.to_string(),
                 })
-            }),
+            })
+        }
         Err(u) => GuestView::Unavailable(u.clone()),
     };
 
@@ -165,6 +173,8 @@ pub async fn reconcile_core(
         if let Ok(task) = &started {
             tracing::info!(guest = %target, upid = %task.upid, ?action, "started power action");
         }
+        // Whatever came of it, the cluster's snapshot predates this act.
+        deps.snapshots.invalidate(&refs.cluster.uid);
         plan::record_action(&mut planned, input, started.map(|t| t.upid.to_string()));
     }
     own.memory.set(refs.uid, planned.memory);
