@@ -1,13 +1,16 @@
 //! What every Proxmox-driving kind shares: reaching a cluster ([`access`], credential
-//! resolution in [`resolve`]), finding a guest ([`guest`]), polling a task ([`task`]), the shared
-//! condition reasons ([`reasons`]), and [`ProxmoxDeps`] (the client cache and timing). No kind
-//! module is imported here; kinds import this.
+//! resolution in [`resolve`], reading through the driver's source in [`read`]), one
+//! `/cluster/resources` read per cluster and resync window ([`snapshot`]), finding a guest
+//! ([`guest`]), polling a task ([`task`]), which Services a policy selects ([`selector`]), the
+//! shared condition reasons ([`reasons`]), and [`ProxmoxDeps`] (client cache, snapshots, timing).
+//! No kind module is imported here; kinds import this.
 
 pub mod access;
 pub mod guest;
 pub mod read;
 pub mod reasons;
 pub mod resolve;
+pub mod selector;
 pub mod snapshot;
 pub mod task;
 
