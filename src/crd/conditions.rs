@@ -101,6 +101,42 @@ impl Condition {
     }
 }
 
+/// A status with the standard `conditions` list and `observedGeneration` (every kind's): what
+/// the generic driver needs to report a spec it refuses.
+pub trait ConditionedStatus {
+    /// The conditions.
+    fn conditions(&self) -> &[Condition];
+    /// The conditions, to change.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    /// Sets `observedGeneration`.
+    fn set_observed_generation(&mut self, generation: Option<i64>);
+}
+
+macro_rules! conditioned_status {
+    ($($t:ty),* $(,)?) => {$(
+        impl ConditionedStatus for $t {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
+            }
+        }
+    )*};
+}
+
+conditioned_status!(
+    crate::crd::proxmox_cluster::ProxmoxClusterStatus,
+    crate::crd::service::ServiceStatus,
+    crate::crd::backup_policy::BackupPolicyStatus,
+    crate::crd::update_policy::UpdatePolicyStatus,
+    crate::crd::restore_test::RestoreTestStatus,
+    crate::crd::replication_job::ReplicationJobStatus,
+);
+
 /// Schema of a `status.conditions` list: at most 16 entries, merged by `type` under
 /// server-side apply (`x-kubernetes-list-type: map`), like every built-in kind's conditions.
 /// Use with `#[schemars(schema_with = "crate::crd::conditions::conditions_schema")]`.

@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::controllers::kit::PlannedEvent;
 use crate::controllers::pve::{HasProxmox, ProxmoxDeps};
-use crate::controllers::runtime::driver::{Env, Reconciler, Source, SourceObject, run_pass};
+use crate::controllers::runtime::ControlledKind;
+use crate::controllers::runtime::driver::{Env, Reconciler, Source, run_pass};
 use crate::controllers::runtime::error::Error;
 use crate::controllers::service::{HasServiceDeps, ServiceDeps};
 use crate::metrics::Metrics;
@@ -270,7 +271,7 @@ impl World {
 }
 
 impl Source for World {
-    async fn get<T: SourceObject>(&self, _namespace: &str, name: &str) -> Result<Option<T>, Error> {
+    async fn get<T: ControlledKind>(&self, _namespace: &str, name: &str) -> Result<Option<T>, Error> {
         let key = (T::kind(&()).into_owned(), name.to_owned());
         Ok(self
             .objects

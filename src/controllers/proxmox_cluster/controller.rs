@@ -3,7 +3,6 @@
 //! A watch on Secrets re-triggers the clusters that use a changed Secret, so a rotated or fixed
 //! token is picked up at once; a deleted cluster's client and gauge series go with it.
 
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     ResourceExt,
@@ -11,16 +10,15 @@ use kube::{
 };
 
 use super::reconcile_core;
-use crate::controllers::kit::{Outcome, conditions::Conditions};
+use crate::controllers::kit::Outcome;
 use crate::controllers::pve::{HasProxmox, read::cluster_inputs};
 use crate::controllers::runtime::{
     ApiScope, Guarded,
-    driver::{Env, INVALID_SPEC, ObjectKey, Reconciler, Source},
+    driver::{Env, ObjectKey, Reconciler, Source},
     error::Error,
     object_ref,
 };
 use crate::crd::ProxmoxCluster;
-use crate::crd::conditions::{ConditionStatus, READY};
 use crate::crd::proxmox_cluster::ProxmoxClusterStatus;
 use crate::crd::validation::{InvalidSpec, Validate};
 use crate::metrics::Metrics;
@@ -53,21 +51,6 @@ impl<D: HasProxmox + Send + Sync + 'static> Reconciler<D> for ClusterKind {
 
     fn validate(obj: &ProxmoxCluster) -> Result<(), InvalidSpec> {
         obj.spec.validate()
-    }
-
-    fn invalid(obj: &ProxmoxCluster, message: &str, now: Timestamp) -> ProxmoxClusterStatus {
-        let mut status = obj.status.clone().unwrap_or_default();
-        let stored = status.conditions.clone();
-        let generation = obj.metadata.generation;
-        Conditions::new(&stored, generation, now).set(
-            &mut status.conditions,
-            READY,
-            ConditionStatus::False,
-            INVALID_SPEC,
-            message,
-        );
-        status.observed_generation = generation;
-        status
     }
 
     async fn reconcile<S: Source>(

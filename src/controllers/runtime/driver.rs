@@ -30,7 +30,8 @@ use super::{
     events::publish_events,
     status::{keys, patch_status},
 };
-use crate::controllers::kit::{Outcome, PlannedEvent};
+use crate::controllers::kit::{Conditions, Outcome, PlannedEvent};
+use crate::crd::conditions::{ConditionStatus, ConditionedStatus, READY};
 use crate::crd::validation::InvalidSpec;
 use crate::metrics::Metrics;
 
@@ -44,38 +45,15 @@ pub const ACTION_VALIDATE: &str = "Validate";
 /// status); only a failure to ask is an error.
 pub trait Source: Send + Sync {
     /// The object `namespace/name` of kind `T`, if it exists.
-    fn get<T: SourceObject>(
+    fn get<T: ControlledKind>(
         &self,
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<T>, Error>> + Send;
 }
 
-/// What a [`Source`] can read: a namespaced kind with a static type.
-pub trait SourceObject:
-    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + DeserializeOwned
-    + Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> SourceObject for T where
-    T: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
-
 impl Source for Client {
-    async fn get<T: SourceObject>(&self, namespace: &str, name: &str) -> Result<Option<T>, Error> {
+    async fn get<T: ControlledKind>(&self, namespace: &str, name: &str) -> Result<Option<T>, Error> {
         Api::<T>::namespaced(self.clone(), namespace)
             .get_opt(name)
             .await
@@ -138,7 +116,7 @@ pub trait Reconciler<D: Send + Sync + 'static>: Send + Sync + 'static {
     /// The custom resource.
     type Kind: ControlledKind + Serialize;
     /// Its status.
-    type Status: Serialize + PartialEq + Clone + Default + Debug + Send + Sync + 'static;
+    type Status: ConditionedStatus + Serialize + PartialEq + Clone + Default + Debug + Send + Sync + 'static;
     /// Controller name (lowercase kind): metric label, field manager suffix.
     const CONTROLLER: &'static str;
     /// The finalizer of a kind that creates things outside Kubernetes (`None`: no finalizer).
@@ -149,10 +127,6 @@ pub trait Reconciler<D: Send + Sync + 'static>: Send + Sync + 'static {
 
     /// The operator's own checks of the spec, beyond the CRD schema.
     fn validate(obj: &Self::Kind) -> Result<(), InvalidSpec>;
-
-    /// The status of an object whose spec failed [`Reconciler::validate`]: the stored one with
-    /// `Ready=False`, reason [`INVALID_SPEC`], `message` (every field error) and the generation.
-    fn invalid(obj: &Self::Kind, message: &str, now: Timestamp) -> Self::Status;
 
     /// One pass of the kind's core.
     fn reconcile<S: Source>(
@@ -195,6 +169,27 @@ pub struct Pass<S> {
     pub requeue: Duration,
 }
 
+/// The status of an object whose spec failed [`Reconciler::validate`]: the stored one with
+/// `Ready=False`, reason [`INVALID_SPEC`], `message` (every field error) and the generation.
+pub fn invalid_status<S: ConditionedStatus + Clone + Default>(
+    stored: Option<&S>,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> S {
+    let mut status = stored.cloned().unwrap_or_default();
+    let before = status.conditions().to_vec();
+    Conditions::new(&before, generation, now).set(
+        status.conditions_mut(),
+        READY,
+        ConditionStatus::False,
+        INVALID_SPEC,
+        message,
+    );
+    status.set_observed_generation(generation);
+    status
+}
+
 /// One pass over `obj` without Kubernetes: validate, then the core; the status only if changed.
 /// The kube driver ([`reconcile`]) and the demo both run this.
 pub async fn run_pass<R, D, S>(env: &Env<'_, D, S>, obj: &R::Kind) -> Result<Pass<R::Status>, Error>
@@ -208,7 +203,7 @@ where
         Ok(()) => R::reconcile(env, obj).await?,
         Err(invalid) => {
             let message = format!("{invalid}; correct the spec and apply it again");
-            let status = R::invalid(obj, &message, env.now);
+            let status = invalid_status(stored, obj.meta().generation, &message, env.now);
             let already = stored.is_some_and(|s| *s == status);
             Outcome {
                 status,

@@ -13,7 +13,7 @@ use crate::controllers::runtime::{
     api_mock::{self, ApiServerVerifier},
     backoff::BackoffTracker,
 };
-use crate::crd::conditions::{Condition, ConditionStatus, READY};
+use crate::crd::conditions::Condition;
 use crate::crd::validation::FieldError;
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -34,6 +34,18 @@ struct WidgetSpec {
 struct WidgetStatus {
     conditions: Vec<Condition>,
     observed_generation: Option<i64>,
+}
+
+impl ConditionedStatus for WidgetStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
 }
 
 const FINALIZER: &str = "autopilot.homelab.dev/cleanup";
@@ -68,21 +80,6 @@ impl Reconciler<Deps> for WidgetKind {
             }]));
         }
         Ok(())
-    }
-
-    fn invalid(obj: &Widget, message: &str, now: Timestamp) -> WidgetStatus {
-        let mut status = obj.status.clone().unwrap_or_default();
-        let stored = status.conditions.clone();
-        let generation = obj.metadata.generation;
-        Conditions::new(&stored, generation, now).set(
-            &mut status.conditions,
-            READY,
-            ConditionStatus::False,
-            INVALID_SPEC,
-            message,
-        );
-        status.observed_generation = generation;
-        status
     }
 
     async fn reconcile<S: Source>(

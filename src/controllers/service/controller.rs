@@ -3,7 +3,6 @@
 //! their Services (a cluster that connects, or changes, is picked up at once); a deleted Service's
 //! memory goes with it. No finalizer: deleting a Service never touches its guest.
 
-use jiff::Timestamp;
 use kube::{
     ResourceExt,
     core::DeserializeGuard,
@@ -11,15 +10,14 @@ use kube::{
 };
 
 use super::{HasServiceDeps, ServiceRefs, reconcile_core};
-use crate::controllers::kit::{Outcome, conditions::Conditions};
+use crate::controllers::kit::Outcome;
 use crate::controllers::pve::{HasProxmox, read::cluster_access};
 use crate::controllers::runtime::{
     ApiScope, Guarded,
-    driver::{Env, INVALID_SPEC, ObjectKey, Reconciler, Source},
+    driver::{Env, ObjectKey, Reconciler, Source},
     error::Error,
     object_ref,
 };
-use crate::crd::conditions::{ConditionStatus, READY};
 use crate::crd::service::ServiceStatus;
 use crate::crd::validation::{InvalidSpec, Validate};
 use crate::crd::{ProxmoxCluster, Service};
@@ -42,21 +40,6 @@ impl<D: HasProxmox + HasServiceDeps + Send + Sync + 'static> Reconciler<D> for S
 
     fn validate(obj: &Service) -> Result<(), InvalidSpec> {
         obj.spec.validate()
-    }
-
-    fn invalid(obj: &Service, message: &str, now: Timestamp) -> ServiceStatus {
-        let mut status = obj.status.clone().unwrap_or_default();
-        let stored = status.conditions.clone();
-        let generation = obj.metadata.generation;
-        Conditions::new(&stored, generation, now).set(
-            &mut status.conditions,
-            READY,
-            ConditionStatus::False,
-            INVALID_SPEC,
-            message,
-        );
-        status.observed_generation = generation;
-        status
     }
 
     async fn reconcile<S: Source>(
