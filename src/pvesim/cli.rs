@@ -46,9 +46,16 @@ pub struct PvesimArgs {
     /// Simulated run time of a task type, e.g. `vzdump=10s` (repeatable).
     #[arg(long = "task-duration", value_parser = parse_task_duration)]
     pub task_durations: Vec<(String, Duration)>,
-    /// Also listen once per other node (ephemeral ports, listed in the info file).
+    /// Also listen once per other node (ephemeral ports, listed in the info file and printed),
+    /// so a client can fail over between the nodes' endpoints. Each node serves its own
+    /// certificate, signed by the one cluster CA, as on real PVE.
     #[arg(long)]
     pub node_listeners: bool,
+    /// Keep the cluster CA (`pve-root-ca.pem`) and each node's certificate in this directory
+    /// across restarts, as a real PVE keeps them when pveproxy restarts (created when missing).
+    /// Default: new certificates on every start, which breaks a pinned fingerprint.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn parse_time_scale(text: &str) -> Result<f64, String> {
@@ -122,6 +129,7 @@ pub async fn run(args: PvesimArgs) -> anyhow::Result<ExitCode> {
         task_durations: args.task_durations.iter().cloned().collect(),
         node_listeners: args.node_listeners,
         faults: args.faults.clone(),
+        state_dir: args.state_dir.clone(),
     };
     let handle = Simulator::start(config).await?;
     if let Some(path) = &args.info_file {
@@ -150,6 +158,15 @@ pub async fn run(args: PvesimArgs) -> anyhow::Result<ExitCode> {
         fingerprint,
         handle.dump_dir().display()
     );
+    let nodes = handle.state(|c| c.nodes.keys().cloned().collect::<Vec<_>>());
+    for node in nodes.iter().filter(|n| handle.node_url(n) != Some(handle.url())) {
+        if let Some(url) = handle.node_url(node) {
+            println!(
+                "pvesim node {node} listening on {url} fingerprint {}",
+                handle.node_fingerprint(node).unwrap_or("none (plain HTTP)")
+            );
+        }
+    }
     wait_for_signal().await;
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)

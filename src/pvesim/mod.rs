@@ -17,7 +17,7 @@
 //!     ..SimConfig::default()
 //! })
 //! .await?;
-//! // connect: sim.url(), sim.token_id(), sim.token_secret(), sim.fingerprint() / sim.ca_pem()
+//! // connect: sim.url(), sim.token_id(), sim.token_secret(), sim.fingerprint() / sim.node_fingerprint("pve2") / sim.ca_pem()
 //! sim.fail_next("POST", "/nodes/{node}/vzdump", 1, 500, "backup storage full");
 //! sim.set_node_online("pve2", false)?;
 //! let node = sim.state(|c| c.guest(100).map(|g| g.node.clone()));
@@ -132,6 +132,9 @@ pub struct SimConfig {
     pub node_listeners: bool,
     /// Faults active from the start.
     pub faults: Vec<Fault>,
+    /// Where the cluster CA and the node certificates are kept across restarts (created when
+    /// missing); `None`: new ones on every start.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -147,6 +150,7 @@ impl Default for SimConfig {
             task_durations: BTreeMap::new(),
             node_listeners: false,
             faults: Vec::new(),
+            state_dir: None,
         }
     }
 }
@@ -178,8 +182,9 @@ pub(crate) struct Shared {
     durations: BTreeMap<String, Duration>,
     /// Guest-agent exec behaviour from the seed.
     pub(crate) agent_commands: Vec<seed::AgentCommand>,
-    /// SHA-256 fingerprint of the served certificate (`ssl_fingerprint` in `/nodes`).
-    pub(crate) fingerprint: String,
+    /// SHA-256 fingerprint of each node's certificate (`ssl_fingerprint` in `/nodes`); empty
+    /// with plain HTTP.
+    pub(crate) fingerprints: BTreeMap<String, String>,
     /// The requests answered so far (bounded).
     pub(crate) journal: journal::Journal,
 }

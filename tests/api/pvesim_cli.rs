@@ -79,3 +79,49 @@ async fn pvesim_cli_rejects_a_bad_fault_spec_naming_the_flag() {
         "{err}"
     );
 }
+
+/// Starts `pvesim` with `args`, waits for its first line and returns the info file's JSON.
+async fn start_cli(args: &[&str], info: &std::path::Path) -> (tokio::process::Child, serde_json::Value) {
+    let _ = std::fs::remove_file(info);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
+        .arg("pvesim")
+        .args(["--listen", "127.0.0.1:0", "--time-scale", "0.01"])
+        .args(args)
+        .arg("--info-file")
+        .arg(info)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("prints its line in time")
+        .expect("reads stdout")
+        .expect("one line");
+    let text = std::fs::read_to_string(info).expect("info file written before the line");
+    (child, serde_json::from_str(&text).expect("info JSON"))
+}
+
+#[tokio::test]
+async fn pvesim_cli_with_state_dir_keeps_every_node_certificate_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("info.json");
+    let state = dir.path().join("state");
+    let state = state.to_str().expect("UTF-8 path");
+    let args = ["--node-listeners", "--state-dir", state];
+    let (mut first, before) = start_cli(&args, &info).await;
+    first.kill().await.expect("stops");
+    let (mut second, after) = start_cli(&args, &info).await;
+    let fps = before["nodeFingerprints"]
+        .as_object()
+        .expect("per-node fingerprints");
+    assert!(fps.len() >= 2, "{before}");
+    let distinct: std::collections::BTreeSet<_> = fps.values().filter_map(|v| v.as_str()).collect();
+    assert_eq!(distinct.len(), fps.len(), "each node has its own certificate");
+    assert_eq!(before["nodeFingerprints"], after["nodeFingerprints"]);
+    assert_eq!(before["caPem"], after["caPem"]);
+    assert_ne!(before["url"], after["url"], "a new port, the same certificates");
+    second.kill().await.expect("stops");
+}
