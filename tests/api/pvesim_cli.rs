@@ -125,3 +125,52 @@ async fn pvesim_cli_with_state_dir_keeps_every_node_certificate_across_restarts(
     assert_ne!(before["url"], after["url"], "a new port, the same certificates");
     second.kill().await.expect("stops");
 }
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("info.json");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
+        .args([
+            "pvesim",
+            "--listen",
+            "127.0.0.1:0",
+            "--plain-http",
+            "--log-format",
+            "text",
+        ])
+        .arg("--info-file")
+        .arg(&info)
+        .env("RUST_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("prints its line in time")
+        .expect("reads stdout")
+        .expect("one line");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&info).expect("info")).expect("info JSON");
+    let url = json["url"].as_str().expect("url");
+    // One request, which pvesim logs at debug level.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+        .get(format!("{url}/api2/json/version"))
+        .send()
+        .await
+        .expect("answers");
+    child.start_kill().expect("stops");
+    let out = child.wait_with_output().await.expect("exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("request"), "pvesim logged the request: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI escape codes in piped logs: {stderr:?}"
+    );
+}
