@@ -331,3 +331,75 @@ async fn service_status_unchanged_sends_neither_patch_nor_event() {
         assert_no_more_requests(&mut mock);
     }
 }
+
+/// Takes the next request and answers it with `status` and a `metav1.Status` body.
+async fn refuse(mock: &mut Mock, status: u16) -> Seen {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(30), mock.next_request())
+        .await
+        .expect("a request in time")
+        .expect("the client is alive");
+    let seen = Seen {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or_default().to_owned(),
+        content_type: String::new(),
+        body: Value::Null,
+    };
+    let body = json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound",
+        "message": "proxmoxclusters.autopilot.homelab.dev \"homelab\" not found", "code": status,
+    });
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+    seen
+}
+
+/// One Service reconcile whose ProxmoxCluster does not exist, the Service created `age` ago:
+/// the applied status's `Ready` condition and the published Event.
+async fn service_pass_without_cluster(age: jiff::SignedDuration) -> (Value, Value) {
+    let (svc, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(service_controller::CONTROLLER, Client::new(svc, "default"));
+    let mut obj = nextcloud(1);
+    obj.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now() - age,
+    ));
+    let object_json = serde_json::to_value(&obj).unwrap();
+    let run = tokio::spawn(reconcile::<ServiceKind, OperatorDeps>(Arc::new(obj), ctx));
+    let get_cluster = refuse(&mut mock, 404).await;
+    assert_eq!(
+        get_cluster.path,
+        "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/proxmoxclusters/homelab"
+    );
+    let status = expect(&mut mock, object_json).await;
+    assert_status_apply(&status, SERVICE_STATUS, "homelab-autopilot-service", "Service");
+    let ready = status.body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .expect("Ready")
+        .clone();
+    let answer = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}});
+    let event = expect(&mut mock, answer).await;
+    run.await.unwrap().unwrap();
+    assert_no_more_requests(&mut mock);
+    (ready, event.body)
+}
+
+#[tokio::test]
+async fn service_applied_before_its_cluster_waits_with_a_normal_event_then_warns_cluster_not_found() {
+    let (ready, event) = service_pass_without_cluster(jiff::SignedDuration::from_secs(5)).await;
+    assert_eq!(ready["reason"], "WaitingForCluster", "{ready}");
+    assert_eq!(event["type"], "Normal", "{event}");
+    assert_eq!(event["reason"], "WaitingForCluster");
+
+    let (ready, event) = service_pass_without_cluster(jiff::SignedDuration::from_mins(10)).await;
+    assert_eq!(ready["reason"], "ClusterNotFound", "{ready}");
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert_eq!(event["reason"], "ClusterNotFound");
+    assert!(event["note"].as_str().unwrap().contains("\"homelab\""), "{event}");
+}
