@@ -17,7 +17,9 @@ pub struct PvesimArgs {
     /// Address to listen on (serves the seed's first node).
     #[arg(long, default_value = "127.0.0.1:8006")]
     pub listen: SocketAddr,
-    /// YAML description of the cluster (see examples/pvesim/cluster.yaml); default: built-in.
+    /// YAML description of the cluster (see examples/pvesim/cluster.yaml); default: the cluster
+    /// `examples/` describe (the demo's seed: pve1-pve3, nextcloud VM 200, gitea CT 201, token
+    /// `autopilot@pve!operator`).
     #[arg(long)]
     pub seed: Option<PathBuf>,
     /// Directory for the backup files of the `dir` storage (default: a temporary directory
@@ -46,8 +48,9 @@ pub struct PvesimArgs {
     /// Simulated run time of a task type, e.g. `vzdump=10s` (repeatable).
     #[arg(long = "task-duration", value_parser = parse_task_duration)]
     pub task_durations: Vec<(String, Duration)>,
-    /// Also listen once per other node (ephemeral ports, listed in the info file and printed),
-    /// so a client can fail over between the nodes' endpoints. Each node serves its own
+    /// Also listen once per other node, so a client can fail over between the nodes' endpoints:
+    /// on the ports after `--listen`'s (8006: pve2 on 8007, pve3 on 8008), ephemeral with port
+    /// 0; listed in the info file and printed. Each node serves its own
     /// certificate, signed by the one cluster CA, as on real PVE.
     #[arg(long)]
     pub node_listeners: bool,
@@ -112,11 +115,12 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Runs the simulator until interrupted.
-pub async fn run(args: PvesimArgs) -> anyhow::Result<ExitCode> {
+/// Runs the simulator until interrupted; without `--seed` it serves `default_seed` (the binary
+/// passes the cluster the examples describe).
+pub async fn run(args: PvesimArgs, default_seed: SeedSpec) -> anyhow::Result<ExitCode> {
     let seed = match &args.seed {
         Some(path) => SeedSpec::from_file(path)?,
-        None => SeedSpec::default_cluster(),
+        None => default_seed,
     };
     let config = SimConfig {
         listen: args.listen,

@@ -189,8 +189,18 @@ async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> 
         acceptor(&local_node),
     )];
     if config.node_listeners {
-        for node in node_names.iter().filter(|n| **n != local_node) {
-            let listener = bind(SocketAddr::new(main_addr.ip(), 0)).await?;
+        // Next to a fixed main port (8006) the other nodes listen on the following ports (8007,
+        // 8008...), so the endpoints are known in advance; next to an ephemeral one, ephemeral.
+        let others = node_names.iter().filter(|n| **n != local_node);
+        for (i, node) in others.enumerate() {
+            let port = match config.listen.port() {
+                0 => 0,
+                main => u16::try_from(i + 1)
+                    .ok()
+                    .and_then(|offset| main.checked_add(offset))
+                    .ok_or_else(|| SimError::Config(format!("no port left after {main} for node {node}")))?,
+            };
+            let listener = bind(SocketAddr::new(main_addr.ip(), port)).await?;
             let addr = listener.local_addr().map_err(|source| SimError::Listen {
                 addr: main_addr,
                 source,

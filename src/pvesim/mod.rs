@@ -128,7 +128,8 @@ pub struct SimConfig {
     /// Simulated duration per task type (overrides the defaults, e.g. `"vzdump" => 30s`).
     pub task_durations: BTreeMap<String, Duration>,
     /// Also open one listener per other node (see [`SimHandle::node_url`]), so clients can fail
-    /// over between nodes; a listener drops connections while its node is offline.
+    /// over between nodes; a listener drops connections while its node is offline. With a fixed
+    /// `listen` port P the other nodes take P+1, P+2... in name order; with port 0, ephemeral ones.
     pub node_listeners: bool,
     /// Faults active from the start.
     pub faults: Vec<Fault>,

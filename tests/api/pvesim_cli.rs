@@ -85,7 +85,12 @@ async fn start_cli(args: &[&str], info: &std::path::Path) -> (tokio::process::Ch
     let _ = std::fs::remove_file(info);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
         .arg("pvesim")
-        .args(["--listen", "127.0.0.1:0", "--time-scale", "0.01"])
+        .args(if args.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "127.0.0.1:0"][..]
+        })
+        .args(["--time-scale", "0.01"])
         .args(args)
         .arg("--info-file")
         .arg(info)
@@ -100,6 +105,8 @@ async fn start_cli(args: &[&str], info: &std::path::Path) -> (tokio::process::Ch
         .expect("prints its line in time")
         .expect("reads stdout")
         .expect("one line");
+    // Keep reading: the per-node lines follow, and a closed pipe would fail pvesim's prints.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let text = std::fs::read_to_string(info).expect("info file written before the line");
     (child, serde_json::from_str(&text).expect("info JSON"))
 }
@@ -173,4 +180,78 @@ async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         !stderr.contains('\u{1b}'),
         "no ANSI escape codes in piped logs: {stderr:?}"
     );
+}
+
+#[tokio::test]
+async fn pvesim_cli_without_seed_serves_the_cluster_the_examples_describe_on_consecutive_ports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("info.json");
+    // A free fixed port with two free ones after it (retry a few bases if taken).
+    let base = (0..20)
+        .map(|i| 20_000 + (std::process::id() % 20_000) as u16 + i * 7)
+        .find(|p| (0..3).all(|o| std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok()))
+        .expect("three free ports");
+    let listen = format!("127.0.0.1:{base}");
+    let (mut child, json) =
+        start_cli(&["--listen", &listen, "--plain-http", "--node-listeners"], &info).await;
+    let examples = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/00-proxmoxcluster.yaml"
+    ))
+    .expect("example");
+    let token_id = json["tokenId"].as_str().expect("tokenId");
+    assert_eq!(token_id, "autopilot@pve!operator");
+    assert!(
+        examples.contains(&format!("tokenId='{token_id}'")),
+        "the example's token id"
+    );
+    let urls = &json["nodeUrls"];
+    for (node, offset) in [("pve1", 0), ("pve2", 1), ("pve3", 2)] {
+        assert_eq!(
+            urls[node],
+            format!("http://127.0.0.1:{}", base + offset),
+            "{json}"
+        );
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resources: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api2/json/cluster/resources?type=vm",
+            urls["pve3"].as_str().unwrap()
+        ))
+        .header(
+            "Authorization",
+            format!("PVEAPIToken={token_id}={}", json["tokenSecret"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .expect("pve3 answers")
+        .json()
+        .await
+        .expect("json");
+    let guests: Vec<(i64, String)> = resources["data"]
+        .as_array()
+        .expect("guests")
+        .iter()
+        .map(|g| {
+            (
+                g["vmid"].as_i64().unwrap(),
+                g["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    // The examples' Services: nextcloud (VM 200) and gitea (CT 201).
+    for (vmid, name) in [(200, "nextcloud"), (201, "gitea")] {
+        assert!(guests.contains(&(vmid, name.to_owned())), "{guests:?}");
+        assert!(
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+                .unwrap()
+                .flatten()
+                .any(|f| std::fs::read_to_string(f.path()).is_ok_and(|t| t
+                    .contains(&format!("name: {name}"))
+                    && t.contains(&format!("vmid: {vmid}")))),
+            "an example describes {name} as {vmid}"
+        );
+    }
+    child.kill().await.expect("stops");
 }

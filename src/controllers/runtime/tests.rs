@@ -274,7 +274,11 @@ async fn invalid_object_gets_ready_false_condition_by_its_own_field_manager() {
     assert_eq!(condition["observedGeneration"], 3);
     let message = condition["message"].as_str().unwrap();
     assert!(message.contains("unknown variant `Purple`"), "{message}");
-    assert!(message.contains("kubectl explain services.spec"), "{message}");
+    // The group is named: plain `kubectl explain services.spec` explains the core Service.
+    assert!(
+        message.contains("kubectl explain services.spec --api-version=autopilot.homelab.dev/v1alpha1"),
+        "{message}"
+    );
 
     let err = run.await.unwrap().unwrap_err();
     assert_eq!(err.category(), "InvalidObject");
@@ -300,7 +304,7 @@ async fn invalid_object_already_marked_is_not_patched_again() {
     assert_eq!(get.path, SERVICE_PATH);
     let message = "the stored object does not match the schema this operator understands \
                    (spec.powerState: unknown variant `Purple`); correct that field (kubectl explain \
-                   services.spec) and apply it again";
+                   services.spec --api-version=autopilot.homelab.dev/v1alpha1) and apply it again";
     super::api_mock::respond(
         send,
         200,
