@@ -95,6 +95,11 @@ struct Seen {
 
 /// Takes the next request and answers it with `answer` (status 200).
 async fn expect(mock: &mut Mock, answer: Value) -> Seen {
+    respond(mock, 200, answer).await
+}
+
+/// Takes the next request and answers it with `status` and `answer`.
+async fn respond(mock: &mut Mock, status: u16, answer: Value) -> Seen {
     let (req, send) = tokio::time::timeout(Duration::from_secs(30), mock.next_request())
         .await
         .expect("a request in time")
@@ -115,6 +120,7 @@ async fn expect(mock: &mut Mock, answer: Value) -> Seen {
     };
     send.send_response(
         Response::builder()
+            .status(status)
             .body(Body::from(serde_json::to_vec(&answer).unwrap()))
             .unwrap(),
     );
@@ -332,30 +338,13 @@ async fn service_status_unchanged_sends_neither_patch_nor_event() {
     }
 }
 
-/// Takes the next request and answers it with `status` and a `metav1.Status` body.
-async fn refuse(mock: &mut Mock, status: u16) -> Seen {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(30), mock.next_request())
-        .await
-        .expect("a request in time")
-        .expect("the client is alive");
-    let seen = Seen {
-        method: req.method().clone(),
-        path: req.uri().path().to_owned(),
-        query: req.uri().query().unwrap_or_default().to_owned(),
-        content_type: String::new(),
-        body: Value::Null,
-    };
+/// Takes the next request and answers it 404 with a `metav1.Status` body.
+async fn not_found(mock: &mut Mock) -> Seen {
     let body = json!({
         "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound",
-        "message": "proxmoxclusters.autopilot.homelab.dev \"homelab\" not found", "code": status,
+        "message": "proxmoxclusters.autopilot.homelab.dev \"homelab\" not found", "code": 404,
     });
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap(),
-    );
-    seen
+    respond(mock, 404, body).await
 }
 
 /// One Service reconcile whose ProxmoxCluster does not exist, the Service created `age` ago:
@@ -369,7 +358,7 @@ async fn service_pass_without_cluster(age: jiff::SignedDuration) -> (Value, Valu
     ));
     let object_json = serde_json::to_value(&obj).unwrap();
     let run = tokio::spawn(reconcile::<ServiceKind, OperatorDeps>(Arc::new(obj), ctx));
-    let get_cluster = refuse(&mut mock, 404).await;
+    let get_cluster = not_found(&mut mock).await;
     assert_eq!(
         get_cluster.path,
         "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/proxmoxclusters/homelab"

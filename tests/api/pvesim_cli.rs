@@ -9,34 +9,14 @@ async fn pvesim_cli_prints_one_line_writes_the_info_file_and_serves_the_api() {
     let dir = tempfile::tempdir().expect("tempdir");
     let info = dir.path().join("info.json");
     let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pvesim/cluster.yaml");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
-        .arg("pvesim")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--plain-http",
-            "--time-scale",
-            "0.01",
-            "--seed",
-            seed,
-        ])
-        .arg("--info-file")
-        .arg(&info)
-        .arg("--dump-dir")
-        .arg(dir.path().join("dumps"))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("prints its line in time")
-        .expect("reads stdout")
-        .expect("one line");
-    let text = std::fs::read_to_string(&info).expect("info file written before the line");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("info JSON");
+    let dumps = dir.path().join("dumps");
+    let dumps = dumps.to_str().expect("UTF-8 path");
+    let (mut child, json, line) = start_cli_with(
+        &["--plain-http", "--seed", seed, "--dump-dir", dumps],
+        &info,
+        |_| {},
+    )
+    .await;
     let url = json["url"].as_str().expect("url");
     let token_id = json["tokenId"].as_str().expect("tokenId");
     let secret = json["tokenSecret"].as_str().expect("tokenSecret");
@@ -82,8 +62,21 @@ async fn pvesim_cli_rejects_a_bad_fault_spec_naming_the_flag() {
 
 /// Starts `pvesim` with `args`, waits for its first line and returns the info file's JSON.
 async fn start_cli(args: &[&str], info: &std::path::Path) -> (tokio::process::Child, serde_json::Value) {
+    let (child, json, _line) = start_cli_with(args, info, |_| {}).await;
+    (child, json)
+}
+
+/// [`start_cli`], with `configure` adjusting the command (environment, stderr) first; also
+/// returns the first line pvesim printed.
+async fn start_cli_with(
+    args: &[&str],
+    info: &std::path::Path,
+    configure: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, serde_json::Value, String) {
     let _ = std::fs::remove_file(info);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"));
+    configure(&mut command);
+    let mut child = command
         .arg("pvesim")
         .args(if args.contains(&"--listen") {
             &[][..]
@@ -100,7 +93,7 @@ async fn start_cli(args: &[&str], info: &std::path::Path) -> (tokio::process::Ch
         .expect("binary starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
         .expect("prints its line in time")
         .expect("reads stdout")
@@ -108,7 +101,7 @@ async fn start_cli(args: &[&str], info: &std::path::Path) -> (tokio::process::Ch
     // Keep reading: the per-node lines follow, and a closed pipe would fail pvesim's prints.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let text = std::fs::read_to_string(info).expect("info file written before the line");
-    (child, serde_json::from_str(&text).expect("info JSON"))
+    (child, serde_json::from_str(&text).expect("info JSON"), line)
 }
 
 #[tokio::test]
@@ -137,33 +130,13 @@ async fn pvesim_cli_with_state_dir_keeps_every_node_certificate_across_restarts(
 async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let info = dir.path().join("info.json");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
-        .args([
-            "pvesim",
-            "--listen",
-            "127.0.0.1:0",
-            "--plain-http",
-            "--log-format",
-            "text",
-        ])
-        .arg("--info-file")
-        .arg(&info)
-        .env("RUST_LOG", "debug")
-        .env_remove("NO_COLOR")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("prints its line in time")
-        .expect("reads stdout")
-        .expect("one line");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&info).expect("info")).expect("info JSON");
+    let (child, json, _line) = start_cli_with(&["--plain-http", "--log-format", "text"], &info, |c| {
+        c.env("RUST_LOG", "debug")
+            .env_remove("NO_COLOR")
+            .stderr(std::process::Stdio::piped());
+    })
+    .await;
+    let mut child = child;
     let url = json["url"].as_str().expect("url");
     // One request, which pvesim logs at debug level.
     let _ = rustls::crypto::ring::default_provider().install_default();
