@@ -45,7 +45,9 @@ fn main() -> ExitCode {
         Command::Crd(args) => crd::cli::run(args),
         Command::Store(args) => storage::cli::run(args),
         Command::Operator(args) => block_on(controllers::cli::run(args)),
-        Command::Pvesim(args) => block_on(pvesim::cli::run(args)),
+        // Without --seed, pvesim serves the cluster examples/ describe, so the README's "apply
+        // the examples against pvesim" works as written.
+        Command::Pvesim(args) => demo::sim_seed().and_then(|seed| block_on(pvesim::cli::run(args, seed))),
         Command::Demo(args) => block_on(demo::run(args)),
     };
     match result {

@@ -1,6 +1,9 @@
 //! Logging: a `tracing` subscriber filtered by `RUST_LOG` (default `info,kube=warn`), as text or
 //! JSON lines. All output goes to stderr so that commands with machine output (`crd`,
-//! `store --json`) keep stdout clean.
+//! `store --json`) keep stdout clean. Text is coloured only when stderr is a terminal (and
+//! `NO_COLOR` is unset), so `kubectl logs` and log files get plain text.
+
+use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -30,6 +33,12 @@ pub struct LogArgs {
 /// problems are logged unless `RUST_LOG` asks for more.
 pub const QUIET_FILTER: &str = "warn";
 
+/// Whether text logs get ANSI colours: only on a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber with `default_filter` unless `RUST_LOG` is set. Fails if
 /// `RUST_LOG` does not parse.
 pub fn init(args: &LogArgs, default_filter: &str) -> anyhow::Result<()> {
@@ -38,9 +47,18 @@ pub fn init(args: &LogArgs, default_filter: &str) -> anyhow::Result<()> {
         _ => EnvFilter::new(default_filter),
     };
     let registry = tracing_subscriber::registry().with(filter);
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     match args.log_format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_ansi(ansi),
+            )
             .try_init()?,
         LogFormat::Json => registry
             .with(
@@ -53,4 +71,20 @@ pub fn init(args: &LogArgs, default_filter: &str) -> anyhow::Result<()> {
             .try_init()?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".as_ref())), "an empty NO_COLOR is unset");
+        assert!(
+            !colour(false, None),
+            "a pipe or file (kubectl logs) gets plain text"
+        );
+        assert!(!colour(true, Some("1".as_ref())));
+    }
 }

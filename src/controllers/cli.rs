@@ -5,6 +5,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -45,6 +46,17 @@ pub struct OperatorArgs {
     /// Namespace of the leader election Lease (default in a pod: the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// Seconds the leader may fail to renew its Lease (e.g. while the API server restarts)
+    /// before it steps down and the operator exits, so its pod restarts (2-300, default 10). The
+    /// Lease lasts 5 s longer, so a new leader can only take over after the old one stopped.
+    #[arg(
+        long,
+        env = "AUTOPILOT_LEASE_RENEW_DEADLINE",
+        value_name = "SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(2..=300)
+    )]
+    pub lease_renew_deadline: u64,
     /// Directory of the chunk store used by BackupPolicies whose destination is `chunkStore`.
     #[arg(
         long,
@@ -102,7 +114,8 @@ impl OperatorArgs {
             } else {
                 format!("{instance}-{:08x}", rand::random::<u32>())
             };
-            let config = LeaseConfig::new(self.lease_name, namespace, identity);
+            let config = LeaseConfig::new(self.lease_name, namespace, identity)
+                .with_renew_deadline(Duration::from_secs(self.lease_renew_deadline));
             config
                 .validate()
                 .map_err(|e| anyhow::anyhow!("--lease-name/--lease-namespace: {e}"))?;
@@ -243,10 +256,53 @@ mod tests {
         assert_eq!(lease.identity, "ap-7d9f");
         assert_eq!(lease.namespace, "autopilot");
         assert_eq!(lease.name, "homelab-autopilot");
+        assert_eq!(
+            lease.renew_deadline,
+            Duration::from_secs(10),
+            "the default deadline"
+        );
+        assert_eq!(lease.lease_duration, Duration::from_secs(15));
         assert_eq!(s.instance, "ap-7d9f");
         assert_eq!(s.namespace, None);
         assert_eq!(s.http_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(s.store_path, PathBuf::from("/var/lib/homelab-autopilot/store"));
+    }
+
+    #[test]
+    fn lease_renew_deadline_sets_the_step_down_time_and_keeps_the_lease_longer() {
+        let s = parse(&["--lease-namespace", "ops", "--lease-renew-deadline", "60"])
+            .resolve(None, None)
+            .unwrap();
+        let lease = s.lease.unwrap();
+        assert_eq!(lease.renew_deadline, Duration::from_secs(60));
+        assert_eq!(lease.lease_duration, Duration::from_secs(65));
+        assert_eq!(lease.renew_interval, Duration::from_secs(5));
+        lease.validate().unwrap();
+        let short = LeaseConfig::new("l", "ns", "id").with_renew_deadline(Duration::from_secs(2));
+        assert_eq!(short.renew_interval, Duration::from_secs(1));
+        short.validate().unwrap();
+        for bad in ["1", "301", "ten"] {
+            let cli = Cli::try_parse_from(["operator", "--lease-renew-deadline", bad]);
+            assert!(cli.is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn readme_documents_the_exit_on_a_missed_renewal_and_the_flag_that_changes_it() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let default = LeaseConfig::new("l", "ns", "id").renew_deadline.as_secs();
+        assert_eq!(parse(&[]).lease_renew_deadline, default);
+        for needle in [
+            format!("cannot renew the Lease for {default} s"),
+            "--lease-renew-deadline SECONDS".to_owned(),
+            "AUTOPILOT_LEASE_RENEW_DEADLINE".to_owned(),
+            "leaderElection.renewDeadlineSeconds".to_owned(),
+        ] {
+            assert!(
+                readme.contains(&needle),
+                "README's operating section lacks {needle:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! TLS trust), its Proxmox Backup Servers, the storages the operator may use, and the network
 //! plan for guests it creates. Every other kind points at one through `clusterRef`.
 
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -73,10 +74,13 @@ pub const FINGERPRINT_PATTERN: &str = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31}$";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = shared_pin_rule(), validation = distinct_endpoint_pins_rule())]
 pub struct ProxmoxClusterSpec {
     /// API endpoints, e.g. `https://pve1.home.lan:8006`. The operator uses the reachable one
     /// with the lowest `priority` and fails over to the next when it cannot connect. Any node
-    /// of a cluster serves the whole cluster, so list two or three. 1-16 entries.
+    /// of a cluster serves the whole cluster, so list two or three. Every node has its own
+    /// certificate: trust the cluster CA (`tls.caPem`/`tls.caSecretRef`) or give each endpoint
+    /// its own `fingerprint`. 1-16 entries.
     #[schemars(length(min = 1, max = 16))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["url".into()]))]
     pub endpoints: Vec<Endpoint>,
@@ -86,7 +90,8 @@ pub struct ProxmoxClusterSpec {
     pub credentials_secret_ref: SecretReference,
     /// How to trust the endpoints' TLS certificates. Set at most one of `fingerprint`,
     /// `caSecretRef`, `caPem` or `insecureSkipVerify`; with none, the system's root CAs are
-    /// used (right for certificates from a public CA).
+    /// used (right for certificates from a public CA). An endpoint's own `fingerprint` wins
+    /// over this. For a multi-node cluster trust its CA (`/etc/pve/pve-root-ca.pem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     /// Proxmox Backup Servers the operator reads directly (verification state, datastore
@@ -134,6 +139,59 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
     pub priority: Option<i32>,
+    /// SHA-256 fingerprint of this node's own certificate, `AA:BB:...` (`pvenode cert info`
+    /// on that node). Pins exactly that certificate for this endpoint, whatever `tls` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 95), regex(pattern = FINGERPRINT_PATTERN))]
+    pub fingerprint: Option<String>,
+}
+
+/// The message of a spec whose endpoints lean on one pinned certificate.
+const ONE_CERT_PER_NODE: &str = "every Proxmox VE node has its own certificate, so failing over \
+     to the other would fail with TlsMismatch: trust the cluster CA instead (tls.caPem or \
+     tls.caSecretRef with /etc/pve/pve-root-ca.pem), or give each endpoint the fingerprint of \
+     its own node (endpoints[].fingerprint, from `pvenode cert info` on that node)";
+
+/// CEL over `self` (the spec): the endpoints that use `tls.fingerprint` (they have none of
+/// their own).
+const ENDPOINTS_ON_SHARED_PIN: &str = "self.endpoints.filter(e, !has(e.fingerprint))";
+
+/// CEL over `self` (the spec): the endpoints whose own fingerprint another endpoint repeats.
+const ENDPOINTS_WITH_REPEATED_PIN: &str = "self.endpoints.filter(a, has(a.fingerprint) && \
+     self.endpoints.filter(b, has(b.fingerprint) && \
+     b.fingerprint.lowerAscii() == a.fingerprint.lowerAscii()).size() > 1)";
+
+/// A spec rule (reported at `fieldPath`) with a message built from CEL string concatenation.
+fn spec_rule(expr: String, message: String, field_path: &str) -> Rule {
+    let mut rule = Rule::new(expr).message(Message::Expression(message));
+    rule.field_path = Some(field_path.to_owned());
+    rule
+}
+
+/// CEL: `tls.fingerprint` is pinned for at most one endpoint (one certificate is one node).
+fn shared_pin_rule() -> Rule {
+    spec_rule(
+        format!("!has(self.tls) || !has(self.tls.fingerprint) || {ENDPOINTS_ON_SHARED_PIN}.size() <= 1"),
+        format!(
+            "'endpoints ' + {e}[0].url + ' and ' + {e}[1].url + ' share the one certificate \
+             pinned in tls.fingerprint, but {ONE_CERT_PER_NODE}'",
+            e = ENDPOINTS_ON_SHARED_PIN
+        ),
+        ".tls.fingerprint",
+    )
+}
+
+/// CEL: no two endpoints pin the same certificate.
+fn distinct_endpoint_pins_rule() -> Rule {
+    spec_rule(
+        format!("{ENDPOINTS_WITH_REPEATED_PIN}.size() == 0"),
+        format!(
+            "'endpoints ' + {e}[0].url + ' and ' + {e}[1].url + ' pin the same fingerprint, \
+             but {ONE_CERT_PER_NODE}'",
+            e = ENDPOINTS_WITH_REPEATED_PIN
+        ),
+        ".endpoints",
+    )
 }
 
 /// TLS trust for a Proxmox endpoint. At most one option may be set.
@@ -147,7 +205,9 @@ pub struct Endpoint {
 ))]
 pub struct TlsConfig {
     /// SHA-256 fingerprint of the server certificate, `AA:BB:...` (as shown under
-    /// Datacenter > Node > Certificates, or `pvenode cert info`). Pins exactly that certificate.
+    /// Datacenter > Node > Certificates, or `pvenode cert info`). Pins exactly that certificate,
+    /// so it fits one endpoint only: each node of a cluster has its own certificate (use the
+    /// endpoints' own `fingerprint`, or `caPem`/`caSecretRef` with `pve-root-ca.pem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 95), regex(pattern = FINGERPRINT_PATTERN))]
     pub fingerprint: Option<String>,
@@ -363,6 +423,61 @@ impl ProxmoxClusterSpec {
         eps
     }
 
+    /// Why the spec's endpoints cannot all verify: two or more endpoints lean on one pinned
+    /// certificate (`tls.fingerprint`, or one endpoint fingerprint repeated), while every PVE
+    /// node has its own. The CRD refuses this too; this is the runtime backstop.
+    pub fn shared_pin_problem(&self) -> Option<String> {
+        let shared_pin = self.tls.as_ref().and_then(|t| t.fingerprint.as_ref());
+        let on_shared: Vec<&str> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.fingerprint.is_none())
+            .map(|e| e.url.as_str())
+            .collect();
+        if shared_pin.is_some()
+            && let [a, b, ..] = on_shared.as_slice()
+        {
+            return Some(format!(
+                "endpoints {a} and {b} share the one certificate pinned in tls.fingerprint, but {ONE_CERT_PER_NODE}"
+            ));
+        }
+        let repeated: Vec<&str> = self
+            .endpoints
+            .iter()
+            .filter(|a| {
+                a.fingerprint.as_ref().is_some_and(|fa| {
+                    self.endpoints
+                        .iter()
+                        .filter(|b| {
+                            b.fingerprint
+                                .as_ref()
+                                .is_some_and(|fb| fb.eq_ignore_ascii_case(fa))
+                        })
+                        .count()
+                        > 1
+                })
+            })
+            .map(|e| e.url.as_str())
+            .collect();
+        match repeated.as_slice() {
+            [a, b, ..] => Some(format!(
+                "endpoints {a} and {b} pin the same fingerprint, but {ONE_CERT_PER_NODE}"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The field [`Self::shared_pin_problem`] reports, as the CRD rules do.
+    fn shared_pin_field(&self) -> &'static str {
+        let shared = self.tls.as_ref().is_some_and(|t| t.fingerprint.is_some())
+            && self.endpoints.iter().filter(|e| e.fingerprint.is_none()).count() > 1;
+        if shared {
+            "spec.tls.fingerprint"
+        } else {
+            "spec.endpoints"
+        }
+    }
+
     /// The network plan, or the defaults when none is given.
     pub fn network_or_default(&self) -> NetworkPlan {
         self.network.clone().unwrap_or_default()
@@ -388,6 +503,9 @@ impl Validate for ProxmoxClusterSpec {
         }
         if let Some(tls) = &self.tls {
             errors.check("spec.tls", tls.trust().map(|_| ()));
+        }
+        if let Some(message) = self.shared_pin_problem() {
+            errors.add(self.shared_pin_field(), message);
         }
         for (i, server) in self.backup_servers.iter().enumerate() {
             let path = format!("spec.backupServers[{i}]");
@@ -451,6 +569,42 @@ mod tests {
         assert_eq!(
             both.trust().unwrap_err(),
             "fingerprint, insecureSkipVerify are all set; keep exactly one"
+        );
+    }
+
+    #[test]
+    fn one_pinned_certificate_for_several_nodes_is_refused_naming_the_endpoints() {
+        let (a, b) = (["AA"; 32].join(":"), ["BB"; 32].join(":"));
+        let mut s = spec(MINIMAL);
+        assert_eq!(s.shared_pin_problem(), None, "no pin at all");
+        s.tls = Some(TlsConfig {
+            fingerprint: Some(a.clone()),
+            ..Default::default()
+        });
+        let problem = s.shared_pin_problem().expect("two endpoints on one pin");
+        assert!(
+            problem.starts_with("endpoints https://pve1:8006 and https://pve2:8006 share"),
+            "{problem}"
+        );
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.errors()[0].path, "spec.tls.fingerprint");
+        s.endpoints[1].fingerprint = Some(b);
+        assert_eq!(
+            s.shared_pin_problem(),
+            None,
+            "pve2 has its own pin, pve1 uses tls"
+        );
+        s.endpoints[0].fingerprint = Some(a.to_lowercase());
+        s.endpoints[1].fingerprint = Some(a);
+        let problem = s.shared_pin_problem().expect("the same pin twice");
+        assert!(problem.contains("pin the same fingerprint"), "{problem}");
+        assert_eq!(s.validate().unwrap_err().errors()[0].path, "spec.endpoints");
+        s.endpoints.truncate(1);
+        s.endpoints[0].fingerprint = None;
+        assert_eq!(
+            s.shared_pin_problem(),
+            None,
+            "one endpoint may use tls.fingerprint"
         );
     }
 

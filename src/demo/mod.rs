@@ -127,6 +127,7 @@ impl Demo {
             cluster.spec.endpoints = vec![Endpoint {
                 url: sim.url().to_owned(),
                 priority: None,
+                fingerprint: None,
             }];
             cluster.spec.tls = Some(TlsConfig {
                 fingerprint: Some(sim.fingerprint().to_owned()),

@@ -28,6 +28,10 @@ pub const NAMESPACE: &str = "homelab";
 /// examples/` reads them.
 pub const EXAMPLES: &[(&str, &str)] = &[
     (
+        "00-proxmoxcluster.yaml",
+        include_str!("../../examples/00-proxmoxcluster.yaml"),
+    ),
+    (
         "gitea-service.yaml",
         include_str!("../../examples/gitea-service.yaml"),
     ),
@@ -38,10 +42,6 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     (
         "nextcloud-service.yaml",
         include_str!("../../examples/nextcloud-service.yaml"),
-    ),
-    (
-        "proxmoxcluster.yaml",
-        include_str!("../../examples/proxmoxcluster.yaml"),
     ),
     (
         "replication-job.yaml",
@@ -203,19 +203,35 @@ impl World {
         Ok(())
     }
 
-    /// Replaces keys of the Secret `name` (like `kubectl apply` of a changed Secret).
+    /// Creates the Secret `name` with these keys, or replaces them in the existing one (like
+    /// README's `kubectl create secret generic`, then `kubectl apply` of a changed Secret). The
+    /// examples ship no Secrets: the install steps create them.
     pub fn update_secret(&mut self, name: &str, pairs: &[(&str, &str)]) -> anyhow::Result<()> {
+        let created = self
+            .objects
+            .values()
+            .find_map(|o| o["metadata"]["creationTimestamp"].as_str().map(str::to_owned));
         let secret = self
             .objects
-            .get_mut(&("Secret".to_owned(), name.to_owned()))
-            .with_context(|| format!("no Secret {name} in the examples"))?;
+            .entry(("Secret".to_owned(), name.to_owned()))
+            .or_insert_with(|| {
+                let mut doc = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": name}, "data": {},
+                });
+                doc["metadata"]["creationTimestamp"] = created.map_or(Value::Null, Value::from);
+                doc
+            });
+        let meta = &mut secret["metadata"];
+        meta["namespace"] = Value::from(NAMESPACE);
+        meta["uid"] = Value::from(format!("demo-secret-{name}"));
         for (k, v) in pairs {
             secret["data"][*k] = Value::from(base64::engine::general_purpose::STANDARD.encode(v));
         }
         let version = secret["metadata"]["resourceVersion"]
             .as_str()
             .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(1);
+            .unwrap_or(0);
         secret["metadata"]["resourceVersion"] = Value::from((version + 1).to_string());
         Ok(())
     }
@@ -310,11 +326,18 @@ mod tests {
         let services = world.list::<Service>().unwrap();
         let names: Vec<String> = services.iter().map(|s| s.name_any()).collect();
         assert_eq!(names, ["gitea", "nextcloud"]);
+        assert!(
+            world.list::<Secret>().unwrap().is_empty(),
+            "the examples ship no Secrets: README's install steps create them"
+        );
+        let mut world = world;
+        world
+            .update_secret("pve-token", &[("tokenId", "autopilot@pve!operator")])
+            .unwrap();
         let secrets = world.list::<Secret>().unwrap();
-        assert_eq!(secrets.len(), 2);
-        let token = secrets.iter().find(|s| s.name_any() == "pve-api-token").unwrap();
+        assert_eq!(secrets[0].namespace().as_deref(), Some(NAMESPACE));
         assert_eq!(
-            token.data.as_ref().unwrap()["tokenId"].0,
+            secrets[0].data.as_ref().unwrap()["tokenId"].0,
             b"autopilot@pve!operator".to_vec()
         );
         let svc = &services[1];

@@ -35,9 +35,16 @@ pub struct PveClient {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// One endpoint: its URL as configured, its API base, and the HTTP client verifying its
+/// certificate (shared by endpoints with the same TLS settings).
+struct Target {
+    url: String,
+    base: Url,
     http: reqwest::Client,
-    endpoints: Vec<(String, Url)>,
+}
+
+struct Inner {
+    endpoints: Vec<Target>,
     /// Index of the endpoint that last answered, and when we moved to it (unix secs).
     active: AtomicUsize,
     active_since: AtomicU64,
@@ -59,7 +66,7 @@ pub(crate) enum AuthState {
 
 impl fmt::Debug for PveClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let endpoints: Vec<&str> = self.inner.endpoints.iter().map(|(u, _)| u.as_str()).collect();
+        let endpoints: Vec<&str> = self.inner.endpoints.iter().map(|t| t.url.as_str()).collect();
         f.debug_struct("PveClient")
             .field("endpoints", &endpoints)
             .finish_non_exhaustive()
@@ -92,10 +99,26 @@ impl PveClient {
         config.credentials.validate()?;
         let mut endpoints = config.endpoints.clone();
         endpoints.sort_by_key(|e| e.priority);
-        let endpoints = endpoints
-            .iter()
-            .map(|e| Ok((e.url.trim().trim_end_matches('/').to_owned(), e.api_base()?)))
-            .collect::<Result<Vec<_>>>()?;
+        // One HTTP client per distinct certificate check: each endpoint verifies with its own
+        // pin (or the shared trust), and endpoints with equal settings share connections' config.
+        let mut clients: Vec<(&super::TlsVerify, reqwest::Client)> = Vec::new();
+        let mut targets = Vec::with_capacity(endpoints.len());
+        for e in &endpoints {
+            let tls = e.tls.as_ref().unwrap_or(&config.tls);
+            let http = match clients.iter().find(|(t, _)| *t == tls) {
+                Some((_, http)) => http.clone(),
+                None => {
+                    let http = http_client(tls, &config.timeouts)?;
+                    clients.push((tls, http.clone()));
+                    http
+                }
+            };
+            targets.push(Target {
+                url: e.url.trim().trim_end_matches('/').to_owned(),
+                base: e.api_base()?,
+                http,
+            });
+        }
 
         let redactor = Redactor::default();
         let auth = match &config.credentials {
@@ -112,21 +135,9 @@ impl PveClient {
                 }
             }
         };
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls::client_config(&config.tls)?)
-            .connect_timeout(config.timeouts.connect)
-            .timeout(config.timeouts.request)
-            .user_agent(concat!("homelab-autopilot/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config {
-                field: "tls",
-                message: format!("cannot build the HTTP client: {e}"),
-            })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
-                endpoints,
+                endpoints: targets,
                 active: AtomicUsize::new(0),
                 active_since: AtomicU64::new(0),
                 auth,
@@ -143,7 +154,7 @@ impl PveClient {
     pub fn endpoint(&self) -> &str {
         let idx = self.inner.active.load(Ordering::Relaxed);
         // `new` refuses an empty endpoint list, so the index is in bounds.
-        &self.inner.endpoints[idx.min(self.inner.endpoints.len() - 1)].0
+        &self.inner.endpoints[idx.min(self.inner.endpoints.len() - 1)].url
     }
 
     pub(crate) fn auth_state(&self) -> &AuthState {
@@ -232,7 +243,7 @@ impl PveClient {
             let idx = (start + i) % n;
             match self.send(call, idx, ticket).await {
                 Err(e @ Error::Connect { .. }) => {
-                    tracing::warn!(endpoint = %self.inner.endpoints[idx].0, error = %e, "PVE endpoint unreachable");
+                    tracing::warn!(endpoint = %self.inner.endpoints[idx].url, error = %e, "PVE endpoint unreachable");
                     last_connect_error = Some(e);
                 }
                 other => {
@@ -259,16 +270,17 @@ impl PveClient {
             self.inner.active_since.store(auth::unix_now(), Ordering::Relaxed);
         }
         if previous != idx {
-            tracing::info!(endpoint = %self.inner.endpoints[idx].0, "using PVE endpoint");
+            tracing::info!(endpoint = %self.inner.endpoints[idx].url, "using PVE endpoint");
         }
     }
 
     /// Sends the request to one endpoint.
     async fn send(&self, call: &Call, idx: usize, ticket: Option<&Ticket>) -> Result<Vec<u8>> {
-        let (endpoint, base) = &self.inner.endpoints[idx];
-        let url = format!("{}{}", base.as_str().trim_end_matches('/'), call.path);
+        let target = &self.inner.endpoints[idx];
+        let endpoint = &target.url;
+        let url = format!("{}{}", target.base.as_str().trim_end_matches('/'), call.path);
         let method = call.op.method;
-        let mut req = self.inner.http.request(method.to_reqwest(), url);
+        let mut req = target.http.request(method.to_reqwest(), url);
         if call.authenticated {
             req = match (&self.inner.auth, ticket) {
                 (AuthState::Token(h), _) => req.headers(h.clone()),
@@ -350,6 +362,21 @@ impl PveClient {
             Error::Transport { endpoint, detail }
         }
     }
+}
+
+/// An HTTP client verifying server certificates by `tls`.
+fn http_client(tls: &super::TlsVerify, timeouts: &Timeouts) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls::client_config(tls)?)
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .user_agent(concat!("homelab-autopilot/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::Config {
+            field: "tls",
+            message: format!("cannot build the HTTP client: {e}"),
+        })
 }
 
 /// The messages of an error and its sources, without repeats: `error sending request: ...:

@@ -15,7 +15,7 @@ pub struct ClientConfig {
     pub endpoints: Vec<Endpoint>,
     /// How to authenticate.
     pub credentials: Credentials,
-    /// How to verify the servers' certificates.
+    /// How to verify the servers' certificates, for endpoints without their own [`Endpoint::tls`].
     pub tls: TlsVerify,
     /// Connect and per-request timeouts.
     pub timeouts: Timeouts,
@@ -46,15 +46,26 @@ pub struct Endpoint {
     pub url: String,
     /// Lower is tried first; equal priorities keep their order.
     pub priority: i32,
+    /// This endpoint's own certificate check (e.g. the pin of its node's certificate), used
+    /// instead of [`ClientConfig::tls`]. Each PVE node has its own certificate, so a pin fits
+    /// one endpoint only.
+    pub tls: Option<TlsVerify>,
 }
 
 impl Endpoint {
-    /// An endpoint with the given priority.
+    /// An endpoint with the given priority, verified by the client's [`ClientConfig::tls`].
     pub fn new(url: impl Into<String>, priority: i32) -> Self {
         Self {
             url: url.into(),
             priority,
+            tls: None,
         }
+    }
+
+    /// The same endpoint verified by `tls` instead of the client's default.
+    pub fn with_tls(mut self, tls: TlsVerify) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The `.../api2/json` base this endpoint's calls go to.

@@ -17,7 +17,9 @@ pub struct PvesimArgs {
     /// Address to listen on (serves the seed's first node).
     #[arg(long, default_value = "127.0.0.1:8006")]
     pub listen: SocketAddr,
-    /// YAML description of the cluster (see examples/pvesim/cluster.yaml); default: built-in.
+    /// YAML description of the cluster (see examples/pvesim/cluster.yaml); default: the cluster
+    /// `examples/` describe (the demo's seed: pve1-pve3, nextcloud VM 200, gitea CT 201, token
+    /// `autopilot@pve!operator`).
     #[arg(long)]
     pub seed: Option<PathBuf>,
     /// Directory for the backup files of the `dir` storage (default: a temporary directory
@@ -46,9 +48,17 @@ pub struct PvesimArgs {
     /// Simulated run time of a task type, e.g. `vzdump=10s` (repeatable).
     #[arg(long = "task-duration", value_parser = parse_task_duration)]
     pub task_durations: Vec<(String, Duration)>,
-    /// Also listen once per other node (ephemeral ports, listed in the info file).
+    /// Also listen once per other node, so a client can fail over between the nodes' endpoints:
+    /// on the ports after `--listen`'s (8006: pve2 on 8007, pve3 on 8008), ephemeral with port
+    /// 0; listed in the info file and printed. Each node serves its own
+    /// certificate, signed by the one cluster CA, as on real PVE.
     #[arg(long)]
     pub node_listeners: bool,
+    /// Keep the cluster CA (`pve-root-ca.pem`) and each node's certificate in this directory
+    /// across restarts, as a real PVE keeps them when pveproxy restarts (created when missing).
+    /// Default: new certificates on every start, which breaks a pinned fingerprint.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn parse_time_scale(text: &str) -> Result<f64, String> {
@@ -105,11 +115,12 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Runs the simulator until interrupted.
-pub async fn run(args: PvesimArgs) -> anyhow::Result<ExitCode> {
+/// Runs the simulator until interrupted; without `--seed` it serves `default_seed` (the binary
+/// passes the cluster the examples describe).
+pub async fn run(args: PvesimArgs, default_seed: SeedSpec) -> anyhow::Result<ExitCode> {
     let seed = match &args.seed {
         Some(path) => SeedSpec::from_file(path)?,
-        None => SeedSpec::default_cluster(),
+        None => default_seed,
     };
     let config = SimConfig {
         listen: args.listen,
@@ -122,6 +133,7 @@ pub async fn run(args: PvesimArgs) -> anyhow::Result<ExitCode> {
         task_durations: args.task_durations.iter().cloned().collect(),
         node_listeners: args.node_listeners,
         faults: args.faults.clone(),
+        state_dir: args.state_dir.clone(),
     };
     let handle = Simulator::start(config).await?;
     if let Some(path) = &args.info_file {
@@ -150,6 +162,15 @@ pub async fn run(args: PvesimArgs) -> anyhow::Result<ExitCode> {
         fingerprint,
         handle.dump_dir().display()
     );
+    let nodes = handle.state(|c| c.nodes.keys().cloned().collect::<Vec<_>>());
+    for node in nodes.iter().filter(|n| handle.node_url(n) != Some(handle.url())) {
+        if let Some(url) = handle.node_url(node) {
+            println!(
+                "pvesim node {node} listening on {url} fingerprint {}",
+                handle.node_fingerprint(node).unwrap_or("none (plain HTTP)")
+            );
+        }
+    }
     wait_for_signal().await;
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -29,7 +29,8 @@ pub struct SimHandle {
     token_secret: String,
     username: String,
     password: String,
-    fingerprint: String,
+    fingerprints: BTreeMap<String, String>,
+    local_node: String,
     ca_pem: String,
     dump_dir: PathBuf,
     owns_dump_dir: bool,
@@ -44,7 +45,7 @@ impl std::fmt::Debug for SimHandle {
             .field("token_secret", &"***")
             .field("username", &self.username)
             .field("password", &"***")
-            .field("fingerprint", &self.fingerprint)
+            .field("fingerprints", &self.fingerprints)
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +139,11 @@ async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> 
     let material = if config.plain_http {
         None
     } else {
-        Some(tls::generate(&built.cluster.name, &node_names)?)
+        Some(tls::load_or_generate(
+            &built.cluster.name,
+            &node_names,
+            config.state_dir.as_deref(),
+        )?)
     };
     let local_node = built.cluster.local_node.clone();
     let mut key = [0u8; 32];
@@ -153,18 +158,22 @@ async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> 
         router: routes::router(),
         durations: config.task_durations.clone(),
         agent_commands: built.agent_commands,
-        fingerprint: material
+        fingerprints: material
             .as_ref()
-            .map(|m| m.fingerprint.clone())
+            .map(tls::TlsMaterial::fingerprints)
             .unwrap_or_default(),
         journal: Default::default(),
     });
     for fault in config.faults.iter().cloned() {
         shared.apply_fault(fault).map_err(SimError::Config)?;
     }
-    let acceptor = material
-        .as_ref()
-        .map(|m| TlsAcceptor::from(m.server_config.clone()));
+    // Each listener serves its own node's certificate, as each PVE node's pveproxy does.
+    let acceptor = |node: &str| {
+        material
+            .as_ref()
+            .and_then(|m| m.nodes.get(node))
+            .map(|c| TlsAcceptor::from(c.server_config.clone()))
+    };
     let main = bind(config.listen).await?;
     let main_addr = main.local_addr().map_err(|source| SimError::Listen {
         addr: config.listen,
@@ -177,11 +186,21 @@ async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> 
         main,
         shared.clone(),
         local_node.clone(),
-        acceptor.clone(),
+        acceptor(&local_node),
     )];
     if config.node_listeners {
-        for node in node_names.iter().filter(|n| **n != local_node) {
-            let listener = bind(SocketAddr::new(main_addr.ip(), 0)).await?;
+        // Next to a fixed main port (8006) the other nodes listen on the following ports (8007,
+        // 8008...), so the endpoints are known in advance; next to an ephemeral one, ephemeral.
+        let others = node_names.iter().filter(|n| **n != local_node);
+        for (i, node) in others.enumerate() {
+            let port = match config.listen.port() {
+                0 => 0,
+                main => u16::try_from(i + 1)
+                    .ok()
+                    .and_then(|offset| main.checked_add(offset))
+                    .ok_or_else(|| SimError::Config(format!("no port left after {main} for node {node}")))?,
+            };
+            let listener = bind(SocketAddr::new(main_addr.ip(), port)).await?;
             let addr = listener.local_addr().map_err(|source| SimError::Listen {
                 addr: main_addr,
                 source,
@@ -191,7 +210,7 @@ async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> 
                 listener,
                 shared.clone(),
                 node.clone(),
-                acceptor.clone(),
+                acceptor(node),
             ));
         }
     }
@@ -203,10 +222,11 @@ async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> 
         token_secret,
         username,
         password,
-        fingerprint: material
+        fingerprints: material
             .as_ref()
-            .map(|m| m.fingerprint.clone())
+            .map(tls::TlsMaterial::fingerprints)
             .unwrap_or_default(),
+        local_node,
         ca_pem: material.map(|m| m.ca_pem).unwrap_or_default(),
         dump_dir,
         owns_dump_dir,
@@ -246,12 +266,19 @@ impl SimHandle {
         &self.password
     }
 
-    /// `AA:BB:...` SHA-256 fingerprint of the served certificate (empty with plain HTTP).
+    /// `AA:BB:...` SHA-256 fingerprint of the certificate the main listener (the first node)
+    /// serves; empty with plain HTTP. Every node has its own: see [`SimHandle::node_fingerprint`].
     pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+        self.node_fingerprint(&self.local_node).unwrap_or_default()
     }
 
-    /// PEM of the CA that signed the served certificate (empty with plain HTTP).
+    /// `AA:BB:...` SHA-256 fingerprint of the certificate `node`'s listener serves (`None` with
+    /// plain HTTP or for an unknown node).
+    pub fn node_fingerprint(&self, node: &str) -> Option<&str> {
+        self.fingerprints.get(node).map(String::as_str)
+    }
+
+    /// PEM of the cluster CA that signed every node's certificate (empty with plain HTTP).
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
@@ -265,8 +292,8 @@ impl SimHandle {
     pub fn info_json(&self) -> Value {
         json!({
             "url": self.url, "tokenId": self.token_id, "tokenSecret": self.token_secret,
-            "username": self.username, "password": self.password, "fingerprint": self.fingerprint,
-            "caPem": self.ca_pem, "dumpDir": self.dump_dir.display().to_string(),
+            "username": self.username, "password": self.password, "fingerprint": self.fingerprint(),
+            "nodeFingerprints": self.fingerprints, "caPem": self.ca_pem, "dumpDir": self.dump_dir.display().to_string(),
         })
     }
 

@@ -17,7 +17,7 @@
 //!     ..SimConfig::default()
 //! })
 //! .await?;
-//! // connect: sim.url(), sim.token_id(), sim.token_secret(), sim.fingerprint() / sim.ca_pem()
+//! // connect: sim.url(), sim.token_id(), sim.token_secret(), sim.fingerprint() / sim.node_fingerprint("pve2") / sim.ca_pem()
 //! sim.fail_next("POST", "/nodes/{node}/vzdump", 1, 500, "backup storage full");
 //! sim.set_node_online("pve2", false)?;
 //! let node = sim.state(|c| c.guest(100).map(|g| g.node.clone()));
@@ -128,10 +128,14 @@ pub struct SimConfig {
     /// Simulated duration per task type (overrides the defaults, e.g. `"vzdump" => 30s`).
     pub task_durations: BTreeMap<String, Duration>,
     /// Also open one listener per other node (see [`SimHandle::node_url`]), so clients can fail
-    /// over between nodes; a listener drops connections while its node is offline.
+    /// over between nodes; a listener drops connections while its node is offline. With a fixed
+    /// `listen` port P the other nodes take P+1, P+2... in name order; with port 0, ephemeral ones.
     pub node_listeners: bool,
     /// Faults active from the start.
     pub faults: Vec<Fault>,
+    /// Where the cluster CA and the node certificates are kept across restarts (created when
+    /// missing); `None`: new ones on every start.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -147,6 +151,7 @@ impl Default for SimConfig {
             task_durations: BTreeMap::new(),
             node_listeners: false,
             faults: Vec::new(),
+            state_dir: None,
         }
     }
 }
@@ -178,8 +183,9 @@ pub(crate) struct Shared {
     durations: BTreeMap<String, Duration>,
     /// Guest-agent exec behaviour from the seed.
     pub(crate) agent_commands: Vec<seed::AgentCommand>,
-    /// SHA-256 fingerprint of the served certificate (`ssl_fingerprint` in `/nodes`).
-    pub(crate) fingerprint: String,
+    /// SHA-256 fingerprint of each node's certificate (`ssl_fingerprint` in `/nodes`); empty
+    /// with plain HTTP.
+    pub(crate) fingerprints: BTreeMap<String, String>,
     /// The requests answered so far (bounded).
     pub(crate) journal: journal::Journal,
 }

@@ -95,6 +95,11 @@ struct Seen {
 
 /// Takes the next request and answers it with `answer` (status 200).
 async fn expect(mock: &mut Mock, answer: Value) -> Seen {
+    respond(mock, 200, answer).await
+}
+
+/// Takes the next request and answers it with `status` and `answer`.
+async fn respond(mock: &mut Mock, status: u16, answer: Value) -> Seen {
     let (req, send) = tokio::time::timeout(Duration::from_secs(30), mock.next_request())
         .await
         .expect("a request in time")
@@ -115,6 +120,7 @@ async fn expect(mock: &mut Mock, answer: Value) -> Seen {
     };
     send.send_response(
         Response::builder()
+            .status(status)
             .body(Body::from(serde_json::to_vec(&answer).unwrap()))
             .unwrap(),
     );
@@ -330,4 +336,59 @@ async fn service_status_unchanged_sends_neither_patch_nor_event() {
         run.await.unwrap().unwrap();
         assert_no_more_requests(&mut mock);
     }
+}
+
+/// Takes the next request and answers it 404 with a `metav1.Status` body.
+async fn not_found(mock: &mut Mock) -> Seen {
+    let body = json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound",
+        "message": "proxmoxclusters.autopilot.homelab.dev \"homelab\" not found", "code": 404,
+    });
+    respond(mock, 404, body).await
+}
+
+/// One Service reconcile whose ProxmoxCluster does not exist, the Service created `age` ago:
+/// the applied status's `Ready` condition and the published Event.
+async fn service_pass_without_cluster(age: jiff::SignedDuration) -> (Value, Value) {
+    let (svc, mut mock) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(service_controller::CONTROLLER, Client::new(svc, "default"));
+    let mut obj = nextcloud(1);
+    obj.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now() - age,
+    ));
+    let object_json = serde_json::to_value(&obj).unwrap();
+    let run = tokio::spawn(reconcile::<ServiceKind, OperatorDeps>(Arc::new(obj), ctx));
+    let get_cluster = not_found(&mut mock).await;
+    assert_eq!(
+        get_cluster.path,
+        "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/proxmoxclusters/homelab"
+    );
+    let status = expect(&mut mock, object_json).await;
+    assert_status_apply(&status, SERVICE_STATUS, "homelab-autopilot-service", "Service");
+    let ready = status.body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .expect("Ready")
+        .clone();
+    let answer = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}});
+    let event = expect(&mut mock, answer).await;
+    run.await.unwrap().unwrap();
+    assert_no_more_requests(&mut mock);
+    (ready, event.body)
+}
+
+#[tokio::test]
+async fn service_applied_before_its_cluster_waits_with_a_normal_event_then_warns_cluster_not_found() {
+    let (ready, event) = service_pass_without_cluster(jiff::SignedDuration::from_secs(5)).await;
+    assert_eq!(ready["reason"], "WaitingForCluster", "{ready}");
+    assert_eq!(event["type"], "Normal", "{event}");
+    assert_eq!(event["reason"], "WaitingForCluster");
+
+    let (ready, event) = service_pass_without_cluster(jiff::SignedDuration::from_mins(10)).await;
+    assert_eq!(ready["reason"], "ClusterNotFound", "{ready}");
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert_eq!(event["reason"], "ClusterNotFound");
+    assert!(event["note"].as_str().unwrap().contains("\"homelab\""), "{event}");
 }

@@ -261,16 +261,59 @@ fn examples_reference_each_other_consistently() {
             );
         }
     }
+    // One story with README: the examples ship no Secrets (applying them would overwrite the
+    // real token); README's install steps create each one they use, in their namespace.
+    assert!(secrets.is_empty(), "examples ship no Secrets: {secrets:?}");
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
     for doc in docs.iter().filter(|d| d.value["kind"] == "ProxmoxCluster") {
-        let secret = doc.value["spec"]["credentialsSecretRef"]["name"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            secrets.iter().any(|n| n == secret),
-            "{}: Secret {secret:?} has no example",
-            doc.origin
-        );
+        let spec = &doc.value["spec"];
+        let used = [
+            &spec["credentialsSecretRef"]["name"],
+            &spec["tls"]["caSecretRef"]["name"],
+        ]
+        .into_iter()
+        .chain(
+            spec["backupServers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| &b["credentialsSecretRef"]["name"]),
+        )
+        .filter_map(Value::as_str);
+        for secret in used {
+            let step = format!("kubectl -n homelab create secret generic {secret} ");
+            assert!(
+                readme.contains(&step),
+                "{}: README's install steps never run `{step}...`",
+                doc.origin
+            );
+        }
     }
+    assert!(
+        readme.contains("kubectl apply -n homelab -f examples/"),
+        "README applies the examples into namespace homelab"
+    );
+}
+
+/// `kubectl apply -f examples/` applies files in name order: every ProxmoxCluster must come
+/// before anything that refers to one, or the first thing a user sees is a missing cluster.
+#[test]
+fn examples_apply_the_cluster_before_what_refers_to_it() {
+    let docs = example_manifests();
+    let first_ref = docs
+        .iter()
+        .position(|d| d.value["spec"]["clusterRef"]["name"].is_string())
+        .expect("examples refer to a cluster");
+    let last_cluster = docs
+        .iter()
+        .rposition(|d| d.value["kind"] == "ProxmoxCluster")
+        .expect("a ProxmoxCluster example");
+    assert!(
+        last_cluster < first_ref,
+        "{} comes before the ProxmoxCluster in {}; rename the files",
+        docs[first_ref].origin,
+        docs[last_cluster].origin
+    );
 }
 
 #[test]
@@ -368,4 +411,27 @@ fn a_misspelt_time_zone_passes_the_schema_but_not_validate_or_the_schedule_kit()
         .expect_err("the controllers refuse it the same way");
     assert_eq!(err.reason(), "InvalidTimeZone");
     assert_eq!(err.to_string(), expected);
+}
+
+/// `kubectl explain services.spec` explains the core Service: README must send users to ours.
+#[test]
+fn readme_explains_our_service_kind_not_the_core_one() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
+    assert!(
+        readme.contains("kubectl explain pveguest.spec"),
+        "README names `kubectl explain pveguest.spec`"
+    );
+    for (i, line) in readme.lines().enumerate() {
+        assert!(
+            !line.contains("kubectl explain <kind>.spec"),
+            "README line {}: `<kind>` is `services` for our Service, which explains the core kind",
+            i + 1
+        );
+    }
+    let service = crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "Service")
+        .expect("the Service CRD");
+    let short = service.spec.names.short_names.unwrap_or_default();
+    assert!(short.iter().any(|n| n == "pveguest"), "{short:?}");
 }

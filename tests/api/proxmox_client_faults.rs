@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use homelab_autopilot::proxmox::api::{ConfigUpdate, CreateSnapshot, ResourceKind, VzdumpRequest};
-use homelab_autopilot::proxmox::{ClientMetrics, Endpoint, Error, PveClient, RetryPolicy, SnapshotName};
+use homelab_autopilot::proxmox::{
+    ClientMetrics, Endpoint, Error, PveClient, RetryPolicy, SnapshotName, TlsVerify,
+};
 use homelab_autopilot::pvesim::{SimConfig, Simulator};
 use prometheus::Registry;
 
@@ -369,7 +371,10 @@ async fn client_fails_over_to_the_next_endpoint_when_the_first_is_down() {
     cfg.endpoints = vec![
         Endpoint::new(dead, 0),
         Endpoint::new(sim.url(), 1),
-        Endpoint::new(sim.node_url("pve2").expect("pve2 listener"), 2),
+        // pve2 serves its own certificate: its endpoint carries its own pin.
+        Endpoint::new(sim.node_url("pve2").expect("pve2 listener"), 2).with_tls(TlsVerify::Fingerprint(
+            sim.node_fingerprint("pve2").expect("pve2 certificate").to_owned(),
+        )),
     ];
     let registry = Registry::new();
     cfg.metrics = Some(ClientMetrics::new(&registry).expect("metrics"));

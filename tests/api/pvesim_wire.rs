@@ -267,7 +267,8 @@ async fn cluster_status_and_nodes_use_integer_booleans() {
             .iter()
             .all(|n| n["status"] == "online"
                 && n["maxcpu"].is_u64()
-                && n["ssl_fingerprint"] == api.sim.fingerprint())
+                && n["ssl_fingerprint"].as_str()
+                    == api.sim.node_fingerprint(n["node"].as_str().unwrap_or_default()))
     );
 }
 

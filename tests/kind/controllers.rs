@@ -88,6 +88,7 @@ async fn examples_reconcile_to_status_events_and_columns_then_follow_drift() {
     };
     let client = env.harness.client();
     let ns = env.ns.name.clone();
+    env.create_token_secret().await;
     env.apply_examples(|_| true).await;
 
     let cluster = env
@@ -315,7 +316,7 @@ async fn cluster_reports_secret_problems_and_recovers_through_the_secret_watch()
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
     let secret = |token: &str| {
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pve-api-token"},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pve-token"},
                "stringData": {"tokenId": env.pve.token_id, "tokenSecret": token}})
     };
     env.ns.apply(&secret("wrong-token-8d1f"), false).await.unwrap();

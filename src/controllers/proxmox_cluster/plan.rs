@@ -55,7 +55,7 @@ fn describe_pve(e: &proxmox::Error, spec: &ProxmoxClusterSpec, secret: &str) -> 
             expected,
             presented,
             detail,
-        } => tls_message(endpoint, expected.as_deref(), presented.as_deref(), detail),
+        } => tls_message(spec, endpoint, expected.as_deref(), presented.as_deref(), detail),
         E::Connect { endpoint, detail } => {
             let all: Vec<&str> = spec
                 .endpoints_by_priority()
@@ -76,12 +76,33 @@ fn describe_pve(e: &proxmox::Error, spec: &ProxmoxClusterSpec, secret: &str) -> 
     (reason, message)
 }
 
-fn tls_message(endpoint: &str, expected: Option<&str>, presented: Option<&str>, detail: &str) -> String {
+/// The spec field holding the pin `endpoint` was checked against: its own `fingerprint`, or
+/// the shared `spec.tls.fingerprint`.
+fn pin_field(spec: &ProxmoxClusterSpec, endpoint: &str) -> String {
+    let trimmed = |u: &str| u.trim().trim_end_matches('/').to_owned();
+    spec.endpoints
+        .iter()
+        .position(|e| e.fingerprint.is_some() && trimmed(&e.url) == trimmed(endpoint))
+        .map(|i| format!("spec.endpoints[{i}].fingerprint"))
+        .unwrap_or_else(|| "spec.tls.fingerprint".to_owned())
+}
+
+fn tls_message(
+    spec: &ProxmoxClusterSpec,
+    endpoint: &str,
+    expected: Option<&str>,
+    presented: Option<&str>,
+    detail: &str,
+) -> String {
     match (presented, expected) {
-        (Some(p), Some(e)) => format!(
-            "the certificate of {endpoint} has SHA-256 fingerprint {p}, but spec.tls.fingerprint pins {e}; if the \
-             certificate was renewed and you trust it, set spec.tls.fingerprint to \"{p}\""
-        ),
+        (Some(p), Some(e)) => {
+            let field = pin_field(spec, endpoint);
+            format!(
+                "the certificate of {endpoint} has SHA-256 fingerprint {p}, but {field} pins {e}; if the \
+                 certificate was renewed and you trust it, set {field} to \"{p}\" (every node has its own \
+                 certificate: pin each endpoint's own, or trust the cluster CA with spec.tls.caPem)"
+            )
+        }
         (Some(p), None) => format!(
             "the certificate of {endpoint} (SHA-256 fingerprint {p}) was rejected: {detail}; give the CA that signed it \
              (spec.tls.caPem or caSecretRef) or pin it with spec.tls.fingerprint: \"{p}\""

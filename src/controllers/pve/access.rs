@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use super::guest::Unavailable;
 use super::resolve::{self, SecretData, Unresolved};
 use super::{ProxmoxDeps, reasons};
@@ -101,18 +103,42 @@ pub struct ClusterAccess {
 
 impl ClusterAccess {
     /// The access of an object whose ProxmoxCluster `name` does not exist in `namespace`.
-    pub fn missing(name: &str, namespace: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            uid: String::new(),
-            resync: DEFAULT_RESYNC,
-            client: Err(Unavailable {
-                reason: reasons::CLUSTER_NOT_FOUND.into(),
-                message: format!(
-                    "ProxmoxCluster {name:?} (spec.clusterRef) does not exist in namespace {namespace}; create it or fix \
-                     the name"
-                ),
-            }),
+    ///
+    /// `kubectl apply -f examples/` creates the referring objects and the cluster together, in
+    /// any order: for [`CLUSTER_GRACE`] after the referring object was `created`, the cluster is
+    /// awaited (`WaitingForCluster`, rechecked when the grace ends; creating the cluster wakes
+    /// the object earlier), after that it is missing (`ClusterNotFound`).
+    pub fn missing(name: &str, namespace: &str, created: Option<Timestamp>, now: Timestamp) -> Self {
+        let waited = created.map(|c| {
+            Duration::try_from(now.duration_since(c)).unwrap_or(Duration::ZERO) // created in the future: just now
+        });
+        match waited.filter(|w| *w < CLUSTER_GRACE) {
+            Some(waited) => Self {
+                name: name.to_owned(),
+                uid: String::new(),
+                // Look again when the grace ends (at least a second from now).
+                resync: (CLUSTER_GRACE - waited).max(Duration::from_secs(1)),
+                client: Err(Unavailable {
+                    reason: reasons::WAITING_FOR_CLUSTER.into(),
+                    message: format!(
+                        "waiting for ProxmoxCluster {name:?} (spec.clusterRef) to be created in namespace {namespace}; \
+                         if it does not exist {} s after this object was created, that is reported as ClusterNotFound",
+                        CLUSTER_GRACE.as_secs()
+                    ),
+                }),
+            },
+            None => Self {
+                name: name.to_owned(),
+                uid: String::new(),
+                resync: DEFAULT_RESYNC,
+                client: Err(Unavailable {
+                    reason: reasons::CLUSTER_NOT_FOUND.into(),
+                    message: format!(
+                        "ProxmoxCluster {name:?} (spec.clusterRef) does not exist in namespace {namespace}; create it or fix \
+                         the name"
+                    ),
+                }),
+            },
         }
     }
 
@@ -148,3 +174,44 @@ impl ClusterAccess {
 
 /// Drift check interval while the cluster cannot be read (its own interval is unknown).
 const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+
+/// How long after an object's creation a ProxmoxCluster it refers to may not exist yet before
+/// that is a problem (`WaitingForCluster`, then `ClusterNotFound`).
+pub const CLUSTER_GRACE: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn reason(access: &ClusterAccess) -> &str {
+        &access.client.as_ref().unwrap_err().reason
+    }
+
+    #[test]
+    fn missing_cluster_is_awaited_for_the_grace_period_after_the_object_was_created() {
+        let waiting = ClusterAccess::missing("homelab", "lab", Some(at(0)), at(30));
+        assert_eq!(reason(&waiting), "WaitingForCluster");
+        assert_eq!(
+            waiting.resync,
+            CLUSTER_GRACE - Duration::from_secs(30),
+            "looks again when it ends"
+        );
+        let message = &waiting.client.as_ref().unwrap_err().message;
+        assert!(
+            message.contains("\"homelab\"") && message.contains("namespace lab"),
+            "{message}"
+        );
+
+        let missing = ClusterAccess::missing("homelab", "lab", Some(at(0)), at(120));
+        assert_eq!(reason(&missing), "ClusterNotFound");
+        assert_eq!(missing.resync, DEFAULT_RESYNC);
+        let unknown_age = ClusterAccess::missing("homelab", "lab", None, at(0));
+        assert_eq!(reason(&unknown_age), "ClusterNotFound");
+        let clock_skew = ClusterAccess::missing("homelab", "lab", Some(at(10)), at(0));
+        assert_eq!(reason(&clock_skew), "WaitingForCluster");
+    }
+}

@@ -1,8 +1,9 @@
 //! Reading what reaching a cluster needs, through the driver's [`Source`] (the API server, or the
 //! demo's objects): the ProxmoxCluster an object refers to and the Secrets it uses. A missing
-//! object is data for the status (`ClusterNotFound`, `SecretNotFound`); a failure to ask is an
+//! object is data for the status (`WaitingForCluster`, `ClusterNotFound`, `SecretNotFound`); a failure to ask is an
 //! error.
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
@@ -45,15 +46,32 @@ fn secret_data(secret: &Secret) -> SecretData {
         .collect()
 }
 
-/// The ProxmoxCluster `name` in `namespace` and its client, or why there is none.
+/// Who refers to a ProxmoxCluster: its namespace, when it was created, and the time of the pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Referrer<'a> {
+    /// Namespace of the referring object (and of the cluster).
+    pub namespace: &'a str,
+    /// Its `metadata.creationTimestamp` (a missing cluster is awaited for a while after it).
+    pub created: Option<Timestamp>,
+    /// The time of this pass.
+    pub now: Timestamp,
+}
+
+/// The ProxmoxCluster `name` in the referrer's namespace and its client, or why there is none.
 pub async fn cluster_access<S: Source>(
     source: &S,
     deps: &ProxmoxDeps,
-    namespace: &str,
+    referrer: Referrer<'_>,
     name: &str,
 ) -> Result<ClusterAccess, Error> {
+    let namespace = referrer.namespace;
     let Some(cluster) = source.get::<ProxmoxCluster>(namespace, name).await? else {
-        return Ok(ClusterAccess::missing(name, namespace));
+        return Ok(ClusterAccess::missing(
+            name,
+            namespace,
+            referrer.created,
+            referrer.now,
+        ));
     };
     let inputs = cluster_inputs(source, &cluster).await?;
     Ok(ClusterAccess::through(deps, &cluster, &inputs, namespace).await)

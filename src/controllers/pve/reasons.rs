@@ -12,6 +12,9 @@ pub const TLS_MISMATCH: &str = "TlsMismatch";
 pub const UNREACHABLE: &str = "Unreachable";
 /// Condition/Event reason: the referenced ProxmoxCluster does not exist.
 pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFound";
+/// Condition/Event reason (Normal): the referenced ProxmoxCluster does not exist yet, within the
+/// grace period after the referring object was created.
+pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
 /// Condition/Event reason: the spec failed the operator's own checks (`Validate`).
 pub const INVALID_SPEC: &str = "InvalidSpec";
 

@@ -200,8 +200,9 @@ pub fn tls_verify(spec: &ProxmoxClusterSpec, ca_pem: Option<&str>) -> Result<Tls
     })
 }
 
-/// The client configuration for `spec`: endpoints in priority order, `credentials`, `tls` and
-/// the spec's request timeout.
+/// The client configuration for `spec`: endpoints in priority order (each with its own pinned
+/// fingerprint, when it has one, instead of `tls`), `credentials`, `tls` and the spec's request
+/// timeout.
 pub fn client_config(
     spec: &ProxmoxClusterSpec,
     credentials: Credentials,
@@ -211,7 +212,13 @@ pub fn client_config(
     let endpoints = spec
         .endpoints
         .iter()
-        .map(|e| Endpoint::new(e.url.clone(), e.priority()))
+        .map(|e| {
+            let endpoint = Endpoint::new(e.url.clone(), e.priority());
+            match &e.fingerprint {
+                Some(fp) => endpoint.with_tls(TlsVerify::Fingerprint(fp.clone())),
+                None => endpoint,
+            }
+        })
         .collect();
     let request = Duration::from_secs(u64::try_from(spec.request_timeout_seconds.max(1)).unwrap_or(30));
     let mut config = ClientConfig::new(endpoints, credentials, tls);
@@ -382,6 +389,25 @@ mod tests {
         let c = client_config(&spec(BASE), creds, TlsVerify::InsecureSkipVerify, None);
         let eps: Vec<_> = c.endpoints.iter().map(|e| (e.url.as_str(), e.priority)).collect();
         assert_eq!(eps, [("https://pve1:8006", 5), ("https://pve2:8006", 0)]);
+        assert_eq!(c.endpoints[0].tls, None);
+        let own = spec(&BASE.replace(
+            "{url: 'https://pve2:8006'}",
+            &format!(
+                "{{url: 'https://pve2:8006', fingerprint: '{}'}}",
+                ["CD"; 32].join(":")
+            ),
+        ));
+        let creds = Credentials::Password {
+            username: "root@pam".into(),
+            password: Secret::new("pw"),
+        };
+        let c = client_config(&own, creds, TlsVerify::SystemRoots, None);
+        assert_eq!(c.endpoints[0].tls, None, "pve1 uses spec.tls");
+        assert_eq!(
+            c.endpoints[1].tls,
+            Some(TlsVerify::Fingerprint(["CD"; 32].join(":"))),
+            "pve2's own pin wins"
+        );
         assert_eq!(c.timeouts.request, Duration::from_secs(12));
         assert_eq!(c.timeouts.connect, Duration::from_secs(5));
     }

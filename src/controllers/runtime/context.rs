@@ -5,10 +5,10 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use kube::{
     Client, Resource,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::events::{Event, EventType, Reporter},
 };
 
-use super::{backoff::BackoffTracker, error::Error};
+use super::{backoff::BackoffTracker, error::Error, events::Recorder};
 use crate::metrics::Metrics;
 
 /// The Event reporter (`reportingController`) of every Event we publish.
@@ -30,7 +30,8 @@ pub struct Context<D = ()> {
     /// The kube client.
     pub client: Client,
     /// This controller's Event recorder (reporter `homelab-autopilot`, instance = pod name); one
-    /// per controller so that repeated Events are merged into series.
+    /// per controller so that exact repeats are merged into series (a changed note is a new
+    /// Event).
     pub recorder: Recorder,
     /// Process metrics.
     pub metrics: Metrics,

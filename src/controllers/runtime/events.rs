@@ -2,13 +2,31 @@
 //! info line and one Event per change, nothing when the state holds) and reconcile failures, published from the controller's
 //! result stream as Warning Events whose reason is the error category (Stackable
 //! `report_controller_reconciled`).
+//!
+//! [`Recorder`] publishes them. Like kube-runtime's recorder it folds a repeat into the Event it
+//! repeats (the series count goes up), but a repeat must say the same thing: the note is part of
+//! what makes two Events the same, so when the cause changes ("HTTP 503" becomes "HTTP 500") a
+//! new Event tells the current cause instead of a count bumped on the old message.
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::{
+    api::{
+        core::v1::ObjectReference,
+        events::v1::{Event as K8sEvent, EventSeries},
+    },
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+};
 use kube::{
-    Resource,
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
     runtime::{
         controller::{self, Action},
-        events::{Event, EventType},
+        events::{Event, EventType, Reporter},
         reflector::ObjectRef,
         watcher,
     },
@@ -20,6 +38,131 @@ use super::{
     error::{Error, ReconcileError},
 };
 use crate::controllers::kit::{Change, PlannedEvent, conditions::Condition};
+
+/// How long a published Event stays the one a repeat is folded into (as kube-runtime's recorder).
+const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
+
+/// What makes two Events "the same" (folded into one series): type, reason, action, the object
+/// they regard and the note.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    warning: bool,
+    reason: String,
+    action: String,
+    regarding: (Option<String>, Option<String>, Option<String>, Option<String>),
+    note: Option<String>,
+}
+
+impl SeriesKey {
+    fn new(ev: &Event, regarding: &ObjectReference) -> Self {
+        Self {
+            warning: matches!(ev.type_, EventType::Warning),
+            reason: ev.reason.clone(),
+            action: ev.action.clone(),
+            regarding: (
+                regarding.kind.clone(),
+                regarding.namespace.clone(),
+                regarding.name.clone(),
+                regarding.uid.clone(),
+            ),
+            note: ev.note.clone(),
+        }
+    }
+}
+
+/// Publishes `events.k8s.io/v1` Events for one controller (reporter `homelab-autopilot`,
+/// instance = pod name), folding exact repeats into series. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    reporter: Reporter,
+    series: Arc<Mutex<HashMap<SeriesKey, K8sEvent>>>,
+}
+
+impl Recorder {
+    /// A recorder publishing through `client` as `reporter`.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Self {
+            client,
+            reporter,
+            series: Arc::default(),
+        }
+    }
+
+    /// Publishes `ev` about the object `regarding`: a new Event, or, when the same Event (same
+    /// note included) was published less than 6 minutes ago, a bump of its series count.
+    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let key = SeriesKey::new(ev, regarding);
+        let event = {
+            let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+            series.retain(|_, e| {
+                let last = e
+                    .series
+                    .as_ref()
+                    .map(|s| s.last_observed_time.0)
+                    .or_else(|| e.event_time.as_ref().map(|t| t.0));
+                last.is_none_or(|t| t + SERIES_TTL > now)
+            });
+            match series.get(&key) {
+                Some(previous) => {
+                    let mut event = previous.clone();
+                    event.series = Some(EventSeries {
+                        count: previous.series.as_ref().map_or(2, |s| s.count + 1),
+                        last_observed_time: MicroTime(now),
+                    });
+                    event
+                }
+                None => self.new_event(ev, regarding, now),
+            }
+        };
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        if event.series.is_some() {
+            api.patch(&event.name_any(), &PatchParams::default(), &Patch::Merge(&event))
+                .await?;
+        } else {
+            api.create(&PostParams::default(), &event).await?;
+        }
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, event);
+        Ok(())
+    }
+
+    fn new_event(&self, ev: &Event, regarding: &ObjectReference, now: Timestamp) -> K8sEvent {
+        let object = regarding.name.as_deref().unwrap_or(&self.reporter.controller);
+        K8sEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{object}.{:x}", now.as_nanosecond())),
+                namespace: regarding.namespace.clone(),
+                ..ObjectMeta::default()
+            },
+            type_: Some(
+                match ev.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            reason: Some(ev.reason.clone()),
+            action: Some(ev.action.clone()),
+            note: ev.note.clone(),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(regarding.clone()),
+            related: ev.secondary.clone(),
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            ..K8sEvent::default()
+        }
+    }
+}
 
 /// Logs and publishes a condition change: if `change` is news (new, flipped, or another
 /// reason), one info line and one Event (`event_type`, `reason`, `action`, the condition's

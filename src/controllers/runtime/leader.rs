@@ -63,6 +63,16 @@ impl LeaseConfig {
         }
     }
 
+    /// The same with the leader stepping down after `deadline` without a renewal: the Lease lasts
+    /// 5 s longer (the margin between stepping down and a takeover), and the leader renews
+    /// every 5 s or twice per deadline, whichever is more often.
+    pub fn with_renew_deadline(mut self, deadline: Duration) -> Self {
+        self.renew_deadline = deadline;
+        self.lease_duration = deadline + Duration::from_secs(5);
+        self.renew_interval = (deadline / 2).min(Duration::from_secs(5));
+        self
+    }
+
     /// Checks the timing relations the safety argument rests on.
     pub fn validate(&self) -> Result<(), String> {
         if self.identity.is_empty() {

@@ -340,9 +340,10 @@ where
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     let message = super::context::truncate_note(format!(
         "the stored object does not match the schema this operator understands ({}); correct that \
-         field (kubectl explain {}.spec) and apply it again",
+         field (kubectl explain {}.spec --api-version={}) and apply it again",
         invalid.error,
-        K::plural(&())
+        K::plural(&()),
+        K::api_version(&())
     ));
     let result = async {
         let stored = api.get_opt(name).await?;

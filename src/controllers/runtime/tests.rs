@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
+use kube::runtime::events::EventType;
 
 use super::*;
 
@@ -273,7 +274,11 @@ async fn invalid_object_gets_ready_false_condition_by_its_own_field_manager() {
     assert_eq!(condition["observedGeneration"], 3);
     let message = condition["message"].as_str().unwrap();
     assert!(message.contains("unknown variant `Purple`"), "{message}");
-    assert!(message.contains("kubectl explain services.spec"), "{message}");
+    // The group is named: plain `kubectl explain services.spec` explains the core Service.
+    assert!(
+        message.contains("kubectl explain services.spec --api-version=autopilot.homelab.dev/v1alpha1"),
+        "{message}"
+    );
 
     let err = run.await.unwrap().unwrap_err();
     assert_eq!(err.category(), "InvalidObject");
@@ -299,7 +304,7 @@ async fn invalid_object_already_marked_is_not_patched_again() {
     assert_eq!(get.path, SERVICE_PATH);
     let message = "the stored object does not match the schema this operator understands \
                    (spec.powerState: unknown variant `Purple`); correct that field (kubectl explain \
-                   services.spec) and apply it again";
+                   services.spec --api-version=autopilot.homelab.dev/v1alpha1) and apply it again";
     super::api_mock::respond(
         send,
         200,
@@ -335,4 +340,77 @@ fn invalid_object_condition_keeps_transition_time_while_ready_stays_false() {
     assert_eq!(c["lastTransitionTime"], "2026-06-01T00:00:00Z");
     let c = invalid_object_condition(None, "bad", None, now).unwrap();
     assert!(c.get("observedGeneration").is_none());
+}
+
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/lab/events";
+
+/// Answers the next Event request with its own body (as the API server echoes the object).
+async fn echo(api: &mut super::api_mock::ApiServerVerifier) -> super::api_mock::Seen {
+    let (seen, send) = api.next().await;
+    super::api_mock::respond(
+        send,
+        if seen.method == ::http::Method::POST {
+            201
+        } else {
+            200
+        },
+        &seen.body,
+    );
+    seen
+}
+
+#[tokio::test]
+async fn publish_folds_exact_repeats_but_a_changed_note_is_a_new_event() {
+    let (ctx, mut api) = mocked_context();
+    let svc = config_map("u1");
+    let publisher = tokio::spawn({
+        let ctx = Arc::clone(&ctx);
+        async move {
+            for note in [
+                "HTTP 503 from /health",
+                "HTTP 503 from /health",
+                "HTTP 500 from /health",
+            ] {
+                ctx.publish(&svc, EventType::Warning, "Unhealthy", "HealthCheck", note)
+                    .await
+                    .expect("published");
+            }
+        }
+    });
+    let first = echo(&mut api).await;
+    assert_eq!(
+        (first.method.as_str(), first.path.as_str()),
+        ("POST", EVENTS_PATH)
+    );
+    assert_eq!(first.body["note"], "HTTP 503 from /health");
+    assert_eq!(first.body["reason"], "Unhealthy");
+    assert_eq!(first.body["type"], "Warning");
+    assert_eq!(first.body["reportingController"], "homelab-autopilot");
+    assert_eq!(first.body["reportingInstance"], "pod-a");
+    assert_eq!(first.body["regarding"]["name"], "cm");
+    let name = first.body["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+
+    let repeat = echo(&mut api).await;
+    assert_eq!(
+        repeat.method,
+        ::http::Method::PATCH,
+        "the same note folds into a series"
+    );
+    assert_eq!(repeat.path, format!("{EVENTS_PATH}/{name}"));
+    assert_eq!(repeat.body["series"]["count"], 2);
+
+    let changed = echo(&mut api).await;
+    assert_eq!(
+        (changed.method.as_str(), changed.path.as_str()),
+        ("POST", EVENTS_PATH),
+        "a new cause is a new Event, not a count on the old message"
+    );
+    assert_eq!(changed.body["note"], "HTTP 500 from /health");
+    assert!(changed.body["series"].is_null());
+    assert_ne!(changed.body["metadata"]["name"], name.as_str());
+    publisher.await.expect("publisher");
+    api.assert_no_request();
 }

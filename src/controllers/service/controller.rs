@@ -11,7 +11,10 @@ use kube::{
 
 use super::{HasServiceDeps, ServiceRefs, reconcile_core};
 use crate::controllers::kit::Outcome;
-use crate::controllers::pve::{HasProxmox, read::cluster_access};
+use crate::controllers::pve::{
+    HasProxmox,
+    read::{Referrer, cluster_access},
+};
 use crate::controllers::runtime::{
     ApiScope, Guarded,
     driver::{Env, ObjectKey, Reconciler, Source},
@@ -50,10 +53,15 @@ impl<D: HasProxmox + HasServiceDeps + Send + Sync + 'static> Reconciler<D> for S
         let uid = obj
             .uid()
             .unwrap_or_else(|| format!("{namespace}/{}", obj.name_any()));
+        let referrer = Referrer {
+            namespace: &namespace,
+            created: obj.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            now: env.now,
+        };
         let access = cluster_access(
             env.source,
             env.deps.proxmox(),
-            &namespace,
+            referrer,
             &obj.spec.cluster_ref.name,
         )
         .await?;

@@ -19,9 +19,9 @@ use crate::controllers::kit::{
     Change, Conditions, Outcome, PlannedEvent,
     time::{add, elapsed},
 };
-use crate::controllers::pve::Tuning;
 use crate::controllers::pve::guest::{GuestFacts, GuestView};
 use crate::controllers::pve::task::TaskView;
+use crate::controllers::pve::{Tuning, reasons};
 use crate::crd::common::GuestType;
 use crate::crd::conditions::{ConditionStatus, READY, find_condition};
 use crate::crd::health::HealthCheckResult;
@@ -310,11 +310,14 @@ fn found(b: &mut Builder<'_>, guest: &GuestView) {
             if b.set(CONDITION_FOUND, ConditionStatus::Unknown, &reason, &message)
                 .is_news()
             {
-                b.warning(
-                    &reason,
-                    ACTION_OBSERVE,
-                    format!("State of {} is unknown: {message}", b.label),
-                );
+                let note = format!("State of {} is unknown: {message}", b.label);
+                // A cluster applied together with this object is expected, not a fault, until
+                // its grace period ends (then the reason becomes ClusterNotFound, a Warning).
+                if reason == reasons::WAITING_FOR_CLUSTER {
+                    b.normal(&reason, ACTION_OBSERVE, note);
+                } else {
+                    b.warning(&reason, ACTION_OBSERVE, note);
+                }
             }
         }
     }

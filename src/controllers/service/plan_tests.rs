@@ -455,3 +455,26 @@ fn plan_unreachable_cluster_keeps_last_node_and_says_why() {
     );
     assert_eq!(events(&p), [("Warning", "Unreachable")]);
 }
+
+#[test]
+fn plan_cluster_not_created_yet_is_a_normal_wait_then_a_warning() {
+    let s = spec(200, "VM", "");
+    let unavailable = |reason: &str| {
+        GuestView::Unavailable(Unavailable {
+            reason: reason.into(),
+            message: "ProxmoxCluster \"homelab\"".into(),
+        })
+    };
+    let waiting = first_pass(&s, &unavailable("WaitingForCluster"));
+    assert_eq!(
+        summary(cond(&waiting.outcome.status, "Ready")),
+        (ConditionStatus::Unknown, "WaitingForCluster")
+    );
+    assert_eq!(events(&waiting), [("Normal", "WaitingForCluster")]);
+    let missing = pass_after(&s, &waiting, 120, &unavailable("ClusterNotFound"));
+    assert_eq!(
+        summary(cond(&missing.outcome.status, "Found")),
+        (ConditionStatus::Unknown, "ClusterNotFound")
+    );
+    assert_eq!(events(&missing), [("Warning", "ClusterNotFound")]);
+}

@@ -353,7 +353,14 @@ pub(crate) fn nodes(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     ok(Value::Array(
         c.nodes
             .values()
-            .map(|n| node_row(c, n, now, Some(&ctx.shared.fingerprint)))
+            .map(|n| {
+                node_row(
+                    c,
+                    n,
+                    now,
+                    ctx.shared.fingerprints.get(&n.name).map(String::as_str),
+                )
+            })
             .collect(),
     ))
 }

@@ -200,10 +200,6 @@ impl Env {
     /// where the operator's pod cannot reach this process).
     pub fn rewrite(&self, mut doc: Value) -> Value {
         match doc["kind"].as_str() {
-            Some("Secret") if doc["metadata"]["name"] == "pve-api-token" => {
-                doc["stringData"] =
-                    json!({"tokenId": self.pve.token_id, "tokenSecret": self.pve.token_secret});
-            }
             Some("ProxmoxCluster") => {
                 doc["spec"]["endpoints"] = json!([{"url": self.pve.operator_url}]);
                 doc["spec"]["tls"] = json!({"fingerprint": self.pve.fingerprint});
@@ -235,6 +231,19 @@ impl Env {
             _ => {}
         }
         doc
+    }
+
+    /// Creates the token Secret the examples' ProxmoxCluster uses, as README's install steps do
+    /// (the examples ship no Secrets), holding the simulator's token.
+    pub async fn create_token_secret(&self) {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pve-token"},
+            "stringData": {"tokenId": self.pve.token_id, "tokenSecret": self.pve.token_secret},
+        });
+        self.ns
+            .apply(&secret, false)
+            .await
+            .unwrap_or_else(|e| panic!("creating Secret pve-token: {e:?}"));
     }
 
     /// Applies the examples `select` picks, rewritten for this environment.

@@ -187,9 +187,9 @@ async fn controllers_work_with_only_the_charts_rbac() {
         let identity = "e2e-rbac-pod";
         env.run_operator(client, Some(LeaseConfig::new(lease, namespace.clone(), identity)))
             .await;
+        env.create_token_secret().await;
         env.apply_examples(|d| {
-            matches!(d["kind"].as_str(), Some("Secret" | "ProxmoxCluster"))
-                || d["metadata"]["name"] == "nextcloud" && d["kind"] == "Service"
+            d["kind"] == "ProxmoxCluster" || d["metadata"]["name"] == "nextcloud" && d["kind"] == "Service"
         })
         .await;
         env.wait_cluster("homelab Ready under the chart's RBAC", "homelab", |c| {
