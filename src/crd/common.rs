@@ -333,7 +333,7 @@ pub fn validate_schedule(path_prefix: &str, schedule: &str, zone: &str, errors: 
         parse_cron(schedule).map(|_| ()),
     );
     if let Err(e) = time_zone(&format!("{path_prefix}timeZone"), zone) {
-        errors.add(e.field.clone(), e.message());
+        errors.add_with_reason(e.field.clone(), e.reason(), e.message());
     }
 }
 

@@ -22,6 +22,8 @@ pub struct FieldError {
     pub path: String,
     /// What is wrong and how to fix it.
     pub message: String,
+    /// A condition reason more specific than `InvalidSpec` (e.g. `InvalidTimeZone`), if any.
+    pub reason: Option<&'static str>,
 }
 
 impl fmt::Display for FieldError {
@@ -44,6 +46,16 @@ fn render(errors: &[FieldError]) -> String {
 }
 
 impl InvalidSpec {
+    /// The condition reason for these errors: the specific reason they all share (for example
+    /// `InvalidTimeZone`), else `InvalidSpec`.
+    pub fn reason(&self) -> &'static str {
+        let mut reasons = self.0.iter().map(|e| e.reason);
+        match reasons.next().flatten() {
+            Some(first) if reasons.all(|r| r == Some(first)) => first,
+            _ => "InvalidSpec",
+        }
+    }
+
     /// The individual field errors.
     pub fn errors(&self) -> &[FieldError] {
         &self.0
@@ -71,6 +83,21 @@ impl Errors {
         self.0.push(FieldError {
             path: path.into(),
             message: message.into(),
+            reason: None,
+        });
+    }
+
+    /// Records that `path` is invalid, with a condition reason more specific than `InvalidSpec`.
+    pub fn add_with_reason(
+        &mut self,
+        path: impl Into<String>,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+            reason: Some(reason),
         });
     }
 
@@ -367,6 +394,16 @@ mod tests {
             time_zone("spec.timeZone", "Europe/Berlin").is_ok(),
             "this test needs a time zone database (/usr/share/zoneinfo)"
         );
+    }
+
+    #[test]
+    fn invalid_spec_reason_is_the_shared_specific_one_else_invalid_spec() {
+        let mut only_zone = Errors::new();
+        crate::crd::common::validate_schedule("spec.", "30 2 * * *", "Europe/Berln", &mut only_zone);
+        assert_eq!(only_zone.finish().unwrap_err().reason(), "InvalidTimeZone");
+        let mut both = Errors::new();
+        crate::crd::common::validate_schedule("spec.", "30 25 * * *", "Europe/Berln", &mut both);
+        assert_eq!(both.finish().unwrap_err().reason(), "InvalidSpec");
     }
 
     #[test]

@@ -170,10 +170,12 @@ pub struct Pass<S> {
 }
 
 /// The status of an object whose spec failed [`Reconciler::validate`]: the stored one with
-/// `Ready=False`, reason [`INVALID_SPEC`], `message` (every field error) and the generation.
+/// `Ready=False`, `reason` ([`INVALID_SPEC`], or a more specific one such as `InvalidTimeZone`),
+/// `message` (every field error) and the generation.
 pub fn invalid_status<S: ConditionedStatus + Clone + Default>(
     stored: Option<&S>,
     generation: Option<i64>,
+    reason: &str,
     message: &str,
     now: Timestamp,
 ) -> S {
@@ -183,7 +185,7 @@ pub fn invalid_status<S: ConditionedStatus + Clone + Default>(
         status.conditions_mut(),
         READY,
         ConditionStatus::False,
-        INVALID_SPEC,
+        reason,
         message,
     );
     status.set_observed_generation(generation);
@@ -203,14 +205,15 @@ where
         Ok(()) => R::reconcile(env, obj).await?,
         Err(invalid) => {
             let message = format!("{invalid}; correct the spec and apply it again");
-            let status = invalid_status(stored, obj.meta().generation, &message, env.now);
+            let reason = invalid.reason();
+            let status = invalid_status(stored, obj.meta().generation, reason, &message, env.now);
             let already = stored.is_some_and(|s| *s == status);
             Outcome {
                 status,
                 events: if already {
                     Vec::new()
                 } else {
-                    vec![PlannedEvent::warning(INVALID_SPEC, ACTION_VALIDATE, message)]
+                    vec![PlannedEvent::warning(reason, ACTION_VALIDATE, message)]
                 },
                 requeue: PERMANENT_ERROR_REQUEUE,
             }

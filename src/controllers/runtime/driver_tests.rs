@@ -77,6 +77,8 @@ impl Reconciler<Deps> for WidgetKind {
             return Err(InvalidSpec(vec![FieldError {
                 path: "spec.size".into(),
                 message: "must not be negative; use 0 or more".into(),
+                // A specific reason where the check has one (like InvalidTimeZone).
+                reason: (obj.spec.size < -100).then_some("SizeFarTooSmall"),
             }]));
         }
         Ok(())
@@ -311,4 +313,20 @@ async fn unchanged_status_is_not_written_again() {
     run_alone(stored, &ctx).await.unwrap();
     assert_eq!(*ctx.deps.reconciled.lock().unwrap(), 2);
     api.assert_no_request();
+}
+
+#[tokio::test]
+async fn invalid_spec_with_a_specific_reason_reports_that_reason() {
+    let (ctx, mut api) = context(Deps::default());
+    let obj = widget(-500, &[FINALIZER], false);
+    let answer = serde_json::to_value(&obj).unwrap();
+    let task = run(obj, &ctx);
+    let status = api.answer(200, answer).await;
+    assert_eq!(
+        status.body["status"]["conditions"][0]["reason"],
+        "SizeFarTooSmall"
+    );
+    let event = api.answer(201, event_answer()).await;
+    assert_eq!(event.body["reason"], "SizeFarTooSmall");
+    task.await.unwrap().unwrap();
 }
