@@ -11,7 +11,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use homelab_autopilot::controllers::proxmox_cluster::controller::{self as cluster_controller, ClusterKind};
 use homelab_autopilot::controllers::pve::ProxmoxDeps;
-use homelab_autopilot::controllers::runtime::driver::reconcile;
+use homelab_autopilot::controllers::runtime::ControlledKind;
+use homelab_autopilot::controllers::runtime::driver::{
+    Env, ObjectKey, Reconciler, Source, reconcile, run_pass,
+};
+use homelab_autopilot::controllers::runtime::error::Error as DriverError;
 use homelab_autopilot::controllers::service::controller::{self as service_controller, ServiceKind};
 use homelab_autopilot::controllers::{BackoffTracker, Context, OperatorDeps};
 use homelab_autopilot::crd::{ProxmoxCluster, Service};
@@ -391,4 +395,88 @@ async fn service_applied_before_its_cluster_waits_with_a_normal_event_then_warns
     assert_eq!(event["type"], "Warning", "{event}");
     assert_eq!(event["reason"], "ClusterNotFound");
     assert!(event["note"].as_str().unwrap().contains("\"homelab\""), "{event}");
+}
+
+/// The driver's [`Source`] over a few stored objects, without an API server.
+struct Objects(Vec<Value>);
+
+impl Source for Objects {
+    async fn get<T: ControlledKind>(&self, _namespace: &str, name: &str) -> Result<Option<T>, DriverError> {
+        let kind = T::kind(&());
+        Ok(self
+            .0
+            .iter()
+            .find(|o| o["kind"] == kind.as_ref() && o["metadata"]["name"] == name)
+            .map(|o| serde_json::from_value(o.clone()).unwrap()))
+    }
+}
+
+fn deps() -> OperatorDeps {
+    OperatorDeps::new("/nonexistent".into(), None, ProxmoxDeps::new(None))
+}
+
+#[tokio::test]
+async fn service_that_cannot_reach_its_cluster_asks_for_one_prompt_cluster_recheck() {
+    let lab = Lab::start().await;
+    let deps = deps();
+    let mut rechecks = deps.proxmox.rechecks.subscribe();
+    let objects = Objects(vec![
+        serde_json::to_value(cluster(&lab)).unwrap(),
+        secret_json(&lab),
+    ]);
+    let metrics = Metrics::new();
+    // PVE stops answering the cluster-wide read (connections dropped, retries included).
+    lab.sim.drop_next(None, "/cluster/resources", 50);
+    for (i, second) in [0, 1, 2].into_iter().enumerate() {
+        let env = Env {
+            deps: &deps,
+            source: &objects,
+            metrics: &metrics,
+            now: crate::controllers_common::at(second),
+        };
+        let pass = run_pass::<ServiceKind, OperatorDeps, Objects>(&env, &nextcloud(1))
+            .await
+            .unwrap();
+        let status = pass.status.expect("a status");
+        let found = status.conditions.iter().find(|c| c.type_ == "Found").unwrap();
+        assert_eq!(found.reason, "Unreachable", "{found:?}");
+        let request = rechecks.try_recv();
+        if i == 0 {
+            let key = request.expect("the first failure asks for a re-check");
+            assert_eq!((key.namespace.as_str(), key.name.as_str()), ("lab", "homelab"));
+        } else {
+            assert!(
+                request.is_err(),
+                "failures within 10 s do not ask again: {request:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn deleted_cluster_leaves_metrics_and_the_client_cache() {
+    let lab = Lab::start().await;
+    let deps = deps();
+    let objects = Objects(vec![secret_json(&lab)]);
+    let metrics = Metrics::new();
+    let env = Env {
+        deps: &deps,
+        source: &objects,
+        metrics: &metrics,
+        now: crate::controllers_common::at(0),
+    };
+    let obj = cluster(&lab);
+    run_pass::<ClusterKind, OperatorDeps, Objects>(&env, &obj)
+        .await
+        .unwrap();
+    let series = "homelab_autopilot_pve_cluster_connected{cluster=\"homelab\",namespace=\"lab\"} 1";
+    assert!(metrics.render().unwrap().contains(series));
+    assert_eq!(deps.proxmox.clients.len(), 1);
+    <ClusterKind as Reconciler<OperatorDeps>>::forget(&deps, &metrics, &ObjectKey::of(&obj));
+    assert!(
+        !metrics.render().unwrap().contains("pve_cluster_connected{"),
+        "{}",
+        metrics.render().unwrap()
+    );
+    assert!(deps.proxmox.clients.is_empty());
 }

@@ -89,9 +89,20 @@ impl<D: HasProxmox + Send + Sync + 'static> Reconciler<D> for ClusterKind {
     fn customize(
         controller: Controller<Guarded<ProxmoxCluster>>,
         scope: &ApiScope,
+        deps: &std::sync::Arc<D>,
     ) -> Controller<Guarded<ProxmoxCluster>> {
         let store = controller.store();
-        controller.watches(
+        // Dependents that found the cluster unreachable ask for a prompt re-check.
+        let rechecks = futures::stream::unfold(deps.proxmox().rechecks.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(key) => return Some((object_ref::<ProxmoxCluster>(&key.namespace, &key.name), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        controller.reconcile_on(rechecks).watches(
             scope.api::<Secret>(),
             watcher::Config::default(),
             move |secret: Secret| {

@@ -9,6 +9,7 @@ pub mod access;
 pub mod guest;
 pub mod read;
 pub mod reasons;
+pub mod recheck;
 pub mod resolve;
 pub mod selector;
 pub mod snapshot;
@@ -78,6 +79,8 @@ pub struct ProxmoxDeps {
     pub clients: ClientCache<PveClient>,
     /// One `/cluster/resources` read per ProxmoxCluster and resync window, shared by all kinds.
     pub snapshots: snapshot::Snapshots,
+    /// Prompt re-checks of clusters their dependents found unreachable.
+    pub rechecks: recheck::Rechecks,
     /// PVE request counters and latencies, registered once on the operator's registry.
     pub client_metrics: Option<ClientMetrics>,
     /// Timing.
@@ -90,6 +93,7 @@ impl ProxmoxDeps {
         Self {
             clients: ClientCache::default(),
             snapshots: snapshot::Snapshots::default(),
+            rechecks: recheck::Rechecks::default(),
             client_metrics,
             tuning: Tuning::default(),
         }

@@ -149,10 +149,11 @@ pub trait Reconciler<D: Send + Sync + 'static>: Send + Sync + 'static {
     fn forget(_deps: &D, _metrics: &Metrics, _key: &ObjectKey) {}
 
     /// Adds watches of related kinds to the controller (map a changed dependency to the objects
-    /// that use it with [`super::object_ref`]).
+    /// that use it with [`super::object_ref`]) and other triggers (`reconcile_on`).
     fn customize(
         controller: kube::runtime::Controller<Guarded<Self::Kind>>,
         _scope: &ApiScope,
+        _deps: &Arc<D>,
     ) -> kube::runtime::Controller<Guarded<Self::Kind>> {
         controller
     }

@@ -501,8 +501,9 @@ impl<D: Send + Sync + 'static> Operator<D> {
         R::Kind: ControlledKind,
     {
         let (deps, metrics) = (Arc::clone(&self.deps), self.metrics.clone());
+        let hook_deps = Arc::clone(&self.deps);
         let spec = ControllerSpec::<R::Kind>::new(R::CONTROLLER)
-            .customize(R::customize)
+            .customize(move |controller, scope| R::customize(controller, scope, &hook_deps))
             .on_delete(move |key| R::forget(&deps, &metrics, key));
         self.register(spec, driver::reconcile::<R, D>)
     }

@@ -12,7 +12,7 @@ use kube::{
 use super::{HasServiceDeps, ServiceRefs, reconcile_core};
 use crate::controllers::kit::Outcome;
 use crate::controllers::pve::{
-    HasProxmox,
+    self, HasProxmox,
     read::{Referrer, cluster_access},
 };
 use crate::controllers::runtime::{
@@ -21,6 +21,8 @@ use crate::controllers::runtime::{
     error::Error,
     object_ref,
 };
+use crate::crd::conditions::find_condition;
+use crate::crd::service::CONDITION_FOUND;
 use crate::crd::service::ServiceStatus;
 use crate::crd::validation::{InvalidSpec, Validate};
 use crate::crd::{ProxmoxCluster, Service};
@@ -67,14 +69,29 @@ impl<D: HasProxmox + HasServiceDeps + Send + Sync + 'static> Reconciler<D> for S
         .await?;
         let previous = obj.status.clone().unwrap_or_default();
         let refs = ServiceRefs::of(obj, &uid, &previous, &access);
-        Ok(reconcile_core(env.deps.proxmox(), env.deps.service(), refs, env.now).await)
+        let outcome = reconcile_core(env.deps.proxmox(), env.deps.service(), refs, env.now).await;
+        // The cluster answered its own last check, but not us: have it re-checked now rather than
+        // at its next resync, so its Connected condition and gauge follow the outage promptly.
+        let unreachable = find_condition(&outcome.status.conditions, CONDITION_FOUND)
+            .is_some_and(|c| c.reason == pve::reasons::UNREACHABLE);
+        if access.client.is_ok() && unreachable {
+            env.deps
+                .proxmox()
+                .rechecks
+                .request(&namespace, &access.name, env.now);
+        }
+        Ok(outcome)
     }
 
     fn forget(deps: &D, _metrics: &Metrics, key: &ObjectKey) {
         deps.service().memory.remove(&key.uid);
     }
 
-    fn customize(controller: Controller<Guarded<Service>>, scope: &ApiScope) -> Controller<Guarded<Service>> {
+    fn customize(
+        controller: Controller<Guarded<Service>>,
+        scope: &ApiScope,
+        _deps: &std::sync::Arc<D>,
+    ) -> Controller<Guarded<Service>> {
         let store = controller.store();
         controller.watches(
             scope.api::<DeserializeGuard<ProxmoxCluster>>(),
