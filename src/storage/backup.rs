@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::backend::{pack_key, read_full, snapshot_key};
 use super::blob::{BlobKind, ChunkId};
 use super::chunker::is_zero;
-use super::error::{Error, Result};
+use super::error::{Error, Param, Result};
 use super::index::{SnapshotInfo, SnapshotTotals};
 use super::lock::LockMode;
 use super::pack::{PackFile, StagedPack, new_pack_name};
@@ -166,7 +166,7 @@ impl PackPresence {
                     tracing::warn!(
                         pack = %key,
                         "the index names a pack that is lost or damaged: storing its chunks again \
-                         (run `store repair` to mark the snapshots that need it)"
+                         (repairing the repository marks the snapshots that need it)"
                     );
                 }
                 asked.insert(key, s);
@@ -200,7 +200,7 @@ pub fn validate_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidArgument {
-            field: "--name",
+            param: Param::BackupName,
             reason: format!("{name:?} must be 1-128 characters of A-Z a-z 0-9 . _ : -"),
         })
     }

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use super::cli_output as out;
 use super::config::{ChunkerParams, RepoParams};
 use super::crypto::{KEY_ENV, Key};
+use super::error::{Error, Param};
 use super::prune::KeepOptions;
 use super::snapfile::SourceKind;
 use super::store::{ChunkStore, OpenOptions};
@@ -240,9 +241,70 @@ fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
 /// Exit status of `verify` when it finds damage, and of `repair` while a snapshot stays damaged.
 pub const EXIT_DAMAGE: u8 = 4;
 
+/// The flag (or argument) of this CLI that sets a store parameter.
+pub fn flag(p: Param) -> &'static str {
+    match p {
+        Param::Repository => "--repo",
+        Param::ChunkMin => "--chunk-min",
+        Param::ChunkAvg => "--chunk-avg",
+        Param::ChunkMax => "--chunk-max",
+        Param::ChunkSizes => "--chunk-min/--chunk-avg/--chunk-max",
+        Param::ZstdLevel => "--zstd-level",
+        Param::PackSize => "--pack-size",
+        Param::BackupName => "--name",
+        Param::Snapshot => "SNAPSHOT",
+        Param::RestoreTarget => "--to",
+        Param::Retention => {
+            "--keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly"
+        }
+        Param::Tag => "--tag",
+        Param::SnapshotPath => "PATH",
+    }
+}
+
+/// A store error as this CLI prints it: the store's message plus the flag or command that
+/// fixes it.
+pub fn message(e: &Error, repo: &str) -> String {
+    match e {
+        Error::InvalidConfig { param, .. } | Error::InvalidArgument { param, .. } => {
+            format!("{e} ({})", flag(*param))
+        }
+        Error::RepoNotFound { .. } => {
+            format!("{e}: `homelab-autopilot store --repo {repo} init` creates it")
+        }
+        Error::KeyRequired { .. } => format!(
+            "{e}: pass --key-file PATH, or set AUTOPILOT_STORE_KEY_FILE to the key file or \
+             {KEY_ENV} to the key"
+        ),
+        Error::IndexCorrupt { .. } => format!("{e}: run `homelab-autopilot store --repo {repo} reindex`"),
+        Error::IndexStale { .. } => format!("{e} (`homelab-autopilot store --repo {repo} verify`)"),
+        Error::SnapshotNotFound { .. } => {
+            format!("{e}: `homelab-autopilot store --repo {repo} list` shows the ids")
+        }
+        Error::Locked { .. } => format!("{e} (raise --lock-wait)"),
+        _ => e.to_string(),
+    }
+}
+
+/// An error chain as this CLI prints it: store errors through [`message`], the rest as they are.
+fn chain_message(e: &anyhow::Error, repo: &str) -> String {
+    e.chain()
+        .map(|c| match c.downcast_ref::<Error>() {
+            Some(se) => message(se, repo),
+            None => c.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Runs one store command. Returns [`EXIT_DAMAGE`] when `verify` finds problems or `repair`
 /// leaves a damaged snapshot.
 pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let repo = args.repo.clone();
+    run_command(args).map_err(|e| anyhow::anyhow!(chain_message(&e, &repo)))
+}
+
+fn run_command(args: StoreArgs) -> anyhow::Result<ExitCode> {
     let progress_ok = !args.json && std::io::stderr().is_terminal();
     if let StoreCommand::Init(init) = &args.command {
         let d = RepoParams::default();

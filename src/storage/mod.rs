@@ -33,7 +33,7 @@ mod writeback;
 pub use backup::{NoProgress, Progress, SnapshotSummary};
 pub use config::{ChunkerParams, RepoConfig, RepoParams};
 pub use crypto::Key;
-pub use error::{Error, Result};
+pub use error::{Error, Param, Result};
 pub use index::SnapshotInfo;
 pub use snapfile::SourceKind;
 pub use store::{ChunkStore, OpenOptions, Stats};

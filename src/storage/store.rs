@@ -14,7 +14,7 @@ use super::blob::Codec;
 use super::chunker::Chunker;
 use super::config::{FORMAT_VERSION, RepoConfig, RepoParams};
 use super::crypto::{Key, Keys};
-use super::error::{Error, Result};
+use super::error::{Error, Param, Result};
 use super::gc::{GcReport, PruneReport};
 use super::index::{Index, SnapshotInfo};
 use super::lock::{self, LockMode, RepoLock};
@@ -198,9 +198,9 @@ impl ChunkStore {
     pub fn prune(&self, keep: &KeepOptions, dry_run: bool) -> Result<PruneReport> {
         if !keep.keeps_something() {
             return Err(Error::InvalidArgument {
-                field: "--keep-*",
-                reason: "no rule keeps anything: pass at least one --keep-last/--keep-hourly/--keep-daily/\
-                         --keep-weekly/--keep-monthly/--keep-yearly above 0"
+                param: Param::Retention,
+                reason: "no rule keeps anything: set at least one keep count (last, hourly, daily, \
+                         weekly, monthly or yearly) above 0"
                     .into(),
             });
         }
@@ -275,7 +275,7 @@ impl ChunkStore {
                 return of_name.pop().cloned().ok_or_else(not_found);
             }
             let t: jiff::Timestamp = when.parse().map_err(|_| Error::InvalidArgument {
-                field: "SNAPSHOT",
+                param: Param::Snapshot,
                 reason: format!("{when:?} is not `latest` or an RFC 3339 time like 2026-01-31T02:00:00Z"),
             })?;
             return of_name
@@ -287,7 +287,7 @@ impl ChunkStore {
         }
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::InvalidArgument {
-                field: "SNAPSHOT",
+                param: Param::Snapshot,
                 reason: format!(
                     "{spec:?} is not an id (4+ hex characters), NAME@latest or NAME@RFC3339-TIME"
                 ),
