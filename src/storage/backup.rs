@@ -52,7 +52,7 @@ pub struct SnapshotSummary {
     pub chunks: u64,
     /// Chunks that were new.
     pub new_chunks: u64,
-    /// bytes_read / stored_bytes (how much this backup saved).
+    /// bytes_read / (stored_bytes + the snapshot object's size): how much this backup saved.
     pub dedup_ratio: f64,
     /// Wall-clock seconds.
     pub seconds: f64,
@@ -355,6 +355,9 @@ impl ChunkStore {
                 return Err(e);
             }
         };
+        let snapshot_bytes = std::fs::metadata(&path)
+            .map_err(|e| Error::io("reading metadata of", path.display(), e))?
+            .len();
         self.backend.put_file(&snapshot_key(&meta.uid), &path)?;
         let totals = SnapshotTotals {
             size: end.size,
@@ -377,11 +380,9 @@ impl ChunkStore {
             stored_bytes: totals.stored_bytes,
             chunks: end.entries,
             new_chunks: shared.new_chunks.load(Ordering::SeqCst),
-            dedup_ratio: if totals.stored_bytes == 0 {
-                0.0
-            } else {
-                bytes_read as f64 / totals.stored_bytes as f64
-            },
+            // What the backup added: new pack bytes plus its snapshot object, never zero, so a
+            // fully deduplicated backup shows how much it saved.
+            dedup_ratio: bytes_read as f64 / (totals.stored_bytes + snapshot_bytes).max(1) as f64,
             seconds,
             throughput_mb_s: if seconds > 0.0 {
                 bytes_read as f64 / seconds / 1e6

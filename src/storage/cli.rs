@@ -1,7 +1,7 @@
 //! `homelab-autopilot store --repo PATH_OR_URL <command>`: the chunk store as a command-line tool.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,16 +17,41 @@ use super::prune::KeepOptions;
 use super::snapfile::SourceKind;
 use super::store::{ChunkStore, OpenOptions};
 
+/// Exit statuses of `homelab-autopilot store`, as `--help` shows them.
+const EXIT_HELP: &str = "\
+Exit status:
+   0  success
+   1  fatal error
+   2  invalid command line
+   3  snapshot saved but incomplete (skipped or shrunk files, listed in the output)
+   4  verify found damage, or repair left a snapshot marked damaged
+  10  the repository does not exist
+  11  the repository lock could not be taken in time (--lock-wait)
+  12  wrong key: the key does not open the repository, is malformed, or is missing
+ 141  stdout was closed early (e.g. `store list | head -1`); nothing is printed
+
+Environment (an empty value counts as unset):
+  AUTOPILOT_STORE_REPO      the repository, when --repo is not given
+  AUTOPILOT_STORE_KEY_FILE  the key file, when --key-file is not given
+  AUTOPILOT_STORE_KEY       the key itself (64 hex characters)";
+
+/// Environment variable naming the repository when `--repo` is not given.
+pub const REPO_ENV: &str = "AUTOPILOT_STORE_REPO";
+/// Environment variable naming the key file when `--key-file` is not given.
+pub const KEY_FILE_ENV: &str = "AUTOPILOT_STORE_KEY_FILE";
+
 /// Arguments of `homelab-autopilot store`.
 #[derive(Args, Debug)]
+#[command(after_help = EXIT_HELP)]
 pub struct StoreArgs {
     /// Repository: a directory path, or s3://BUCKET[/PREFIX] (credentials and endpoint from
-    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).
-    #[arg(long, env = "AUTOPILOT_STORE_REPO")]
-    pub repo: String,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL). Default:
+    /// $AUTOPILOT_STORE_REPO. Accepted before or after the command.
+    #[arg(long, global = true)]
+    pub repo: Option<String>,
     /// File holding the repository key (64 hex characters). `init --encrypt` creates it if missing.
-    /// Alternatively set AUTOPILOT_STORE_KEY to the key itself.
-    #[arg(long, global = true, env = "AUTOPILOT_STORE_KEY_FILE")]
+    /// Default: $AUTOPILOT_STORE_KEY_FILE; or set AUTOPILOT_STORE_KEY to the key itself.
+    #[arg(long, global = true)]
     pub key_file: Option<PathBuf>,
     /// Directory of the local SQLite index (default: inside a local repository; for S3,
     /// $XDG_CACHE_HOME/homelab-autopilot/store/<hash>).
@@ -206,8 +231,17 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The value of an environment variable; empty (or not Unicode) counts as unset.
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 fn load_key(args: &StoreArgs, create: bool) -> anyhow::Result<Option<Key>> {
-    if let Some(path) = &args.key_file {
+    let key_file = args
+        .key_file
+        .clone()
+        .or_else(|| env_nonempty(KEY_FILE_ENV).map(PathBuf::from));
+    if let Some(path) = &key_file {
         if create && !path.exists() {
             let key = Key::generate();
             write_new_secret(path, &key.to_text())
@@ -220,14 +254,13 @@ fn load_key(args: &StoreArgs, create: bool) -> anyhow::Result<Option<Key>> {
         }
         return Ok(Some(Key::from_file(path)?));
     }
-    match std::env::var(KEY_ENV) {
-        Ok(v) if !v.trim().is_empty() => Ok(Some(Key::parse(&v, KEY_ENV)?)),
-        _ => Ok(None),
+    match env_nonempty(KEY_ENV) {
+        Some(v) => Ok(Some(Key::parse(&v, KEY_ENV)?)),
+        None => Ok(None),
     }
 }
 
 fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -238,8 +271,39 @@ fn write_new_secret(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Exit status of a fatal error.
+pub const EXIT_FATAL: u8 = 1;
+/// Exit status when a snapshot was saved but is incomplete (skipped or shrunk files).
+pub const EXIT_INCOMPLETE: u8 = 3;
 /// Exit status of `verify` when it finds damage, and of `repair` while a snapshot stays damaged.
 pub const EXIT_DAMAGE: u8 = 4;
+/// Exit status when the repository does not exist.
+pub const EXIT_NO_REPOSITORY: u8 = 10;
+/// Exit status when the repository lock could not be taken in time.
+pub const EXIT_LOCKED: u8 = 11;
+/// Exit status when the key is wrong, malformed or missing.
+pub const EXIT_WRONG_KEY: u8 = 12;
+
+/// The exit status for an error: the first store error in the chain decides.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.chain().find_map(|c| c.downcast_ref::<Error>()) {
+        Some(Error::RepoNotFound { .. }) => EXIT_NO_REPOSITORY,
+        Some(Error::Locked { .. }) => EXIT_LOCKED,
+        Some(Error::WrongKey { .. } | Error::KeyRequired { .. } | Error::BadKey { .. }) => EXIT_WRONG_KEY,
+        _ => EXIT_FATAL,
+    }
+}
+
+/// Whether an error is only the reader of stdout going away (`store list | head -1`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let io = match c.downcast_ref::<Error>() {
+            Some(Error::Io { cause, .. }) => Some(cause),
+            _ => c.downcast_ref::<std::io::Error>(),
+        };
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 /// The flag (or argument) of this CLI that sets a store parameter.
 pub fn flag(p: Param) -> &'static str {
@@ -270,7 +334,7 @@ pub fn message(e: &Error, repo: &str) -> String {
             format!("{e} ({})", flag(*param))
         }
         Error::RepoNotFound { .. } => {
-            format!("{e}: `homelab-autopilot store --repo {repo} init` creates it")
+            format!("{e} (`homelab-autopilot store --repo {repo} init`)")
         }
         Error::KeyRequired { .. } => format!(
             "{e}: pass --key-file PATH, or set AUTOPILOT_STORE_KEY_FILE to the key file or \
@@ -297,15 +361,56 @@ fn chain_message(e: &anyhow::Error, repo: &str) -> String {
         .join(": ")
 }
 
-/// Runs one store command. Returns [`EXIT_DAMAGE`] when `verify` finds problems or `repair`
-/// leaves a damaged snapshot.
-pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let repo = args.repo.clone();
-    run_command(args).map_err(|e| anyhow::anyhow!(chain_message(&e, &repo)))
+/// An error as `--json` prints it on stdout.
+#[derive(serde::Serialize)]
+struct JsonError<'a> {
+    error: &'a str,
+    category: &'static str,
+    exit_code: u8,
 }
 
-fn run_command(args: StoreArgs) -> anyhow::Result<ExitCode> {
+/// Runs one store command and reports its error: on stderr, and with `--json` also as a JSON
+/// object on stdout; the exit status tells the outcomes apart (see `EXIT_HELP`). A closed
+/// stdout is returned as the error it is, for the caller to end quietly.
+pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let repo = args.repo.clone().or_else(|| env_nonempty(REPO_ENV));
+    let as_json = args.json;
+    let result = match &repo {
+        Some(repo) => run_command(args, repo),
+        None => Err(anyhow::anyhow!(
+            "no repository given: pass --repo PATH_OR_URL or set {REPO_ENV}"
+        )),
+    };
+    let e = match result {
+        Ok(code) => return Ok(code),
+        Err(e) if is_broken_pipe(&e) => return Err(e),
+        Err(e) => e,
+    };
+    let code = exit_code(&e);
+    let text = chain_message(&e, repo.as_deref().unwrap_or("PATH_OR_URL"));
+    eprintln!("error: {text}");
+    if as_json {
+        let category = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<Error>())
+            .map_or("Error", Error::category);
+        let body = JsonError {
+            error: &text,
+            category,
+            exit_code: code,
+        };
+        if let Ok(s) = serde_json::to_string_pretty(&body) {
+            // stdout may be gone too; stderr already has the error.
+            let _ = writeln!(std::io::stdout(), "{s}");
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
     let progress_ok = !args.json && std::io::stderr().is_terminal();
+    let mut stdout = std::io::stdout().lock();
+    let w: &mut dyn Write = &mut stdout;
     if let StoreCommand::Init(init) = &args.command {
         let d = RepoParams::default();
         let params = RepoParams {
@@ -321,13 +426,15 @@ fn run_command(args: StoreArgs) -> anyhow::Result<ExitCode> {
         let key = if init.encrypt {
             match load_key(&args, true)? {
                 Some(k) => Some(k),
-                None => bail!("init --encrypt needs --key-file PATH (created if missing) or {KEY_ENV}"),
+                None => bail!(
+                    "init --encrypt needs --key-file PATH (created if missing), {KEY_FILE_ENV} or {KEY_ENV}"
+                ),
             }
         } else {
             None
         };
-        let cfg = ChunkStore::init(&args.repo, params, key.as_ref(), args.cache_dir.as_deref())?;
-        out::init(&args.repo, &cfg, args.json);
+        let cfg = ChunkStore::init(repo, params, key.as_ref(), args.cache_dir.as_deref())?;
+        out::init(w, repo, &cfg, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut opts = OpenOptions {
@@ -340,9 +447,9 @@ fn run_command(args: StoreArgs) -> anyhow::Result<ExitCode> {
     if let StoreCommand::Backup(b) = &args.command {
         opts.zstd_level = b.zstd_level;
     }
-    let store = ChunkStore::open(&args.repo, opts)?;
+    let store = ChunkStore::open(repo, opts)?;
     match &args.command {
-        StoreCommand::Init(_) => unreachable_init(),
+        StoreCommand::Init(_) => {}
         StoreCommand::Backup(b) => {
             let tags: BTreeMap<String, String> = b.tags.iter().cloned().collect();
             let summary = if b.path == "-" {
@@ -360,7 +467,7 @@ fn run_command(args: StoreArgs) -> anyhow::Result<ExitCode> {
                     store.backup_reader(f, &b.name, &tags, SourceKind::File, &bar)?
                 }
             };
-            out::backup(&summary, args.json);
+            out::backup(w, &summary, args.json)?;
         }
         StoreCommand::Restore(r) => {
             let snap = store.resolve(&r.snapshot)?;
@@ -378,19 +485,19 @@ fn run_command(args: StoreArgs) -> anyhow::Result<ExitCode> {
             } else {
                 store.restore_to_path(&snap, Path::new(&r.to), &bar)?
             };
-            out::restore(&summary, args.json, r.to == "-");
+            out::restore(w, &summary, args.json, r.to == "-")?;
         }
-        StoreCommand::List => out::list(&store.list()?, args.json),
+        StoreCommand::List => out::list(w, &store.list()?, args.json)?,
         StoreCommand::Verify(v) => {
             let report = store.verify(v.snapshot.as_deref(), v.read_data)?;
-            out::verify(&report, args.json);
+            out::verify(w, &report, args.json)?;
             if !report.ok {
                 return Ok(ExitCode::from(EXIT_DAMAGE));
             }
         }
         StoreCommand::Repair(r) => {
             let report = store.repair(r.read_data)?;
-            out::repair(&report, args.json);
+            out::repair(w, &report, args.json)?;
             if !report.all_restorable() {
                 return Ok(ExitCode::from(EXIT_DAMAGE));
             }
@@ -404,15 +511,12 @@ fn run_command(args: StoreArgs) -> anyhow::Result<ExitCode> {
                 monthly: p.keep_monthly,
                 yearly: p.keep_yearly,
             };
-            out::prune(&store.prune(&keep, p.dry_run)?, args.json);
+            out::prune(w, &store.prune(&keep, p.dry_run)?, args.json)?;
         }
-        StoreCommand::Gc(g) => out::gc(&store.gc(Duration::from_secs(g.grace))?, args.json),
-        StoreCommand::Stats => out::stats(&store.stats()?, args.json),
-        StoreCommand::Reindex => out::reindex(&store.reindex()?, args.json),
+        StoreCommand::Gc(g) => out::gc(w, &store.gc(Duration::from_secs(g.grace))?, args.json)?,
+        StoreCommand::Stats => out::stats(w, &store.stats()?, args.json)?,
+        StoreCommand::Reindex => out::reindex(w, &store.reindex()?, args.json)?,
     }
+    w.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn unreachable_init() {
-    // `init` returned above; nothing to do here.
 }

@@ -278,12 +278,16 @@ impl ChunkStore {
                 param: Param::Snapshot,
                 reason: format!("{when:?} is not `latest` or an RFC 3339 time like 2026-01-31T02:00:00Z"),
             })?;
-            return of_name
+            return match of_name
                 .into_iter()
-                .rev()
-                .find(|s| s.time_unix == t.as_second())
-                .cloned()
-                .ok_or_else(not_found);
+                .filter(|s| s.time_unix == t.as_second())
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                [one] => Ok((*one).clone()),
+                [] => Err(not_found()),
+                many => Err(ambiguous(spec, many)),
+            };
         }
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::InvalidArgument {
@@ -298,10 +302,7 @@ impl ChunkStore {
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(not_found()),
-            many => Err(Error::SnapshotAmbiguous {
-                spec: spec.to_string(),
-                matches: many.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
-            }),
+            many => Err(ambiguous(spec, many)),
         }
     }
 
@@ -329,6 +330,18 @@ impl ChunkStore {
                 logical as f64 / pack_bytes as f64
             },
         })
+    }
+}
+
+/// Several snapshots match `spec`: name them all by id.
+fn ambiguous(spec: &str, many: &[&SnapshotInfo]) -> Error {
+    Error::SnapshotAmbiguous {
+        spec: spec.to_string(),
+        matches: many
+            .iter()
+            .map(|s| format!("{} ({}@{})", s.id, s.name, s.time))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 

@@ -1,5 +1,6 @@
 //! API-level tests: real HTTP on loopback against the PVE simulator, real stores in tempdirs.
 
+mod cli_pipe;
 mod crds;
 // Example and invalid-resource loaders, shared with the end-to-end suite.
 mod controllers;
