@@ -135,7 +135,15 @@ pub struct BackupArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub zstd_level: Option<i32>,
     /// File, directory, or `-` for standard input.
-    pub path: String,
+    #[arg(
+        required_unless_present = "stdin_from_command",
+        conflicts_with = "stdin_from_command"
+    )]
+    pub path: Option<String>,
+    /// Run CMD ARGS... and back up its standard output; nothing is saved unless it exits 0
+    /// (e.g. `--stdin-from-command vzdump 100 --stdout`). Must come last.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD ARGS")]
+    pub stdin_from_command: Option<Vec<String>>,
 }
 
 /// `store restore`.
@@ -452,11 +460,16 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
         StoreCommand::Init(_) => {}
         StoreCommand::Backup(b) => {
             let tags: BTreeMap<String, String> = b.tags.iter().cloned().collect();
-            let summary = if b.path == "-" {
+            let summary = if let Some([program, cmd_args @ ..]) = b.stdin_from_command.as_deref() {
+                let bar = out::bar(progress_ok, None);
+                let mut cmd = std::process::Command::new(program);
+                cmd.args(cmd_args);
+                store.backup_command(&mut cmd, &b.name, &tags, &bar)?
+            } else if b.path.as_deref() == Some("-") {
                 let bar = out::bar(progress_ok, None);
                 store.backup_reader(std::io::stdin().lock(), &b.name, &tags, SourceKind::Stream, &bar)?
             } else {
-                let p = Path::new(&b.path);
+                let p = Path::new(b.path.as_deref().unwrap_or_default());
                 let meta = std::fs::metadata(p).with_context(|| format!("backup PATH {}", p.display()))?;
                 if meta.is_dir() {
                     let bar = out::bar(progress_ok, None);
@@ -468,6 +481,10 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
                 }
             };
             out::backup(w, &summary, args.json)?;
+            if !summary.is_complete() {
+                w.flush()?;
+                return Ok(ExitCode::from(EXIT_INCOMPLETE));
+            }
         }
         StoreCommand::Restore(r) => {
             let snap = store.resolve(&r.snapshot)?;

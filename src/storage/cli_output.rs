@@ -98,8 +98,11 @@ pub(crate) fn backup(w: &mut dyn Write, s: &SnapshotSummary, as_json: bool) -> i
     }
     writeln!(
         w,
-        "snapshot {} ({}@{}) saved",
-        s.snapshot.id, s.snapshot.name, s.snapshot.time
+        "snapshot {} ({}@{}) saved{}",
+        s.snapshot.id,
+        s.snapshot.name,
+        s.snapshot.time,
+        if s.is_complete() { "" } else { " but INCOMPLETE" }
     )?;
     writeln!(w, "  bytes read    {}", bytes(s.bytes_read))?;
     writeln!(
@@ -116,6 +119,16 @@ pub(crate) fn backup(w: &mut dyn Write, s: &SnapshotSummary, as_json: bool) -> i
         "  throughput    {:.1} MB/s ({:.2} s)",
         s.throughput_mb_s, s.seconds
     )?;
+    for p in &s.skipped {
+        writeln!(w, "  skipped       {} ({})", p.path, p.reason)?;
+    }
+    for f in &s.shrunk {
+        writeln!(
+            w,
+            "  shrunk        {} ({} of {} bytes read; zeros in the snapshot for the rest)",
+            f.path, f.read, f.size
+        )?;
+    }
     Ok(())
 }
 

@@ -114,7 +114,7 @@ pub enum Error {
     /// A file-system operation failed.
     // The cause is part of the message (and not also a `source`), so `{:#}` chains do not
     // print it twice; callers match on the fields.
-    #[error("{op} {path}: {cause}{}", io_hint(cause))]
+    #[error("{op} {path}: {cause}{}", io_hint(op, cause))]
     Io {
         /// What we were doing ("writing pack", "reading source").
         op: &'static str,
@@ -219,13 +219,24 @@ pub enum Error {
         /// What is wrong and the fix.
         reason: String,
     },
+    /// The command producing a stream backup failed; nothing was saved.
+    #[error("the backup command {command} failed ({status}): nothing was saved")]
+    ProducerFailed {
+        /// The program.
+        command: String,
+        /// How it ended.
+        status: String,
+    },
     /// A worker thread panicked (a bug); the operation was abandoned.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-fn io_hint(e: &io::Error) -> &'static str {
+fn io_hint(op: &str, e: &io::Error) -> &'static str {
     match e.raw_os_error() {
+        Some(13) | Some(1) if op.starts_with("reading") => {
+            " (permission denied: run as a user that may read it)"
+        }
         Some(28) => " (the disk is full: free space and retry; nothing committed was changed)",
         Some(30) => " (the file system is read-only: this command needs write access)",
         Some(13) | Some(1) => " (permission denied: run as a user that may write there)",
@@ -256,6 +267,7 @@ impl Error {
             Error::SnapshotIncomplete { .. } => "SnapshotIncomplete",
             Error::Locked { .. } => "RepositoryLocked",
             Error::InvalidArgument { .. } => "InvalidArgument",
+            Error::ProducerFailed { .. } => "ProducerFailed",
             Error::Internal(_) => "Internal",
         }
     }

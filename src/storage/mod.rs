@@ -30,7 +30,7 @@ pub mod tarstream;
 pub mod verify;
 mod writeback;
 
-pub use backup::{NoProgress, Progress, SnapshotSummary};
+pub use backup::{NoProgress, Progress, ShrunkFile, SkippedPath, SnapshotSummary};
 pub use config::{ChunkerParams, RepoConfig, RepoParams};
 pub use crypto::Key;
 pub use error::{Error, Param, Result};

@@ -38,7 +38,10 @@ fn crd_write_refuses_a_dir_that_does_not_exist() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no such directory"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("no such directory"),
+        "{err}"
+    );
     assert!(!missing.exists(), "crd --write created {}", missing.display());
     let out = Command::new(bin())
         .args(["crd", "--write", "--dir"])

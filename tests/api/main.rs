@@ -33,6 +33,7 @@ mod store_concurrency;
 mod store_corruption;
 mod store_crash;
 mod store_errors;
+mod store_incomplete;
 mod store_roundtrip;
 mod store_s3;
 mod store_safety;
