@@ -13,6 +13,7 @@ use super::cli_output as out;
 use super::config::{ChunkerParams, RepoParams};
 use super::crypto::{KEY_ENV, Key};
 use super::error::{Error, Param};
+use super::index::{SnapshotFilter, SnapshotInfo};
 use super::prune::KeepOptions;
 use super::snapfile::SourceKind;
 use super::store::{ChunkStore, OpenOptions};
@@ -80,8 +81,10 @@ pub enum StoreCommand {
     Backup(BackupArgs),
     /// Restore a snapshot to a new path, or to standard output (`-`).
     Restore(RestoreArgs),
-    /// List snapshots.
-    List,
+    /// List snapshots (oldest first), optionally only some.
+    List(ListArgs),
+    /// Remove the given snapshots; run `gc` afterwards to free their space.
+    Forget(ForgetArgs),
     /// Check snapshots: every pack they need exists with the size recorded when it was stored,
     /// and (with --read-data) every stored byte they need. Exits 4 when it finds damage.
     Verify(VerifyArgs),
@@ -156,6 +159,45 @@ pub struct RestoreArgs {
     pub to: String,
 }
 
+/// Which snapshots `list` and `prune` see.
+#[derive(Args, Debug)]
+pub struct FilterArgs {
+    /// Only snapshots of this backup name (repeatable: any of them).
+    #[arg(long = "name")]
+    pub names: Vec<String>,
+    /// Only snapshots carrying tag KEY=VALUE (repeatable: all of them).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter {
+            names: self.names.clone(),
+            tags: self.tags.iter().cloned().collect(),
+        }
+    }
+}
+
+/// `store list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Which snapshots.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only the N newest snapshots of each backup name.
+    #[arg(long)]
+    pub last: Option<usize>,
+}
+
+/// `store forget`.
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove: id prefixes, NAME@latest or NAME@TIME.
+    #[arg(required = true)]
+    pub snapshots: Vec<String>,
+}
+
 /// `store verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -177,6 +219,9 @@ pub struct RepairArgs {
 /// `store prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
+    /// Only these snapshots are looked at (a policy's own); every other one is kept.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Keep the N newest snapshots.
     #[arg(long)]
     pub keep_last: Option<u32>,
@@ -504,7 +549,17 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
             };
             out::restore(w, &summary, args.json, r.to == "-")?;
         }
-        StoreCommand::List => out::list(w, &store.list()?, args.json)?,
+        StoreCommand::List(l) => out::list(w, &store.list_matching(&l.filter.filter(), l.last)?, args.json)?,
+        StoreCommand::Forget(f) => {
+            let mut snaps: Vec<SnapshotInfo> = Vec::new();
+            for spec in &f.snapshots {
+                let s = store.resolve(spec)?;
+                if !snaps.iter().any(|k| k.uid == s.uid) {
+                    snaps.push(s);
+                }
+            }
+            out::prune(w, &store.forget(&snaps)?, args.json)?;
+        }
         StoreCommand::Verify(v) => {
             let report = store.verify(v.snapshot.as_deref(), v.read_data)?;
             out::verify(w, &report, args.json)?;
@@ -528,7 +583,11 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
                 monthly: p.keep_monthly,
                 yearly: p.keep_yearly,
             };
-            out::prune(w, &store.prune(&keep, p.dry_run)?, args.json)?;
+            out::prune(
+                w,
+                &store.prune_matching(&keep, &p.filter.filter(), p.dry_run)?,
+                args.json,
+            )?;
         }
         StoreCommand::Gc(g) => out::gc(w, &store.gc(Duration::from_secs(g.grace))?, args.json)?,
         StoreCommand::Stats => out::stats(w, &store.stats()?, args.json)?,

@@ -34,6 +34,6 @@ pub use backup::{NoProgress, Progress, ShrunkFile, SkippedPath, SnapshotSummary}
 pub use config::{ChunkerParams, RepoConfig, RepoParams};
 pub use crypto::Key;
 pub use error::{Error, Param, Result};
-pub use index::SnapshotInfo;
+pub use index::{SnapshotFilter, SnapshotInfo};
 pub use snapfile::SourceKind;
 pub use store::{ChunkStore, OpenOptions, Stats};

@@ -16,7 +16,7 @@ use super::config::{FORMAT_VERSION, RepoConfig, RepoParams};
 use super::crypto::{Key, Keys};
 use super::error::{Error, Param, Result};
 use super::gc::{GcReport, PruneReport};
-use super::index::{Index, SnapshotInfo};
+use super::index::{Index, SnapshotFilter, SnapshotInfo};
 use super::lock::{self, LockMode, RepoLock};
 use super::prune::KeepOptions;
 use super::reindex::{self, ReindexReport};
@@ -196,6 +196,17 @@ impl ChunkStore {
     /// Applies retention rules per backup name (see `prune::compute_prune`) on an index proved
     /// current (see `sync::current_index`).
     pub fn prune(&self, keep: &KeepOptions, dry_run: bool) -> Result<PruneReport> {
+        self.prune_matching(keep, &SnapshotFilter::default(), dry_run)
+    }
+
+    /// [`ChunkStore::prune`] limited to the snapshots `filter` selects (a policy's own names and
+    /// tags): every other snapshot is kept, whatever the rules say.
+    pub fn prune_matching(
+        &self,
+        keep: &KeepOptions,
+        filter: &SnapshotFilter,
+        dry_run: bool,
+    ) -> Result<PruneReport> {
         if !keep.keeps_something() {
             return Err(Error::InvalidArgument {
                 param: Param::Retention,
@@ -209,7 +220,14 @@ impl ChunkStore {
         } else {
             self.lock(LockMode::Exclusive, "prune", false)?
         };
-        sync::prune(&self.repo(), self.index_shared, keep, dry_run)
+        sync::prune(&self.repo(), self.index_shared, keep, filter, dry_run)
+    }
+
+    /// Removes the given snapshots (run `gc` afterwards to free their space).
+    pub fn forget(&self, snaps: &[SnapshotInfo]) -> Result<PruneReport> {
+        let _lock = self.lock(LockMode::Exclusive, "forget", false)?;
+        let uids: Vec<String> = snaps.iter().map(|s| s.uid.clone()).collect();
+        sync::forget(&self.repo(), self.index_shared, &uids)
     }
 
     /// Reclaims space: drops unfinished snapshots of crashed backups, deletes packs no snapshot
@@ -259,6 +277,24 @@ impl ChunkStore {
     /// All snapshots, oldest first.
     pub fn list(&self) -> Result<Vec<SnapshotInfo>> {
         self.index()?.snapshots()
+    }
+
+    /// The snapshots `filter` selects, oldest first; with `last`, only the newest `last` of
+    /// each backup name.
+    pub fn list_matching(&self, filter: &SnapshotFilter, last: Option<usize>) -> Result<Vec<SnapshotInfo>> {
+        let mut snaps: Vec<SnapshotInfo> = self.list()?.into_iter().filter(|s| filter.matches(s)).collect();
+        if let Some(n) = last {
+            let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+            let mut keep = vec![false; snaps.len()];
+            for (i, s) in snaps.iter().enumerate().rev() {
+                let count = seen.entry(s.name.clone()).or_default();
+                keep[i] = *count < n;
+                *count += 1;
+            }
+            let mut flags = keep.into_iter();
+            snaps.retain(|_| flags.next().unwrap_or(false));
+        }
+        Ok(snaps)
     }
 
     /// Finds a snapshot: an id prefix (at least 4 hex characters), `NAME@latest`, or

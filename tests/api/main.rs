@@ -37,3 +37,4 @@ mod store_incomplete;
 mod store_roundtrip;
 mod store_s3;
 mod store_safety;
+mod store_select;
