@@ -85,6 +85,12 @@ pub enum StoreCommand {
     List(ListArgs),
     /// Remove the given snapshots; run `gc` afterwards to free their space.
     Forget(ForgetArgs),
+    /// List the entries of a directory snapshot (under PATH).
+    Ls(LsArgs),
+    /// Write one file of a directory snapshot to standard output.
+    Dump(DumpArgs),
+    /// Show the paths added, removed and changed from snapshot A to snapshot B.
+    Diff(DiffArgs),
     /// Check snapshots: every pack they need exists with the size recorded when it was stored,
     /// and (with --read-data) every stored byte they need. Exits 4 when it finds damage.
     Verify(VerifyArgs),
@@ -196,6 +202,33 @@ pub struct ForgetArgs {
     /// Snapshots to remove: id prefixes, NAME@latest or NAME@TIME.
     #[arg(required = true)]
     pub snapshots: Vec<String>,
+}
+
+/// `store ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// A directory snapshot.
+    pub snapshot: String,
+    /// Only this path and what is below it.
+    pub path: Option<String>,
+}
+
+/// `store dump`.
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// A directory snapshot.
+    pub snapshot: String,
+    /// The file inside it.
+    pub path: String,
+}
+
+/// `store diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older directory snapshot.
+    pub a: String,
+    /// The newer one.
+    pub b: String,
 }
 
 /// `store verify`.
@@ -414,6 +447,17 @@ fn chain_message(e: &anyhow::Error, repo: &str) -> String {
         .join(": ")
 }
 
+/// Standard output for data: fd 1 directly, since `Stdout` is line-buffered and would scan
+/// binary data for newlines.
+fn raw_stdout() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot use stdout")?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// An error as `--json` prints it on stdout.
 #[derive(serde::Serialize)]
 struct JsonError<'a> {
@@ -535,14 +579,7 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
             let snap = store.resolve(&r.snapshot)?;
             let bar = out::bar(progress_ok && r.to != "-", Some(snap.size));
             let summary = if r.to == "-" {
-                // Write to fd 1 directly: `Stdout` is line-buffered and would scan binary data
-                // for newlines.
-                use std::os::fd::AsFd;
-                let fd = std::io::stdout()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .context("--to -: cannot use stdout")?;
-                let out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::from(fd));
+                let out = std::io::BufWriter::with_capacity(1 << 20, raw_stdout()?);
                 store.restore_to_writer(&snap, out, &bar)?
             } else {
                 store.restore_to_path(&snap, Path::new(&r.to), &bar)?
@@ -550,6 +587,19 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
             out::restore(w, &summary, args.json, r.to == "-")?;
         }
         StoreCommand::List(l) => out::list(w, &store.list_matching(&l.filter.filter(), l.last)?, args.json)?,
+        StoreCommand::Ls(l) => {
+            let snap = store.resolve(&l.snapshot)?;
+            out::ls(w, &store.ls(&snap, l.path.as_deref())?, args.json)?;
+        }
+        StoreCommand::Dump(d) => {
+            let snap = store.resolve(&d.snapshot)?;
+            let mut raw = std::io::BufWriter::with_capacity(1 << 20, raw_stdout()?);
+            store.dump(&snap, &d.path, &mut raw)?;
+        }
+        StoreCommand::Diff(d) => {
+            let (a, b) = (store.resolve(&d.a)?, store.resolve(&d.b)?);
+            out::diff(w, &store.diff(&a, &b)?, args.json)?;
+        }
         StoreCommand::Forget(f) => {
             let mut snaps: Vec<SnapshotInfo> = Vec::new();
             for spec in &f.snapshots {

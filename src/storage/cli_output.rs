@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::backup::{Progress, SnapshotSummary};
+use super::browse::{TreeDiff, TreeEntry};
 use super::config::RepoConfig;
 use super::gc::{GcReport, PruneReport};
 use super::index::SnapshotInfo;
@@ -186,6 +187,55 @@ pub(crate) fn list(w: &mut dyn Write, snaps: &[SnapshotInfo], as_json: bool) -> 
         )?;
     }
     Ok(())
+}
+
+pub(crate) fn ls(w: &mut dyn Write, entries: &[TreeEntry], as_json: bool) -> io::Result<()> {
+    if as_json {
+        return json(w, &entries);
+    }
+    for e in entries {
+        let when = jiff::Timestamp::from_second(e.mtime as i64)
+            .map_or_else(|_| e.mtime.to_string(), |t| t.to_string());
+        let link = e.link.as_deref().map_or(String::new(), |l| format!(" -> {l}"));
+        writeln!(
+            w,
+            "{:<8} {:04o} {:>10}  {when}  {}{link}",
+            e.kind, e.mode, e.size, e.path
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn diff(w: &mut dyn Write, d: &TreeDiff, as_json: bool) -> io::Result<()> {
+    if as_json {
+        return json(w, d);
+    }
+    for e in &d.added {
+        writeln!(w, "+ {} ({})", e.path, bytes(e.size))?;
+    }
+    for e in &d.removed {
+        writeln!(w, "- {} ({})", e.path, bytes(e.size))?;
+    }
+    for c in &d.changed {
+        writeln!(
+            w,
+            "M {} ({} -> {}; {})",
+            c.path,
+            bytes(c.size_before),
+            bytes(c.size_after),
+            c.what.join(", ")
+        )?;
+    }
+    writeln!(
+        w,
+        "added {} paths ({}), removed {} ({}), changed {} ({})",
+        d.added.len(),
+        bytes(d.added_bytes),
+        d.removed.len(),
+        bytes(d.removed_bytes),
+        d.changed.len(),
+        bytes(d.changed_bytes)
+    )
 }
 
 pub(crate) fn verify(w: &mut dyn Write, r: &VerifyReport, as_json: bool) -> io::Result<()> {

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod backup;
 pub mod blob;
+pub mod browse;
 pub mod chunker;
 mod chunkset;
 pub mod cli;
@@ -31,6 +32,7 @@ pub mod verify;
 mod writeback;
 
 pub use backup::{NoProgress, Progress, ShrunkFile, SkippedPath, SnapshotSummary};
+pub use browse::{ChangedPath, TreeDiff, TreeEntry};
 pub use config::{ChunkerParams, RepoConfig, RepoParams};
 pub use crypto::Key;
 pub use error::{Error, Param, Result};

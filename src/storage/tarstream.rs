@@ -285,7 +285,7 @@ enum Msg {
 
 /// Yields the restored tar stream; a vanished sender (no `Done`) is a read error. Each read
 /// fills `out` completely unless the stream ends.
-struct ChanReader {
+pub(crate) struct ChanReader {
     rx: Receiver<Msg>,
     cur: Vec<u8>,
     pos: usize,
@@ -369,8 +369,7 @@ impl Sink for ChanSink {
     }
 }
 
-/// Unpacks a directory snapshot into `path` (created; must not exist). The restored stream
-/// reaches the unpacking thread over a channel of chunk buffers (no pipe, no copy).
+/// Unpacks a directory snapshot into `path` (created; must not exist).
 pub(crate) fn restore_dir(
     store: &ChunkStore,
     snap: &SnapshotInfo,
@@ -378,28 +377,45 @@ pub(crate) fn restore_dir(
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
     fs::create_dir_all(path).map_err(|e| Error::io("creating", path.display(), e))?;
+    let unpack = |mut a: TarReader| -> std::io::Result<()> {
+        let wb = Writeback::start();
+        a.set_preserve_permissions(true);
+        a.set_preserve_mtime(true);
+        a.set_overwrite(false);
+        unpack_tree(&mut a, path, &wb)?;
+        // Consume the end-of-archive padding so the restore side sees its stream taken.
+        std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
+        wb.finish()
+    };
+    let (summary, ()) = read_tar(store, snap, progress, ("unpacking into", &path.display()), unpack)?;
+    Ok(summary)
+}
+
+/// A directory snapshot's tar stream as [`read_tar`] hands it over.
+pub(crate) type TarReader = tar::Archive<ChanReader>;
+
+/// Restores a directory snapshot as a tar stream into `read`, which runs on its own thread: the
+/// stream reaches it over a channel of chunk buffers (no pipe, no copy). An error of `read` is
+/// reported as `what` (operation and path).
+pub(crate) fn read_tar<T: Send>(
+    store: &ChunkStore,
+    snap: &SnapshotInfo,
+    progress: &dyn Progress,
+    what: (&'static str, &dyn std::fmt::Display),
+    read: impl FnOnce(TarReader) -> std::io::Result<T> + Send,
+) -> Result<(RestoreSummary, T)> {
     let (tx, rx) = sync_channel::<Msg>(64);
     std::thread::scope(|s| {
-        let unpacker = s.spawn(move || -> std::io::Result<()> {
-            let wb = Writeback::start();
-            let mut a = tar::Archive::new(ChanReader::new(rx));
-            a.set_preserve_permissions(true);
-            a.set_preserve_mtime(true);
-            a.set_overwrite(false);
-            unpack_tree(&mut a, path, &wb)?;
-            // Consume the end-of-archive padding so the restore side sees its stream taken.
-            std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
-            wb.finish()
-        });
+        let reader = s.spawn(move || read(tar::Archive::new(ChanReader::new(rx))));
         let res = store.restore_into(snap, &mut ChanSink { tx }, progress);
-        let unpacked = unpacker
+        let read = reader
             .join()
             .map_err(|_| Error::Internal("tar thread panicked".into()))?;
-        match (res, unpacked) {
-            // The restore's own failure comes first; an unpack failure then is a consequence.
+        match (res, read) {
+            // The restore's own failure comes first; a reader failure then is a consequence.
             (Err(e), _) if !stopped_by_unpacker(&e) => Err(e),
-            (_, Err(e)) => Err(Error::io("unpacking into", path.display(), e)),
-            (res, Ok(())) => res,
+            (_, Err(e)) => Err(Error::io(what.0, what.1, e)),
+            (res, Ok(v)) => Ok((res?, v)),
         }
     })
 }

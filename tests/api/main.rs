@@ -28,6 +28,7 @@ mod pvesim_schema;
 mod pvesim_snapshots;
 mod pvesim_wire;
 mod store_badinput;
+mod store_browse;
 mod store_common;
 mod store_concurrency;
 mod store_corruption;
