@@ -230,10 +230,8 @@ fn store_backup_stdin_from_command_commits_only_when_the_command_succeeds() {
     let d = tempfile::tempdir().unwrap();
     let repo = d.path().join("repo");
     init_small(&repo, &[]);
-    let script = "head -c 3000000 /dev/urandom; exit 5";
-    let e = fails(
-        &repo,
-        &[
+    let from_command = |script: &str| {
+        let args = [
             "backup",
             "--name",
             "vm-100",
@@ -241,10 +239,13 @@ fn store_backup_stdin_from_command_commits_only_when_the_command_succeeds() {
             "sh",
             "-c",
             script,
-        ],
-    );
+        ];
+        store(&repo, &args)
+    };
+    let out = from_command("head -c 3000000 /dev/urandom; exit 5");
+    let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        e.contains("backup command sh failed") && e.contains("nothing was saved"),
+        !out.status.success() && e.contains("backup command sh failed") && e.contains("nothing was saved"),
         "{e}"
     );
     let out = store(&repo, &["--json", "list"]);
@@ -254,18 +255,9 @@ fn store_backup_stdin_from_command_commits_only_when_the_command_succeeds() {
         "a failed producer left a snapshot"
     );
 
-    let out = ok(
-        &repo,
-        &[
-            "backup",
-            "--name",
-            "vm-100",
-            "--stdin-from-command",
-            "sh",
-            "-c",
-            "printf 'vzdump bytes'",
-        ],
-    );
+    let out = from_command("printf 'vzdump bytes'");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains("saved") && !out.contains("INCOMPLETE"), "{out}");
     assert_eq!(restore_bytes(&repo, "vm-100@latest"), b"vzdump bytes");
 }
