@@ -30,6 +30,9 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// 128 + SIGPIPE: what a shell reports for a tool that SIGPIPE ended.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
@@ -52,6 +55,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of stdout went away (`... | head`): end quietly, as a tool killed by
+        // SIGPIPE would, with its status.
+        Err(e) if storage::cli::is_broken_pipe(&e) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -29,6 +29,12 @@ pub fn run(args: CrdArgs) -> anyhow::Result<ExitCode> {
         stdout.flush().context("writing to stdout")?;
         return Ok(ExitCode::SUCCESS);
     }
+    if !args.dir.is_dir() {
+        anyhow::bail!(
+            "--dir {}: no such directory (point it at the repository root; it is not created)",
+            args.dir.display()
+        );
+    }
     for file in generated_files().context("rendering the CRDs as YAML")? {
         let path = args.dir.join(&file.path);
         if let Some(parent) = path.parent() {

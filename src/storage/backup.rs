@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use serde::Serialize;
 use super::backend::{pack_key, read_full, snapshot_key};
 use super::blob::{BlobKind, ChunkId};
 use super::chunker::is_zero;
-use super::error::{Error, Result};
+use super::error::{Error, Param, Result};
 use super::index::{SnapshotInfo, SnapshotTotals};
 use super::lock::LockMode;
 use super::pack::{PackFile, StagedPack, new_pack_name};
@@ -52,12 +53,76 @@ pub struct SnapshotSummary {
     pub chunks: u64,
     /// Chunks that were new.
     pub new_chunks: u64,
-    /// bytes_read / stored_bytes (how much this backup saved).
+    /// bytes_read / (stored_bytes + the snapshot object's size): how much this backup saved.
     pub dedup_ratio: f64,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// bytes_read per second, in MB/s (10^6).
     pub throughput_mb_s: f64,
+    /// Paths of a directory backup that could not be read and are not in the snapshot.
+    pub skipped: Vec<SkippedPath>,
+    /// Files of a directory backup that shrank while they were read (zero-padded in the snapshot).
+    pub shrunk: Vec<ShrunkFile>,
+}
+
+impl SnapshotSummary {
+    /// Whether the snapshot holds everything the source had: nothing skipped, nothing shrunk.
+    pub fn is_complete(&self) -> bool {
+        self.skipped.is_empty() && self.shrunk.is_empty()
+    }
+}
+
+/// A path a directory backup skipped because it could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SkippedPath {
+    /// The path on the source file system.
+    pub path: String,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+/// A file that shrank while a directory backup read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShrunkFile {
+    /// The path on the source file system.
+    pub path: String,
+    /// Its size when the backup started reading it (the size in the snapshot).
+    pub size: u64,
+    /// The bytes it still had; the rest of the snapshot's copy is zeros.
+    pub read: u64,
+}
+
+/// A backup command's standard output. At its end the command is waited for, and a failed
+/// command is a read error, so the backup fails instead of committing what it got.
+struct Producer {
+    child: Child,
+    stdout: ChildStdout,
+    status: Option<ExitStatus>,
+}
+
+impl Read for Producer {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() && self.status.is_none() {
+            let status = self.child.wait()?;
+            self.status = Some(status);
+            if !status.success() {
+                return Err(std::io::Error::other(format!("backup command failed ({status})")));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Producer {
+    /// Ends the command (killed if the backup stopped before its output ended); its status.
+    fn finish(mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+        self.status
+    }
 }
 
 /// Bytes read per batch (at least four maximum-size chunks).
@@ -166,7 +231,7 @@ impl PackPresence {
                     tracing::warn!(
                         pack = %key,
                         "the index names a pack that is lost or damaged: storing its chunks again \
-                         (run `store repair` to mark the snapshots that need it)"
+                         (repairing the repository marks the snapshots that need it)"
                     );
                 }
                 asked.insert(key, s);
@@ -200,7 +265,7 @@ pub fn validate_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidArgument {
-            field: "--name",
+            param: Param::BackupName,
             reason: format!("{name:?} must be 1-128 characters of A-Z a-z 0-9 . _ : -"),
         })
     }
@@ -218,6 +283,43 @@ impl ChunkStore {
         progress: &dyn Progress,
     ) -> Result<SnapshotSummary> {
         self.backup_source(Source::Reader(&mut reader), name, tags, kind, progress)
+    }
+
+    /// Backs up what `cmd` writes to its standard output as a stream snapshot `name`. The
+    /// snapshot is committed only when the command exits successfully: a producer that fails
+    /// part-way (a vzdump that stops) must not leave a complete-looking snapshot.
+    pub fn backup_command(
+        &self,
+        cmd: &mut Command,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+        progress: &dyn Progress,
+    ) -> Result<SnapshotSummary> {
+        validate_name(name)?;
+        let shown = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io("starting backup command", &shown, e))?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(Error::Internal("backup command has no stdout pipe".into()));
+        };
+        let mut producer = Producer {
+            child,
+            stdout,
+            status: None,
+        };
+        let result = self.backup_reader(&mut producer, name, tags, SourceKind::Stream, progress);
+        let status = producer.finish();
+        match (result, status) {
+            (Ok(summary), _) => Ok(summary),
+            (Err(_), Some(status)) if !status.success() => Err(Error::ProducerFailed {
+                command: shown,
+                status: status.to_string(),
+            }),
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// Backs up a [`BlockStream`] (see there) as snapshot `name`.
@@ -355,6 +457,9 @@ impl ChunkStore {
                 return Err(e);
             }
         };
+        let snapshot_bytes = std::fs::metadata(&path)
+            .map_err(|e| Error::io("reading metadata of", path.display(), e))?
+            .len();
         self.backend.put_file(&snapshot_key(&meta.uid), &path)?;
         let totals = SnapshotTotals {
             size: end.size,
@@ -377,17 +482,17 @@ impl ChunkStore {
             stored_bytes: totals.stored_bytes,
             chunks: end.entries,
             new_chunks: shared.new_chunks.load(Ordering::SeqCst),
-            dedup_ratio: if totals.stored_bytes == 0 {
-                0.0
-            } else {
-                bytes_read as f64 / totals.stored_bytes as f64
-            },
+            // What the backup added: new pack bytes plus its snapshot object, never zero, so a
+            // fully deduplicated backup shows how much it saved.
+            dedup_ratio: bytes_read as f64 / (totals.stored_bytes + snapshot_bytes).max(1) as f64,
             seconds,
             throughput_mb_s: if seconds > 0.0 {
                 bytes_read as f64 / seconds / 1e6
             } else {
                 0.0
             },
+            skipped: Vec::new(),
+            shrunk: Vec::new(),
         })
     }
 

@@ -1,10 +1,13 @@
 //! Human and JSON output of the store commands (JSON on stdout; human summaries on stdout,
 //! progress bars on stderr only when it is a terminal).
 
+use std::io::{self, Write};
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::backup::{Progress, SnapshotSummary};
+use super::browse::{TreeDiff, TreeEntry};
 use super::config::RepoConfig;
 use super::gc::{GcReport, PruneReport};
 use super::index::SnapshotInfo;
@@ -46,11 +49,9 @@ pub(crate) fn bar(enabled: bool, total: Option<u64>) -> Bar {
     Bar(pb)
 }
 
-fn json<T: Serialize>(v: &T) {
-    match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
-    }
+fn json<T: Serialize>(w: &mut dyn Write, v: &T) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, v)?;
+    writeln!(w)
 }
 
 /// Bytes with a binary unit.
@@ -69,12 +70,13 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
-pub(crate) fn init(repo: &str, cfg: &RepoConfig, as_json: bool) {
+pub(crate) fn init(w: &mut dyn Write, repo: &str, cfg: &RepoConfig, as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(cfg);
+        return json(w, cfg);
     }
     let p = &cfg.params;
-    println!(
+    writeln!(
+        w,
         "created repository {repo} (format {}, {}, chunks {}/{}/{} min/avg/max, zstd {}, packs {})",
         cfg.format_version,
         if cfg.key_check.is_some() {
@@ -87,35 +89,58 @@ pub(crate) fn init(repo: &str, cfg: &RepoConfig, as_json: bool) {
         bytes(p.chunker.max.into()),
         p.zstd_level,
         bytes(p.pack_size.into())
-    );
+    )?;
+    Ok(())
 }
 
-pub(crate) fn backup(s: &SnapshotSummary, as_json: bool) {
+pub(crate) fn backup(w: &mut dyn Write, s: &SnapshotSummary, as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(s);
+        return json(w, s);
     }
-    println!(
-        "snapshot {} ({}@{}) saved",
-        s.snapshot.id, s.snapshot.name, s.snapshot.time
-    );
-    println!("  bytes read    {}", bytes(s.bytes_read));
-    println!(
+    writeln!(
+        w,
+        "snapshot {} ({}@{}) saved{}",
+        s.snapshot.id,
+        s.snapshot.name,
+        s.snapshot.time,
+        if s.is_complete() { "" } else { " but INCOMPLETE" }
+    )?;
+    writeln!(w, "  bytes read    {}", bytes(s.bytes_read))?;
+    writeln!(
+        w,
         "  new bytes     {} in {} of {} chunks",
         bytes(s.new_bytes),
         s.new_chunks,
         s.chunks
-    );
-    println!("  stored bytes  {}", bytes(s.stored_bytes));
-    println!("  dedup ratio   {:.2}", s.dedup_ratio);
-    println!(
+    )?;
+    writeln!(w, "  stored bytes  {}", bytes(s.stored_bytes))?;
+    writeln!(w, "  dedup ratio   {:.2}", s.dedup_ratio)?;
+    writeln!(
+        w,
         "  throughput    {:.1} MB/s ({:.2} s)",
         s.throughput_mb_s, s.seconds
-    );
+    )?;
+    for p in &s.skipped {
+        writeln!(w, "  skipped       {} ({})", p.path, p.reason)?;
+    }
+    for f in &s.shrunk {
+        writeln!(
+            w,
+            "  shrunk        {} ({} of {} bytes read; zeros in the snapshot for the rest)",
+            f.path, f.read, f.size
+        )?;
+    }
+    Ok(())
 }
 
-pub(crate) fn restore(s: &RestoreSummary, as_json: bool, to_stdout: bool) {
+pub(crate) fn restore(
+    w: &mut dyn Write,
+    s: &RestoreSummary,
+    as_json: bool,
+    to_stdout: bool,
+) -> io::Result<()> {
     if as_json && !to_stdout {
-        return json(s);
+        return json(w, s);
     }
     let line = format!(
         "restored snapshot {}: {} in {:.2} s ({:.1} MB/s)",
@@ -126,20 +151,22 @@ pub(crate) fn restore(s: &RestoreSummary, as_json: bool, to_stdout: bool) {
     );
     // With `--to -` stdout carries the data, so the summary goes to stderr.
     if to_stdout {
-        eprintln!("{line}")
+        eprintln!("{line}");
+        Ok(())
     } else {
-        println!("{line}")
+        writeln!(w, "{line}")
     }
 }
 
-pub(crate) fn list(snaps: &[SnapshotInfo], as_json: bool) {
+pub(crate) fn list(w: &mut dyn Write, snaps: &[SnapshotInfo], as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(&snaps);
+        return json(w, &snaps);
     }
-    println!(
+    writeln!(
+        w,
         "{:<8}  {:<20}  {:<24}  {:>10}  {:<6}  tags",
         "ID", "TIME", "NAME", "SIZE", "KIND"
-    );
+    )?;
     for s in snaps {
         let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let state = match (&s.last_verify, s.complete) {
@@ -148,7 +175,8 @@ pub(crate) fn list(snaps: &[SnapshotInfo], as_json: bool) {
             (Some(v), true) if !v.ok => " (VERIFY FAILED)",
             _ => "",
         };
-        println!(
+        writeln!(
+            w,
             "{:<8}  {:<20}  {:<24}  {:>10}  {:<6}  {}{state}",
             s.id,
             s.time,
@@ -156,19 +184,70 @@ pub(crate) fn list(snaps: &[SnapshotInfo], as_json: bool) {
             bytes(s.size),
             s.kind,
             tags.join(",")
-        );
+        )?;
     }
+    Ok(())
 }
 
-pub(crate) fn verify(r: &VerifyReport, as_json: bool) {
+pub(crate) fn ls(w: &mut dyn Write, entries: &[TreeEntry], as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(r);
+        return json(w, &entries);
+    }
+    for e in entries {
+        let when = jiff::Timestamp::from_second(e.mtime as i64)
+            .map_or_else(|_| e.mtime.to_string(), |t| t.to_string());
+        let link = e.link.as_deref().map_or(String::new(), |l| format!(" -> {l}"));
+        writeln!(
+            w,
+            "{:<8} {:04o} {:>10}  {when}  {}{link}",
+            e.kind, e.mode, e.size, e.path
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn diff(w: &mut dyn Write, d: &TreeDiff, as_json: bool) -> io::Result<()> {
+    if as_json {
+        return json(w, d);
+    }
+    for e in &d.added {
+        writeln!(w, "+ {} ({})", e.path, bytes(e.size))?;
+    }
+    for e in &d.removed {
+        writeln!(w, "- {} ({})", e.path, bytes(e.size))?;
+    }
+    for c in &d.changed {
+        writeln!(
+            w,
+            "M {} ({} -> {}; {})",
+            c.path,
+            bytes(c.size_before),
+            bytes(c.size_after),
+            c.what.join(", ")
+        )?;
+    }
+    writeln!(
+        w,
+        "added {} paths ({}), removed {} ({}), changed {} ({})",
+        d.added.len(),
+        bytes(d.added_bytes),
+        d.removed.len(),
+        bytes(d.removed_bytes),
+        d.changed.len(),
+        bytes(d.changed_bytes)
+    )
+}
+
+pub(crate) fn verify(w: &mut dyn Write, r: &VerifyReport, as_json: bool) -> io::Result<()> {
+    if as_json {
+        return json(w, r);
     }
     for p in &r.problems {
-        println!("PROBLEM: {p}");
+        writeln!(w, "PROBLEM: {p}")?;
     }
     if r.ok {
-        println!(
+        writeln!(
+            w,
             "verify OK: {} snapshots, {} chunks{}",
             r.snapshots_checked,
             r.chunks_checked,
@@ -177,40 +256,45 @@ pub(crate) fn verify(r: &VerifyReport, as_json: bool) {
             } else {
                 String::new()
             }
-        );
+        )?;
     } else {
-        println!(
+        writeln!(
+            w,
             "verify FAILED: {} problems; affected snapshots:",
             r.problems.len()
-        );
+        )?;
         for s in &r.affected_snapshots {
-            println!("  {s}");
+            writeln!(w, "  {s}")?;
         }
     }
+    Ok(())
 }
 
-pub(crate) fn prune(r: &PruneReport, as_json: bool) {
+pub(crate) fn prune(w: &mut dyn Write, r: &PruneReport, as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(r);
+        return json(w, r);
     }
     for d in &r.decisions {
-        println!(
+        writeln!(
+            w,
             "{:<12} {} {} {}",
             format!("{:?}", d.mark).to_lowercase(),
             d.id,
             d.name,
             d.time
-        );
+        )?;
     }
     let verb = if r.dry_run { "would remove" } else { "removed" };
-    println!("{verb} {} snapshots; run `gc` to free their space", r.removed);
+    writeln!(w, "{verb} {} snapshots; run `gc` to free their space", r.removed)?;
+    Ok(())
 }
 
-pub(crate) fn gc(r: &GcReport, as_json: bool) {
+pub(crate) fn gc(w: &mut dyn Write, r: &GcReport, as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(r);
+        return json(w, r);
     }
-    println!(
+    writeln!(
+        w,
         "gc: {} packs deleted, {} repacked, {} chunks and {} incomplete snapshots dropped, {} stray files swept, {} freed",
         r.packs_deleted,
         r.packs_repacked,
@@ -218,69 +302,80 @@ pub(crate) fn gc(r: &GcReport, as_json: bool) {
         r.incomplete_snapshots_removed,
         r.stray_files_deleted,
         bytes(r.bytes_freed)
-    );
+    )?;
     for k in &r.packs_kept {
-        println!("  kept {k}");
+        writeln!(w, "  kept {k}")?;
     }
+    Ok(())
 }
 
-pub(crate) fn repair(r: &RepairReport, as_json: bool) {
+pub(crate) fn repair(w: &mut dyn Write, r: &RepairReport, as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(r);
+        return json(w, r);
     }
     for k in &r.packs_lost {
-        println!("lost pack {k}: its chunks were dropped from the index");
+        writeln!(w, "lost pack {k}: its chunks were dropped from the index")?;
     }
     for k in &r.packs_salvaged {
-        println!("damaged pack {k}: intact chunks copied to a new pack, the rest dropped");
+        writeln!(
+            w,
+            "damaged pack {k}: intact chunks copied to a new pack, the rest dropped"
+        )?;
     }
     for s in &r.snapshots_marked {
-        println!("marked DAMAGED {s}");
+        writeln!(w, "marked DAMAGED {s}")?;
     }
     for s in &r.snapshots_unmarked {
-        println!("unmarked {s}: every chunk it needs is stored again");
+        writeln!(w, "unmarked {s}: every chunk it needs is stored again")?;
     }
-    println!(
+    writeln!(
+        w,
         "repair: {} chunks dropped, {} snapshots marked damaged, {} unmarked, {} still damaged",
         r.chunks_dropped,
         r.snapshots_marked.len(),
         r.snapshots_unmarked.len(),
         r.snapshots_still_damaged
-    );
+    )?;
     if !r.all_restorable() {
-        println!(
+        writeln!(
+            w,
             "back up the same data again to store the lost chunks; damaged snapshots stay listed \
              until `prune` or a later `repair` (once they are whole again) clears them"
-        );
+        )?;
     }
+    Ok(())
 }
 
-pub(crate) fn stats(s: &Stats, as_json: bool) {
+pub(crate) fn stats(w: &mut dyn Write, s: &Stats, as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(s);
+        return json(w, s);
     }
-    println!(
+    writeln!(
+        w,
         "repository    {} (format {}, {})",
         s.repo,
         s.format_version,
         if s.encrypted { "encrypted" } else { "not encrypted" }
-    );
-    println!("snapshots     {}", s.snapshots);
-    println!("logical bytes {}", bytes(s.logical_bytes));
-    println!("unique chunks {} ({})", s.chunks, bytes(s.unique_bytes));
-    println!("stored bytes  {} in {} packs", bytes(s.stored_bytes), s.packs);
-    println!("dedup ratio   {:.2}", s.dedup_ratio);
+    )?;
+    writeln!(w, "snapshots     {}", s.snapshots)?;
+    writeln!(w, "logical bytes {}", bytes(s.logical_bytes))?;
+    writeln!(w, "unique chunks {} ({})", s.chunks, bytes(s.unique_bytes))?;
+    writeln!(w, "stored bytes  {} in {} packs", bytes(s.stored_bytes), s.packs)?;
+    writeln!(w, "dedup ratio   {:.2}", s.dedup_ratio)?;
+    Ok(())
 }
 
-pub(crate) fn reindex(r: &ReindexReport, as_json: bool) {
+pub(crate) fn reindex(w: &mut dyn Write, r: &ReindexReport, as_json: bool) -> io::Result<()> {
     if as_json {
-        return json(r);
+        return json(w, r);
     }
     for p in &r.problems {
-        println!("PROBLEM: {p}");
+        writeln!(w, "PROBLEM: {p}")?;
     }
-    println!(
+    writeln!(
+        w,
         "reindexed {} packs, {} chunks, {} snapshots",
         r.packs, r.chunks, r.snapshots
-    );
+    )?;
+    Ok(())
 }

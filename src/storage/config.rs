@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{Error, Result};
+use super::error::{Error, Param, Result};
 
 /// The newest repository format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -39,22 +39,22 @@ impl Default for ChunkerParams {
 impl ChunkerParams {
     /// Checks the bounds against each other and the chunker's limits.
     pub fn validate(&self) -> Result<()> {
-        let check = |field: &'static str, v: u32, (lo, hi): (u32, u32)| {
+        let check = |param: Param, v: u32, (lo, hi): (u32, u32)| {
             if v < lo || v > hi || !v.is_multiple_of(2) {
                 Err(Error::InvalidConfig {
-                    field,
+                    param,
                     reason: format!("{v} must be an even number of bytes between {lo} and {hi}"),
                 })
             } else {
                 Ok(())
             }
         };
-        check("--chunk-min", self.min, MIN_LIMITS)?;
-        check("--chunk-avg", self.avg, AVG_LIMITS)?;
-        check("--chunk-max", self.max, MAX_LIMITS)?;
+        check(Param::ChunkMin, self.min, MIN_LIMITS)?;
+        check(Param::ChunkAvg, self.avg, AVG_LIMITS)?;
+        check(Param::ChunkMax, self.max, MAX_LIMITS)?;
         if !(self.min < self.avg && self.avg < self.max) {
             return Err(Error::InvalidConfig {
-                field: "--chunk-min/--chunk-avg/--chunk-max",
+                param: Param::ChunkSizes,
                 reason: format!(
                     "need min < avg < max, got {} / {} / {}",
                     self.min, self.avg, self.max
@@ -92,13 +92,13 @@ impl RepoParams {
         self.chunker.validate()?;
         if !(-7..=19).contains(&self.zstd_level) {
             return Err(Error::InvalidConfig {
-                field: "--zstd-level",
+                param: Param::ZstdLevel,
                 reason: format!("{} is outside -7..=19", self.zstd_level),
             });
         }
         if self.pack_size < (1 << 20) || self.pack_size > (512 << 20) {
             return Err(Error::InvalidConfig {
-                field: "--pack-size",
+                param: Param::PackSize,
                 reason: format!("{} bytes is outside 1 MiB..=512 MiB", self.pack_size),
             });
         }
@@ -177,19 +177,31 @@ mod tests {
     }
 
     #[test]
-    fn chunker_params_out_of_order_name_flags() {
+    fn chunker_params_out_of_order_name_the_parameter_not_a_flag() {
         let p = ChunkerParams {
             min: 8192,
             avg: 4096,
             max: 65536,
         };
         let e = p.validate().unwrap_err().to_string();
-        assert!(e.contains("--chunk-min/--chunk-avg/--chunk-max"), "{e}");
+        assert!(e.contains("invalid chunk sizes: need min < avg < max"), "{e}");
+        assert!(!e.contains("--"), "a flag name in a storage error: {e}");
         let p = ChunkerParams {
             min: 8192,
             avg: 16384,
             max: 64 << 20,
         };
-        assert!(p.validate().unwrap_err().to_string().contains("--chunk-max"));
+        let e = p.validate().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidConfig {
+                    param: Param::ChunkMax,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("invalid maximum chunk size: "), "{e}");
     }
 }

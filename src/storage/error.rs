@@ -1,12 +1,67 @@
 //! `storage::Error`: the one error type of the chunk store layer.
 
+use std::fmt;
 use std::io;
 
-/// A store operation failed. Messages name what failed and, for user errors, the fix.
+/// A parameter of a store operation, named in the store's own terms. Messages never spell a
+/// front end's flag: the CLI maps each parameter to its flag ([`crate::storage::cli`]), a
+/// controller to its spec field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    /// Where the repository is (a directory or an S3 location).
+    Repository,
+    /// The smallest chunk.
+    ChunkMin,
+    /// The target average chunk.
+    ChunkAvg,
+    /// The largest chunk.
+    ChunkMax,
+    /// The three chunk sizes against each other.
+    ChunkSizes,
+    /// The zstd compression level.
+    ZstdLevel,
+    /// The target pack file size.
+    PackSize,
+    /// The name of a backup (its prune group).
+    BackupName,
+    /// A snapshot reference (id prefix, NAME@latest or NAME@TIME).
+    Snapshot,
+    /// Where a restore writes.
+    RestoreTarget,
+    /// The retention rules of a prune.
+    Retention,
+    /// A tag filter (KEY=VALUE).
+    Tag,
+    /// A path inside a directory snapshot.
+    SnapshotPath,
+}
+
+impl fmt::Display for Param {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Param::Repository => "repository location",
+            Param::ChunkMin => "minimum chunk size",
+            Param::ChunkAvg => "average chunk size",
+            Param::ChunkMax => "maximum chunk size",
+            Param::ChunkSizes => "chunk sizes",
+            Param::ZstdLevel => "compression level",
+            Param::PackSize => "pack size",
+            Param::BackupName => "backup name",
+            Param::Snapshot => "snapshot",
+            Param::RestoreTarget => "restore target",
+            Param::Retention => "retention rules",
+            Param::Tag => "tag",
+            Param::SnapshotPath => "path in the snapshot",
+        })
+    }
+}
+
+/// A store operation failed. Messages name what failed and, for user errors, the fix, in the
+/// store's terms (no command-line flags: they surface verbatim in resource conditions).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `--repo` points at nothing that holds a repository config.
-    #[error("no repository at {repo}: run `homelab-autopilot store --repo {repo} init` first")]
+    /// The location holds no repository config.
+    #[error("no repository at {repo}: create (initialise) one there first")]
     RepoNotFound {
         /// The repository location as given.
         repo: String,
@@ -28,16 +83,16 @@ pub enum Error {
         /// Highest version this build understands.
         supported: u32,
     },
-    /// The repository config (or a flag that sets it) is not valid.
-    #[error("invalid {field}: {reason}")]
+    /// The repository config (or a parameter that sets it) is not valid.
+    #[error("invalid {param}: {reason}")]
     InvalidConfig {
-        /// The config field or flag name.
-        field: &'static str,
+        /// The parameter at fault.
+        param: Param,
         /// What is wrong and how to fix it.
         reason: String,
     },
     /// An encrypted repository was opened without a key.
-    #[error("repository {repo} is encrypted: pass --key-file PATH or set AUTOPILOT_STORE_KEY to its key")]
+    #[error("repository {repo} is encrypted: its key is needed to open it")]
     KeyRequired {
         /// The repository location as given.
         repo: String,
@@ -59,7 +114,7 @@ pub enum Error {
     /// A file-system operation failed.
     // The cause is part of the message (and not also a `source`), so `{:#}` chains do not
     // print it twice; callers match on the fields.
-    #[error("{op} {path}: {cause}{}", io_hint(cause))]
+    #[error("{op} {path}: {cause}{}", io_hint(op, cause))]
     Io {
         /// What we were doing ("writing pack", "reading source").
         op: &'static str,
@@ -93,7 +148,9 @@ pub enum Error {
         cause: rusqlite::Error,
     },
     /// The SQLite index is damaged.
-    #[error("index database is damaged ({detail}): run `homelab-autopilot store reindex` to rebuild it")]
+    #[error(
+        "index database is damaged ({detail}): rebuild it from the repository's packs and snapshot files (reindex)"
+    )]
     IndexCorrupt {
         /// What SQLite reported.
         detail: String,
@@ -102,8 +159,8 @@ pub enum Error {
     /// rebuilding it, so they delete nothing.
     #[error(
         "{op} stopped, nothing deleted: the index does not describe the repository even after \
-         rebuilding it from the packs and snapshot files ({reason}){}; run `verify` to see which \
-         snapshot files cannot be read, then restore or move them aside",
+         rebuilding it from the packs and snapshot files ({reason}){}; verify the repository to see \
+         which snapshot files cannot be read, then restore or move them aside",
         if problems.is_empty() { String::new() } else { format!("; rebuild problems: {problems}") }
     )]
     IndexStale {
@@ -123,13 +180,13 @@ pub enum Error {
         reason: String,
     },
     /// No snapshot matches what the user typed.
-    #[error("no snapshot matches {spec:?}: run `store list` to see snapshot ids")]
+    #[error("no snapshot matches {spec:?}")]
     SnapshotNotFound {
         /// The snapshot argument.
         spec: String,
     },
-    /// Several snapshots match an id prefix.
-    #[error("snapshot id {spec:?} is ambiguous (matches {matches}): type more characters")]
+    /// Several snapshots match an id prefix or a NAME@TIME.
+    #[error("snapshot {spec:?} is ambiguous: it matches {matches}; name one by a longer id")]
     SnapshotAmbiguous {
         /// The snapshot argument.
         spec: String,
@@ -143,7 +200,9 @@ pub enum Error {
         id: String,
     },
     /// The repository lock could not be taken in time.
-    #[error("repository is in use ({holders}); {op} needs it {mode}: retry later or raise --lock-wait")]
+    #[error(
+        "repository is in use ({holders}); {op} needs it {mode}: retry later or wait longer for the lock"
+    )]
     Locked {
         /// The command.
         op: &'static str,
@@ -152,21 +211,32 @@ pub enum Error {
         /// Who holds it.
         holders: String,
     },
-    /// A command-line argument is invalid.
-    #[error("{field}: {reason}")]
+    /// An argument of an operation is invalid.
+    #[error("invalid {param}: {reason}")]
     InvalidArgument {
-        /// The flag or argument.
-        field: &'static str,
+        /// The parameter at fault.
+        param: Param,
         /// What is wrong and the fix.
         reason: String,
+    },
+    /// The command producing a stream backup failed; nothing was saved.
+    #[error("the backup command {command} failed ({status}): nothing was saved")]
+    ProducerFailed {
+        /// The program.
+        command: String,
+        /// How it ended.
+        status: String,
     },
     /// A worker thread panicked (a bug); the operation was abandoned.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-fn io_hint(e: &io::Error) -> &'static str {
+fn io_hint(op: &str, e: &io::Error) -> &'static str {
     match e.raw_os_error() {
+        Some(13) | Some(1) if op.starts_with("reading") => {
+            " (permission denied: run as a user that may read it)"
+        }
         Some(28) => " (the disk is full: free space and retry; nothing committed was changed)",
         Some(30) => " (the file system is read-only: this command needs write access)",
         Some(13) | Some(1) => " (permission denied: run as a user that may write there)",
@@ -197,6 +267,7 @@ impl Error {
             Error::SnapshotIncomplete { .. } => "SnapshotIncomplete",
             Error::Locked { .. } => "RepositoryLocked",
             Error::InvalidArgument { .. } => "InvalidArgument",
+            Error::ProducerFailed { .. } => "ProducerFailed",
             Error::Internal(_) => "Internal",
         }
     }
@@ -250,6 +321,57 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Storage errors surface verbatim in resource conditions: no front end's flags or commands.
+    #[test]
+    fn user_errors_speak_store_terms_not_cli_flags() {
+        let repo = || "/srv/backup".to_string();
+        let errors = [
+            Error::RepoNotFound { repo: repo() },
+            Error::KeyRequired { repo: repo() },
+            Error::WrongKey { repo: repo() },
+            Error::InvalidConfig {
+                param: Param::ChunkMin,
+                reason: "100 must be an even number of bytes between 64 and 1048576".into(),
+            },
+            Error::InvalidArgument {
+                param: Param::Retention,
+                reason: "no rule keeps anything".into(),
+            },
+            Error::IndexCorrupt {
+                detail: "file is not a database".into(),
+            },
+            Error::IndexStale {
+                op: "gc",
+                reason: "generation 3 != 5".into(),
+                problems: String::new(),
+            },
+            Error::SnapshotNotFound { spec: "abcd".into() },
+            Error::SnapshotAmbiguous {
+                spec: "x@2026-01-01T00:00:00Z".into(),
+                matches: "0123abcd, 4567ef01".into(),
+            },
+            Error::Locked {
+                op: "gc",
+                mode: "exclusively",
+                holders: "backup pid 7".into(),
+            },
+        ];
+        for e in errors {
+            let s = e.to_string();
+            for cli in ["--", "homelab-autopilot", "`store", "AUTOPILOT_"] {
+                assert!(!s.contains(cli), "{:?} says {cli:?}: {s}", e.category());
+            }
+        }
+        let e = Error::InvalidConfig {
+            param: Param::PackSize,
+            reason: "1 bytes is outside 1 MiB..=512 MiB".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "invalid pack size: 1 bytes is outside 1 MiB..=512 MiB"
+        );
+    }
 
     #[test]
     fn io_error_disk_full_names_fix() {

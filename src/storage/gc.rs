@@ -15,7 +15,7 @@ use super::backend::{ObjectInfo, damage_key, pack_key, pack_name_of, snapshot_ke
 use super::blob::{BlobKind, ChunkId, Scratch};
 use super::chunkset::ChunkSet;
 use super::error::{Error, Result};
-use super::index::Index;
+use super::index::{Index, SnapshotFilter};
 use super::pack::{PackBuilder, STAGED_PACK_PREFIX, new_pack_name};
 use super::prune::{KeepOptions, PruneItem, PruneMark, compute_prune};
 use super::reindex::pack_entries;
@@ -111,16 +111,18 @@ fn write_repacked(
     Ok(old_bytes.saturating_sub(size))
 }
 
-/// Applies retention rules per backup name (see `prune::compute_prune`).
+/// Applies retention rules per backup name (see `prune::compute_prune`) to the snapshots
+/// `filter` selects; no other snapshot is looked at.
 pub(crate) fn prune(
     repo: &Repo<'_>,
     index: &Index,
     keep: &KeepOptions,
+    filter: &SnapshotFilter,
     dry_run: bool,
 ) -> Result<PruneReport> {
     let snaps = index.snapshots()?;
     let mut groups: BTreeMap<&str, Vec<PruneItem>> = BTreeMap::new();
-    for s in &snaps {
+    for s in snaps.iter().filter(|s| filter.matches(s)) {
         groups.entry(&s.name).or_default().push(PruneItem {
             id: s.uid.clone(),
             time: s.time_us,
@@ -141,12 +143,7 @@ pub(crate) fn prune(
             if mark == PruneMark::Remove {
                 report.removed += 1;
                 if !dry_run {
-                    // File first: a crash in between leaves a row without a file, which makes
-                    // the index stale and the next gc rebuild it (the removal stands).
-                    change.before(index)?;
-                    repo.backend.delete(&snapshot_key(&uid))?;
-                    repo.backend.delete(&damage_key(&uid))?;
-                    index.delete_snapshot(&uid)?;
+                    remove_snapshot(repo, index, &mut change, &uid)?;
                 }
             }
             report.decisions.push(PruneDecision {
@@ -159,6 +156,39 @@ pub(crate) fn prune(
     }
     change.finish(index)?;
     Ok(report)
+}
+
+/// Removes the given snapshots (full ids); ids the index does not know are left out of the
+/// report.
+pub(crate) fn forget(repo: &Repo<'_>, index: &Index, uids: &[String]) -> Result<PruneReport> {
+    let snaps = index.snapshots()?;
+    let mut report = PruneReport {
+        dry_run: false,
+        decisions: Vec::new(),
+        removed: 0,
+    };
+    let mut change = Change::new(repo);
+    for s in snaps.iter().filter(|s| uids.contains(&s.uid)) {
+        remove_snapshot(repo, index, &mut change, &s.uid)?;
+        report.removed += 1;
+        report.decisions.push(PruneDecision {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            time: s.time.clone(),
+            mark: PruneMark::Remove,
+        });
+    }
+    change.finish(index)?;
+    Ok(report)
+}
+
+/// Deletes one snapshot: file first, so a crash in between leaves a row without a file, which
+/// makes the index stale and the next gc rebuild it (the removal stands).
+fn remove_snapshot(repo: &Repo<'_>, index: &Index, change: &mut Change<'_, '_>, uid: &str) -> Result<()> {
+    change.before(index)?;
+    repo.backend.delete(&snapshot_key(uid))?;
+    repo.backend.delete(&damage_key(uid))?;
+    index.delete_snapshot(uid)
 }
 
 /// What deleting pack files needs: the live set, the packs on storage, the generation bump.

@@ -113,6 +113,23 @@ pub struct SnapshotInfo {
     pub damage: Option<String>,
 }
 
+/// Which snapshots an operation may see: a BackupPolicy lists and prunes only its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    /// Backup names (a snapshot matches any of them); empty matches every name.
+    pub names: Vec<String>,
+    /// Tags a snapshot must all carry with these values.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl SnapshotFilter {
+    /// Whether `s` is selected.
+    pub fn matches(&self, s: &SnapshotInfo) -> bool {
+        (self.names.is_empty() || self.names.contains(&s.name))
+            && self.tags.iter().all(|(k, v)| s.tags.get(k) == Some(v))
+    }
+}
+
 /// A recorded `verify` outcome.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifyResult {

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod backup;
 pub mod blob;
+pub mod browse;
 pub mod chunker;
 mod chunkset;
 pub mod cli;
@@ -30,10 +31,11 @@ pub mod tarstream;
 pub mod verify;
 mod writeback;
 
-pub use backup::{NoProgress, Progress, SnapshotSummary};
+pub use backup::{NoProgress, Progress, ShrunkFile, SkippedPath, SnapshotSummary};
+pub use browse::{ChangedPath, TreeDiff, TreeEntry};
 pub use config::{ChunkerParams, RepoConfig, RepoParams};
 pub use crypto::Key;
-pub use error::{Error, Result};
-pub use index::SnapshotInfo;
+pub use error::{Error, Param, Result};
+pub use index::{SnapshotFilter, SnapshotInfo};
 pub use snapfile::SourceKind;
 pub use store::{ChunkStore, OpenOptions, Stats};

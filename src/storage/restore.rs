@@ -15,7 +15,7 @@ use super::backend::{pack_key, snapshot_key};
 use super::backup::Progress;
 use super::blob::{BlobKind, ChunkId};
 use super::chunker::MAX_CHUNK;
-use super::error::{Error, Result};
+use super::error::{Error, Param, Result};
 use super::index::{SnapshotInfo, kind_of};
 use super::snapfile::{SnapReader, SourceKind};
 use super::store::ChunkStore;
@@ -157,7 +157,7 @@ impl ChunkStore {
         let is_dir = kind_of(snap) == SourceKind::Dir;
         if path.symlink_metadata().is_ok() && !(is_dir && is_empty_dir(path)) {
             return Err(Error::InvalidArgument {
-                field: "--to",
+                param: Param::RestoreTarget,
                 reason: format!(
                     "{} already exists: restore never overwrites; pick a new path{}",
                     path.display(),

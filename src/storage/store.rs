@@ -14,9 +14,9 @@ use super::blob::Codec;
 use super::chunker::Chunker;
 use super::config::{FORMAT_VERSION, RepoConfig, RepoParams};
 use super::crypto::{Key, Keys};
-use super::error::{Error, Result};
+use super::error::{Error, Param, Result};
 use super::gc::{GcReport, PruneReport};
-use super::index::{Index, SnapshotInfo};
+use super::index::{Index, SnapshotFilter, SnapshotInfo};
 use super::lock::{self, LockMode, RepoLock};
 use super::prune::KeepOptions;
 use super::reindex::{self, ReindexReport};
@@ -196,11 +196,22 @@ impl ChunkStore {
     /// Applies retention rules per backup name (see `prune::compute_prune`) on an index proved
     /// current (see `sync::current_index`).
     pub fn prune(&self, keep: &KeepOptions, dry_run: bool) -> Result<PruneReport> {
+        self.prune_matching(keep, &SnapshotFilter::default(), dry_run)
+    }
+
+    /// [`ChunkStore::prune`] limited to the snapshots `filter` selects (a policy's own names and
+    /// tags): every other snapshot is kept, whatever the rules say.
+    pub fn prune_matching(
+        &self,
+        keep: &KeepOptions,
+        filter: &SnapshotFilter,
+        dry_run: bool,
+    ) -> Result<PruneReport> {
         if !keep.keeps_something() {
             return Err(Error::InvalidArgument {
-                field: "--keep-*",
-                reason: "no rule keeps anything: pass at least one --keep-last/--keep-hourly/--keep-daily/\
-                         --keep-weekly/--keep-monthly/--keep-yearly above 0"
+                param: Param::Retention,
+                reason: "no rule keeps anything: set at least one keep count (last, hourly, daily, \
+                         weekly, monthly or yearly) above 0"
                     .into(),
             });
         }
@@ -209,7 +220,14 @@ impl ChunkStore {
         } else {
             self.lock(LockMode::Exclusive, "prune", false)?
         };
-        sync::prune(&self.repo(), self.index_shared, keep, dry_run)
+        sync::prune(&self.repo(), self.index_shared, keep, filter, dry_run)
+    }
+
+    /// Removes the given snapshots (run `gc` afterwards to free their space).
+    pub fn forget(&self, snaps: &[SnapshotInfo]) -> Result<PruneReport> {
+        let _lock = self.lock(LockMode::Exclusive, "forget", false)?;
+        let uids: Vec<String> = snaps.iter().map(|s| s.uid.clone()).collect();
+        sync::forget(&self.repo(), self.index_shared, &uids)
     }
 
     /// Reclaims space: drops unfinished snapshots of crashed backups, deletes packs no snapshot
@@ -261,6 +279,24 @@ impl ChunkStore {
         self.index()?.snapshots()
     }
 
+    /// The snapshots `filter` selects, oldest first; with `last`, only the newest `last` of
+    /// each backup name.
+    pub fn list_matching(&self, filter: &SnapshotFilter, last: Option<usize>) -> Result<Vec<SnapshotInfo>> {
+        let mut snaps: Vec<SnapshotInfo> = self.list()?.into_iter().filter(|s| filter.matches(s)).collect();
+        if let Some(n) = last {
+            let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+            let mut keep = vec![false; snaps.len()];
+            for (i, s) in snaps.iter().enumerate().rev() {
+                let count = seen.entry(s.name.clone()).or_default();
+                keep[i] = *count < n;
+                *count += 1;
+            }
+            let mut flags = keep.into_iter();
+            snaps.retain(|_| flags.next().unwrap_or(false));
+        }
+        Ok(snaps)
+    }
+
     /// Finds a snapshot: an id prefix (at least 4 hex characters), `NAME@latest`, or
     /// `NAME@TIME` with an RFC 3339 time as `list` prints it.
     pub fn resolve(&self, spec: &str) -> Result<SnapshotInfo> {
@@ -275,19 +311,23 @@ impl ChunkStore {
                 return of_name.pop().cloned().ok_or_else(not_found);
             }
             let t: jiff::Timestamp = when.parse().map_err(|_| Error::InvalidArgument {
-                field: "SNAPSHOT",
+                param: Param::Snapshot,
                 reason: format!("{when:?} is not `latest` or an RFC 3339 time like 2026-01-31T02:00:00Z"),
             })?;
-            return of_name
+            return match of_name
                 .into_iter()
-                .rev()
-                .find(|s| s.time_unix == t.as_second())
-                .cloned()
-                .ok_or_else(not_found);
+                .filter(|s| s.time_unix == t.as_second())
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                [one] => Ok((*one).clone()),
+                [] => Err(not_found()),
+                many => Err(ambiguous(spec, many)),
+            };
         }
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::InvalidArgument {
-                field: "SNAPSHOT",
+                param: Param::Snapshot,
                 reason: format!(
                     "{spec:?} is not an id (4+ hex characters), NAME@latest or NAME@RFC3339-TIME"
                 ),
@@ -298,10 +338,7 @@ impl ChunkStore {
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(not_found()),
-            many => Err(Error::SnapshotAmbiguous {
-                spec: spec.to_string(),
-                matches: many.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
-            }),
+            many => Err(ambiguous(spec, many)),
         }
     }
 
@@ -329,6 +366,18 @@ impl ChunkStore {
                 logical as f64 / pack_bytes as f64
             },
         })
+    }
+}
+
+/// Several snapshots match `spec`: name them all by id.
+fn ambiguous(spec: &str, many: &[&SnapshotInfo]) -> Error {
+    Error::SnapshotAmbiguous {
+        spec: spec.to_string(),
+        matches: many
+            .iter()
+            .map(|s| format!("{} ({}@{})", s.id, s.name, s.time))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 

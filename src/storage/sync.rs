@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::backend::{pack_name_of, snapshot_key, uid_of, unix_secs};
 use super::error::{Error, Result};
 use super::gc::{self, GcReport, PruneReport};
-use super::index::Index;
+use super::index::{Index, SnapshotFilter};
 use super::prune::KeepOptions;
 use super::reindex::{self, import_damage_marks, import_snapshot, read_trailer};
 use super::repo::Repo;
@@ -100,13 +100,25 @@ pub(crate) fn gc(repo: &Repo<'_>, shared: bool, grace: Duration) -> Result<GcRep
 }
 
 /// `prune` on a proved-current index (a dry run only reads the index as it is).
-pub(crate) fn prune(repo: &Repo<'_>, shared: bool, keep: &KeepOptions, dry_run: bool) -> Result<PruneReport> {
+pub(crate) fn prune(
+    repo: &Repo<'_>,
+    shared: bool,
+    keep: &KeepOptions,
+    filter: &SnapshotFilter,
+    dry_run: bool,
+) -> Result<PruneReport> {
     let index = if dry_run {
         Index::open(repo.index_dir)?
     } else {
         current_index(repo, shared, "prune")?
     };
-    gc::prune(repo, &index, keep, dry_run)
+    gc::prune(repo, &index, keep, filter, dry_run)
+}
+
+/// Removes the given snapshots (full ids) on an index proved current.
+pub(crate) fn forget(repo: &Repo<'_>, shared: bool, uids: &[String]) -> Result<PruneReport> {
+    let index = current_index(repo, shared, "forget")?;
+    gc::forget(repo, &index, uids)
 }
 
 /// Brings a per-machine index up to date with the repository's packs, snapshot files and damage

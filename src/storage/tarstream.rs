@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::backend::read_full;
-use super::backup::{Block, BlockStream, Progress, SnapshotSummary};
+use super::backup::{Block, BlockStream, Progress, ShrunkFile, SkippedPath, SnapshotSummary};
 use super::chunker::is_zero;
 use super::error::{Error, Result};
 use super::index::SnapshotInfo;
@@ -27,15 +27,57 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-fn write_tree(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path) -> std::io::Result<()> {
-    for path in sorted_entries(&root.join(rel))? {
+/// What a directory backup could not save as it was: skipped and shrunk paths.
+#[derive(Debug, Default)]
+pub struct Incomplete {
+    /// Paths that could not be read.
+    pub skipped: Vec<SkippedPath>,
+    /// Files that shrank while they were read.
+    pub shrunk: Vec<ShrunkFile>,
+}
+
+impl Incomplete {
+    fn skip(&mut self, path: &Path, e: &std::io::Error) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot read; not in the snapshot");
+        self.skipped.push(SkippedPath {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        });
+    }
+}
+
+/// Appends the tree under `root/rel`. What cannot be read below the root (a directory that
+/// cannot be listed, a file that cannot be opened, an entry gone before it was looked at) is
+/// skipped and noted, as restic does; errors writing the stream stop the backup.
+fn write_tree(
+    b: &mut tar::Builder<impl Write>,
+    root: &Path,
+    rel: &Path,
+    notes: &mut Incomplete,
+) -> std::io::Result<()> {
+    let dir = root.join(rel);
+    let entries = match sorted_entries(&dir) {
+        Ok(v) => v,
+        Err(e) if !rel.as_os_str().is_empty() => {
+            notes.skip(&dir, &e);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for path in entries {
         let name = rel.join(path.file_name().unwrap_or_default());
-        let meta = fs::symlink_metadata(&path)?;
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                notes.skip(&path, &e);
+                continue;
+            }
+        };
         if meta.is_dir() {
             b.append_dir(&name, &path)?;
-            write_tree(b, root, &name)?;
+            write_tree(b, root, &name, notes)?;
         } else if meta.is_file() {
-            append_file(b, &path, &name)?;
+            append_file(b, &path, &name, notes)?;
         } else if meta.file_type().is_symlink() {
             b.append_path_with_name(&path, &name)?;
         }
@@ -53,10 +95,21 @@ const READ_BUF: usize = 64 << 10;
 /// as its header says (see [`Exactly`]: `append_file` copies to EOF, so a file that grew while it
 /// was read would corrupt the rest of the stream); a file that may have holes goes to
 /// `append_file`, which records them as a GNU sparse entry.
-fn append_file(b: &mut tar::Builder<impl Write>, path: &Path, name: &Path) -> std::io::Result<()> {
+fn append_file(
+    b: &mut tar::Builder<impl Write>,
+    path: &Path,
+    name: &Path,
+    notes: &mut Incomplete,
+) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let mut f = File::open(path)?;
-    let meta = f.metadata()?;
+    let opened = File::open(path).and_then(|f| Ok((f.metadata()?, f)));
+    let (meta, mut f) = match opened {
+        Ok(m) => m,
+        Err(e) => {
+            notes.skip(path, &e);
+            return Ok(());
+        }
+    };
     if meta.blocks() * 512 < meta.len() {
         return b.append_file(name, &mut f);
     }
@@ -64,8 +117,10 @@ fn append_file(b: &mut tar::Builder<impl Write>, path: &Path, name: &Path) -> st
     h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
     let data = Exactly {
         inner: f.take(meta.len()),
+        size: meta.len(),
         left: meta.len(),
         path,
+        notes,
     };
     let cap = usize::try_from(meta.len()).map_or(READ_BUF, |n| n.clamp(512, READ_BUF));
     b.append_data(&mut h, name, std::io::BufReader::with_capacity(cap, data))
@@ -76,8 +131,11 @@ fn append_file(b: &mut tar::Builder<impl Write>, path: &Path, name: &Path) -> st
 /// does, with a warning), so the stream stays a valid tar archive either way.
 struct Exactly<'a> {
     inner: std::io::Take<File>,
+    /// The size in the tar header.
+    size: u64,
     left: u64,
     path: &'a Path,
+    notes: &'a mut Incomplete,
 }
 
 impl Read for Exactly<'_> {
@@ -94,6 +152,11 @@ impl Read for Exactly<'_> {
                     missing = self.left,
                     "file shrank while it was backed up; padding it with zeros"
                 );
+                self.notes.shrunk.push(ShrunkFile {
+                    path: self.path.display().to_string(),
+                    size: self.size,
+                    read: self.size - self.left,
+                });
                 self.inner.set_limit(0);
             }
             buf[..n].fill(0);
@@ -103,13 +166,15 @@ impl Read for Exactly<'_> {
     }
 }
 
-/// Streams `dir` as a tar archive into `w`.
-pub fn write_tar(dir: &Path, w: impl Write) -> std::io::Result<()> {
+/// Streams `dir` as a tar archive into `w`; returns what it skipped or found shrunk.
+pub fn write_tar(dir: &Path, w: impl Write) -> std::io::Result<Incomplete> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
-    write_tree(&mut b, dir, Path::new(""))?;
-    b.into_inner()?.flush()
+    let mut notes = Incomplete::default();
+    write_tree(&mut b, dir, Path::new(""), &mut notes)?;
+    b.into_inner()?.flush()?;
+    Ok(notes)
 }
 
 impl ChunkStore {
@@ -127,7 +192,7 @@ impl ChunkStore {
         let (recycle, recycled) = sync_channel::<Vec<u8>>(4);
         let (head, block) = self.block_layout();
         std::thread::scope(|s| {
-            s.spawn(move || {
+            let producer = s.spawn(move || {
                 let mut w = BlockWriter {
                     tx,
                     recycled,
@@ -135,20 +200,28 @@ impl ChunkStore {
                     head,
                     block,
                 };
-                let msg = match write_tar(dir, &mut w).and_then(|()| w.send()) {
-                    Ok(()) => Block::Done,
-                    Err(e) => Block::Failed(e),
+                let (msg, notes) = match write_tar(dir, &mut w).and_then(|n| w.send().map(|()| n)) {
+                    Ok(n) => (Block::Done, n),
+                    Err(e) => (Block::Failed(e), Incomplete::default()),
                 };
                 let _ = w.tx.send(msg);
+                notes
             });
             let blocks = BlockStream { rx, recycle, head };
-            self.backup_blocks(blocks, name, tags, SourceKind::Dir, progress)
+            let mut summary = self
+                .backup_blocks(blocks, name, tags, SourceKind::Dir, progress)
                 .map_err(|e| match e {
                     Error::Io {
                         op: "reading", cause, ..
                     } => Error::io("reading directory", dir.display(), cause),
                     e => e,
-                })
+                })?;
+            let notes = producer
+                .join()
+                .map_err(|_| Error::Internal("tar thread panicked".into()))?;
+            summary.skipped = notes.skipped;
+            summary.shrunk = notes.shrunk;
+            Ok(summary)
         })
     }
 }
@@ -212,7 +285,7 @@ enum Msg {
 
 /// Yields the restored tar stream; a vanished sender (no `Done`) is a read error. Each read
 /// fills `out` completely unless the stream ends.
-struct ChanReader {
+pub(crate) struct ChanReader {
     rx: Receiver<Msg>,
     cur: Vec<u8>,
     pos: usize,
@@ -296,8 +369,7 @@ impl Sink for ChanSink {
     }
 }
 
-/// Unpacks a directory snapshot into `path` (created; must not exist). The restored stream
-/// reaches the unpacking thread over a channel of chunk buffers (no pipe, no copy).
+/// Unpacks a directory snapshot into `path` (created; must not exist).
 pub(crate) fn restore_dir(
     store: &ChunkStore,
     snap: &SnapshotInfo,
@@ -305,28 +377,45 @@ pub(crate) fn restore_dir(
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
     fs::create_dir_all(path).map_err(|e| Error::io("creating", path.display(), e))?;
+    let unpack = |mut a: TarReader| -> std::io::Result<()> {
+        let wb = Writeback::start();
+        a.set_preserve_permissions(true);
+        a.set_preserve_mtime(true);
+        a.set_overwrite(false);
+        unpack_tree(&mut a, path, &wb)?;
+        // Consume the end-of-archive padding so the restore side sees its stream taken.
+        std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
+        wb.finish()
+    };
+    let (summary, ()) = read_tar(store, snap, progress, ("unpacking into", &path.display()), unpack)?;
+    Ok(summary)
+}
+
+/// A directory snapshot's tar stream as [`read_tar`] hands it over.
+pub(crate) type TarReader = tar::Archive<ChanReader>;
+
+/// Restores a directory snapshot as a tar stream into `read`, which runs on its own thread: the
+/// stream reaches it over a channel of chunk buffers (no pipe, no copy). An error of `read` is
+/// reported as `what` (operation and path).
+pub(crate) fn read_tar<T: Send>(
+    store: &ChunkStore,
+    snap: &SnapshotInfo,
+    progress: &dyn Progress,
+    what: (&'static str, &dyn std::fmt::Display),
+    read: impl FnOnce(TarReader) -> std::io::Result<T> + Send,
+) -> Result<(RestoreSummary, T)> {
     let (tx, rx) = sync_channel::<Msg>(64);
     std::thread::scope(|s| {
-        let unpacker = s.spawn(move || -> std::io::Result<()> {
-            let wb = Writeback::start();
-            let mut a = tar::Archive::new(ChanReader::new(rx));
-            a.set_preserve_permissions(true);
-            a.set_preserve_mtime(true);
-            a.set_overwrite(false);
-            unpack_tree(&mut a, path, &wb)?;
-            // Consume the end-of-archive padding so the restore side sees its stream taken.
-            std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
-            wb.finish()
-        });
+        let reader = s.spawn(move || read(tar::Archive::new(ChanReader::new(rx))));
         let res = store.restore_into(snap, &mut ChanSink { tx }, progress);
-        let unpacked = unpacker
+        let read = reader
             .join()
             .map_err(|_| Error::Internal("tar thread panicked".into()))?;
-        match (res, unpacked) {
-            // The restore's own failure comes first; an unpack failure then is a consequence.
+        match (res, read) {
+            // The restore's own failure comes first; a reader failure then is a consequence.
             (Err(e), _) if !stopped_by_unpacker(&e) => Err(e),
-            (_, Err(e)) => Err(Error::io("unpacking into", path.display(), e)),
-            (res, Ok(())) => res,
+            (_, Err(e)) => Err(Error::io(what.0, what.1, e)),
+            (res, Ok(v)) => Ok((res?, v)),
         }
     })
 }
@@ -758,21 +847,32 @@ mod tests {
         fs::write(&p, b"0123456789").unwrap();
         let exactly = |left: u64| {
             let mut out = Vec::new();
+            let mut notes = Incomplete::default();
             Exactly {
                 inner: File::open(&p).unwrap().take(left),
+                size: left,
                 left,
                 path: &p,
+                notes: &mut notes,
             }
             .read_to_end(&mut out)
             .unwrap();
-            out
+            (out, notes.shrunk)
         };
+        let (grew, shrunk) = exactly(4);
+        assert_eq!(grew, b"0123", "a file that grew is cut at its recorded size");
+        assert!(shrunk.is_empty(), "{shrunk:?}");
+        let (shrank, shrunk) = exactly(13);
+        assert_eq!(shrank, b"0123456789\0\0\0", "a file that shrank is padded");
         assert_eq!(
-            exactly(4),
-            b"0123",
-            "a file that grew is cut at its recorded size"
+            shrunk,
+            [ShrunkFile {
+                path: p.display().to_string(),
+                size: 13,
+                read: 10
+            }],
+            "and reported"
         );
-        assert_eq!(exactly(13), b"0123456789\0\0\0", "a file that shrank is padded");
     }
 
     #[test]

@@ -238,7 +238,7 @@ impl ChunkStore {
         };
         report.problems.push(format!(
             "index database is damaged ({detail}); no snapshot can be checked or restored until \
-             `homelab-autopilot store reindex` rebuilds it from the packs and snapshot objects"
+             it is rebuilt (reindex) from the packs and snapshot objects"
         ));
         for obj in self.backend.list("snapshots/")? {
             let Some(uid) = obj.key.strip_prefix("snapshots/") else {

@@ -1,6 +1,7 @@
 //! API-level tests: real HTTP on loopback against the PVE simulator, real stores in tempdirs.
 
 mod architecture;
+mod cli_pipe;
 mod crds;
 // Example and invalid-resource loaders, shared with the end-to-end suite.
 mod controllers;
@@ -29,10 +30,14 @@ mod pvesim_schema;
 mod pvesim_snapshots;
 mod pvesim_wire;
 mod store_badinput;
+mod store_browse;
 mod store_common;
 mod store_concurrency;
 mod store_corruption;
 mod store_crash;
+mod store_errors;
+mod store_incomplete;
 mod store_roundtrip;
 mod store_s3;
 mod store_safety;
+mod store_select;

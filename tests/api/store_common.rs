@@ -14,6 +14,7 @@ pub fn store_cmd(repo: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.arg("store").arg("--repo").arg(repo).args(args);
     c.env_remove("AUTOPILOT_STORE_KEY")
+        .env_remove("AUTOPILOT_STORE_REPO")
         .env_remove("AUTOPILOT_STORE_KEY_FILE")
         .env("RUST_LOG", "warn");
     c

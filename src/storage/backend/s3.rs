@@ -15,7 +15,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use super::{Backend, ObjectInfo};
-use crate::storage::error::{Error, Result};
+use crate::storage::error::{Error, Param, Result};
 
 /// Objects larger than this are uploaded in parts.
 const MULTIPART_THRESHOLD: u64 = 64 << 20;
@@ -48,7 +48,7 @@ impl S3Backend {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(Error::InvalidArgument {
-                field: "--repo",
+                param: Param::Repository,
                 reason: format!("{repo:?} has no bucket: use s3://BUCKET[/PREFIX]"),
             });
         }
@@ -59,7 +59,7 @@ impl S3Backend {
                 .with_endpoint(endpoint);
         }
         let store = builder.build().map_err(|e| Error::InvalidArgument {
-            field: "--repo",
+            param: Param::Repository,
             reason: format!("cannot configure S3 for {repo}: {e} (set AWS_REGION, AWS_ACCESS_KEY_ID, ...)"),
         })?;
         let rt = tokio::runtime::Builder::new_multi_thread()
