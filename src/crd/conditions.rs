@@ -128,6 +128,11 @@ macro_rules! conditioned_status {
     )*};
 }
 
+/// Implements [`ConditionedStatus`] for status types with `conditions` and
+/// `observed_generation` fields (also test kinds').
+#[cfg(test)]
+pub(crate) use conditioned_status;
+
 conditioned_status!(
     crate::crd::proxmox_cluster::ProxmoxClusterStatus,
     crate::crd::service::ServiceStatus,

@@ -36,17 +36,7 @@ struct WidgetStatus {
     observed_generation: Option<i64>,
 }
 
-impl ConditionedStatus for WidgetStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-}
+crate::crd::conditions::conditioned_status!(WidgetStatus);
 
 const FINALIZER: &str = "autopilot.homelab.dev/cleanup";
 const PATH: &str = "/apis/test.autopilot.homelab.dev/v1/namespaces/lab/widgets/w1";
