@@ -348,7 +348,7 @@ pub struct BackupRunItem {
     pub state: BackupItemState,
     /// UPID of the running PVE task (vzdump or verify), recorded right after it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upid: Option<String>,
+    pub upid: Option<crate::crd::common::TaskHandle>,
     /// Volume ID of the new backup, e.g. `pbs-homelab:backup/vm/200/2024-06-01T02:30:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volid: Option<String>,

@@ -295,6 +295,51 @@ impl ServiceSelector {
     }
 }
 
+/// A Proxmox task the operator started and recorded in status before waiting for it: its UPID
+/// (`UPID:<node>:<pid>:<pstart>:<starttime>:<type>:<id>:<user>:`), kept so that a restarted
+/// operator polls the same task instead of starting another. Serialized as the plain UPID
+/// string; `pve::task` turns it into the client's typed task reference.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(transparent)]
+pub struct TaskHandle(#[schemars(length(min = 6, max = 512), regex(pattern = r"^UPID:"))] String);
+
+impl TaskHandle {
+    /// The handle of the task with UPID `upid`.
+    pub fn new(upid: impl Into<String>) -> Self {
+        Self(upid.into())
+    }
+
+    /// The UPID.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TaskHandle {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for TaskHandle {
+    fn from(upid: &str) -> Self {
+        Self::new(upid)
+    }
+}
+
+impl From<String> for TaskHandle {
+    fn from(upid: String) -> Self {
+        Self(upid)
+    }
+}
+
+impl std::fmt::Display for TaskHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An inclusive range of VMIDs the operator may allocate from, e.g. `9000`-`9099`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -392,6 +437,21 @@ pub fn is_false(v: &bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_handle_is_the_plain_upid_in_json_and_its_schema_accepts_only_upids() {
+        let upid = "UPID:pve1:0001A2B3:00C4D5E6:66500000:qmstart:200:root@pam:";
+        let h = TaskHandle::new(upid);
+        assert_eq!(serde_json::to_value(&h).unwrap(), serde_json::json!(upid));
+        assert_eq!(
+            serde_json::from_value::<TaskHandle>(serde_json::json!(upid)).unwrap(),
+            h
+        );
+        let schema = serde_json::to_value(schemars::schema_for!(TaskHandle)).unwrap();
+        assert_eq!(schema["type"], "string");
+        assert_eq!(schema["pattern"], "^UPID:");
+        assert_eq!(schema["maxLength"], 512);
+    }
 
     #[test]
     fn retention_renders_prune_backups_in_pve_order() {

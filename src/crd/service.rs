@@ -186,7 +186,7 @@ pub struct ServiceStatus {
     /// UPID of the start or shutdown task the operator started to reach `spec.powerState`,
     /// recorded right after it starts and polled until it ends (also after an operator restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upid: Option<String>,
+    pub upid: Option<crate::crd::common::TaskHandle>,
 }
 
 impl Validate for ServiceSpec {

@@ -1,19 +1,21 @@
-//! Poll a PVE task the operator started and recorded in status: one bounded step per pass, never
-//! a wait.
+//! Poll a PVE task the operator started and recorded in status (a [`TaskHandle`]): one bounded
+//! step per pass, never a wait. The handle is turned into the client's typed task reference here,
+//! once.
 
+use crate::crd::common::TaskHandle;
 use crate::proxmox::{PveClient, TaskRef};
 
-/// How the power task recorded in status is doing.
+/// How the task recorded in status is doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskView {
     /// No task recorded.
     None,
     /// Still running (or PVE could not be asked: look again later).
-    Running(String),
+    Running(TaskHandle),
     /// It ended; `error` is `None` on success.
     Done {
-        /// The UPID.
-        upid: String,
+        /// The task.
+        upid: TaskHandle,
         /// PVE task type (`qmstart`, `vzshutdown`...).
         task_type: String,
         /// Why it failed.
@@ -21,26 +23,34 @@ pub enum TaskView {
     },
 }
 
+/// The handle of a task the client started, to record in status.
+pub fn handle(task: &TaskRef) -> TaskHandle {
+    TaskHandle::new(task.upid.to_string())
+}
+
 /// Polls the task `upid` once (one bounded step: never waits for it).
-pub async fn poll_task(client: &PveClient, upid: &str) -> TaskView {
+pub async fn poll_task(client: &PveClient, upid: &TaskHandle) -> TaskView {
     let Ok(task) = upid.parse::<TaskRef>() else {
         return TaskView::Done {
-            upid: upid.to_owned(),
+            upid: upid.clone(),
             task_type: String::new(),
-            error: Some(format!("status.upid {upid:?} is not a PVE task id; ignoring it")),
+            error: Some(format!(
+                "status.upid {:?} is not a PVE task id; ignoring it",
+                upid.as_str()
+            )),
         };
     };
     let task_type = task.upid.worker_type().to_owned();
     match client.task_result(&task).await {
-        Ok(None) => TaskView::Running(upid.to_owned()),
+        Ok(None) => TaskView::Running(upid.clone()),
         Ok(Some(_)) => TaskView::Done {
-            upid: upid.to_owned(),
+            upid: upid.clone(),
             task_type,
             error: None,
         },
-        Err(e) if e.is_transient() => TaskView::Running(upid.to_owned()),
+        Err(e) if e.is_transient() => TaskView::Running(upid.clone()),
         Err(e) => TaskView::Done {
-            upid: upid.to_owned(),
+            upid: upid.clone(),
             task_type,
             error: Some(e.to_string()),
         },

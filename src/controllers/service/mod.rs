@@ -175,7 +175,7 @@ pub async fn reconcile_core(
         }
         // Whatever came of it, the cluster's snapshot predates this act.
         deps.snapshots.invalidate(&refs.cluster.uid);
-        plan::record_action(&mut planned, input, started.map(|t| t.upid.to_string()));
+        plan::record_action(&mut planned, input, started.map(|t| task::handle(&t)));
     }
     own.memory.set(refs.uid, planned.memory);
     planned.outcome

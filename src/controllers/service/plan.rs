@@ -23,6 +23,7 @@ use crate::controllers::pve::guest::{GuestFacts, GuestView};
 use crate::controllers::pve::task::TaskView;
 use crate::controllers::pve::{Tuning, reasons};
 use crate::crd::common::GuestType;
+use crate::crd::common::TaskHandle;
 use crate::crd::conditions::{ConditionStatus, READY, find_condition};
 use crate::crd::health::HealthCheckResult;
 use crate::crd::service::{
@@ -182,7 +183,7 @@ pub(super) fn verb(task_type: &str) -> &'static str {
 }
 
 /// Handles the task recorded in status; returns the UPID that is still running.
-fn task_outcome(b: &mut Builder<'_>, task: &TaskView, memory: &mut ServiceMemory) -> Option<String> {
+fn task_outcome(b: &mut Builder<'_>, task: &TaskView, memory: &mut ServiceMemory) -> Option<TaskHandle> {
     match task {
         TaskView::None => None,
         TaskView::Running(upid) => Some(upid.clone()),

@@ -226,7 +226,7 @@ fn plan_stopped_guest_with_desired_running_starts_it_and_records_the_upid() {
     let (action, guest) = p.action.clone().expect("an action");
     assert_eq!(action, PowerAction::Start);
     assert_eq!((guest.node.as_str(), guest.vmid.get()), ("pve1", 204));
-    record_action(&mut p, input.input(), Ok(UPID.to_owned()));
+    record_action(&mut p, input.input(), Ok(UPID.into()));
     let st = &p.outcome.status;
     assert_eq!(st.upid.as_deref(), Some(UPID));
     assert_eq!(

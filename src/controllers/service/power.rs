@@ -139,7 +139,11 @@ pub(super) fn power(
 
 /// Records the result of starting the planned power action: the task's UPID (polled on the
 /// next passes) or the failure.
-pub fn record_action(plan: &mut ServicePlan, input: PlanInput<'_>, result: Result<String, proxmox::Error>) {
+pub fn record_action(
+    plan: &mut ServicePlan,
+    input: PlanInput<'_>,
+    result: Result<crate::crd::common::TaskHandle, proxmox::Error>,
+) {
     let Some((action, guest)) = plan.action.take() else {
         return;
     };

@@ -81,7 +81,7 @@ pub struct Replica {
     pub phase: ReplicaPhase,
     /// UPID of the running PVE task (clone, migrate, start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upid: Option<String>,
+    pub upid: Option<crate::crd::common::TaskHandle>,
     /// What it was cloned from.
     pub origin: ReplicaOrigin,
     /// What went wrong, when `Failed`.

@@ -120,7 +120,7 @@ pub struct RestoreResultDetail {
     pub phase: RestorePhase,
     /// UPID of the running PVE task (restore, start, destroy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upid: Option<String>,
+    pub upid: Option<crate::crd::common::TaskHandle>,
     /// When the restore request was accepted (the RTO clock starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_start_time: Option<Timestamp>,

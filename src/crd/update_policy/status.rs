@@ -156,7 +156,7 @@ pub struct GuestUpdateStatus {
     pub snapshot_name: Option<String>,
     /// UPID of the running PVE task (snapshot, rollback, reboot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upid: Option<String>,
+    pub upid: Option<crate::crd::common::TaskHandle>,
     /// Guest-agent pid of the running update command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_pid: Option<i64>,
@@ -233,7 +233,7 @@ pub struct NodeUpdateStatus {
     pub stopped_guests: Vec<i32>,
     /// UPID of the running PVE task (migrate, startall).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upid: Option<String>,
+    pub upid: Option<crate::crd::common::TaskHandle>,
     /// PascalCase reason of the current step's outcome, e.g. `QuorumAtRisk`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
