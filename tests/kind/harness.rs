@@ -30,6 +30,16 @@ use serde_json::Value;
 
 /// The message a run without a reachable cluster prints (and the test passes).
 pub const SKIP_MESSAGE: &str = "SKIP tests/kind: no Kubernetes API (set KUBECONFIG)";
+/// Prints [`SKIP_MESSAGE`] once per test run, straight to stderr: libtest captures what passing
+/// tests print with `eprintln!`, so the line would never show in `cargo test`.
+fn print_skip() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{SKIP_MESSAGE}");
+    });
+}
+
 /// Field manager of everything the tests apply.
 pub const FIELD_MANAGER: &str = "homelab-autopilot-e2e";
 /// Default deadline of waits.
@@ -47,7 +57,7 @@ impl Harness {
     /// calling test passes without a cluster.
     pub async fn connect() -> Option<Self> {
         if std::env::var_os("KUBECONFIG").is_none_or(|p| p.is_empty()) {
-            eprintln!("{SKIP_MESSAGE}");
+            print_skip();
             return None;
         }
         let connected = async {
@@ -61,7 +71,7 @@ impl Harness {
         match tokio::time::timeout(Duration::from_secs(10), connected).await {
             Ok(Some(harness)) => Some(harness),
             _ => {
-                eprintln!("{SKIP_MESSAGE}");
+                print_skip();
                 None
             }
         }
