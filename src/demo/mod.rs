@@ -47,14 +47,6 @@ pub fn sim_seed() -> anyhow::Result<SeedSpec> {
     SeedSpec::from_yaml(SEED_YAML, Path::new("src/demo/pvesim-seed.yaml")).context("the embedded pvesim seed")
 }
 
-/// The plural of one of our kinds (`BackupPolicy` -> `backuppolicies`), from the CRDs.
-pub fn plural_of(kind: &str) -> Option<String> {
-    crate::crd::generate::crds()
-        .into_iter()
-        .find(|c| c.spec.names.kind == kind)
-        .map(|c| c.spec.names.plural)
-}
-
 /// Arguments of `homelab-autopilot demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {}

@@ -278,9 +278,17 @@ impl World {
 
     /// The stored objects of `plural` as JSON (what the table printer reads).
     pub fn objects(&self, plural: &str) -> Vec<Value> {
+        // Generate the CRDs once per call, not once per stored object.
+        let Some(kind) = crate::crd::generate::crds()
+            .into_iter()
+            .find(|c| c.spec.names.plural == plural)
+            .map(|c| c.spec.names.kind)
+        else {
+            return Vec::new();
+        };
         self.objects
             .iter()
-            .filter(|((kind, _), _)| crate::demo::plural_of(kind).as_deref() == Some(plural))
+            .filter(|((k, _), _)| *k == kind)
             .map(|(_, v)| v.clone())
             .collect()
     }

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use super::guest::Unavailable;
 use super::resolve::{self, SecretData, Unresolved};
 use super::{ProxmoxDeps, reasons};
+use crate::controllers::kit::time::elapsed;
 use crate::crd::ProxmoxCluster;
 use crate::crd::proxmox_cluster::ProxmoxClusterSpec;
 use crate::proxmox::PveClient;
@@ -109,9 +110,8 @@ impl ClusterAccess {
     /// awaited (`WaitingForCluster`, rechecked when the grace ends; creating the cluster wakes
     /// the object earlier), after that it is missing (`ClusterNotFound`).
     pub fn missing(name: &str, namespace: &str, created: Option<Timestamp>, now: Timestamp) -> Self {
-        let waited = created.map(|c| {
-            Duration::try_from(now.duration_since(c)).unwrap_or(Duration::ZERO) // created in the future: just now
-        });
+        // Created in the future (clock skew): just now.
+        let waited = created.map(|c| elapsed(c, now));
         match waited.filter(|w| *w < CLUSTER_GRACE) {
             Some(waited) => Self {
                 name: name.to_owned(),

@@ -1,7 +1,7 @@
 //! Events and log lines for what happened: the Events a core planned, condition changes (one
-//! info line and one Event per change, nothing when the state holds) and reconcile failures, published from the controller's
-//! result stream as Warning Events whose reason is the error category (Stackable
-//! `report_controller_reconciled`).
+//! info line and one Event per change, nothing when the state holds) and reconcile failures,
+//! published from the controller's result stream as Warning Events whose reason is the error
+//! category (Stackable `report_controller_reconciled`).
 //!
 //! [`Recorder`] publishes them. Like kube-runtime's recorder it folds a repeat into the Event it
 //! repeats (the series count goes up), but a repeat must say the same thing: the note is part of

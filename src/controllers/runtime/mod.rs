@@ -292,34 +292,26 @@ fn invalid_object_condition(
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) -> Option<serde_json::Value> {
-    let stored_ready = stored
+    use crate::controllers::kit::Conditions;
+    use crate::crd::conditions::{Condition, ConditionStatus, READY, find_condition};
+    // The spec does not parse; the stored conditions usually still do (else: none stored).
+    let stored: Vec<Condition> = stored
         .and_then(|s| s.get("conditions"))
-        .and_then(|c| c.as_array())
-        .and_then(|c| c.iter().find(|c| c["type"] == crate::crd::conditions::READY));
-    let same_status = stored_ready.is_some_and(|c| c["status"] == "False");
-    if same_status
-        && let Some(c) = stored_ready
-        && c["reason"] == INVALID_OBJECT
-        && c["message"] == message
-        && c.get("observedGeneration").and_then(|g| g.as_i64()) == generation
-    {
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let mut list = stored.clone();
+    Conditions::new(&stored, generation, now).set(
+        &mut list,
+        READY,
+        ConditionStatus::False,
+        INVALID_OBJECT,
+        message,
+    );
+    let ready = find_condition(&list, READY)?;
+    if find_condition(&stored, READY) == Some(ready) {
         return None;
     }
-    let since = stored_ready
-        .filter(|_| same_status)
-        .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| now.to_string());
-    let mut condition = serde_json::json!({
-        "type": crate::crd::conditions::READY,
-        "status": "False",
-        "reason": INVALID_OBJECT,
-        "message": message,
-        "lastTransitionTime": since,
-    });
-    if let Some(generation) = generation {
-        condition["observedGeneration"] = generation.into();
-    }
-    Some(condition)
+    serde_json::to_value(ready).ok()
 }
 
 /// Condition and Event reason of an object that does not parse.
