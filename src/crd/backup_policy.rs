@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cel::{cron_fields_rule, exactly_one_of, immutable, rule};
 use super::common::{
-    CRON_PATTERN, DeletionPolicy, GuestType, Retention, STORAGE_PATTERN, ServiceSelector, TIME_ZONE_PATTERN,
+    CRON_PATTERN, DeletionPolicy, GuestTarget, GuestType, Retention, STORAGE_PATTERN, ServiceSelector, TIME_ZONE_PATTERN,
     default_time_zone, validate_schedule,
 };
 use super::conditions::Condition;
@@ -334,16 +334,9 @@ pub struct BackupRun {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupRunItem {
-    /// Name of the Service.
-    pub service: String,
-    /// VMID of the guest.
-    pub vmid: i32,
-    /// `VM` or `LXC`.
-    #[serde(rename = "type")]
-    pub type_: GuestType,
-    /// Node the backup task runs on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    /// The Service, its guest and the node the backup task runs on.
+    #[serde(flatten)]
+    pub guest: GuestTarget,
     /// Where this item is.
     pub state: BackupItemState,
     /// UPID of the running PVE task (vzdump or verify), recorded right after it starts.
@@ -477,10 +470,7 @@ retention: {keepDaily: 7, keepWeekly: 4}
                 scheduled_time: t,
                 start_time: t,
                 items: vec![BackupRunItem {
-                    service: "nextcloud".into(),
-                    vmid: 200,
-                    type_: GuestType::Vm,
-                    node: Some("pve1".into()),
+                    guest: GuestTarget::new("nextcloud", 200, GuestType::Vm, Some("pve1".into())),
                     state: BackupItemState::Running,
                     upid: Some("UPID:pve1:0001:0002:66A1:vzdump:200:root@pam:".into()),
                     volid: None,

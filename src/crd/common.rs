@@ -147,6 +147,40 @@ impl GuestType {
     }
 }
 
+/// The guest a status item is about: which Service, which VMID of which type, on which node.
+/// Status items embed it flattened, so on the wire it is four plain fields
+/// (`service`, `vmid`, `type`, `node`) next to the item's own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestTarget {
+    /// Name of the Service (empty when the item names a guest by VMID only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 253))]
+    pub service: String,
+    /// VMID of the guest.
+    #[schemars(range(min = 100, max = 999_999_999))]
+    pub vmid: i32,
+    /// `VM` or `LXC`.
+    #[serde(rename = "type")]
+    pub type_: GuestType,
+    /// Node the guest is on (absent until known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub node: Option<String>,
+}
+
+impl GuestTarget {
+    /// A target for `service`'s guest `vmid` of `type_` on `node`.
+    pub fn new(service: impl Into<String>, vmid: i32, type_: GuestType, node: Option<String>) -> Self {
+        Self {
+            service: service.into(),
+            vmid,
+            type_,
+            node,
+        }
+    }
+}
+
 /// What happens to what the operator created (backups, replica guests) when the resource that
 /// created it is deleted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
