@@ -7,12 +7,13 @@
 //!   maps, time.
 //! - [`pve`]: what every Proxmox-driving kind shares: reaching a cluster, finding a guest,
 //!   polling a task, shared reasons, [`pve::ProxmoxDeps`].
-//! - [`proxmox_cluster`], [`service`]: one folder per kind. A kind imports `runtime`, `kit` and
+//! - [`proxmox_cluster`], [`service`], [`backup_policy`]: one folder per kind. A kind imports `runtime`, `kit` and
 //!   `pve`, never another kind.
 //! - [`cli`]: `homelab-autopilot operator`.
 //!
 //! Only this file (and the demo) names every kind.
 
+pub mod backup_policy;
 pub mod cli;
 pub mod kit;
 pub mod proxmox_cluster;
@@ -48,16 +49,23 @@ pub struct OperatorDeps {
     pub proxmox: Arc<pve::ProxmoxDeps>,
     /// The Service controller's health-check clients and per-Service memory.
     pub service: service::ServiceDeps,
+    /// The BackupPolicy controller's chunk store, ingest jobs and guest claims.
+    pub backup: backup_policy::BackupDeps,
 }
 
 impl OperatorDeps {
     /// Dependencies with the given chunk store settings and Proxmox dependencies.
     pub fn new(store_path: PathBuf, store_key_file: Option<PathBuf>, proxmox: pve::ProxmoxDeps) -> Self {
+        let store = backup_policy::ingest::StoreSettings {
+            repo: store_path.clone(),
+            key_file: store_key_file.clone(),
+        };
         Self {
             store_path,
             store_key_file,
             proxmox: Arc::new(proxmox),
             service: service::ServiceDeps::default(),
+            backup: backup_policy::BackupDeps::new(store),
         }
     }
 }
@@ -74,9 +82,17 @@ impl service::HasServiceDeps for OperatorDeps {
     }
 }
 
-/// Registers every controller this build has (ProxmoxCluster, Service) on `operator`.
+impl backup_policy::HasBackupDeps for OperatorDeps {
+    fn backup(&self) -> &backup_policy::BackupDeps {
+        &self.backup
+    }
+}
+
+/// Registers every controller this build has (ProxmoxCluster, Service, BackupPolicy) on
+/// `operator`.
 pub fn register_controllers(operator: Operator<OperatorDeps>) -> Operator<OperatorDeps> {
     operator
         .register_kind::<proxmox_cluster::controller::ClusterKind>()
         .register_kind::<service::controller::ServiceKind>()
+        .register_kind::<backup_policy::controller::BackupPolicyKind>()
 }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cel::{cron_fields_rule, exactly_one_of, immutable, rule};
 use super::common::{
-    CRON_PATTERN, DeletionPolicy, GuestTarget, GuestType, Retention, STORAGE_PATTERN, ServiceSelector, TIME_ZONE_PATTERN,
-    default_time_zone, validate_schedule,
+    CRON_PATTERN, DeletionPolicy, GuestTarget, Retention, STORAGE_PATTERN, ServiceSelector,
+    TIME_ZONE_PATTERN, default_time_zone, validate_schedule,
 };
 use super::conditions::Condition;
 use super::refs::LocalObjectReference;
@@ -244,6 +244,8 @@ pub enum BackupItemState {
     Pending,
     /// vzdump (or chunking) running.
     Running,
+    /// Chunk store only: the staged archive is being read into the store.
+    Ingesting,
     /// Verifying the new backup.
     Verifying,
     /// Done.
@@ -272,11 +274,21 @@ pub struct BackupPolicyStatus {
     /// Next scheduled run (absent while suspended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_time: Option<Timestamp>,
+    /// The schedule slot of the last run started or skipped: a restarted operator starts a
+    /// missed slot once, never one it already served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_time: Option<Timestamp>,
+    /// The last `autopilot.homelab.dev/run-now` annotation value served: a restart never
+    /// repeats an on-demand run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub last_run_request: Option<String>,
     /// The run in progress, recorded before each step so a restarted operator resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_run: Option<BackupRun>,
     /// Latest backup of each selected Service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub services: Vec<ServiceBackupStatus>,
     /// Number of backups retained for this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +322,9 @@ pub struct BackupRunSummary {
     /// New bytes stored by this run (after deduplication).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<i64>,
+    /// How long the run took, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
     /// Services backed up / selected, e.g. `3/4`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -325,8 +340,13 @@ pub struct BackupRun {
     pub scheduled_time: Timestamp,
     /// When the run started.
     pub start_time: Timestamp,
+    /// The `run-now` annotation value this run serves (absent for a scheduled run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub request: Option<String>,
     /// One entry per guest to back up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub items: Vec<BackupRunItem>,
 }
 
@@ -342,9 +362,39 @@ pub struct BackupRunItem {
     /// UPID of the running PVE task (vzdump or verify), recorded right after it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upid: Option<crate::crd::common::TaskHandle>,
-    /// Volume ID of the new backup, e.g. `pbs-homelab:backup/vm/200/2024-06-01T02:30:00Z`.
+    /// Volume ID of the new backup, e.g. `pbs-homelab:backup/vm/200/2024-06-01T02:30:00Z`; a
+    /// chunk-store backup reads `chunkstore/<snapshot id>` (PVE volids always contain `:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volid: Option<String>,
+    /// Chunk store only: the staged vzdump archive being ingested (deleted after ingest unless
+    /// `keepStagedArchive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_volid: Option<String>,
+    /// When this item's backup started (vzdump requested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Timestamp>,
+    /// When it finished (successfully or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Timestamp>,
+    /// Size of the backup as written, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// New bytes stored (chunk store: after deduplication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<i64>,
+    /// Whether the new backup passed verification (absent: not verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// Attempts so far that found the guest locked (backoff 5 s doubling to 5 min).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// When a locked guest is tried again (kept in status, so the backoff survives restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Timestamp>,
+    /// Why it failed, as a stable PascalCase reason (`GuestLocked`, `GuestNotFound`,
+    /// `TaskFailed`, `VerifyFailed`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// What went wrong, when `Failed`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -375,9 +425,43 @@ pub struct ServiceBackupStatus {
     /// Whether that backup passed verification (absent: not verified yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// How long the latest attempt took, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    /// New bytes the latest successful backup stored (chunk store: after deduplication;
+    /// absent for PBS, which cannot attribute shared chunks to one backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<i64>,
     /// Why the latest attempt failed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+impl BackupRunItem {
+    /// An item waiting for its turn.
+    pub fn pending(guest: GuestTarget) -> Self {
+        Self {
+            guest,
+            state: BackupItemState::Pending,
+            upid: None,
+            volid: None,
+            staged_volid: None,
+            start_time: None,
+            completion_time: None,
+            size_bytes: None,
+            stored_bytes: None,
+            verified: None,
+            attempts: None,
+            next_attempt_time: None,
+            reason: None,
+            message: String::new(),
+        }
+    }
+
+    /// Whether the item is finished (succeeded or failed).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, BackupItemState::Succeeded | BackupItemState::Failed)
+    }
 }
 
 impl Validate for BackupPolicySpec {
@@ -411,6 +495,7 @@ impl Validate for BackupPolicySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::common::GuestType;
 
     const NIGHTLY: &str = "
 clusterRef: {name: homelab}
@@ -473,9 +558,9 @@ retention: {keepDaily: 7, keepWeekly: 4}
                     guest: GuestTarget::new("nextcloud", 200, GuestType::Vm, Some("pve1".into())),
                     state: BackupItemState::Running,
                     upid: Some("UPID:pve1:0001:0002:66A1:vzdump:200:root@pam:".into()),
-                    volid: None,
-                    message: String::new(),
+                    ..BackupRunItem::pending(GuestTarget::new("nextcloud", 200, GuestType::Vm, None))
                 }],
+                request: None,
             }),
             stored_bytes: Some(13_314_398_618),
             stored_size: Some("12.4 GiB".into()),

@@ -13,6 +13,8 @@ use kube::Resource;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
+use crate::controllers::backup_policy::ingest::StoreSettings;
+use crate::controllers::backup_policy::{BackupDeps, HasBackupDeps};
 use crate::controllers::kit::PlannedEvent;
 use crate::controllers::pve::{HasProxmox, ProxmoxDeps};
 use crate::controllers::runtime::ControlledKind;
@@ -75,6 +77,8 @@ pub struct DemoDeps {
     pub proxmox: ProxmoxDeps,
     /// The Service controller's state.
     pub service: ServiceDeps,
+    /// The BackupPolicy controller's state (its chunk store in a temporary directory).
+    pub backup: BackupDeps,
 }
 
 impl HasProxmox for DemoDeps {
@@ -86,6 +90,12 @@ impl HasProxmox for DemoDeps {
 impl HasServiceDeps for DemoDeps {
     fn service(&self) -> &ServiceDeps {
         &self.service
+    }
+}
+
+impl HasBackupDeps for DemoDeps {
+    fn backup(&self) -> &BackupDeps {
+        &self.backup
     }
 }
 
@@ -141,16 +151,37 @@ fn stored(mut doc: Value, created: Timestamp) -> Value {
 impl World {
     /// Loads the embedded examples as if applied at `created`.
     pub fn load(created: Timestamp, proxmox: ProxmoxDeps) -> anyhow::Result<Self> {
-        let mut world = Self {
+        let mut world = Self::empty(
+            proxmox,
+            StoreSettings {
+                repo: std::env::temp_dir()
+                    .join(format!("homelab-autopilot-demo-store-{}", std::process::id())),
+                key_file: None,
+            },
+        );
+        world.apply_at(EXAMPLES, created)?;
+        Ok(world)
+    }
+
+    /// A world with no objects, its chunk store at `store`.
+    pub fn empty(proxmox: ProxmoxDeps, store: StoreSettings) -> Self {
+        Self {
             objects: BTreeMap::new(),
             events: Vec::new(),
             deps: DemoDeps {
                 proxmox,
                 service: ServiceDeps::default(),
+                backup: BackupDeps::new(store),
             },
             metrics: Metrics::new(),
-        };
-        for (file, text) in EXAMPLES {
+        }
+    }
+
+    /// Stores the objects of YAML `files` (`(name, text)`, several documents each) as if
+    /// `kubectl apply` created them at `created`.
+    pub fn apply_at(&mut self, files: &[(&str, &str)], created: Timestamp) -> anyhow::Result<()> {
+        let world = self;
+        for (file, text) in files {
             for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
                 let doc: Value = serde::Deserialize::deserialize(doc)
                     .with_context(|| format!("examples/{file} document {i} is not YAML"))?;
@@ -169,7 +200,76 @@ impl World {
                 world.objects.insert((kind, name), doc);
             }
         }
-        Ok(world)
+        Ok(())
+    }
+
+    /// Sets annotation `key` to `value` on the stored object `name` of kind `T` (like
+    /// `kubectl annotate --overwrite`).
+    pub fn annotate<T: Resource<DynamicType = ()>>(
+        &mut self,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> anyhow::Result<()> {
+        let kind = T::kind(&()).into_owned();
+        let stored = self
+            .objects
+            .get_mut(&(kind.clone(), name.to_owned()))
+            .with_context(|| format!("no {kind} {name}"))?;
+        stored["metadata"]["annotations"][key] = Value::from(value);
+        Ok(())
+    }
+
+    /// Replaces the stored status of object `name` of kind `T` (a status write that was lost, or
+    /// one written by an operator that restarted).
+    pub fn set_status<T: Resource<DynamicType = ()>>(
+        &mut self,
+        name: &str,
+        status: &impl Serialize,
+    ) -> anyhow::Result<()> {
+        let kind = T::kind(&()).into_owned();
+        let stored = self
+            .objects
+            .get_mut(&(kind.clone(), name.to_owned()))
+            .with_context(|| format!("no {kind} {name}"))?;
+        stored["status"] = serde_json::to_value(status)?;
+        Ok(())
+    }
+
+    /// The stored object `name` of kind `T`, typed.
+    pub fn get<T: Resource<DynamicType = ()> + DeserializeOwned>(&self, name: &str) -> anyhow::Result<T> {
+        let kind = T::kind(&()).into_owned();
+        let stored = self
+            .objects
+            .get(&(kind.clone(), name.to_owned()))
+            .with_context(|| format!("no {kind} {name}"))?;
+        serde_json::from_value(stored.clone()).with_context(|| format!("{kind} {name} does not parse"))
+    }
+
+    /// Deletes the object `name` of kind `R::Kind` as the API server does for an object with
+    /// our finalizer: the kind's cleanup runs (once per call) and the object goes only when it
+    /// reports done. Returns whether the object is gone.
+    pub async fn delete<R: Reconciler<DemoDeps>>(
+        &mut self,
+        name: &str,
+        now: Timestamp,
+    ) -> anyhow::Result<bool> {
+        let obj: R::Kind = self.get(name)?;
+        let env = Env {
+            deps: &self.deps,
+            source: &*self,
+            metrics: &self.metrics,
+            now,
+        };
+        let done = matches!(
+            R::cleanup(&env, &obj).await?,
+            crate::controllers::runtime::driver::Cleanup::Done
+        );
+        if done {
+            let kind = R::Kind::kind(&()).into_owned();
+            self.objects.remove(&(kind, name.to_owned()));
+        }
+        Ok(done)
     }
 
     /// The stored objects of kind `T`, typed.
@@ -301,6 +401,16 @@ impl Source for World {
             .objects
             .get(&key)
             .and_then(|v| serde_json::from_value(v.clone()).ok()))
+    }
+
+    async fn list<T: ControlledKind>(&self, _namespace: &str) -> Result<Vec<T>, Error> {
+        let kind = T::kind(&());
+        Ok(self
+            .objects
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .filter_map(|(_, v)| serde_json::from_value(v.clone()).ok())
+            .collect())
     }
 }
 

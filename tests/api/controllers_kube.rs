@@ -409,6 +409,16 @@ impl Source for Objects {
             .find(|o| o["kind"] == kind.as_ref() && o["metadata"]["name"] == name)
             .map(|o| serde_json::from_value(o.clone()).unwrap()))
     }
+
+    async fn list<T: ControlledKind>(&self, _namespace: &str) -> Result<Vec<T>, DriverError> {
+        let kind = T::kind(&());
+        Ok(self
+            .0
+            .iter()
+            .filter(|o| o["kind"] == kind.as_ref())
+            .map(|o| serde_json::from_value(o.clone()).unwrap())
+            .collect())
+    }
 }
 
 fn deps() -> OperatorDeps {

@@ -5,6 +5,7 @@ mod cli_pipe;
 mod crds;
 // Example and invalid-resource loaders, shared with the end-to-end suite.
 mod controllers;
+mod controllers_backup;
 mod controllers_common;
 mod controllers_demo;
 mod controllers_kube;

@@ -50,6 +50,9 @@ pub trait Source: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<T>, Error>> + Send;
+
+    /// Every object of kind `T` in `namespace` (a policy's candidate Services).
+    fn list<T: ControlledKind>(&self, namespace: &str) -> impl Future<Output = Result<Vec<T>, Error>> + Send;
 }
 
 impl Source for Client {
@@ -61,6 +64,18 @@ impl Source for Client {
                 kind: T::kind(&()).into_owned(),
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
+                source,
+            })
+    }
+
+    async fn list<T: ControlledKind>(&self, namespace: &str) -> Result<Vec<T>, Error> {
+        Api::<T>::namespaced(self.clone(), namespace)
+            .list(&kube::api::ListParams::default())
+            .await
+            .map(|list| list.items)
+            .map_err(|source| Error::ListObjects {
+                kind: T::kind(&()).into_owned(),
+                namespace: namespace.to_owned(),
                 source,
             })
     }

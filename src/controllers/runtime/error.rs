@@ -60,6 +60,18 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Listing the objects of a kind the reconcile depends on (the Services a policy selects)
+    /// failed.
+    #[error("cannot list {kind} in namespace {namespace}: {source}")]
+    ListObjects {
+        /// Kind of the objects.
+        kind: String,
+        /// Their namespace.
+        namespace: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The object has no namespace or no name (only possible for objects not read from the API).
     #[error("the {kind} object has no {field}; only stored, namespaced objects can be reconciled")]
     MissingObjectKey {
@@ -131,7 +143,7 @@ impl ReconcileError for Error {
         match self {
             Self::PatchStatus { .. } => "StatusPatchFailed",
             Self::PublishEvent { .. } => "EventPublishFailed",
-            Self::ReadObject { .. } => "ReadObjectFailed",
+            Self::ReadObject { .. } | Self::ListObjects { .. } => "ReadObjectFailed",
             Self::MissingObjectKey { .. } => "InvalidObject",
             Self::Finalizer { .. } => "FinalizerFailed",
             Self::WaitForCrd { .. } => "CrdNotEstablished",
@@ -145,6 +157,7 @@ impl ReconcileError for Error {
             Self::PatchStatus { source, .. }
             | Self::PublishEvent { source, .. }
             | Self::ReadObject { source, .. }
+            | Self::ListObjects { source, .. }
             | Self::Finalizer { source, .. }
             | Self::Lease { source, .. } => kube_error_is_transient(source),
             Self::WaitForCrd { .. } => true,

@@ -1,0 +1,173 @@
+//! The BackupPolicy kind on the generic driver: reads its ProxmoxCluster and the Services of its
+//! namespace through the driver's source, runs [`reconcile_core`]. A finalizer lets a policy
+//! with `deletionPolicy: Delete` remove its backups when it is deleted (with `Retain` the
+//! cleanup only drops staged archives of a run cut short). Changed Services and clusters wake the
+//! policies that use them.
+
+use std::time::Duration;
+
+use kube::{
+    ResourceExt,
+    core::DeserializeGuard,
+    runtime::{Controller, watcher},
+};
+
+use super::{HasBackupDeps, PolicyInput, delete_backups, reconcile_core};
+use crate::controllers::kit::Outcome;
+use crate::controllers::pve::selector::selects;
+use crate::controllers::pve::{
+    HasProxmox,
+    read::{Referrer, cluster_access},
+};
+use crate::controllers::runtime::{
+    ApiScope, Guarded,
+    driver::{Cleanup, Env, ObjectKey, Reconciler, Source},
+    error::Error,
+    object_ref,
+};
+use crate::crd::backup_policy::BackupPolicyStatus;
+use crate::crd::validation::{InvalidSpec, Validate};
+use crate::crd::{BackupPolicy, ProxmoxCluster, Service};
+use crate::metrics::Metrics;
+
+/// Controller name: metric label and field manager suffix.
+pub const CONTROLLER: &str = "backuppolicy";
+/// The finalizer: backups of a `deletionPolicy: Delete` policy go before the policy does.
+pub const FINALIZER: &str = "autopilot.homelab.dev/cleanup";
+
+/// The BackupPolicy kind.
+pub struct BackupPolicyKind;
+
+fn uid_of(obj: &BackupPolicy) -> String {
+    obj.uid().unwrap_or_default()
+}
+
+fn referrer<'a, D, S>(env: &Env<'_, D, S>, obj: &BackupPolicy, namespace: &'a str) -> Referrer<'a> {
+    Referrer {
+        namespace,
+        created: obj.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        now: env.now,
+    }
+}
+
+impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for BackupPolicyKind {
+    type Kind = BackupPolicy;
+    type Status = BackupPolicyStatus;
+    const CONTROLLER: &'static str = CONTROLLER;
+    const FINALIZER: Option<&'static str> = Some(FINALIZER);
+
+    fn status(obj: &BackupPolicy) -> Option<&BackupPolicyStatus> {
+        obj.status.as_ref()
+    }
+
+    fn validate(obj: &BackupPolicy) -> Result<(), InvalidSpec> {
+        obj.spec.validate()
+    }
+
+    async fn reconcile<S: Source>(
+        env: &Env<'_, D, S>,
+        obj: &BackupPolicy,
+    ) -> Result<Outcome<BackupPolicyStatus>, Error> {
+        let namespace = obj.namespace().unwrap_or_default();
+        let uid = uid_of(obj);
+        let access = cluster_access(
+            env.source,
+            env.deps.proxmox(),
+            referrer(env, obj, &namespace),
+            &obj.spec.cluster_ref.name,
+        )
+        .await?;
+        let services: Vec<Service> = env.source.list(&namespace).await?;
+        let input = PolicyInput {
+            policy: obj,
+            uid: &uid,
+            namespace: &namespace,
+            services: &services,
+            access: &access,
+        };
+        Ok(reconcile_core(env.deps.proxmox(), env.deps.backup(), env.metrics, input, env.now).await)
+    }
+
+    async fn cleanup<S: Source>(env: &Env<'_, D, S>, obj: &BackupPolicy) -> Result<Cleanup, Error> {
+        let namespace = obj.namespace().unwrap_or_default();
+        let access = cluster_access(
+            env.source,
+            env.deps.proxmox(),
+            referrer(env, obj, &namespace),
+            &obj.spec.cluster_ref.name,
+        )
+        .await?;
+        let client = access.client.as_ref().ok();
+        match delete_backups(env.deps.backup(), obj, &uid_of(obj), client).await {
+            Ok(true) => Ok(Cleanup::Done),
+            Ok(false) => Ok(Cleanup::Pending(Duration::from_secs(5))),
+            Err(message) => {
+                tracing::warn!(
+                    policy = %obj.name_any(),
+                    %namespace,
+                    error = %message,
+                    "cannot delete this BackupPolicy's backups yet; trying again"
+                );
+                Ok(Cleanup::Pending(Duration::from_secs(30)))
+            }
+        }
+    }
+
+    fn forget(deps: &D, metrics: &Metrics, key: &ObjectKey) {
+        deps.backup().release_all(&key.uid);
+        for kind in ["logical", "stored"] {
+            let _ = metrics
+                .backup
+                .bytes
+                .remove_label_values(&[&key.namespace, &key.name, kind]);
+        }
+    }
+
+    fn customize(
+        controller: Controller<Guarded<BackupPolicy>>,
+        scope: &ApiScope,
+        _deps: &std::sync::Arc<D>,
+    ) -> Controller<Guarded<BackupPolicy>> {
+        let by_service = controller.store();
+        let by_cluster = controller.store();
+        controller
+            .watches(
+                scope.api::<DeserializeGuard<Service>>(),
+                watcher::Config::default(),
+                move |guard: DeserializeGuard<Service>| {
+                    let Ok(service) = guard.0 else {
+                        return Vec::new();
+                    };
+                    let namespace = service.namespace().unwrap_or_default();
+                    by_service
+                        .state()
+                        .iter()
+                        .filter_map(|g| g.0.as_ref().ok())
+                        .filter(|p| {
+                            p.namespace().as_deref() == Some(namespace.as_str())
+                                && selects(&p.spec.services, &p.spec.cluster_ref.name, &service)
+                        })
+                        .map(|p| object_ref::<BackupPolicy>(&namespace, &p.name_any()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .watches(
+                scope.api::<DeserializeGuard<ProxmoxCluster>>(),
+                watcher::Config::default(),
+                move |cluster: DeserializeGuard<ProxmoxCluster>| {
+                    let namespace = cluster.namespace().unwrap_or_default();
+                    let name = cluster.name_any();
+                    by_cluster
+                        .state()
+                        .iter()
+                        .filter_map(|g| g.0.as_ref().ok())
+                        .filter(|p| {
+                            p.namespace().as_deref() == Some(namespace.as_str())
+                                && p.spec.cluster_ref.name == name
+                        })
+                        .map(|p| object_ref::<BackupPolicy>(&namespace, &p.name_any()))
+                        .collect::<Vec<_>>()
+                },
+            )
+    }
+}

@@ -1,0 +1,302 @@
+//! The chunk store side of a BackupPolicy: reading a staged vzdump archive into the store (a
+//! blocking job off the reconcile path: a pass only starts it or asks how it is doing), verifying
+//! it chunk by chunk, retention and garbage collection.
+//!
+//! A job is idempotent across restarts: the snapshot carries the staged archive's volid as a
+//! tag, so an operator that restarts after the ingest committed finds that snapshot instead of
+//! storing the archive twice. A snapshot is only committed when the whole archive was read (the
+//! store's own rule), so a crash mid-ingest leaves no half snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::storage::{
+    self, ChunkStore, Key, NoProgress, OpenOptions, RepoParams, SnapshotFilter, SourceKind,
+};
+
+use super::plan::keep_options;
+use crate::crd::common::Retention;
+
+/// Tag of every snapshot a policy stores: the policy's UID.
+pub const TAG_POLICY: &str = "autopilot-policy-uid";
+/// Tag: the staged archive's volid the snapshot was read from.
+pub const TAG_STAGED: &str = "staged-volid";
+/// Tag: the run id.
+pub const TAG_RUN: &str = "run";
+/// Age below which `gc` leaves unreferenced files alone (a concurrent backup may still need
+/// them).
+pub const GC_GRACE: Duration = Duration::from_secs(60 * 60);
+
+/// Where the operator's chunk store is (`--store-path`, the chart's PVC) and its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// The repository (a directory, or `s3://…`).
+    pub repo: PathBuf,
+    /// The encryption key file, if the store is encrypted.
+    pub key_file: Option<PathBuf>,
+}
+
+impl StoreSettings {
+    /// Opens the store, creating it on first use (an empty PVC).
+    pub fn open(&self) -> storage::Result<ChunkStore> {
+        let repo = self.repo.to_string_lossy().into_owned();
+        let key = self.key_file.as_deref().map(Key::from_file).transpose()?;
+        let options = || OpenOptions {
+            key: key.clone(),
+            ..OpenOptions::default()
+        };
+        match ChunkStore::open(&repo, options()) {
+            Err(storage::Error::RepoNotFound { .. }) => {
+                ChunkStore::init(&repo, RepoParams::default(), key.as_ref(), None)?;
+                ChunkStore::open(&repo, options())
+            }
+            other => other,
+        }
+    }
+}
+
+/// What to ingest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestRequest {
+    /// The staged archive on the operator's mount of the staging storage.
+    pub path: PathBuf,
+    /// Its PVE volid (tag, and the key that makes the job idempotent).
+    pub staged_volid: String,
+    /// Snapshot name, `<namespace>.<policy>.<vm|lxc>-<vmid>`.
+    pub name: String,
+    /// The policy's UID.
+    pub policy_uid: String,
+    /// The run id.
+    pub run_id: String,
+}
+
+/// A committed and verified ingest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    /// Snapshot id in the store.
+    pub snapshot_id: String,
+    /// Bytes read from the archive.
+    pub logical_bytes: u64,
+    /// New bytes stored (after deduplication and compression).
+    pub stored_bytes: u64,
+    /// Whether every chunk read back with its blake3 hash.
+    pub verified: bool,
+    /// What verification found, when it did not pass.
+    pub problems: Vec<String>,
+}
+
+/// How a job is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestView {
+    /// Still reading.
+    Running,
+    /// Finished: the result, or why it failed.
+    Done(Result<Ingested, String>),
+}
+
+/// A job's slot: `None` while it runs, then its result.
+type Jobs = HashMap<String, Option<Result<Ingested, String>>>;
+
+/// The running and finished ingest jobs of this process, by staged volid.
+#[derive(Debug, Default)]
+pub struct Ingests {
+    jobs: Arc<Mutex<Jobs>>,
+}
+
+impl Ingests {
+    /// Starts the job for `req` unless one runs; reports its state. A finished job's result is
+    /// handed out once (the caller records it in status).
+    pub fn poll_or_start(&self, store: &StoreSettings, req: &IngestRequest) -> IngestView {
+        let mut jobs = lock(&self.jobs);
+        match jobs.get(&req.staged_volid) {
+            Some(None) => return IngestView::Running,
+            Some(Some(_)) => {
+                if let Some(Some(done)) = jobs.remove(&req.staged_volid) {
+                    return IngestView::Done(done);
+                }
+            }
+            None => {}
+        }
+        jobs.insert(req.staged_volid.clone(), None);
+        drop(jobs);
+        let store = store.clone();
+        let req = req.clone();
+        let registry = Arc::clone(&self.jobs);
+        tokio::task::spawn_blocking(move || {
+            let result = ingest(&store, &req);
+            if let Some(slot) = lock(&registry).get_mut(&req.staged_volid) {
+                *slot = Some(result);
+            }
+        });
+        IngestView::Running
+    }
+
+    /// Forgets the jobs of these staged volids (their policy was deleted).
+    pub fn forget(&self, staged_volids: &[String]) {
+        let mut jobs = lock(&self.jobs);
+        for v in staged_volids {
+            jobs.remove(v);
+        }
+    }
+}
+
+fn lock(jobs: &Mutex<Jobs>) -> std::sync::MutexGuard<'_, Jobs> {
+    jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads the staged archive into the store (or finds the snapshot a previous run of this job
+/// committed) and verifies it.
+fn ingest(store: &StoreSettings, req: &IngestRequest) -> Result<Ingested, String> {
+    let chunk_store = store
+        .open()
+        .map_err(|e| format!("cannot open the chunk store: {e}"))?;
+    let mut tags = BTreeMap::new();
+    tags.insert(TAG_POLICY.to_owned(), req.policy_uid.clone());
+    tags.insert(TAG_STAGED.to_owned(), req.staged_volid.clone());
+    let existing = chunk_store
+        .list_matching(
+            &SnapshotFilter {
+                names: vec![req.name.clone()],
+                tags: tags.clone(),
+            },
+            None,
+        )
+        .map_err(|e| format!("cannot list the chunk store: {e}"))?
+        .into_iter()
+        .find(|s| s.complete);
+    let (id, logical, stored) = match existing {
+        Some(snap) => (snap.id, snap.size, 0),
+        None => {
+            let file = std::fs::File::open(&req.path).map_err(|e| {
+                format!(
+                    "cannot read the staged archive {}: {e}; mount the staging storage's dump directory at \
+                     spec.destination.chunkStore.stagingPath (chart value extraVolumes)",
+                    req.path.display()
+                )
+            })?;
+            tags.insert(TAG_RUN.to_owned(), req.run_id.clone());
+            let summary = chunk_store
+                .backup_reader(
+                    std::io::BufReader::with_capacity(1 << 20, file),
+                    &req.name,
+                    &tags,
+                    SourceKind::Stream,
+                    &NoProgress,
+                )
+                .map_err(|e| format!("cannot store {}: {e}", req.path.display()))?;
+            (summary.snapshot.id, summary.bytes_read, summary.new_bytes)
+        }
+    };
+    let report = chunk_store
+        .verify(Some(&id), true)
+        .map_err(|e| format!("cannot verify snapshot {id}: {e}"))?;
+    Ok(Ingested {
+        snapshot_id: id,
+        logical_bytes: logical,
+        stored_bytes: stored,
+        verified: report.ok,
+        problems: report.problems,
+    })
+}
+
+/// What retention in the chunk store did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StorePrune {
+    /// Snapshots removed.
+    pub removed: usize,
+    /// This policy's snapshots left, and their logical size.
+    pub kept: usize,
+    /// Sum of the kept snapshots' sizes.
+    pub logical_bytes: u64,
+    /// Pack bytes of the whole store, when every snapshot in it is this policy's.
+    pub stored_bytes: Option<u64>,
+}
+
+/// Applies `retention` to each of `names` (this policy's snapshots only: name and UID tag),
+/// then collects garbage. Blocking.
+pub fn prune_store(
+    store: &StoreSettings,
+    policy_uid: &str,
+    names: &[String],
+    retention: Option<&Retention>,
+) -> Result<StorePrune, String> {
+    let chunk_store = store
+        .open()
+        .map_err(|e| format!("cannot open the chunk store: {e}"))?;
+    let mut tags = BTreeMap::new();
+    tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
+    let mut removed = 0;
+    if let Some(keep) = retention.map(keep_options).filter(|k| k.keeps_something()) {
+        for name in names {
+            let filter = SnapshotFilter {
+                names: vec![name.clone()],
+                tags: tags.clone(),
+            };
+            let report = chunk_store
+                .prune_matching(&keep, &filter, false)
+                .map_err(|e| format!("cannot prune {name}: {e}"))?;
+            removed += usize::try_from(report.removed).unwrap_or(usize::MAX);
+        }
+        if removed > 0 {
+            chunk_store
+                .gc(GC_GRACE)
+                .map_err(|e| format!("cannot collect garbage: {e}"))?;
+        }
+    }
+    totals(&chunk_store, policy_uid, removed)
+}
+
+fn totals(chunk_store: &ChunkStore, policy_uid: &str, removed: usize) -> Result<StorePrune, String> {
+    let all = chunk_store
+        .list()
+        .map_err(|e| format!("cannot list the chunk store: {e}"))?;
+    let ours: Vec<_> = all
+        .iter()
+        .filter(|s| s.tags.get(TAG_POLICY).map(String::as_str) == Some(policy_uid))
+        .collect();
+    let stored_bytes = if ours.len() == all.len() {
+        chunk_store.stats().ok().map(|s| s.stored_bytes)
+    } else {
+        None
+    };
+    Ok(StorePrune {
+        removed,
+        kept: ours.len(),
+        logical_bytes: ours.iter().map(|s| s.size).sum(),
+        stored_bytes,
+    })
+}
+
+/// Removes every snapshot of `policy_uid` (deletionPolicy `Delete`), then collects garbage.
+/// Returns how many were removed. Blocking.
+pub fn delete_all(store: &StoreSettings, policy_uid: &str) -> Result<usize, String> {
+    if !Path::new(&store.repo).exists() && !store.repo.to_string_lossy().starts_with("s3://") {
+        return Ok(0);
+    }
+    let chunk_store = store
+        .open()
+        .map_err(|e| format!("cannot open the chunk store: {e}"))?;
+    let mut tags = BTreeMap::new();
+    tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
+    let ours = chunk_store
+        .list_matching(
+            &SnapshotFilter {
+                names: Vec::new(),
+                tags,
+            },
+            None,
+        )
+        .map_err(|e| format!("cannot list the chunk store: {e}"))?;
+    if ours.is_empty() {
+        return Ok(0);
+    }
+    chunk_store
+        .forget(&ours)
+        .map_err(|e| format!("cannot delete this policy's snapshots: {e}"))?;
+    chunk_store
+        .gc(GC_GRACE)
+        .map_err(|e| format!("cannot collect garbage: {e}"))?;
+    Ok(ours.len())
+}

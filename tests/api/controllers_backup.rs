@@ -1,0 +1,722 @@
+//! The BackupPolicy controller through the generic driver (the demo's in-memory API server as
+//! its source, `kubectl apply`-shaped YAML in), against the simulator over real HTTPS on
+//! loopback and a real chunk store in a temporary directory: each destination, retention,
+//! verification, locked and deleted guests, failing tasks, a restarted operator, deletion.
+
+use std::time::Duration;
+
+use homelab_autopilot::controllers::backup_policy::controller::BackupPolicyKind;
+use homelab_autopilot::controllers::backup_policy::ingest::StoreSettings;
+use homelab_autopilot::controllers::kit::schedule::RUN_NOW_ANNOTATION;
+use homelab_autopilot::controllers::pve::{ProxmoxDeps, Tuning};
+use homelab_autopilot::crd::BackupPolicy;
+use homelab_autopilot::crd::backup_policy::{BackupItemState, BackupPolicyStatus, BackupResult};
+use homelab_autopilot::crd::conditions::{ConditionStatus, find_condition};
+use homelab_autopilot::demo::sim_seed;
+use homelab_autopilot::demo::world::World;
+use homelab_autopilot::pvesim::{SimConfig, SimHandle, Simulator};
+use homelab_autopilot::storage::{ChunkStore, OpenOptions};
+use jiff::Timestamp;
+
+use crate::pvesim_common::schema_path;
+
+struct BackupLab {
+    sim: SimHandle,
+    world: World,
+    now: Timestamp,
+    store: tempfile::TempDir,
+    requests: u32,
+}
+
+const SERVICES: &str = "
+apiVersion: autopilot.homelab.dev/v1alpha1
+kind: Service
+metadata: {name: nextcloud, labels: {backup: nightly}}
+spec: {clusterRef: {name: homelab}, vmid: 200, type: VM}
+---
+apiVersion: autopilot.homelab.dev/v1alpha1
+kind: Service
+metadata: {name: gitea, labels: {backup: nightly}}
+spec: {clusterRef: {name: homelab}, vmid: 201, type: LXC}
+";
+
+fn fresh_deps() -> ProxmoxDeps {
+    ProxmoxDeps::new(None).with_tuning(Tuning {
+        task_poll: Duration::from_millis(20),
+        ..Tuning::default()
+    })
+}
+
+impl BackupLab {
+    async fn start() -> Self {
+        let sim = Simulator::start(SimConfig {
+            seed: sim_seed().unwrap(),
+            schema: schema_path(),
+            time_scale: 0.001,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("simulator starts");
+        let store = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_second(sim.now()).unwrap();
+        let mut world = World::empty(fresh_deps(), settings(&store));
+        let cluster = format!(
+            "apiVersion: autopilot.homelab.dev/v1alpha1\nkind: ProxmoxCluster\nmetadata: {{name: homelab}}\n\
+             spec: {{endpoints: [{{url: '{}'}}], credentialsSecretRef: {{name: pve-token}}, tls: {{fingerprint: '{}'}}}}\n",
+            sim.url(),
+            sim.fingerprint()
+        );
+        world
+            .apply_at(&[("cluster.yaml", &cluster), ("services.yaml", SERVICES)], now)
+            .unwrap();
+        world
+            .update_secret(
+                "pve-token",
+                &[("tokenId", sim.token_id()), ("tokenSecret", sim.token_secret())],
+            )
+            .unwrap();
+        BackupLab {
+            sim,
+            world,
+            now,
+            store,
+            requests: 0,
+        }
+    }
+
+    /// `kubectl apply` of a BackupPolicy `nightly` with `spec` (YAML mapping body, indented 2).
+    fn apply_policy(&mut self, spec: &str) {
+        let yaml = format!(
+            "apiVersion: autopilot.homelab.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: nightly}}\n\
+             spec:\n  clusterRef: {{name: homelab}}\n  services: {{matchLabels: {{backup: nightly}}}}\n  \
+             schedule: '30 2 * * *'\n{spec}"
+        );
+        self.world.apply_at(&[("policy.yaml", &yaml)], self.now).unwrap();
+    }
+
+    fn policy(&self) -> BackupPolicy {
+        self.world.get::<BackupPolicy>("nightly").unwrap()
+    }
+
+    fn status(&self) -> BackupPolicyStatus {
+        self.policy().status.unwrap_or_default()
+    }
+
+    /// Asks for a run now (`kubectl annotate … autopilot.homelab.dev/run-now=<n>`) and drives
+    /// passes until the run finished.
+    async fn run_now(&mut self) -> BackupPolicyStatus {
+        self.requests += 1;
+        let value = format!("r{}", self.requests);
+        self.world
+            .annotate::<BackupPolicy>("nightly", RUN_NOW_ANNOTATION, &value)
+            .unwrap();
+        self.pass().await;
+        assert!(
+            self.status().current_run.is_some(),
+            "the run-now request starts a run: {:?}",
+            self.status()
+        );
+        self.until_idle().await
+    }
+
+    async fn pass(&mut self) {
+        self.world.reconcile::<BackupPolicyKind>(self.now).await.unwrap();
+    }
+
+    /// Passes (one simulated second apart) until no run is in progress.
+    async fn until_idle(&mut self) -> BackupPolicyStatus {
+        for _ in 0..2000 {
+            self.pass().await;
+            let status = self.status();
+            if status.current_run.is_none() {
+                return status;
+            }
+            self.tick(Duration::from_secs(1)).await;
+        }
+        panic!("the run did not finish: {:#?}", self.status());
+    }
+
+    async fn tick(&mut self, by: Duration) {
+        self.now = homelab_autopilot::controllers::kit::time::add(self.now, by);
+        self.sim.advance_clock(by);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.world.events.iter().map(|e| e.event.reason.clone()).collect()
+    }
+
+    /// Backup files the simulator holds for `vmid` on `storage`, as `(volid, notes)`.
+    fn backups(&self, storage: &str, vmid: u32) -> Vec<(String, Option<String>)> {
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        let dir = self.sim.state(|c| c.backup_dir(storage));
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let prefix_vm = format!("vzdump-qemu-{vmid}-");
+            let prefix_ct = format!("vzdump-lxc-{vmid}-");
+            if (name.starts_with(&prefix_vm) || name.starts_with(&prefix_ct))
+                && !name.ends_with(".log")
+                && !name.ends_with(".notes")
+                && !name.ends_with(".protected")
+            {
+                let notes = std::fs::read_to_string(entry.path().with_file_name(format!("{name}.notes")))
+                    .ok()
+                    .map(|n| n.trim_end().to_owned());
+                out.push((format!("{storage}:backup/{name}"), notes));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The command line of every vzdump job (PVE logs it as its first line), e.g.
+    /// `vzdump 200 --mode stop --remove 0 … --node pve1`.
+    fn vzdump_jobs(&self) -> Vec<String> {
+        self.sim
+            .tasks()
+            .iter()
+            .filter(|t| t.upid.contains(":vzdump:"))
+            .filter_map(|t| {
+                t.log.iter().find_map(|l| {
+                    l.split_once("starting new backup job: ")
+                        .map(|(_, c)| c.to_owned())
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until no PVE task runs (volume deletions are tasks too).
+    async fn settle(&mut self) {
+        for _ in 0..500 {
+            if self.sim.tasks().iter().all(|t| !t.running()) {
+                return;
+            }
+            self.tick(Duration::from_millis(100)).await;
+        }
+        panic!("tasks still running: {:?}", self.sim.tasks());
+    }
+
+    fn vzdump_tasks(&self) -> usize {
+        self.sim
+            .tasks()
+            .iter()
+            .filter(|t| t.upid.contains(":vzdump:"))
+            .count()
+    }
+}
+
+fn settings(dir: &tempfile::TempDir) -> StoreSettings {
+    StoreSettings {
+        repo: dir.path().join("repo"),
+        key_file: None,
+    }
+}
+
+fn uid(lab: &BackupLab) -> String {
+    lab.policy().metadata.uid.unwrap()
+}
+
+#[tokio::test]
+async fn backup_to_a_pve_storage_runs_on_demand_verifies_and_reports() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy("  destination: {storage: {storage: nfs-backup}}\n  mode: Stop\n");
+    lab.pass().await;
+    let idle = lab.status();
+    assert!(
+        idle.current_run.is_none(),
+        "nothing runs before 02:30 unless asked"
+    );
+    assert!(idle.next_run_time.is_some());
+    assert_eq!(
+        find_condition(&idle.conditions, "Ready").unwrap().reason,
+        "Scheduled"
+    );
+
+    let status = lab.run_now().await;
+    let last = status.last_backup.as_ref().expect("a finished run");
+    assert_eq!(last.result, BackupResult::Succeeded, "{status:#?}");
+    assert_eq!(status.last_run_request.as_deref(), Some("r1"));
+    assert_eq!(status.services.len(), 2);
+    for svc in &status.services {
+        assert_eq!(svc.result, BackupResult::Succeeded);
+        assert_eq!(svc.verified, Some(true), "{svc:?}");
+        assert!(
+            svc.volid
+                .as_deref()
+                .unwrap()
+                .starts_with("nfs-backup:backup/vzdump-")
+        );
+        assert!(svc.size_bytes.unwrap() > 0);
+    }
+    assert_eq!(status.backup_count, Some(2));
+    assert!(status.stored_size.is_some());
+    assert_eq!(
+        find_condition(&status.conditions, "BackupSucceeded")
+            .unwrap()
+            .status,
+        ConditionStatus::True
+    );
+    assert_eq!(
+        find_condition(&status.conditions, "Verified").unwrap().status,
+        ConditionStatus::True
+    );
+    let reasons = lab.event_reasons();
+    assert_eq!(reasons, ["BackupStarted", "BackupSucceeded"], "{reasons:?}");
+
+    // What PVE was asked: our mode, no PVE-side pruning, zstd, and the marker with our UID.
+    let uid = uid(&lab);
+    let jobs = lab.vzdump_jobs();
+    assert_eq!(jobs.len(), 2, "one vzdump per guest: {jobs:?}");
+    for job in &jobs {
+        assert!(job.contains("--mode stop"), "{job}");
+        assert!(job.contains("--remove 0"), "{job}");
+        assert!(job.contains("--compress zstd"), "{job}");
+        assert!(job.contains("--storage nfs-backup"), "{job}");
+        assert!(
+            job.contains(&format!("--notes-template autopilot policy={uid} run=now-")),
+            "{job}"
+        );
+    }
+
+    // The same annotation value again does not run again (a restart cannot repeat it).
+    lab.pass().await;
+    assert!(lab.status().current_run.is_none());
+    assert_eq!(lab.vzdump_tasks(), 2);
+}
+
+#[tokio::test]
+async fn retention_prunes_only_this_policys_backups_never_protected_or_foreign_ones() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy(
+        "  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n  \
+         retention: {keepLast: 2}\n",
+    );
+    // A backup made by hand (no marker) must survive any retention of ours.
+    let admin = admin_client(&lab.sim);
+    let node = homelab_autopilot::proxmox::NodeName::new("pve1").unwrap();
+    let task = admin
+        .vzdump(
+            &node,
+            &homelab_autopilot::proxmox::api::VzdumpRequest {
+                vmids: vec![homelab_autopilot::proxmox::Vmid::new(200).unwrap()],
+                storage: Some("nfs-backup".into()),
+                notes_template: Some("made by hand".into()),
+                remove: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    admin
+        .wait_task(
+            &task,
+            Duration::from_millis(20),
+            tokio::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    lab.tick(Duration::from_secs(3600)).await;
+
+    let mut ours = Vec::new();
+    for round in 0..4 {
+        let status = lab.run_now().await;
+        assert_eq!(
+            status.last_backup.as_ref().unwrap().result,
+            BackupResult::Succeeded,
+            "round {round}: {status:#?}"
+        );
+        ours.push(status.services[0].volid.clone().unwrap());
+        if round == 0 {
+            // The user protects the first backup of ours: retention must keep it.
+            let volid = ours[0].clone();
+            admin
+                .update_volume_protection(&node, "nfs-backup", &volid, true)
+                .await;
+        }
+        lab.tick(Duration::from_secs(3600)).await;
+    }
+    lab.settle().await;
+    let files = lab.backups("nfs-backup", 200);
+    let volids: Vec<&str> = files.iter().map(|(v, _)| v.as_str()).collect();
+    assert!(
+        files.iter().any(|(_, n)| n.as_deref() == Some("made by hand")),
+        "a backup without our marker is never pruned: {volids:?}"
+    );
+    assert!(volids.contains(&ours[0].as_str()), "protected: kept");
+    assert!(!volids.contains(&ours[1].as_str()), "pruned: {volids:?}");
+    assert!(volids.contains(&ours[2].as_str()) && volids.contains(&ours[3].as_str()));
+    assert!(lab.event_reasons().iter().any(|r| r == "BackupsPruned"));
+}
+
+fn admin_client(sim: &SimHandle) -> AdminClient {
+    AdminClient(
+        homelab_autopilot::proxmox::PveClient::new(homelab_autopilot::proxmox::ClientConfig::new(
+            vec![homelab_autopilot::proxmox::Endpoint::new(sim.url(), 0)],
+            homelab_autopilot::proxmox::Credentials::ApiToken {
+                token_id: sim.token_id().to_owned(),
+                secret: homelab_autopilot::proxmox::Secret::new(sim.token_secret()),
+            },
+            homelab_autopilot::proxmox::TlsVerify::Fingerprint(sim.fingerprint().to_owned()),
+        ))
+        .unwrap(),
+        reqwest_client(sim),
+        sim.url().to_owned(),
+        format!("PVEAPIToken={}={}", sim.token_id(), sim.token_secret()),
+    )
+}
+
+fn reqwest_client(sim: &SimHandle) -> reqwest::Client {
+    crate::pvesim_common::client_for(sim)
+}
+
+/// The admin's own PVE client, plus raw requests for what the typed client does not offer.
+struct AdminClient(
+    homelab_autopilot::proxmox::PveClient,
+    reqwest::Client,
+    String,
+    String,
+);
+
+impl std::ops::Deref for AdminClient {
+    type Target = homelab_autopilot::proxmox::PveClient;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl AdminClient {
+    /// `PUT …/content/{volume}` with `protected=1` (as the PVE GUI's "protect" does).
+    async fn update_volume_protection(
+        &self,
+        node: &homelab_autopilot::proxmox::NodeName,
+        storage: &str,
+        volid: &str,
+        protected: bool,
+    ) {
+        let url = format!(
+            "{}/api2/json/nodes/{node}/storage/{storage}/content/{}",
+            self.2,
+            urlencode(volid)
+        );
+        let resp = self
+            .1
+            .put(url)
+            .header("Authorization", &self.3)
+            .form(&[("protected", if protected { "1" } else { "0" })])
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn chunk_store_destination_ingests_verifies_dedups_and_removes_the_staged_archive() {
+    let mut lab = BackupLab::start().await;
+    let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
+    lab.apply_policy(&format!(
+        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
+         stagingPath: '{}'}}}}\n  retention: {{keepLast: 1}}\n",
+        staging.display()
+    ));
+    let first = lab.run_now().await;
+    assert_eq!(
+        first.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded,
+        "{first:#?}"
+    );
+    let svc = &first.services[0];
+    let volid = svc.volid.clone().unwrap();
+    assert!(volid.starts_with("chunkstore/"), "{volid}");
+    assert_eq!(svc.verified, Some(true));
+    assert!(
+        lab.backups("nfs-backup", 200).is_empty(),
+        "the staged archive is deleted after the ingest"
+    );
+    let jobs = lab.vzdump_jobs();
+    assert!(
+        jobs[0].contains("--compress 0"),
+        "uncompressed, so the store can deduplicate: {jobs:?}"
+    );
+
+    lab.tick(Duration::from_secs(3600)).await;
+    let second = lab.run_now().await;
+    let item_stored = second.services[0].stored_bytes.unwrap();
+    let item_logical = second.services[0].size_bytes.unwrap();
+    assert!(
+        item_stored * 4 < item_logical,
+        "an unchanged guest stores little the second time: {item_stored} of {item_logical}"
+    );
+    let store = ChunkStore::open(
+        &lab.store.path().join("repo").to_string_lossy(),
+        OpenOptions::default(),
+    )
+    .unwrap();
+    let snaps = store.list().unwrap();
+    assert_eq!(snaps.len(), 1, "keepLast 1 pruned the first: {snaps:?}");
+    assert_eq!(snaps[0].name, format!("{}.nightly.vm-200", namespace()));
+    assert_eq!(second.backup_count, Some(1));
+}
+
+fn namespace() -> String {
+    homelab_autopilot::demo::world::NAMESPACE.to_owned()
+}
+
+#[tokio::test]
+async fn a_locked_guest_is_retried_with_backoff_and_a_missing_one_fails_alone() {
+    let mut lab = BackupLab::start().await;
+    let extra = "
+apiVersion: autopilot.homelab.dev/v1alpha1
+kind: Service
+metadata: {name: ghost, labels: {backup: nightly}}
+spec: {clusterRef: {name: homelab}, vmid: 777, type: VM}
+";
+    lab.world.apply_at(&[("ghost.yaml", extra)], lab.now).unwrap();
+    lab.apply_policy("  destination: {storage: {storage: nfs-backup}}\n  concurrency: 2\n");
+    lab.sim.state_mut(|c| {
+        c.guests
+            .get_mut(&201)
+            .unwrap()
+            .config
+            .insert("lock".into(), "snapshot".into());
+    });
+    lab.world
+        .annotate::<BackupPolicy>("nightly", RUN_NOW_ANNOTATION, "go")
+        .unwrap();
+    for _ in 0..40 {
+        lab.pass().await;
+        lab.tick(Duration::from_secs(1)).await;
+    }
+    let status = lab.status();
+    let run = status
+        .current_run
+        .as_ref()
+        .expect("still running: gitea waits for its lock");
+    let gitea = run.items.iter().find(|i| i.guest.service == "gitea").unwrap();
+    assert_eq!(gitea.state, BackupItemState::Pending, "{gitea:?}");
+    assert!(gitea.attempts.unwrap() >= 2, "{gitea:?}");
+    assert!(gitea.next_attempt_time.is_some());
+    assert!(gitea.message.contains("locked (snapshot)"), "{}", gitea.message);
+    let ghost = run.items.iter().find(|i| i.guest.service == "ghost").unwrap();
+    assert_eq!(ghost.state, BackupItemState::Failed);
+    assert_eq!(ghost.reason.as_deref(), Some("GuestNotFound"));
+
+    lab.sim.state_mut(|c| {
+        c.guests.get_mut(&201).unwrap().config.remove("lock");
+    });
+    lab.world.deps.proxmox.snapshots.invalidate(&lab.cluster_uid());
+    let done = lab.until_idle().await;
+    let last = done.last_backup.as_ref().unwrap();
+    assert_eq!(last.result, BackupResult::PartiallySucceeded, "{done:#?}");
+    assert!(last.message.contains("ghost (GuestNotFound)"), "{}", last.message);
+    assert_eq!(
+        find_condition(&done.conditions, "BackupSucceeded")
+            .unwrap()
+            .reason,
+        "PartiallySucceeded"
+    );
+    assert!(lab.event_reasons().iter().any(|r| r == "BackupFailed"));
+}
+
+impl BackupLab {
+    fn cluster_uid(&self) -> String {
+        self.world
+            .get::<homelab_autopilot::crd::ProxmoxCluster>("homelab")
+            .unwrap()
+            .metadata
+            .uid
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_vzdump_fails_its_item_and_leaves_no_backup() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy("  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n");
+    lab.sim.fail_next_task("vzdump", "job errors");
+    let status = lab.run_now().await;
+    let item = &status.services[0];
+    assert_eq!(item.result, BackupResult::Failed, "{status:#?}");
+    assert!(item.message.contains("job errors"), "{}", item.message);
+    assert!(lab.backups("nfs-backup", 200).is_empty());
+    assert_eq!(
+        find_condition(&status.conditions, "BackupSucceeded")
+            .unwrap()
+            .reason,
+        "BackupFailed"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_operator_resumes_the_recorded_vzdump_instead_of_starting_another() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy("  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n");
+    lab.world
+        .annotate::<BackupPolicy>("nightly", RUN_NOW_ANNOTATION, "once")
+        .unwrap();
+    // Run until the vzdump's UPID is recorded.
+    for _ in 0..10 {
+        lab.pass().await;
+        let status = lab.status();
+        if status
+            .current_run
+            .as_ref()
+            .is_some_and(|r| r.items[0].upid.is_some())
+        {
+            break;
+        }
+    }
+    assert_eq!(lab.vzdump_tasks(), 1);
+    // The operator restarts: every per-process memory is new; only the status survives.
+    lab.world.deps.proxmox = fresh_deps();
+    lab.world.deps.backup =
+        homelab_autopilot::controllers::backup_policy::BackupDeps::new(settings(&lab.store));
+    let status = lab.until_idle().await;
+    assert_eq!(
+        status.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded
+    );
+    assert_eq!(lab.vzdump_tasks(), 1, "no second vzdump");
+    assert_eq!(lab.backups("nfs-backup", 200).len(), 1, "no duplicate backup");
+}
+
+#[tokio::test]
+async fn an_intent_recorded_but_upid_lost_finds_the_backup_by_its_marker() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy("  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n");
+    lab.world
+        .annotate::<BackupPolicy>("nightly", RUN_NOW_ANNOTATION, "once")
+        .unwrap();
+    let mut before_post = None;
+    for _ in 0..10 {
+        let status = lab.status();
+        if let Some(run) = &status.current_run
+            && run.items[0].state == BackupItemState::Running
+            && run.items[0].upid.is_none()
+        {
+            before_post = Some(status.clone());
+        }
+        lab.pass().await;
+        if lab
+            .status()
+            .current_run
+            .as_ref()
+            .is_some_and(|r| r.items[0].upid.is_some())
+        {
+            break;
+        }
+    }
+    let before_post = before_post.expect("the intent was recorded before the POST");
+    // Let the vzdump finish, then lose the status write that recorded its UPID.
+    for _ in 0..200 {
+        if lab.backups("nfs-backup", 200).len() == 1 && lab.sim.tasks().iter().all(|t| !t.running()) {
+            break;
+        }
+        lab.tick(Duration::from_millis(200)).await;
+    }
+    lab.world
+        .set_status::<BackupPolicy>("nightly", &before_post)
+        .unwrap();
+    let status = lab.until_idle().await;
+    assert_eq!(
+        status.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded,
+        "{status:#?}"
+    );
+    assert_eq!(lab.vzdump_tasks(), 1, "the backup was adopted, not made again");
+}
+
+#[tokio::test]
+async fn deleting_a_delete_policy_removes_its_backups_and_nothing_else() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy(
+        "  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n  \
+         deletionPolicy: Delete\n",
+    );
+    lab.run_now().await;
+    lab.tick(Duration::from_secs(60)).await;
+    lab.run_now().await;
+    assert_eq!(lab.backups("nfs-backup", 200).len(), 2);
+    let admin = admin_client(&lab.sim);
+    let node = homelab_autopilot::proxmox::NodeName::new("pve1").unwrap();
+    let task = admin
+        .vzdump(
+            &node,
+            &homelab_autopilot::proxmox::api::VzdumpRequest {
+                vmids: vec![homelab_autopilot::proxmox::Vmid::new(200).unwrap()],
+                storage: Some("nfs-backup".into()),
+                notes_template: Some("autopilot policy=someone-else run=x".into()),
+                remove: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    admin
+        .wait_task(
+            &task,
+            Duration::from_millis(20),
+            tokio::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..20 {
+        if lab
+            .world
+            .delete::<BackupPolicyKind>("nightly", lab.now)
+            .await
+            .unwrap()
+        {
+            gone = true;
+            break;
+        }
+        lab.tick(Duration::from_secs(5)).await;
+    }
+    assert!(gone, "the cleanup finished");
+    lab.settle().await;
+    let left = lab.backups("nfs-backup", 200);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        left[0].1.as_deref(),
+        Some("autopilot policy=someone-else run=x"),
+        "another policy's backup stays"
+    );
+}
+
+#[tokio::test]
+async fn backup_to_pbs_reports_logical_size_and_leaves_verified_to_pbs() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy("  services: {names: [nextcloud]}\n  destination: {pbs: {storage: pbs-homelab}}\n");
+    let status = lab.run_now().await;
+    assert_eq!(
+        status.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded,
+        "{status:#?}"
+    );
+    let svc = &status.services[0];
+    assert!(
+        svc.volid
+            .as_deref()
+            .unwrap()
+            .starts_with("pbs-homelab:backup/vm/200/"),
+        "{svc:?}"
+    );
+    assert!(status.stored_bytes.is_none(), "PBS cannot attribute dedup space");
+    assert!(
+        status.stored_size.as_deref().unwrap().ends_with("(logical)"),
+        "{:?}",
+        status.stored_size
+    );
+    let jobs = lab.vzdump_jobs();
+    assert!(!jobs[0].contains("--compress"), "PBS compresses itself: {jobs:?}");
+}
