@@ -23,6 +23,7 @@ use jiff::Timestamp;
 
 use self::standin::StandIn;
 use self::world::{NAMESPACE, World};
+use crate::controllers::backup_policy::controller::BackupPolicyKind;
 use crate::controllers::proxmox_cluster::controller::ClusterKind;
 use crate::controllers::pve::ProxmoxDeps;
 use crate::controllers::service::controller::ServiceKind;
@@ -95,12 +96,17 @@ fn point_checks_at(checks: &mut [HealthCheck], standin: &StandIn) {
     }
 }
 
+/// The simulated wall clock at the start of the demo (2026-06-01T10:00:00Z): times the demo
+/// prints (run ids, next runs) are the same on every run.
+pub const DEMO_CLOCK_START: i64 = 1_780_308_000;
+
 impl Demo {
     /// Starts the simulator and the stand-ins and loads the examples, rewired to them.
     pub async fn start() -> anyhow::Result<Self> {
         let sim = Simulator::start(SimConfig {
             seed: sim_seed()?,
             time_scale: TIME_SCALE,
+            clock_start: Some(DEMO_CLOCK_START),
             ..SimConfig::default()
         })
         .await
@@ -213,6 +219,28 @@ impl Demo {
     pub async fn clusters_pass(&mut self) -> anyhow::Result<()> {
         let now = self.now;
         self.world.reconcile::<ClusterKind>(now).await
+    }
+
+    /// BackupPolicy passes (5 s of demo time apart, waiting for the simulator's tasks) until no
+    /// run is in progress.
+    pub async fn backups_until_idle(&mut self) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            let now = self.now;
+            self.world.reconcile::<BackupPolicyKind>(now).await?;
+            let running = self
+                .world
+                .list::<crate::crd::BackupPolicy>()?
+                .iter()
+                .any(|p| p.status.as_ref().is_some_and(|s| s.current_run.is_some()));
+            if !running {
+                return Ok(());
+            }
+            for task in self.sim.tasks().into_iter().filter(|t| t.running()) {
+                self.sim.wait_task(&task.upid, Duration::from_secs(30)).await;
+            }
+            self.advance(Duration::from_secs(5));
+        }
+        anyhow::bail!("the backup run did not finish")
     }
 
     /// One pass over every Service, then the Services table and the new Events.

@@ -23,6 +23,7 @@ pub const SCENES: &[Scene] = &[
     |d| Box::pin(stopped_and_restarted(d)),
     |d| Box::pin(failing_check(d)),
     |d| Box::pin(recovery(d)),
+    |d| Box::pin(backup_run(d)),
 ];
 
 /// Printed before the scenes.
@@ -128,5 +129,27 @@ async fn recovery(d: &mut Demo) -> anyhow::Result<()> {
     d.new_events();
     d.kubectl_get("proxmoxclusters");
     d.kubectl_get("services");
+    Ok(())
+}
+
+async fn backup_run(d: &mut Demo) -> anyhow::Result<()> {
+    d.advance(Duration::from_secs(60));
+    d.heading("7. A backup run, on demand");
+    d.say("The BackupPolicy `nightly` backs up every Service labelled backup=nightly to the Proxmox Backup");
+    d.say("Server at 02:30 Europe/Berlin. It can also be started now:");
+    d.say(
+        "$ kubectl annotate backuppolicy nightly -n homelab autopilot.homelab.dev/run-now=demo --overwrite",
+    );
+    d.world.annotate::<crate::crd::BackupPolicy>(
+        "nightly",
+        crate::controllers::kit::schedule::RUN_NOW_ANNOTATION,
+        "demo",
+    )?;
+    d.say("The run is recorded in status before any guest is touched; then each guest gets a vzdump whose");
+    d.say("notes carry the policy's UID (that note, never a file name, proves a backup ours), one guest per");
+    d.say("node at a time, each backup is checked, and retention prunes only this policy's backups.");
+    d.backups_until_idle().await?;
+    d.kubectl_get("backuppolicies");
+    d.new_events();
     Ok(())
 }

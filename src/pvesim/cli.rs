@@ -134,6 +134,7 @@ pub async fn run(args: PvesimArgs, default_seed: SeedSpec) -> anyhow::Result<Exi
         node_listeners: args.node_listeners,
         faults: args.faults.clone(),
         state_dir: args.state_dir.clone(),
+        clock_start: None,
     };
     let handle = Simulator::start(config).await?;
     if let Some(path) = &args.info_file {

@@ -69,7 +69,7 @@ impl Clock {
     }
 }
 
-fn real_epoch() -> i64 {
+pub(crate) fn real_epoch() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

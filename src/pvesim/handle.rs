@@ -100,7 +100,10 @@ pub(crate) async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
 }
 
 async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> Result<SimHandle, SimError> {
-    let clock = Clock::new(0, config.time_scale);
+    let offset = config
+        .clock_start
+        .map_or(0, |start| start - super::clock::real_epoch());
+    let clock = Clock::new(offset, config.time_scale);
     let now = clock.now();
     let schema = config.schema.as_deref().map(SchemaIndex::load).transpose()?;
     let built = seed::build_cluster(

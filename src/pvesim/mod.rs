@@ -136,6 +136,9 @@ pub struct SimConfig {
     /// Where the cluster CA and the node certificates are kept across restarts (created when
     /// missing); `None`: new ones on every start.
     pub state_dir: Option<PathBuf>,
+    /// Simulated wall clock at start, Unix seconds (default: the real clock). The demo starts
+    /// at a fixed instant so every run prints the same.
+    pub clock_start: Option<i64>,
 }
 
 impl Default for SimConfig {
@@ -152,6 +155,7 @@ impl Default for SimConfig {
             node_listeners: false,
             faults: Vec::new(),
             state_dir: None,
+            clock_start: None,
         }
     }
 }

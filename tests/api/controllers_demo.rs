@@ -47,6 +47,10 @@ fn demo_binary_plays_every_scene_deterministically_and_exits_zero() {
         // Scene 6: recovered.
         "Normal   Healthy   service/nextcloud   nextcloud (VM 200): all 3 health checks pass",
         "nextcloud   pve2   200    VM     Running   True      13m   23m\n",
+        // Scene 7: a backup run on demand, to PBS.
+        "NAME      LAST BACKUP   RESULT      NEXT                   STORED              AGE\n\
+         nightly   0s            Succeeded   2026-06-02T00:30:00Z   1.2 MiB (logical)   25m\n",
+        "Normal   BackupSucceeded   backuppolicy/nightly   run now-20260601-102430: 2/2 Services backed up",
     ] {
         assert!(first.contains(expected), "missing:\n{expected}\nin:\n{first}");
     }
