@@ -309,7 +309,7 @@ def check_variants(chart, f):
 
     for bad, key in (("replicaCount2=1", "replicaCount2"), ("image.tag2=x", "tag2"),
                      ("logging.format=xml", "/logging/format"), ("replicaCount=two", "/replicaCount"),
-                     ("prometheusRule.alerts.backupTooOld.maxAgeHourz=3", "maxAgeHourz")):
+                     ("prometheusRule.alerts.backupTooOld.marginHourz=3", "marginHourz")):
         rc, _, err = render(chart, bad)
         f.check(rc != 0 and key in err, f"--set {bad} fails naming {key}")
     rc, _, err = render(chart, "replicaCount=2", "leaderElection.enabled=false")

@@ -62,6 +62,15 @@ pub struct BackupMetrics {
     /// `homelab_autopilot_backup_bytes{namespace,policy,kind}`: size of the last backup of a
     /// policy; `kind` is `logical` (data read) or `stored` (new bytes written after dedup).
     pub bytes: IntGaugeVec,
+    /// `homelab_autopilot_backup_duration_seconds{namespace,policy}`: how long one guest's
+    /// backup took (vzdump, ingest and verification).
+    pub duration_seconds: HistogramVec,
+    /// `homelab_autopilot_backup_failures_total{namespace,policy,category}`: failed guest
+    /// backups by reason (`GuestLocked`, `TaskFailed`, `VerifyFailed`...).
+    pub failures_total: IntCounterVec,
+    /// `homelab_autopilot_backup_interval_seconds{namespace,policy}`: the time between two slots
+    /// of a policy's schedule (the `backupTooOld` alert allows this plus a margin).
+    pub interval_seconds: GaugeVec,
 }
 
 /// Restore test series.
@@ -163,6 +172,31 @@ impl Metrics {
                 ),
                 &["namespace", "policy", "kind"],
             )?,
+            duration_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "backup_duration_seconds",
+                    "How long one guest's backup took under a BackupPolicy (vzdump, ingest, verification).",
+                )
+                .namespace(NAMESPACE)
+                .buckets(vec![
+                    10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0,
+                ]),
+                &["namespace", "policy"],
+            )?,
+            failures_total: IntCounterVec::new(
+                opts(
+                    "backup_failures_total",
+                    "Failed guest backups under a BackupPolicy, by reason (category).",
+                ),
+                &["namespace", "policy", "category"],
+            )?,
+            interval_seconds: GaugeVec::new(
+                opts(
+                    "backup_interval_seconds",
+                    "Seconds between two scheduled runs of a BackupPolicy.",
+                ),
+                &["namespace", "policy"],
+            )?,
         };
         let restore_test_labels = ["namespace", "restoretest", "service"];
         let restore_test = RestoreTestMetrics {
@@ -221,6 +255,9 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(backup.last_success_timestamp_seconds.clone()))?;
         registry.register(Box::new(backup.bytes.clone()))?;
+        registry.register(Box::new(backup.duration_seconds.clone()))?;
+        registry.register(Box::new(backup.failures_total.clone()))?;
+        registry.register(Box::new(backup.interval_seconds.clone()))?;
         registry.register(Box::new(restore_test.rto_seconds.clone()))?;
         registry.register(Box::new(restore_test.rto_target_seconds.clone()))?;
         registry.register(Box::new(restore_test.success.clone()))?;
@@ -316,6 +353,18 @@ mod tests {
             .bytes
             .with_label_values(&["lab", "nightly", "stored"])
             .set(42);
+        m.backup
+            .duration_seconds
+            .with_label_values(&["lab", "nightly"])
+            .observe(12.0);
+        m.backup
+            .failures_total
+            .with_label_values(&["lab", "nightly", "GuestLocked"])
+            .inc();
+        m.backup
+            .interval_seconds
+            .with_label_values(&["lab", "nightly"])
+            .set(86400.0);
         m.restore_test
             .rto_seconds
             .with_label_values(&["lab", "nextcloud-weekly", "nextcloud"])
@@ -353,6 +402,8 @@ mod tests {
             "homelab_autopilot_leader 1",
             "homelab_autopilot_backup_last_success_timestamp_seconds{namespace=\"lab\",policy=\"nightly\",service=\"nextcloud\"} 1700000000",
             "homelab_autopilot_backup_bytes{kind=\"stored\",namespace=\"lab\",policy=\"nightly\"} 42",
+            "homelab_autopilot_backup_failures_total{category=\"GuestLocked\",namespace=\"lab\",policy=\"nightly\"} 1",
+            "homelab_autopilot_backup_interval_seconds{namespace=\"lab\",policy=\"nightly\"} 86400",
             "homelab_autopilot_restore_test_rto_seconds{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 93.5",
             "homelab_autopilot_restore_test_rto_target_seconds{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 300",
             "homelab_autopilot_restore_test_success{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 1",

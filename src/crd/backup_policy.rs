@@ -99,6 +99,8 @@ pub struct BackupPolicySpec {
     #[schemars(range(min = 1, max = 16))]
     pub concurrency: i32,
     /// Bandwidth limit for each backup in KiB/s (vzdump `bwlimit`); unlimited when absent.
+    /// PVE 9.1 lets only a user or token with `Sys.Modify` on `/` set it: grant that to the
+    /// operator's token, or leave this out and rely on the storage's or datacenter's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 104857600))]
     pub bandwidth_limit_ki_bps: Option<i32>,

@@ -115,12 +115,18 @@ impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for Ba
 
     fn forget(deps: &D, metrics: &Metrics, key: &ObjectKey) {
         deps.backup().release_all(&key.uid);
+        let backup = &metrics.backup;
         for kind in ["logical", "stored"] {
-            let _ = metrics
-                .backup
+            let _ = backup
                 .bytes
                 .remove_label_values(&[&key.namespace, &key.name, kind]);
         }
+        let _ = backup
+            .interval_seconds
+            .remove_label_values(&[&key.namespace, &key.name]);
+        let _ = backup
+            .duration_seconds
+            .remove_label_values(&[&key.namespace, &key.name]);
     }
 
     fn customize(

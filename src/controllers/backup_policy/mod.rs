@@ -221,6 +221,15 @@ impl Pass<'_> {
         } else {
             schedule.next_after(self.now).ok()
         };
+        if let Some(next) = self.status.next_run_time
+            && let Ok(after) = schedule.next_after(next)
+        {
+            self.metrics
+                .backup
+                .interval_seconds
+                .with_label_values(&[self.input.namespace, &self.name])
+                .set(elapsed(next, after).as_secs_f64());
+        }
         self.ready(&selection);
     }
 
@@ -841,10 +850,21 @@ impl Pass<'_> {
         let m = &self.metrics.backup;
         let ns = self.input.namespace;
         let seconds = self.now.as_second() as f64;
-        for item in run.items.iter().filter(|i| i.state == BackupItemState::Succeeded) {
-            m.last_success_timestamp_seconds
-                .with_label_values(&[ns, &self.name, &item.guest.service])
-                .set(seconds);
+        for item in &run.items {
+            if item.state == BackupItemState::Succeeded {
+                m.last_success_timestamp_seconds
+                    .with_label_values(&[ns, &self.name, &item.guest.service])
+                    .set(seconds);
+            } else {
+                m.failures_total
+                    .with_label_values(&[ns, &self.name, item.reason.as_deref().unwrap_or("Failed")])
+                    .inc();
+            }
+            if let (Some(start), Some(end)) = (item.start_time, item.completion_time) {
+                m.duration_seconds
+                    .with_label_values(&[ns, &self.name])
+                    .observe(elapsed(start, end).as_secs_f64());
+            }
         }
         if let Some(b) = summary.logical_bytes {
             m.bytes.with_label_values(&[ns, &self.name, "logical"]).set(b);
