@@ -113,6 +113,63 @@ pub struct BackupPolicySpec {
     /// backups outlive the policy) or `Delete` (remove the backups this policy made).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Tell Discord, Slack, ntfy or a webhook when backups fail, fail verification or space
+    /// runs low (and, if asked, when they succeed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
+}
+
+/// Where and when to notify.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notifications {
+    /// A Secret (same namespace) holding webhook URLs under the keys `discord`, `slack`, `ntfy`
+    /// and `webhook` (any of them), e.g.
+    /// `kubectl create secret generic backup-alerts --from-literal=ntfy=https://ntfy.sh/my-topic`.
+    pub secret_ref: LocalObjectReference,
+    /// Which events to send (default `BackupFailed`, `VerifyFailed`, `SpaceLow`).
+    #[serde(default = "default_notification_events")]
+    #[schemars(length(max = 4))]
+    pub events: Vec<NotificationEvent>,
+    /// Send the same event about the same Service at most once in this many seconds (default
+    /// 3600; 0 sends every time).
+    #[serde(default = "default_cooldown_seconds")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub cooldown_seconds: i32,
+    /// `SpaceLow` fires when the destination (or staging) storage, or the chunk store's volume,
+    /// is fuller than this percentage (default 85).
+    #[serde(default = "default_space_warning_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub space_warning_percent: i32,
+}
+
+/// An event worth a notification.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum NotificationEvent {
+    /// A Service's backup failed.
+    BackupFailed,
+    /// A new backup did not read back.
+    VerifyFailed,
+    /// The destination is fuller than `spaceWarningPercent`.
+    SpaceLow,
+    /// A Service was backed up (opt-in: this is every night).
+    BackupSucceeded,
+}
+
+fn default_notification_events() -> Vec<NotificationEvent> {
+    vec![
+        NotificationEvent::BackupFailed,
+        NotificationEvent::VerifyFailed,
+        NotificationEvent::SpaceLow,
+    ]
+}
+
+fn default_cooldown_seconds() -> i32 {
+    3600
+}
+
+fn default_space_warning_percent() -> i32 {
+    85
 }
 
 fn default_concurrency() -> i32 {

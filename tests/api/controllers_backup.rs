@@ -423,9 +423,15 @@ fn urlencode(s: &str) -> String {
 async fn chunk_store_destination_ingests_verifies_dedups_and_removes_the_staged_archive() {
     let mut lab = BackupLab::start().await;
     let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
+    let receiver = Receiver::start().await;
+    lab.world
+        .update_secret("alerts", &[("webhook", &format!("{}/hook", receiver.url))])
+        .unwrap();
+    // Any volume is more than 1 % full: SpaceLow must fire for the store's volume.
     lab.apply_policy(&format!(
         "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
-         stagingPath: '{}'}}}}\n  retention: {{keepLast: 1}}\n",
+         stagingPath: '{}'}}}}\n  retention: {{keepLast: 1}}\n  notifications: {{secretRef: {{name: alerts}}, \
+         events: [SpaceLow], spaceWarningPercent: 1}}\n",
         staging.display()
     ));
     let first = lab.run_now().await;
@@ -441,6 +447,17 @@ async fn chunk_store_destination_ingests_verifies_dedups_and_removes_the_staged_
     assert!(
         lab.backups("nfs-backup", 200).is_empty(),
         "the staged archive is deleted after the ingest"
+    );
+    let alerts: Vec<serde_json::Value> = receiver
+        .requests()
+        .iter()
+        .map(|(_, _, body)| serde_json::from_str(body).unwrap())
+        .collect();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["event"] == "SpaceLow" && a["labels"]["subject"] == "the chunk store"),
+        "{alerts:?}"
     );
     let jobs = lab.vzdump_jobs();
     assert!(
@@ -719,4 +736,105 @@ async fn backup_to_pbs_reports_logical_size_and_leaves_verified_to_pbs() {
     );
     let jobs = lab.vzdump_jobs();
     assert!(!jobs[0].contains("--compress"), "PBS compresses itself: {jobs:?}");
+}
+
+/// A webhook receiver on loopback that keeps every request (path, headers, body).
+struct Receiver {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap, String)>>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap, String)>>> =
+            Default::default();
+        let store = seen.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+                let store = store.clone();
+                async move {
+                    store.lock().unwrap().push((uri.path().to_owned(), headers, body));
+                    "ok"
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver { url, seen }
+    }
+
+    fn requests(&self) -> Vec<(String, axum::http::HeaderMap, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn failed_backups_notify_webhook_and_ntfy_once_per_cooldown_and_never_leak_the_url() {
+    let mut lab = BackupLab::start().await;
+    let receiver = Receiver::start().await;
+    lab.world
+        .update_secret(
+            "backup-alerts",
+            &[
+                ("webhook", &format!("{}/hook", receiver.url)),
+                ("ntfy", &format!("{}/homelab-topic", receiver.url)),
+            ],
+        )
+        .unwrap();
+    lab.apply_policy(
+        "  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n  \
+         notifications: {secretRef: {name: backup-alerts}}\n",
+    );
+    lab.sim.fail_next_task("vzdump", "job errors");
+    let status = lab.run_now().await;
+    assert_eq!(status.last_backup.as_ref().unwrap().result, BackupResult::Failed);
+    let got = receiver.requests();
+    assert_eq!(got.len(), 2, "one per channel: {got:?}");
+    let hook = got.iter().find(|(p, _, _)| p == "/hook").expect("the webhook");
+    let body: serde_json::Value = serde_json::from_str(&hook.2).unwrap();
+    assert_eq!(body["event"], "BackupFailed");
+    assert_eq!(body["labels"]["subject"], "nextcloud");
+    assert!(body["message"].as_str().unwrap().contains("job errors"), "{body}");
+    let ntfy = got.iter().find(|(p, _, _)| p == "/homelab-topic").expect("ntfy");
+    assert_eq!(ntfy.1["Title"], "Backup of nextcloud failed");
+    assert_eq!(ntfy.1["Priority"], "high");
+
+    // Within the cooldown (3600 s) the same failure is not sent again.
+    lab.tick(Duration::from_secs(600)).await;
+    lab.sim.fail_next_task("vzdump", "job errors");
+    lab.run_now().await;
+    assert_eq!(receiver.requests().len(), 2, "cooldown");
+    // A success is not sent by default.
+    lab.tick(Duration::from_secs(7200)).await;
+    lab.run_now().await;
+    assert_eq!(receiver.requests().len(), 2, "BackupSucceeded is opt-in");
+
+    // A channel that answers an error is reported by name, never by URL.
+    lab.world
+        .update_secret("backup-alerts", &[("webhook", "http://127.0.0.1:9/secret-token")])
+        .unwrap();
+    lab.world.update_secret("backup-alerts", &[("ntfy", "")]).unwrap();
+    lab.tick(Duration::from_secs(7200)).await;
+    lab.sim.fail_next_task("vzdump", "job errors");
+    lab.run_now().await;
+    let failed: Vec<_> = lab
+        .world
+        .events
+        .iter()
+        .filter(|e| e.event.reason == "NotificationFailed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", lab.event_reasons());
+    assert!(
+        failed[0].event.note.contains("webhook"),
+        "{}",
+        failed[0].event.note
+    );
+    assert!(
+        !failed[0].event.note.contains("secret-token"),
+        "{}",
+        failed[0].event.note
+    );
 }

@@ -13,7 +13,10 @@ use kube::{
 };
 
 use super::{HasBackupDeps, PolicyInput, delete_backups, reconcile_core};
+use k8s_openapi::api::core::v1::Secret;
+
 use crate::controllers::kit::Outcome;
+use crate::controllers::kit::notify::channels;
 use crate::controllers::pve::selector::selects;
 use crate::controllers::pve::{
     HasProxmox,
@@ -78,12 +81,35 @@ impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for Ba
         )
         .await?;
         let services: Vec<Service> = env.source.list(&namespace).await?;
+        let notify = match &obj.spec.notifications {
+            None => None,
+            Some(n) => Some(
+                match env.source.get::<Secret>(&namespace, &n.secret_ref.name).await? {
+                    Some(secret) => {
+                        let data = secret
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect();
+                        channels(&data).map_err(|e| {
+                            format!("Secret {} (spec.notifications.secretRef): {e}", n.secret_ref.name)
+                        })
+                    }
+                    None => Err(format!(
+                        "Secret {} (spec.notifications.secretRef) does not exist in namespace {namespace}",
+                        n.secret_ref.name
+                    )),
+                },
+            ),
+        };
         let input = PolicyInput {
             policy: obj,
             uid: &uid,
             namespace: &namespace,
             services: &services,
             access: &access,
+            notify: notify.as_ref(),
         };
         Ok(reconcile_core(env.deps.proxmox(), env.deps.backup(), env.metrics, input, env.now).await)
     }
@@ -115,6 +141,7 @@ impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for Ba
 
     fn forget(deps: &D, metrics: &Metrics, key: &ObjectKey) {
         deps.backup().release_all(&key.uid);
+        deps.backup().cooldowns.forget(&format!("{}/", key.uid));
         let backup = &metrics.backup;
         for kind in ["logical", "stored"] {
             let _ = backup

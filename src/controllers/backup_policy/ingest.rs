@@ -300,3 +300,17 @@ pub fn delete_all(store: &StoreSettings, policy_uid: &str) -> Result<usize, Stri
         .map_err(|e| format!("cannot collect garbage: {e}"))?;
     Ok(ours.len())
 }
+
+/// How full the file system holding a local chunk store is, in percent (`None` for S3 or when
+/// it cannot be told).
+pub fn volume_used_percent(store: &StoreSettings) -> Option<f64> {
+    if store.repo.to_string_lossy().starts_with("s3://") {
+        return None;
+    }
+    // The repository may not exist yet: look at the nearest existing parent.
+    let dir = store.repo.ancestors().find(|p| p.exists())?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let total = st.f_blocks.checked_mul(st.f_frsize)?;
+    let avail = st.f_bavail.checked_mul(st.f_frsize)?;
+    (total > 0).then(|| (total.saturating_sub(avail)) as f64 * 100.0 / total as f64)
+}

@@ -20,6 +20,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
+use crate::controllers::kit::notify::{self, Channel, Cooldowns, Notice};
 use crate::controllers::kit::schedule::{Due, Schedule, requeue_after, run_id, run_now_requested};
 use crate::controllers::kit::time::elapsed;
 use crate::controllers::kit::{Conditions, Outcome, PlannedEvent};
@@ -30,7 +31,7 @@ use crate::controllers::pve::task::{TaskView, handle, poll_task};
 use crate::controllers::pve::{ClusterAccess, ProxmoxDeps};
 use crate::crd::backup_policy::{
     BackupItemState, BackupPolicy, BackupPolicySpec, BackupPolicyStatus, BackupResult, BackupRun,
-    BackupRunItem, CONDITION_BACKUP_SUCCEEDED, CONDITION_VERIFIED,
+    BackupRunItem, CONDITION_BACKUP_SUCCEEDED, CONDITION_VERIFIED, NotificationEvent,
 };
 use crate::crd::common::{DeletionPolicy, GuestTarget};
 use crate::crd::conditions::{ConditionStatus, READY};
@@ -50,6 +51,8 @@ pub struct BackupDeps {
     pub store: StoreSettings,
     /// Chunk store ingest jobs.
     pub ingests: Ingests,
+    /// When each notification was last sent (per policy, event and subject).
+    pub cooldowns: Cooldowns,
     /// Guests a policy is backing up now, by (cluster UID, VMID): two policies selecting one
     /// guest take turns.
     claims: Mutex<HashMap<(String, u32), String>>,
@@ -61,6 +64,7 @@ impl BackupDeps {
         Self {
             store,
             ingests: Ingests::default(),
+            cooldowns: Cooldowns::default(),
             claims: Mutex::new(HashMap::new()),
         }
     }
@@ -117,6 +121,9 @@ pub struct PolicyInput<'a> {
     pub services: &'a [Service],
     /// Its ProxmoxCluster.
     pub access: &'a ClusterAccess,
+    /// Where notifications go (`spec.notifications`' Secret, read by the driver), or why they
+    /// cannot; `None` without `spec.notifications`.
+    pub notify: Option<&'a Result<Vec<Channel>, String>>,
 }
 
 /// The chunk store snapshot name of a guest's backups under a policy.
@@ -142,6 +149,8 @@ struct Pass<'a> {
     requeue: Option<Duration>,
     /// Why the cluster cannot be used now, if it cannot.
     blocked: Option<(String, String)>,
+    /// Notifications to send at the end of the pass, with their cooldown key.
+    notices: Vec<(String, Notice)>,
 }
 
 /// One pass over a BackupPolicy.
@@ -166,13 +175,86 @@ pub async fn reconcile_core(
         events: Vec::new(),
         requeue: None,
         blocked: None,
+        notices: Vec::new(),
     };
     pass.status.observed_generation = input.policy.metadata.generation;
     pass.run().await;
+    pass.send_notices().await;
     pass.finish()
 }
 
 impl Pass<'_> {
+    /// Queues a notification of `event` about `subject` (a Service or a storage), if the
+    /// policy asks for that event.
+    fn notice(&mut self, event: NotificationEvent, subject: &str, title: String, message: String) {
+        let Some(config) = &self.spec.notifications else {
+            return;
+        };
+        if !config.events.contains(&event) {
+            return;
+        }
+        let name = format!("{event:?}");
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("namespace".to_owned(), self.input.namespace.to_owned());
+        labels.insert("backuppolicy".to_owned(), self.name.clone());
+        labels.insert("subject".to_owned(), subject.to_owned());
+        let key = format!("{name}/{subject}");
+        self.notices.push((
+            key,
+            Notice {
+                event: name,
+                title,
+                message,
+                warning: event != NotificationEvent::BackupSucceeded,
+                labels,
+                time: self.now,
+            },
+        ));
+    }
+
+    async fn send_notices(&mut self) {
+        let (Some(config), Some(channels)) = (&self.spec.notifications, self.input.notify) else {
+            return;
+        };
+        if self.notices.is_empty() {
+            return;
+        }
+        let cooldown = Duration::from_secs(u64::try_from(config.cooldown_seconds).unwrap_or(0));
+        let owner = self.input.uid;
+        let due: Vec<Notice> = std::mem::take(&mut self.notices)
+            .into_iter()
+            .filter(|(key, _)| {
+                self.backup
+                    .cooldowns
+                    .allow(&format!("{owner}/{key}"), self.now, cooldown)
+            })
+            .map(|(_, n)| n)
+            .collect();
+        let channels = match channels {
+            Ok(c) => c,
+            Err(e) => {
+                if !due.is_empty() {
+                    self.events.push(PlannedEvent::warning(
+                        reasons::NOTIFICATION_FAILED,
+                        reasons::ACTION_NOTIFY,
+                        format!("cannot notify: {e}"),
+                    ));
+                }
+                return;
+            }
+        };
+        for n in &due {
+            let failures = notify::send(channels, n).await;
+            if !failures.is_empty() {
+                self.events.push(PlannedEvent::warning(
+                    reasons::NOTIFICATION_FAILED,
+                    reasons::ACTION_NOTIFY,
+                    format!("cannot send {}: {}", n.event, failures.join("; ")),
+                ));
+            }
+        }
+    }
+
     fn soon(&mut self, after: Duration) {
         self.requeue = Some(self.requeue.map_or(after, |r| r.min(after)));
     }
@@ -796,8 +878,87 @@ impl Pass<'_> {
         }
         self.verified_condition(&run);
         self.record_metrics(&run, &summary);
+        for item in &run.items {
+            let service = item.guest.service.clone();
+            match (item.state, item.reason.as_deref()) {
+                (BackupItemState::Succeeded, _) => self.notice(
+                    NotificationEvent::BackupSucceeded,
+                    &service,
+                    format!("Backup of {service} succeeded"),
+                    format!(
+                        "BackupPolicy {}/{}, run {}: {}",
+                        self.input.namespace,
+                        self.name,
+                        run.run_id,
+                        item.volid.as_deref().unwrap_or_default()
+                    ),
+                ),
+                (_, Some(reasons::VERIFY_FAILED)) => self.notice(
+                    NotificationEvent::VerifyFailed,
+                    &service,
+                    format!("Backup of {service} does not read back"),
+                    format!(
+                        "BackupPolicy {}/{}, run {}: {}",
+                        self.input.namespace, self.name, run.run_id, item.message
+                    ),
+                ),
+                _ => self.notice(
+                    NotificationEvent::BackupFailed,
+                    &service,
+                    format!("Backup of {service} failed"),
+                    format!(
+                        "BackupPolicy {}/{}, run {}: {} ({})",
+                        self.input.namespace,
+                        self.name,
+                        run.run_id,
+                        item.message,
+                        item.reason.as_deref().unwrap_or("Failed")
+                    ),
+                ),
+            }
+        }
+        self.space_check(&run, client, dest).await;
         self.status.last_backup = Some(summary);
         self.retain(&run, client, dest).await;
+    }
+
+    /// `SpaceLow` when the storage vzdump writes to, or the chunk store's volume, is fuller
+    /// than `spaceWarningPercent`.
+    async fn space_check(&mut self, run: &BackupRun, client: &PveClient, dest: Destination<'_>) {
+        let Some(config) = &self.spec.notifications else {
+            return;
+        };
+        let limit = f64::from(config.space_warning_percent);
+        let mut full: Vec<(String, f64)> = Vec::new();
+        let node = run
+            .items
+            .iter()
+            .find_map(|i| i.guest.node.as_deref())
+            .and_then(|n| NodeName::new(n).ok());
+        if let Some(node) = node
+            && let Ok(rows) = client.node_storages(&node, None).await
+            && let Some(row) = rows.iter().find(|r| r.storage == dest.vzdump_storage())
+            && let (Some(used), Some(total)) = (row.used, row.total)
+            && total > 0
+        {
+            full.push((row.storage.clone(), used as f64 * 100.0 / total as f64));
+        }
+        if let Destination::ChunkStore(_) = dest
+            && let Some(percent) = ingest::volume_used_percent(&self.backup.store)
+        {
+            full.push(("the chunk store".to_owned(), percent));
+        }
+        for (what, percent) in full.into_iter().filter(|(_, p)| *p >= limit) {
+            self.notice(
+                NotificationEvent::SpaceLow,
+                &what,
+                format!("{what} is {percent:.0}% full"),
+                format!(
+                    "BackupPolicy {}/{} writes there; free space or raise spaceWarningPercent ({}).",
+                    self.input.namespace, self.name, config.space_warning_percent
+                ),
+            );
+        }
     }
 
     fn verified_condition(&mut self, run: &BackupRun) {

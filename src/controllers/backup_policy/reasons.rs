@@ -43,6 +43,11 @@ pub const INGEST_FAILED: &str = "IngestFailed";
 /// Item: the chunk store cannot be opened or created.
 pub const STORE_UNAVAILABLE: &str = "ChunkStoreUnavailable";
 
+/// A notification could not be sent (Event).
+pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
+
+/// Event action: send a notification.
+pub const ACTION_NOTIFY: &str = "Notify";
 /// Event action: start a backup run.
 pub const ACTION_BACKUP: &str = "Backup";
 /// Event action: verify a backup.

@@ -10,9 +10,11 @@
 //! - [`schedule`]: cron schedules in an IANA time zone, the missed-run rule
 //!   (`startingDeadlineSeconds`), run ids, capped requeue, the `run-now` annotation and the one
 //!   time zone check every scheduled kind uses.
+//! - [`notify`]: notifications to Discord, Slack, ntfy or a webhook, with a cooldown.
 
 pub mod conditions;
 pub mod memory;
+pub mod notify;
 pub mod outcome;
 pub mod schedule;
 pub mod time;
