@@ -838,3 +838,89 @@ async fn failed_backups_notify_webhook_and_ntfy_once_per_cooldown_and_never_leak
         failed[0].event.note
     );
 }
+
+#[tokio::test]
+async fn two_policies_selecting_one_guest_take_turns() {
+    let mut lab = BackupLab::start().await;
+    for name in ["first", "second"] {
+        let yaml = format!(
+            "apiVersion: autopilot.homelab.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\n\
+             spec:\n  clusterRef: {{name: homelab}}\n  services: {{names: [nextcloud]}}\n  \
+             schedule: '30 2 * * *'\n  destination: {{storage: {{storage: nfs-backup}}}}\n"
+        );
+        lab.world.apply_at(&[("p.yaml", &yaml)], lab.now).unwrap();
+        lab.world
+            .annotate::<BackupPolicy>(name, RUN_NOW_ANNOTATION, "go")
+            .unwrap();
+    }
+    for _ in 0..2000 {
+        lab.pass().await;
+        let idle = ["first", "second"].iter().all(|n| {
+            let p = lab.world.get::<BackupPolicy>(n).unwrap();
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.current_run.is_none() && s.last_backup.is_some())
+        });
+        if idle {
+            break;
+        }
+        lab.tick(Duration::from_secs(1)).await;
+    }
+    for name in ["first", "second"] {
+        let st = lab.world.get::<BackupPolicy>(name).unwrap().status.unwrap();
+        assert_eq!(
+            st.last_backup.as_ref().unwrap().result,
+            BackupResult::Succeeded,
+            "{name}: {st:#?}"
+        );
+    }
+    let mut spans: Vec<(i64, i64)> = lab
+        .sim
+        .tasks()
+        .iter()
+        .filter(|t| t.upid.contains(":vzdump:200:"))
+        .map(|t| (t.starttime, t.endtime.unwrap()))
+        .collect();
+    spans.sort();
+    assert_eq!(spans.len(), 2, "one backup per policy");
+    assert!(spans[0].1 <= spans[1].0, "never at the same time: {spans:?}");
+    assert_eq!(lab.backups("nfs-backup", 200).len(), 2);
+}
+
+#[tokio::test]
+async fn the_pve_api_down_mid_run_delays_the_run_without_failing_or_repeating_it() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy("  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n");
+    lab.world
+        .annotate::<BackupPolicy>("nightly", RUN_NOW_ANNOTATION, "once")
+        .unwrap();
+    for _ in 0..10 {
+        lab.pass().await;
+        if lab
+            .status()
+            .current_run
+            .as_ref()
+            .is_some_and(|r| r.items[0].upid.is_some())
+        {
+            break;
+        }
+    }
+    // Every request fails for a while (connections dropped): many passes go by.
+    lab.sim.set_error_rate(None, "*", 1.0, 503);
+    for _ in 0..4 {
+        lab.pass().await;
+        lab.tick(Duration::from_secs(60)).await;
+    }
+    let during = lab.status();
+    let run = during.current_run.as_ref().expect("the run waits");
+    assert_eq!(run.items[0].state, BackupItemState::Running, "{during:#?}");
+    assert!(run.items[0].upid.is_some(), "the recorded task is kept");
+    lab.sim.clear_faults();
+    let status = lab.until_idle().await;
+    assert_eq!(
+        status.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded,
+        "{status:#?}"
+    );
+    assert_eq!(lab.vzdump_tasks(), 1);
+}
