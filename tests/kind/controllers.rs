@@ -350,3 +350,131 @@ async fn cluster_reports_secret_problems_and_recovers_through_the_secret_watch()
     }
     env.stop().await;
 }
+
+/// `examples/nextcloud-backup.yaml` applied to a real API server: a run started by the
+/// `run-now` annotation backs up both Services to PBS, the status, conditions, Events and
+/// `kubectl get backuppolicies` columns say so, the PBS storage lists the backups with our
+/// marker, and deleting the policy (deletionPolicy Retain) goes through its finalizer and keeps
+/// them.
+#[tokio::test]
+async fn backup_policy_example_runs_on_demand_and_reports() {
+    let Some(env) = Env::start("ctl-backup").await else {
+        return;
+    };
+    let client = env.harness.client();
+    let ns = env.ns.name.clone();
+    env.create_token_secret().await;
+    env.apply_examples(|m| {
+        matches!(
+            m["kind"].as_str(),
+            Some("ProxmoxCluster" | "Service" | "BackupPolicy")
+        )
+    })
+    .await;
+    let policies: Api<homelab_autopilot::crd::BackupPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy = poll("the finalizer on nightly", DEADLINE, || {
+        let policies = policies.clone();
+        async move {
+            policies.get("nightly").await.ok().filter(|p| {
+                p.metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == "autopilot.homelab.dev/cleanup")
+            })
+        }
+    })
+    .await;
+    let uid = policy.metadata.uid.clone().unwrap();
+    let patch = json!({"metadata": {"annotations": {"autopilot.homelab.dev/run-now": "e2e-1"}}});
+    policies
+        .patch(
+            "nightly",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let done = poll(
+        "nightly's on-demand run to finish",
+        Duration::from_secs(300),
+        || {
+            let policies = policies.clone();
+            async move {
+                policies.get("nightly").await.ok().filter(|p| {
+                    p.status
+                        .as_ref()
+                        .is_some_and(|s| s.current_run.is_none() && s.last_backup.is_some())
+                })
+            }
+        },
+    )
+    .await;
+    let st = done.status.clone().unwrap();
+    let last = st.last_backup.as_ref().unwrap();
+    assert_eq!(serde_json::to_value(last.result).unwrap(), "Succeeded", "{st:#?}");
+    assert_eq!(st.last_run_request.as_deref(), Some("e2e-1"));
+    assert_eq!(st.services.len(), 2, "nextcloud and gitea carry backup=nightly");
+    assert!(has_condition(
+        &st.conditions,
+        "BackupSucceeded",
+        "True",
+        Some("BackupSucceeded")
+    ));
+    assert!(has_condition(&st.conditions, "Ready", "True", Some("Scheduled")));
+    assert!(
+        st.stored_size
+            .as_deref()
+            .is_some_and(|s| s.ends_with("(logical)"))
+    );
+    wait_event(&client, &ns, "nightly", "BackupStarted").await;
+    wait_event(&client, &ns, "nightly", "BackupSucceeded").await;
+    let objects = vec![serde_json::to_value(&done).unwrap()];
+    check_table(&env, "backuppolicies", &objects).await;
+
+    // The backups are on PBS with our marker in their notes.
+    let rows = env
+        .pve
+        .admin
+        .storage_content(
+            &NodeName::new("pve1").unwrap(),
+            "pbs-homelab",
+            Some(homelab_autopilot::proxmox::api::ContentKind::Backup),
+            None,
+        )
+        .await
+        .unwrap();
+    let ours: Vec<_> = rows
+        .iter()
+        .filter(|r| {
+            r.notes
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&format!("autopilot policy={uid} ")))
+        })
+        .collect();
+    assert_eq!(ours.len(), 2, "{rows:?}");
+
+    // Deleting the policy (Retain) keeps its backups and the finalizer lets it go.
+    policies
+        .delete("nightly", &DeleteParams::default())
+        .await
+        .unwrap();
+    poll("nightly to be gone", DEADLINE, || {
+        let policies = policies.clone();
+        async move { policies.get_opt("nightly").await.ok().filter(Option::is_none) }
+    })
+    .await;
+    let after = env
+        .pve
+        .admin
+        .storage_content(
+            &NodeName::new("pve1").unwrap(),
+            "pbs-homelab",
+            Some(homelab_autopilot::proxmox::api::ContentKind::Backup),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.len(), rows.len(), "Retain keeps every backup");
+    env.stop().await;
+}
