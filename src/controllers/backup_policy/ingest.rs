@@ -8,13 +8,11 @@
 //! store's own rule), so a crash mid-ingest leaves no half snapshot.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::storage::{
-    self, ChunkStore, Key, NoProgress, OpenOptions, RepoParams, SnapshotFilter, SourceKind,
-};
+use crate::storage::{ChunkStore, NoProgress, SnapshotFilter, SourceKind};
 
 use super::plan::keep_options;
 use crate::crd::common::Retention;
@@ -30,32 +28,7 @@ pub const TAG_RUN: &str = "run";
 pub const GC_GRACE: Duration = Duration::from_secs(60 * 60);
 
 /// Where the operator's chunk store is (`--store-path`, the chart's PVC) and its key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreSettings {
-    /// The repository (a directory, or `s3://…`).
-    pub repo: PathBuf,
-    /// The encryption key file, if the store is encrypted.
-    pub key_file: Option<PathBuf>,
-}
-
-impl StoreSettings {
-    /// Opens the store, creating it on first use (an empty PVC).
-    pub fn open(&self) -> storage::Result<ChunkStore> {
-        let repo = self.repo.to_string_lossy().into_owned();
-        let key = self.key_file.as_deref().map(Key::from_file).transpose()?;
-        let options = || OpenOptions {
-            key: key.clone(),
-            ..OpenOptions::default()
-        };
-        match ChunkStore::open(&repo, options()) {
-            Err(storage::Error::RepoNotFound { .. }) => {
-                ChunkStore::init(&repo, RepoParams::default(), key.as_ref(), None)?;
-                ChunkStore::open(&repo, options())
-            }
-            other => other,
-        }
-    }
-}
+pub use crate::storage::StoreLocation as StoreSettings;
 
 /// What to ingest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,7 +123,7 @@ fn lock(jobs: &Mutex<Jobs>) -> std::sync::MutexGuard<'_, Jobs> {
 /// committed) and verifies it.
 fn ingest(store: &StoreSettings, req: &IngestRequest) -> Result<Ingested, String> {
     let chunk_store = store
-        .open()
+        .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
     let mut tags = BTreeMap::new();
     tags.insert(TAG_POLICY.to_owned(), req.policy_uid.clone());
@@ -223,7 +196,7 @@ pub fn prune_store(
     retention: Option<&Retention>,
 ) -> Result<StorePrune, String> {
     let chunk_store = store
-        .open()
+        .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
     let mut tags = BTreeMap::new();
     tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
@@ -272,11 +245,11 @@ fn totals(chunk_store: &ChunkStore, policy_uid: &str, removed: usize) -> Result<
 /// Removes every snapshot of `policy_uid` (deletionPolicy `Delete`), then collects garbage.
 /// Returns how many were removed. Blocking.
 pub fn delete_all(store: &StoreSettings, policy_uid: &str) -> Result<usize, String> {
-    if !Path::new(&store.repo).exists() && !store.repo.to_string_lossy().starts_with("s3://") {
+    if store.is_missing_dir() {
         return Ok(0);
     }
     let chunk_store = store
-        .open()
+        .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
     let mut tags = BTreeMap::new();
     tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
