@@ -444,11 +444,15 @@ async fn many_services_cost_one_cluster_read_and_one_vm_list_per_node_per_resync
     let resync = |statuses: Vec<ServiceStatus>, secs: i64| {
         let (lab, access, specs) = (&lab, &access, &specs);
         async move {
-            let passes = specs.iter().zip(statuses).enumerate().map(|(i, (spec, status))| async move {
-                lab.service_pass_with(&format!("s{i}"), spec, &status, access, at(secs))
-                    .await
-                    .status
-            });
+            let passes = specs
+                .iter()
+                .zip(statuses)
+                .enumerate()
+                .map(|(i, (spec, status))| async move {
+                    lab.service_pass_with(&format!("s{i}"), spec, &status, access, at(secs))
+                        .await
+                        .status
+                });
             futures::future::join_all(passes).await
         }
     };

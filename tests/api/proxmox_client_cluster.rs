@@ -109,7 +109,10 @@ async fn cluster_reads(auth: AuthKind) {
         .collect();
     assert_eq!(
         states,
-        [(100, "running", Some("running")), (101, "running", Some("running"))]
+        [
+            (100, "running", Some("running")),
+            (101, "running", Some("running"))
+        ]
     );
     let lxc = c.guests(&node("pve2"), GuestType::Lxc).await.expect("lxc list");
     assert_eq!(lxc.iter().map(|g| g.vmid.get()).collect::<Vec<_>>(), [102]);

@@ -2,9 +2,9 @@
 //! uptime and lock (for a running VM: its node's full VM list). Every kind that acts on guests
 //! finds them here, through the cluster's shared snapshots.
 
+use super::snapshot::ClusterView;
 use crate::crd::common::GuestType;
 use crate::crd::service::PowerState;
-use super::snapshot::ClusterView;
 use crate::proxmox::{
     self, GuestRef, Vmid,
     api::{ClusterResource, GuestListEntry},
@@ -124,7 +124,9 @@ pub async fn observe_guest(
             Ok(vms) => match vms.iter().find(|v| v.vmid == vmid) {
                 Some(vm) => apply_node_row(facts, vm),
                 // Moved between the two reads: the cluster view stands until the next one.
-                None => tracing::debug!(guest = %facts.guest, "not in its node's VM list; using cluster view"),
+                None => {
+                    tracing::debug!(guest = %facts.guest, "not in its node's VM list; using cluster view")
+                }
             },
             Err(e) if e.is_transient() => {
                 tracing::debug!(guest = %facts.guest, error = %e, "cannot read the node's VMs; using cluster view");

@@ -109,11 +109,11 @@ pub async fn reconcile_core(
             observe::observe_guest(&cluster, spec.vmid, spec.type_)
                 .await
                 .unwrap_or_else(|e| {
-                GuestView::Unavailable(Unavailable {
-                    reason: failure_reason(&e).to_owned(),
-                    message: e.to_string(),
+                    GuestView::Unavailable(Unavailable {
+                        reason: failure_reason(&e).to_owned(),
+                        message: e.to_string(),
+                    })
                 })
-            })
         }
         Err(u) => GuestView::Unavailable(u.clone()),
     };

@@ -456,7 +456,12 @@ mod tests {
             .collect();
         assert_eq!(
             added,
-            [(first, "pve1"), (first + 2, "pve2"), (first + 3, "pve3"), (first + 4, "pve1")]
+            [
+                (first, "pve1"),
+                (first + 2, "pve2"),
+                (first + 3, "pve3"),
+                (first + 4, "pve1")
+            ]
         );
         assert!(spec.guests[before..].iter().all(|g| g.status == "running"));
     }
