@@ -487,8 +487,11 @@ async fn many_services_cost_one_cluster_read_and_one_vm_list_per_node_per_resync
 
     // Within the resync window nothing is asked again.
     let before = lab.sim.requests().len();
+    let first_statuses = statuses.clone();
     let statuses = resync(statuses, 150).await;
     assert_eq!(calls_since(&lab, before), Default::default());
+    // An uptime read 150 s ago is 150 s longer now: the start times stay where they were.
+    assert_eq!(statuses, first_statuses, "nothing changed, so no status changes");
 
     // The next window costs the same again.
     let before = lab.sim.requests().len();

@@ -114,15 +114,20 @@ pub async fn observe_guest(
         .ok_or_else(|| proxmox::Error::InvalidRequest {
             message: format!("spec.vmid {vmid} is not a valid VMID (100-999999999)"),
         })?;
-    let mut view = view_from(&cluster.resources().await?, vmid, expected);
+    let resources = cluster.resources().await?;
+    let mut view = view_from(&resources.rows, vmid, expected);
     let GuestView::Found(facts) = &mut view else {
         return Ok(view);
     };
+    // The snapshot may be up to a resync window old: its uptime is as of its read.
+    facts.uptime = facts
+        .uptime
+        .map(|u| u.saturating_add(cluster.age_secs(resources.at)));
     // A container has no QMP state: the snapshot row says all there is.
     if facts.power == PowerState::Running && facts.guest.guest_type == proxmox::GuestType::Qemu {
         match cluster.node_vms(&facts.guest.node).await {
-            Ok(vms) => match vms.iter().find(|v| v.vmid == vmid) {
-                Some(vm) => apply_node_row(facts, vm),
+            Ok(vms) => match vms.rows.iter().find(|v| v.vmid == vmid) {
+                Some(vm) => apply_node_row(facts, vm, cluster.age_secs(vms.at)),
                 // Moved between the two reads: the cluster view stands until the next one.
                 None => {
                     tracing::debug!(guest = %facts.guest, "not in its node's VM list; using cluster view")
@@ -137,11 +142,14 @@ pub async fn observe_guest(
     Ok(view)
 }
 
-/// The node's own view of a VM (a row of `GET /nodes/{node}/qemu?full=1`) over the cluster's:
-/// power with the QMP state, uptime, lock and name as of now.
-fn apply_node_row(facts: &mut GuestFacts, vm: &GuestListEntry) {
+/// The node's own view of a VM (a row of `GET /nodes/{node}/qemu?full=1`, read `age` seconds
+/// ago) over the cluster's: power with the QMP state, uptime (grown by `age`), lock and name.
+fn apply_node_row(facts: &mut GuestFacts, vm: &GuestListEntry, age: u64) {
     facts.power = power_state(&vm.status, vm.qmpstatus.as_deref());
-    facts.uptime = vm.uptime.filter(|_| facts.power != PowerState::Stopped);
+    facts.uptime = vm
+        .uptime
+        .filter(|_| facts.power != PowerState::Stopped)
+        .map(|u| u.saturating_add(age));
     facts.lock = vm.lock.clone();
     facts.name = vm.name.clone().or(facts.name.take());
 }

@@ -45,11 +45,27 @@ pub type Resources = Arc<Vec<ClusterResource>>;
 /// The rows of `GET /nodes/{node}/qemu?full=1` (one node's VMs with their QMP state), shared.
 pub type NodeVms = Arc<Vec<GuestListEntry>>;
 
+/// A shared answer and the pass time it was read at: what it says about time (uptime) was true
+/// then, not necessarily at the reader's `now`.
+#[derive(Clone, Debug)]
+pub struct Read<T> {
+    /// The rows.
+    pub rows: Arc<T>,
+    /// When they were read (the clock of the pass that sent the request).
+    pub at: Timestamp,
+}
+
 struct Taken<T> {
     result: Result<Arc<T>, proxmox::Error>,
     at: Timestamp,
     /// The slot's epoch when the request was sent: an invalidation after that makes it stale.
     epoch: u64,
+}
+
+impl<T> Taken<T> {
+    fn read(&self) -> Result<Read<T>, proxmox::Error> {
+        self.result.clone().map(|rows| Read { rows, at: self.at })
+    }
 }
 
 /// One cached read: the last answer, behind an async lock that makes the read single-flight.
@@ -74,7 +90,7 @@ impl<T> Cached<T> {
         max_age: Duration,
         now: Timestamp,
         fetch: F,
-    ) -> Result<Arc<T>, proxmox::Error>
+    ) -> Result<Read<T>, proxmox::Error>
     where
         F: std::future::Future<Output = Result<T, proxmox::Error>>,
     {
@@ -87,17 +103,18 @@ impl<T> Cached<T> {
                 max_age.min(FAILURE_REUSE)
             };
             if elapsed(taken.at, now) < reuse {
-                return taken.result.clone();
+                return taken.read();
             }
         }
         slot.requests.fetch_add(1, Ordering::SeqCst);
-        let result = fetch.await.map(Arc::new);
-        *current = Some(Taken {
-            result: result.clone(),
+        let taken = Taken {
+            result: fetch.await.map(Arc::new),
             at: now,
             epoch,
-        });
-        result
+        };
+        let read = taken.read();
+        *current = Some(taken);
+        read
     }
 }
 
@@ -151,6 +168,18 @@ impl Snapshots {
         max_age: Duration,
         now: Timestamp,
     ) -> Result<Resources, proxmox::Error> {
+        self.resources_read(owner, client, max_age, now)
+            .await
+            .map(|r| r.rows)
+    }
+
+    async fn resources_read(
+        &self,
+        owner: &str,
+        client: &PveClient,
+        max_age: Duration,
+        now: Timestamp,
+    ) -> Result<Read<Vec<ClusterResource>>, proxmox::Error> {
         let slot = self.slot(owner);
         slot.resources
             .read(&slot, max_age, now, client.cluster_resources(None))
@@ -167,6 +196,19 @@ impl Snapshots {
         max_age: Duration,
         now: Timestamp,
     ) -> Result<NodeVms, proxmox::Error> {
+        self.node_vms_read(owner, client, node, max_age, now)
+            .await
+            .map(|r| r.rows)
+    }
+
+    async fn node_vms_read(
+        &self,
+        owner: &str,
+        client: &PveClient,
+        node: &NodeName,
+        max_age: Duration,
+        now: Timestamp,
+    ) -> Result<Read<Vec<GuestListEntry>>, proxmox::Error> {
         let slot = self.slot(owner);
         slot.node_vms(node)
             .read(&slot, max_age, now, client.qemu_guests_full(node))
@@ -232,17 +274,23 @@ impl std::fmt::Debug for ClusterView<'_> {
 }
 
 impl ClusterView<'_> {
-    /// `GET /cluster/resources`, shared ([`Snapshots::resources`]).
-    pub async fn resources(&self) -> Result<Resources, proxmox::Error> {
+    /// `GET /cluster/resources`, shared ([`Snapshots::resources`]), with its read time.
+    pub async fn resources(&self) -> Result<Read<Vec<ClusterResource>>, proxmox::Error> {
         self.snapshots
-            .resources(self.owner, self.client, self.max_age, self.now)
+            .resources_read(self.owner, self.client, self.max_age, self.now)
             .await
     }
 
-    /// `GET /nodes/{node}/qemu?full=1`, shared ([`Snapshots::node_vms`]).
-    pub async fn node_vms(&self, node: &NodeName) -> Result<NodeVms, proxmox::Error> {
+    /// `GET /nodes/{node}/qemu?full=1`, shared ([`Snapshots::node_vms`]), with its read time.
+    pub async fn node_vms(&self, node: &NodeName) -> Result<Read<Vec<GuestListEntry>>, proxmox::Error> {
         self.snapshots
-            .node_vms(self.owner, self.client, node, self.max_age, self.now)
+            .node_vms_read(self.owner, self.client, node, self.max_age, self.now)
             .await
+    }
+
+    /// Whole seconds from `at` (a read's time) to this pass's clock: what an uptime read at `at`
+    /// has grown by since.
+    pub fn age_secs(&self, at: Timestamp) -> u64 {
+        elapsed(at, self.now).as_secs()
     }
 }
