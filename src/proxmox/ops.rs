@@ -150,7 +150,7 @@ operations! {
     /// `GET /nodes/{node}/vzdump/extractconfig`
     VZDUMP_EXTRACTCONFIG = Get "/nodes/{node}/vzdump/extractconfig" ["volume"];
     /// `GET /nodes/{node}/qemu`
-    QEMU_LIST = Get "/nodes/{node}/qemu" [];
+    QEMU_LIST = Get "/nodes/{node}/qemu" ["full"];
     /// `GET /nodes/{node}/lxc`
     LXC_LIST = Get "/nodes/{node}/lxc" [];
     /// `POST /nodes/{node}/qemu`, used to restore a backup (`archive`; task `qmrestore`)

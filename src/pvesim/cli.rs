@@ -22,6 +22,10 @@ pub struct PvesimArgs {
     /// `autopilot@pve!operator`).
     #[arg(long)]
     pub seed: Option<PathBuf>,
+    /// Add N generated running VMs to the seed (VMIDs from 10000, named `scale-<vmid>`, spread
+    /// round-robin over its nodes), for scale tests such as `bench/operator-scale.sh`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub scale_guests: u32,
     /// Directory for the backup files of the `dir` storage (default: a temporary directory
     /// removed on exit).
     #[arg(long)]
@@ -121,7 +125,8 @@ pub async fn run(args: PvesimArgs, default_seed: SeedSpec) -> anyhow::Result<Exi
     let seed = match &args.seed {
         Some(path) => SeedSpec::from_file(path)?,
         None => default_seed,
-    };
+    }
+    .with_generated_guests(args.scale_guests);
     let config = SimConfig {
         listen: args.listen,
         seed,

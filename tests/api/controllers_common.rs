@@ -67,8 +67,16 @@ impl Lab {
 
     /// The same with some settings of `config` (seed, schema and time scale are set here).
     pub async fn start_with(config: SimConfig) -> Lab {
-        let sim = Simulator::start(SimConfig {
+        Self::start_seeded(SimConfig {
             seed: sim_seed().unwrap(),
+            ..config
+        })
+        .await
+    }
+
+    /// A simulator of `config.seed` (schema and time scale are set here).
+    pub async fn start_seeded(config: SimConfig) -> Lab {
+        let sim = Simulator::start(SimConfig {
             schema: schema_path(),
             time_scale: 0.001,
             ..config

@@ -409,3 +409,117 @@ async fn own_power_action_invalidates_the_snapshot_so_the_next_pass_sees_its_eff
     assert_eq!(gets(&lab, "/cluster/resources"), reads + 1);
     assert_eq!(next.status.power_state, Some(PowerState::Running));
 }
+
+/// PVE requests the simulator answered since `from` (an index into its journal), by
+/// `METHOD template`.
+fn calls_since(lab: &Lab, from: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut calls = std::collections::BTreeMap::new();
+    for r in &lab.sim.requests()[from..] {
+        *calls.entry(format!("{} {}", r.method, r.template)).or_default() += 1;
+    }
+    calls
+}
+
+#[tokio::test]
+async fn many_services_cost_one_cluster_read_and_one_vm_list_per_node_per_resync() {
+    use homelab_autopilot::pvesim::{SeedSpec, SimConfig};
+    const GENERATED: u32 = 90;
+    let seed = homelab_autopilot::demo::sim_seed()
+        .unwrap()
+        .with_generated_guests(GENERATED);
+    let lab = Lab::start_seeded(SimConfig {
+        seed,
+        ..SimConfig::default()
+    })
+    .await;
+    let access = lab.access().await;
+    // 90 running VMs spread over pve1-pve3, the seed's running VM 200 and container 201: the
+    // VMs are the expensive case (their QMP state is not in /cluster/resources).
+    let first = SeedSpec::FIRST_GENERATED_VMID as i32;
+    let mut specs: Vec<_> = (first..first + GENERATED as i32)
+        .map(|vmid| service(vmid, "VM", ""))
+        .collect();
+    specs.push(service(200, "VM", ""));
+    specs.push(service(201, "LXC", ""));
+    let resync = |statuses: Vec<ServiceStatus>, secs: i64| {
+        let (lab, access, specs) = (&lab, &access, &specs);
+        async move {
+            let passes = specs
+                .iter()
+                .zip(statuses)
+                .enumerate()
+                .map(|(i, (spec, status))| async move {
+                    lab.service_pass_with(&format!("s{i}"), spec, &status, access, at(secs))
+                        .await
+                        .status
+                });
+            futures::future::join_all(passes).await
+        }
+    };
+    let per_resync: std::collections::BTreeMap<String, usize> = [
+        ("GET /cluster/resources".to_owned(), 1),
+        ("GET /nodes/{node}/qemu".to_owned(), 3),
+    ]
+    .into();
+
+    // The first resync: every Service reports its node and power state...
+    let before = lab.sim.requests().len();
+    let statuses = resync(vec![ServiceStatus::default(); specs.len()], 0).await;
+    assert!(statuses.iter().all(|s| s.node.is_some()), "{statuses:#?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.power_state == Some(PowerState::Running))
+    );
+    assert_eq!(
+        statuses[0].node.as_deref(),
+        Some("pve1"),
+        "the first generated VM is on the first node"
+    );
+    // ...for one cluster read and one VM list per node, whatever the number of Services.
+    assert_eq!(calls_since(&lab, before), per_resync);
+    assert!(
+        lab.sim.requests()[before..]
+            .iter()
+            .filter(|r| r.template == "/nodes/{node}/qemu")
+            .all(|r| r.params == ["full"] && r.status == 200)
+    );
+
+    // Within the resync window nothing is asked again.
+    let before = lab.sim.requests().len();
+    let first_statuses = statuses.clone();
+    let statuses = resync(statuses, 150).await;
+    assert_eq!(calls_since(&lab, before), Default::default());
+    // An uptime read 150 s ago is 150 s longer now: the start times stay where they were.
+    assert_eq!(statuses, first_statuses, "nothing changed, so no status changes");
+
+    // The next window costs the same again.
+    let before = lab.sim.requests().len();
+    let statuses = resync(statuses, 300).await;
+    assert_eq!(calls_since(&lab, before), per_resync);
+    assert_eq!(statuses.len(), specs.len());
+}
+
+#[tokio::test]
+async fn a_paused_vm_is_seen_through_its_nodes_vm_list() {
+    use homelab_autopilot::pvesim::Power;
+    let lab = Lab::start().await;
+    let spec = service(200, "VM", "");
+    let up = lab.first_service_pass("s1", &spec).await;
+    assert_eq!(up.status.power_state, Some(PowerState::Running));
+    lab.sim.state_mut(|c| {
+        let g = c.guests.get_mut(&200).unwrap();
+        if let Power::Running { since } = g.power {
+            g.power = Power::Paused { since };
+        }
+    });
+    lab.changed_by_hand();
+    let before = lab.sim.requests().len();
+    let paused = lab.service_pass("s1", &spec, &up.status, at(10)).await;
+    assert_eq!(paused.status.power_state, Some(PowerState::Paused));
+    assert_eq!(
+        calls_since(&lab, before).keys().collect::<Vec<_>>(),
+        ["GET /cluster/resources", "GET /nodes/{node}/qemu"],
+        "no per-guest status call"
+    );
+}

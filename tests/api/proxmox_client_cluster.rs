@@ -100,6 +100,20 @@ async fn cluster_reads(auth: AuthKind) {
     let qemu = c.guests(&node("pve1"), GuestType::Qemu).await.expect("qemu list");
     let ids: Vec<u32> = qemu.iter().map(|g| g.vmid.get()).collect();
     assert_eq!(ids, [100, 101]);
+    // As qemu-server's vmstatus: QMP state only with full=1, then for every VM.
+    assert!(qemu.iter().all(|g| g.qmpstatus.is_none()), "{qemu:?}");
+    let full = c.qemu_guests_full(&node("pve1")).await.expect("full qemu list");
+    let states: Vec<_> = full
+        .iter()
+        .map(|g| (g.vmid.get(), g.status.as_str(), g.qmpstatus.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (100, "running", Some("running")),
+            (101, "running", Some("running"))
+        ]
+    );
     let lxc = c.guests(&node("pve2"), GuestType::Lxc).await.expect("lxc list");
     assert_eq!(lxc.iter().map(|g| g.vmid.get()).collect::<Vec<_>>(), [102]);
     assert_eq!(lxc[0].name.as_deref(), Some("pihole"));

@@ -130,6 +130,7 @@ async fn walk_guests(env: &Env, c: &PveClient) {
     for ty in [GuestType::Qemu, GuestType::Lxc] {
         c.guests(&node("pve1"), ty).await.expect("list");
     }
+    c.qemu_guests_full(&node("pve1")).await.expect("full list");
     let (jellyfin, gitea) = (vm("pve2", 103), ct("pve3", 104));
     for g in [&jellyfin, &gitea] {
         if !c.guest_status(g).await.expect("status").is_running() {

@@ -1,9 +1,14 @@
 //! Find a guest: where it really runs (`/cluster/resources`, never a node hint), its power state,
-//! uptime and lock. Every kind that acts on guests finds them here.
+//! uptime and lock (for a running VM: its node's full VM list). Every kind that acts on guests
+//! finds them here, through the cluster's shared snapshots.
 
+use super::snapshot::ClusterView;
 use crate::crd::common::GuestType;
 use crate::crd::service::PowerState;
-use crate::proxmox::{self, GuestRef, PveClient, Vmid, api::ClusterResource};
+use crate::proxmox::{
+    self, GuestRef, Vmid,
+    api::{ClusterResource, GuestListEntry},
+};
 
 /// Why the cluster could not be asked about the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,13 +98,13 @@ pub fn power_state(status: &str, qmpstatus: Option<&str>) -> PowerState {
     }
 }
 
-/// Finds the guest `vmid` of type `expected` in `rows` (the cluster's shared
-/// `/cluster/resources` snapshot, [`super::snapshot`]). Only a running VM costs a request of its
-/// own: its QMP state (paused), exact uptime and lock come from the node. A connection or API
+/// Finds the guest `vmid` of type `expected` through the cluster's shared snapshots
+/// ([`super::snapshot`]): where it is from `/cluster/resources`; for a running VM, its QMP state
+/// (paused), exact uptime and lock from its node's full VM list (one request per node and resync
+/// window, shared by every guest of the node), never a request per guest. A connection or API
 /// failure is `Err`, for the caller to describe.
 pub async fn observe_guest(
-    client: &PveClient,
-    rows: &[ClusterResource],
+    cluster: &ClusterView<'_>,
     vmid: i32,
     expected: GuestType,
 ) -> Result<GuestView, proxmox::Error> {
@@ -109,27 +114,44 @@ pub async fn observe_guest(
         .ok_or_else(|| proxmox::Error::InvalidRequest {
             message: format!("spec.vmid {vmid} is not a valid VMID (100-999999999)"),
         })?;
-    let mut view = view_from(rows, vmid, expected);
+    let resources = cluster.resources().await?;
+    let mut view = view_from(&resources.rows, vmid, expected);
     let GuestView::Found(facts) = &mut view else {
         return Ok(view);
     };
+    // The snapshot may be up to a resync window old: its uptime is as of its read.
+    facts.uptime = facts
+        .uptime
+        .map(|u| u.saturating_add(cluster.age_secs(resources.at)));
     // A container has no QMP state: the snapshot row says all there is.
     if facts.power == PowerState::Running && facts.guest.guest_type == proxmox::GuestType::Qemu {
-        // The node's own view: uptime, QMP pause state, and the lock as of now.
-        match client.guest_status(&facts.guest).await {
-            Ok(st) => {
-                facts.power = power_state(&st.status, st.qmpstatus.as_deref());
-                facts.uptime = st.uptime.filter(|_| facts.power != PowerState::Stopped);
-                facts.lock = st.lock;
-                facts.name = st.name.or(facts.name.take());
-            }
+        match cluster.node_vms(&facts.guest.node).await {
+            Ok(vms) => match vms.rows.iter().find(|v| v.vmid == vmid) {
+                Some(vm) => apply_node_row(facts, vm, cluster.age_secs(vms.at)),
+                // Moved between the two reads: the cluster view stands until the next one.
+                None => {
+                    tracing::debug!(guest = %facts.guest, "not in its node's VM list; using cluster view")
+                }
+            },
             Err(e) if e.is_transient() => {
-                tracing::debug!(guest = %facts.guest, error = %e, "cannot read guest status; using cluster view");
+                tracing::debug!(guest = %facts.guest, error = %e, "cannot read the node's VMs; using cluster view");
             }
             Err(e) => return Err(e),
         }
     }
     Ok(view)
+}
+
+/// The node's own view of a VM (a row of `GET /nodes/{node}/qemu?full=1`, read `age` seconds
+/// ago) over the cluster's: power with the QMP state, uptime (grown by `age`), lock and name.
+fn apply_node_row(facts: &mut GuestFacts, vm: &GuestListEntry, age: u64) {
+    facts.power = power_state(&vm.status, vm.qmpstatus.as_deref());
+    facts.uptime = vm
+        .uptime
+        .filter(|_| facts.power != PowerState::Stopped)
+        .map(|u| u.saturating_add(age));
+    facts.lock = vm.lock.clone();
+    facts.name = vm.name.clone().or(facts.name.take());
 }
 
 /// The guest `vmid` in the rows of `GET /cluster/resources?type=vm`: where it is, of which

@@ -1,8 +1,15 @@
-//! One read of `/cluster/resources` per ProxmoxCluster and resync window, shared by every kind.
+//! One read of `/cluster/resources` per ProxmoxCluster and resync window, shared by every kind,
+//! and, for the nodes where a kind needs the QMP state of running VMs, one
+//! `GET /nodes/{node}/qemu?full=1` per node and window.
 //!
 //! On a real PVE cluster `/cluster/resources` is built from every node; asking it once per guest
 //! per pass (what each Service reconcile did) costs a thousand large responses per resync at a
-//! thousand guests. Here every reconcile of a cluster's objects reads one snapshot:
+//! thousand guests. `/cluster/resources` lacks what only the node knows about a running VM (its
+//! QMP state: paused; its exact uptime and lock as of now), which each Service reconcile then
+//! asked `status/current` for, one request per running VM. The node's full guest list answers
+//! the same for all its VMs in one request. So a resync costs one `/cluster/resources` plus at
+//! most one list per node that holds a running VM someone looks at, however many guests there
+//! are. Every snapshot is:
 //!
 //! - refreshed at most once per `max_age` (the cluster's resync window);
 //! - single-flight: concurrent reconciles wait for the one request in flight instead of sending
@@ -24,7 +31,10 @@ use std::{
 use jiff::Timestamp;
 
 use crate::controllers::kit::time::elapsed;
-use crate::proxmox::{self, PveClient, api::ClusterResource};
+use crate::proxmox::{
+    self, NodeName, PveClient,
+    api::{ClusterResource, GuestListEntry},
+};
 
 /// How long a failed read is answered from memory before the next request is sent.
 pub const FAILURE_REUSE: Duration = Duration::from_secs(5);
@@ -32,18 +42,96 @@ pub const FAILURE_REUSE: Duration = Duration::from_secs(5);
 /// The rows of `GET /cluster/resources` (all types), shared.
 pub type Resources = Arc<Vec<ClusterResource>>;
 
-struct Taken {
-    result: Result<Resources, proxmox::Error>,
+/// The rows of `GET /nodes/{node}/qemu?full=1` (one node's VMs with their QMP state), shared.
+pub type NodeVms = Arc<Vec<GuestListEntry>>;
+
+/// A shared answer and the pass time it was read at: what it says about time (uptime) was true
+/// then, not necessarily at the reader's `now`.
+#[derive(Clone, Debug)]
+pub struct Read<T> {
+    /// The rows.
+    pub rows: Arc<T>,
+    /// When they were read (the clock of the pass that sent the request).
+    pub at: Timestamp,
+}
+
+struct Taken<T> {
+    result: Result<Arc<T>, proxmox::Error>,
     at: Timestamp,
     /// The slot's epoch when the request was sent: an invalidation after that makes it stale.
     epoch: u64,
 }
 
+impl<T> Taken<T> {
+    fn read(&self) -> Result<Read<T>, proxmox::Error> {
+        self.result.clone().map(|rows| Read { rows, at: self.at })
+    }
+}
+
+/// One cached read: the last answer, behind an async lock that makes the read single-flight.
+struct Cached<T> {
+    current: tokio::sync::Mutex<Option<Taken<T>>>,
+}
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Self {
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T> Cached<T> {
+    /// The cached answer if it is younger than `max_age` (failures: [`FAILURE_REUSE`]) and no
+    /// invalidation of `slot` came after its request; else the answer of one new `fetch`.
+    async fn read<F>(
+        &self,
+        slot: &Slot,
+        max_age: Duration,
+        now: Timestamp,
+        fetch: F,
+    ) -> Result<Read<T>, proxmox::Error>
+    where
+        F: std::future::Future<Output = Result<T, proxmox::Error>>,
+    {
+        let mut current = self.current.lock().await;
+        let epoch = slot.epoch.load(Ordering::SeqCst);
+        if let Some(taken) = current.as_ref().filter(|t| t.epoch == epoch) {
+            let reuse = if taken.result.is_ok() {
+                max_age
+            } else {
+                max_age.min(FAILURE_REUSE)
+            };
+            if elapsed(taken.at, now) < reuse {
+                return taken.read();
+            }
+        }
+        slot.requests.fetch_add(1, Ordering::SeqCst);
+        let taken = Taken {
+            result: fetch.await.map(Arc::new),
+            at: now,
+            epoch,
+        };
+        let read = taken.read();
+        *current = Some(taken);
+        read
+    }
+}
+
 #[derive(Default)]
 struct Slot {
-    current: tokio::sync::Mutex<Option<Taken>>,
+    resources: Cached<Vec<ClusterResource>>,
+    /// One entry per node whose VMs someone asked about.
+    node_vms: Mutex<HashMap<NodeName, Arc<Cached<Vec<GuestListEntry>>>>>,
     epoch: AtomicU64,
     requests: AtomicU64,
+}
+
+impl Slot {
+    fn node_vms(&self, node: &NodeName) -> Arc<Cached<Vec<GuestListEntry>>> {
+        let mut map = self.node_vms.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(node.clone()).or_default())
+    }
 }
 
 /// The snapshots of every cluster, keyed by the ProxmoxCluster's UID.
@@ -80,27 +168,69 @@ impl Snapshots {
         max_age: Duration,
         now: Timestamp,
     ) -> Result<Resources, proxmox::Error> {
+        self.resources_read(owner, client, max_age, now)
+            .await
+            .map(|r| r.rows)
+    }
+
+    async fn resources_read(
+        &self,
+        owner: &str,
+        client: &PveClient,
+        max_age: Duration,
+        now: Timestamp,
+    ) -> Result<Read<Vec<ClusterResource>>, proxmox::Error> {
         let slot = self.slot(owner);
-        let mut current = slot.current.lock().await;
-        let epoch = slot.epoch.load(Ordering::SeqCst);
-        if let Some(taken) = current.as_ref().filter(|t| t.epoch == epoch) {
-            let reuse = if taken.result.is_ok() {
-                max_age
-            } else {
-                max_age.min(FAILURE_REUSE)
-            };
-            if elapsed(taken.at, now) < reuse {
-                return taken.result.clone();
-            }
+        slot.resources
+            .read(&slot, max_age, now, client.cluster_resources(None))
+            .await
+    }
+
+    /// The VMs of `node` in the cluster `owner` with their QMP state (`GET
+    /// /nodes/{node}/qemu?full=1`), under the same rules as [`Self::resources`].
+    pub async fn node_vms(
+        &self,
+        owner: &str,
+        client: &PveClient,
+        node: &NodeName,
+        max_age: Duration,
+        now: Timestamp,
+    ) -> Result<NodeVms, proxmox::Error> {
+        self.node_vms_read(owner, client, node, max_age, now)
+            .await
+            .map(|r| r.rows)
+    }
+
+    async fn node_vms_read(
+        &self,
+        owner: &str,
+        client: &PveClient,
+        node: &NodeName,
+        max_age: Duration,
+        now: Timestamp,
+    ) -> Result<Read<Vec<GuestListEntry>>, proxmox::Error> {
+        let slot = self.slot(owner);
+        slot.node_vms(node)
+            .read(&slot, max_age, now, client.qemu_guests_full(node))
+            .await
+    }
+
+    /// The reads of cluster `owner` through `client` for one pass at `now`, each at most
+    /// `max_age` old.
+    pub fn view<'a>(
+        &'a self,
+        owner: &'a str,
+        client: &'a PveClient,
+        max_age: Duration,
+        now: Timestamp,
+    ) -> ClusterView<'a> {
+        ClusterView {
+            snapshots: self,
+            owner,
+            client,
+            max_age,
+            now,
         }
-        slot.requests.fetch_add(1, Ordering::SeqCst);
-        let result = client.cluster_resources(None).await.map(Arc::new);
-        *current = Some(Taken {
-            result: result.clone(),
-            at: now,
-            epoch,
-        });
-        result
     }
 
     /// Marks the snapshot of `owner` stale after an action of ours changed the cluster: the next
@@ -114,10 +244,53 @@ impl Snapshots {
         self.lock().remove(owner);
     }
 
-    /// How many requests the snapshot of `owner` has sent (for tests and the scale benchmark).
+    /// How many requests the snapshots of `owner` have sent (for tests and the scale benchmark).
     pub fn requests(&self, owner: &str) -> u64 {
         self.lock()
             .get(owner)
             .map_or(0, |s| s.requests.load(Ordering::SeqCst))
+    }
+}
+
+/// One pass's access to a cluster's snapshots: which cluster, through which client, how old a
+/// snapshot may be, and the pass's clock.
+#[derive(Clone, Copy)]
+pub struct ClusterView<'a> {
+    snapshots: &'a Snapshots,
+    owner: &'a str,
+    client: &'a PveClient,
+    max_age: Duration,
+    now: Timestamp,
+}
+
+impl std::fmt::Debug for ClusterView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterView")
+            .field("owner", &self.owner)
+            .field("max_age", &self.max_age)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterView<'_> {
+    /// `GET /cluster/resources`, shared ([`Snapshots::resources`]), with its read time.
+    pub async fn resources(&self) -> Result<Read<Vec<ClusterResource>>, proxmox::Error> {
+        self.snapshots
+            .resources_read(self.owner, self.client, self.max_age, self.now)
+            .await
+    }
+
+    /// `GET /nodes/{node}/qemu?full=1`, shared ([`Snapshots::node_vms`]), with its read time.
+    pub async fn node_vms(&self, node: &NodeName) -> Result<Read<Vec<GuestListEntry>>, proxmox::Error> {
+        self.snapshots
+            .node_vms_read(self.owner, self.client, node, self.max_age, self.now)
+            .await
+    }
+
+    /// Whole seconds from `at` (a read's time) to this pass's clock: what an uptime read at `at`
+    /// has grown by since.
+    pub fn age_secs(&self, at: Timestamp) -> u64 {
+        elapsed(at, self.now).as_secs()
     }
 }

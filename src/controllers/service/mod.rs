@@ -103,20 +103,17 @@ pub async fn reconcile_core(
     };
     let guest = match &refs.cluster.client {
         Ok(c) => {
-            let found = match deps
+            let cluster = deps
                 .snapshots
-                .resources(&refs.cluster.uid, c, refs.cluster.resync, now)
+                .view(&refs.cluster.uid, c, refs.cluster.resync, now);
+            observe::observe_guest(&cluster, spec.vmid, spec.type_)
                 .await
-            {
-                Ok(rows) => observe::observe_guest(c, &rows, spec.vmid, spec.type_).await,
-                Err(e) => Err(e),
-            };
-            found.unwrap_or_else(|e| {
-                GuestView::Unavailable(Unavailable {
-                    reason: failure_reason(&e).to_owned(),
-                    message: e.to_string(),
+                .unwrap_or_else(|e| {
+                    GuestView::Unavailable(Unavailable {
+                        reason: failure_reason(&e).to_owned(),
+                        message: e.to_string(),
+                    })
                 })
-            })
         }
         Err(u) => GuestView::Unavailable(u.clone()),
     };

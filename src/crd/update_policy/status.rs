@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::common::GuestType;
+use crate::crd::common::{GuestTarget, GuestType};
 use crate::crd::conditions::Condition;
 
 /// Condition type: the last run succeeded.
@@ -139,16 +139,9 @@ pub enum GuestUpdateStep {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GuestUpdateStatus {
-    /// Name of the Service.
-    pub service: String,
-    /// VMID of the guest.
-    pub vmid: i32,
-    /// `VM` or `LXC`.
-    #[serde(rename = "type")]
-    pub type_: GuestType,
-    /// Node the guest ran on during the update.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    /// The Service, its guest and the node the guest ran on during the update.
+    #[serde(flatten)]
+    pub guest: GuestTarget,
     /// Current step.
     pub step: GuestUpdateStep,
     /// Name of the pre-update snapshot (`ap-upd-<run id>`), recorded before it is taken.

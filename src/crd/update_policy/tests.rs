@@ -1,5 +1,5 @@
 use super::*;
-use crate::crd::common::GuestType;
+use crate::crd::common::{GuestTarget, GuestType};
 
 const GUESTS: &str = "
 clusterRef: {name: homelab}
@@ -94,10 +94,7 @@ fn update_policy_status_round_trips() {
             current_node: None,
         }),
         guests: vec![GuestUpdateStatus {
-            service: "nextcloud".into(),
-            vmid: 200,
-            type_: GuestType::Vm,
-            node: Some("pve1".into()),
+            guest: GuestTarget::new("nextcloud", 200, GuestType::Vm, Some("pve1".into())),
             step: GuestUpdateStep::Updating,
             snapshot_name: Some("ap-upd-20240602-030000".into()),
             upid: None,
@@ -133,6 +130,21 @@ fn update_policy_status_round_trips() {
     };
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["guests"][0]["snapshotName"], "ap-upd-20240602-030000");
+    // The flattened GuestTarget keeps the item's four plain fields.
+    assert_eq!(
+        (
+            &json["guests"][0]["service"],
+            &json["guests"][0]["vmid"],
+            &json["guests"][0]["type"],
+            &json["guests"][0]["node"]
+        ),
+        (
+            &serde_json::json!("nextcloud"),
+            &serde_json::json!(200),
+            &serde_json::json!("VM"),
+            &serde_json::json!("pve1")
+        )
+    );
     assert_eq!(json["nodes"][0]["movedGuests"][0]["type"], "LXC");
     assert_eq!(
         serde_json::from_value::<UpdatePolicyStatus>(json).unwrap(),

@@ -19,6 +19,10 @@ pub struct GuestListEntry {
     /// `running` or `stopped`.
     #[serde(default)]
     pub status: String,
+    /// QEMU with `full=1` only: the QMP run state (`running`, `paused`, `prelaunch`...; `stopped`
+    /// for a stopped VM), as in `status/current`.
+    #[serde(default)]
+    pub qmpstatus: Option<String>,
     /// Name (hostname for containers).
     #[serde(default)]
     pub name: Option<String>,
@@ -125,6 +129,16 @@ impl PveClient {
             ops::pick(guest_type, ops::QEMU_LIST, ops::LXC_LIST),
             &[node.as_str()],
         );
+        let mut list: Vec<GuestListEntry> = self.run(call).await?;
+        list.sort_by_key(|g| g.vmid);
+        Ok(list)
+    }
+
+    /// `GET /nodes/{node}/qemu?full=1`, sorted by VMID: every VM of the node with its QMP state
+    /// (`qmpstatus`), uptime and lock, as `status/current` reports them, in one request. PVE asks
+    /// each running VM's QMP monitor for it, so this is the node's own view as of now.
+    pub async fn qemu_guests_full(&self, node: &NodeName) -> Result<Vec<GuestListEntry>> {
+        let call = Call::new(ops::QEMU_LIST, &[node.as_str()]).flag("full", true);
         let mut list: Vec<GuestListEntry> = self.run(call).await?;
         list.sort_by_key(|g| g.vmid);
         Ok(list)

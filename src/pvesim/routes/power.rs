@@ -17,7 +17,19 @@ fn ha_json(c: &Cluster, g: &Guest) -> Value {
     }
 }
 
-fn row(c: &Cluster, g: &Guest, now: i64, current: bool) -> Value {
+/// How much a row tells, as qemu-server's `vmstatus($vmid, $full)` decides.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    /// `GET /nodes/{node}/qemu` without `full`: what the config and `/proc` tell, no QMP query.
+    List,
+    /// `GET /nodes/{node}/qemu?full=1`: also what QMP tells (`qmpstatus` for every VM, `stopped`
+    /// for a stopped one; the running QEMU version and machine).
+    FullList,
+    /// `status/current`: the full status plus `ha` and `agent`.
+    Current,
+}
+
+fn row(c: &Cluster, g: &Guest, now: i64, detail: Detail) -> Value {
     let mut map = Map::new();
     map.insert("vmid".into(), json!(g.vmid));
     g.usage_fields(now, &mut map);
@@ -28,8 +40,14 @@ fn row(c: &Cluster, g: &Guest, now: i64, current: bool) -> Value {
                 Power::Paused { .. } => "paused",
                 Power::Stopped => "stopped",
             };
-            if current {
+            if detail != Detail::List {
                 map.insert("qmpstatus".into(), json!(qmp));
+                if g.power.is_up() {
+                    map.insert("running-qemu".into(), json!("10.1.2"));
+                    map.insert("running-machine".into(), json!("pc-i440fx-10.1+pve0"));
+                }
+            }
+            if detail == Detail::Current {
                 map.insert("ha".into(), ha_json(c, g));
                 if g.config
                     .get("agent")
@@ -37,10 +55,6 @@ fn row(c: &Cluster, g: &Guest, now: i64, current: bool) -> Value {
                 {
                     map.insert("agent".into(), json!(1));
                 }
-            }
-            if g.power.is_up() {
-                map.insert("running-qemu".into(), json!("10.1.2"));
-                map.insert("running-machine".into(), json!("pc-i440fx-10.1+pve0"));
             }
         }
         GuestKind::Lxc => {
@@ -53,7 +67,7 @@ fn row(c: &Cluster, g: &Guest, now: i64, current: bool) -> Value {
                 << 20;
             map.insert("maxswap".into(), json!(swap));
             map.insert("swap".into(), json!(0));
-            if current {
+            if detail == Detail::Current {
                 map.insert("ha".into(), ha_json(c, g));
             }
         }
@@ -65,17 +79,23 @@ fn list(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     let node = ctx.node()?;
     ctx.cluster.check_node(&node)?;
     let now = ctx.now();
+    // `full` exists for QEMU only (the schema refuses it for /lxc).
+    let detail = if kind == GuestKind::Qemu && ctx.params.flag("full") {
+        Detail::FullList
+    } else {
+        Detail::List
+    };
     let c = &*ctx.cluster;
     ok(Value::Array(
         c.guests
             .values()
             .filter(|g| g.node == node && g.kind == kind)
-            .map(|g| row(c, g, now, false))
+            .map(|g| row(c, g, now, detail))
             .collect(),
     ))
 }
 
-/// `GET /nodes/{node}/qemu`.
+/// `GET /nodes/{node}/qemu` (`full=1`: with the QMP state of every VM).
 pub(crate) fn list_qemu(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     list(ctx, GuestKind::Qemu)
 }
@@ -88,7 +108,7 @@ pub(crate) fn list_lxc(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
 fn current(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     let now = ctx.now();
     let g = guest(ctx, kind)?;
-    ok(row(ctx.cluster, g, now, true))
+    ok(row(ctx.cluster, g, now, Detail::Current))
 }
 per_kind!(current_qemu, current_lxc, current);
 

@@ -351,6 +351,50 @@ impl SeedSpec {
         Self::from_yaml(&text, path)
     }
 
+    /// VMID of the first generated guest ([`Self::with_generated_guests`]).
+    pub const FIRST_GENERATED_VMID: u32 = 10_000;
+
+    /// Adds `count` generated running VMs for scale tests and benchmarks: VMIDs from
+    /// [`Self::FIRST_GENERATED_VMID`] on (skipping VMIDs the seed already uses), named
+    /// `scale-<vmid>`, spread round-robin over the seed's nodes, 512 MiB each, with a tiny
+    /// pseudo-disk on the first storage (available on every node) that holds VM images.
+    pub fn with_generated_guests(mut self, count: u32) -> Self {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        if nodes.is_empty() {
+            return self;
+        }
+        let storage = self
+            .storages
+            .iter()
+            .find(|s| s.nodes.is_none() && s.content.iter().any(|c| c == "images"))
+            .map(|s| s.id.clone());
+        let taken: std::collections::BTreeSet<u32> = self.guests.iter().map(|g| g.vmid).collect();
+        let vmids = (Self::FIRST_GENERATED_VMID..)
+            .filter(|v| !taken.contains(v))
+            .take(count as usize);
+        for (i, vmid) in vmids.enumerate() {
+            self.guests.push(GuestSpec {
+                vmid,
+                kind: "qemu".into(),
+                node: nodes[i % nodes.len()].clone(),
+                name: Some(format!("scale-{vmid}")),
+                status: "running".into(),
+                template: false,
+                tags: vec!["scale".into()],
+                agent: default_agent(),
+                memory: Some(512),
+                cores: Some(1),
+                disk_gib: Some(8),
+                storage: storage.clone(),
+                ip: None,
+                image_kib: 4,
+                config: BTreeMap::new(),
+                snapshots: Vec::new(),
+            });
+        }
+        self
+    }
+
     /// The built-in cluster: nodes `pve1`..`pve3`; storages `local` (dir, backups), `local-lvm`,
     /// `ceph` (shared) and `pbs`; VMs `nextcloud` (100, agent), `homeassistant` (101, HA),
     /// `jellyfin` (103), template `debian-12-template` (9000); containers `pihole` (102) and
@@ -394,6 +438,32 @@ mod tests {
                 .any(|g| g.name.as_deref() == Some("nextcloud") && g.agent == "running")
         );
         assert!(!format!("{:?}", spec.users).contains(DEFAULT_TOKEN_SECRET));
+    }
+
+    #[test]
+    fn generated_guests_are_spread_over_the_nodes_and_skip_used_vmids() {
+        let mut spec = SeedSpec::default_cluster();
+        let first = SeedSpec::FIRST_GENERATED_VMID;
+        spec.guests.push(GuestSpec {
+            vmid: first + 1,
+            ..spec.guests[0].clone()
+        });
+        let before = spec.guests.len();
+        let spec = spec.with_generated_guests(4);
+        let added: Vec<(u32, &str)> = spec.guests[before..]
+            .iter()
+            .map(|g| (g.vmid, g.node.as_str()))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                (first, "pve1"),
+                (first + 2, "pve2"),
+                (first + 3, "pve3"),
+                (first + 4, "pve1")
+            ]
+        );
+        assert!(spec.guests[before..].iter().all(|g| g.status == "running"));
     }
 
     #[test]
