@@ -28,6 +28,8 @@ enum Command {
     Pvesim(pvesim::cli::PvesimArgs),
     /// Run the whole product on embedded defaults: no cluster and no Proxmox needed.
     Demo(demo::DemoArgs),
+    /// Restore a backup (a PVE volid or chunkstore/<id>) as a new guest; never overwrites one.
+    Restore(controllers::restore_cli::RestoreArgs),
 }
 
 /// 128 + SIGPIPE: what a shell reports for a tool that SIGPIPE ended.
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         // the examples against pvesim" works as written.
         Command::Pvesim(args) => demo::sim_seed().and_then(|seed| block_on(pvesim::cli::run(args, seed))),
         Command::Demo(args) => block_on(demo::run(args)),
+        Command::Restore(args) => block_on(controllers::restore_cli::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod kit;
 pub mod proxmox_cluster;
 pub mod pve;
+pub mod restore_cli;
 pub mod runtime;
 pub mod service;
 

@@ -924,3 +924,116 @@ async fn the_pve_api_down_mid_run_delays_the_run_without_failing_or_repeating_it
     );
     assert_eq!(lab.vzdump_tasks(), 1);
 }
+
+/// `homelab-autopilot restore` as a user runs it, against the simulator.
+async fn restore_cli(lab: &BackupLab, args: &[&str]) -> std::process::Output {
+    let secret = lab.store.path().join("token-secret");
+    std::fs::write(&secret, lab.sim.token_secret()).unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_homelab-autopilot"))
+        .arg("restore")
+        .args(args)
+        .args(["--endpoint", lab.sim.url(), "--token-id", lab.sim.token_id()])
+        .arg("--token-secret-file")
+        .arg(&secret)
+        .args(["--fingerprint", lab.sim.fingerprint()])
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn restore_puts_a_chunk_store_or_storage_backup_on_a_free_vmid_and_never_overwrites() {
+    let mut lab = BackupLab::start().await;
+    let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
+    lab.apply_policy(&format!(
+        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
+         stagingPath: '{}'}}}}\n",
+        staging.display()
+    ));
+    let status = lab.run_now().await;
+    let id = status.services[0].volid.clone().unwrap();
+    assert!(id.starts_with("chunkstore/"));
+    let repo = lab.store.path().join("repo");
+    let chunk_args = [
+        "--store",
+        repo.to_str().unwrap(),
+        "--staging-storage",
+        "nfs-backup",
+        "--staging-path",
+        staging.to_str().unwrap(),
+    ];
+
+    // Onto a VMID in use: refused before anything happens.
+    let taken = restore_cli(
+        &lab,
+        &[
+            &[id.as_str(), "--node", "pve1", "--vmid", "200", "--type", "vm"][..],
+            &chunk_args[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(!taken.status.success());
+    let err = String::from_utf8_lossy(&taken.stderr);
+    assert!(err.contains("VMID 200 is in use"), "{err}");
+    assert!(lab.backups("nfs-backup", 200).is_empty(), "nothing staged");
+
+    // Onto a free VMID: reassembled on the staging storage, restored, staged file removed.
+    let ok = restore_cli(
+        &lab,
+        &[
+            &[
+                id.as_str(),
+                "--node",
+                "pve1",
+                "--vmid",
+                "300",
+                "--type",
+                "vm",
+                "--unique",
+            ][..],
+            &chunk_args[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.contains("restored: vm 300 on pve1"), "{out}");
+    let restored = lab.sim.state(|c| c.guests.get(&300).map(|g| g.node.clone()));
+    assert_eq!(restored.as_deref(), Some("pve1"));
+    assert!(
+        lab.backups("nfs-backup", 200).is_empty(),
+        "the staged archive is removed"
+    );
+
+    // A plain storage backup (a PVE volid) restores the same way.
+    lab.apply_policy("  services: {names: [gitea]}\n  destination: {storage: {storage: nfs-backup}}\n");
+    let st = lab.run_now().await;
+    let volid = st
+        .services
+        .iter()
+        .find(|s| s.name == "gitea")
+        .unwrap()
+        .volid
+        .clone()
+        .unwrap();
+    let node = lab.sim.state(|c| c.guests[&201].node.clone());
+    let ct = restore_cli(
+        &lab,
+        &[
+            volid.as_str(),
+            "--node",
+            &node,
+            "--vmid",
+            "301",
+            "--type",
+            "lxc",
+            "--storage",
+            "local-lvm",
+        ],
+    )
+    .await;
+    assert!(ct.status.success(), "{}", String::from_utf8_lossy(&ct.stderr));
+    assert!(lab.sim.state(|c| c.guests.contains_key(&301)));
+}

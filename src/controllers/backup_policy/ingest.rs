@@ -19,8 +19,8 @@ use crate::crd::common::Retention;
 
 /// Tag of every snapshot a policy stores: the policy's UID.
 pub const TAG_POLICY: &str = "autopilot-policy-uid";
-/// Tag: the staged archive's volid the snapshot was read from.
-pub const TAG_STAGED: &str = "staged-volid";
+/// Tag: the staged archive's volid the snapshot was read from (restore reads its file name).
+pub use crate::controllers::pve::restore::TAG_STAGED;
 /// Tag: the run id.
 pub const TAG_RUN: &str = "run";
 /// Age below which `gc` leaves unreferenced files alone (a concurrent backup may still need

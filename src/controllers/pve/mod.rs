@@ -12,6 +12,7 @@ pub mod read;
 pub mod reasons;
 pub mod recheck;
 pub mod resolve;
+pub mod restore;
 pub mod selector;
 pub mod snapshot;
 pub mod task;
