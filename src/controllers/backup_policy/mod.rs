@@ -13,6 +13,9 @@ pub mod ingest;
 pub mod plan;
 pub mod reasons;
 
+#[cfg(test)]
+mod kube_tests;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -286,16 +289,18 @@ impl Pass<'_> {
             &self.spec.services,
             &self.spec.cluster_ref.name,
         );
+        if let Err(u) = &self.input.access.client {
+            // Runs still start on time (recorded first); they wait for the cluster.
+            self.blocked = Some((u.reason.clone(), u.message.clone()));
+            self.soon(self.input.access.resync.min(Duration::from_secs(60)));
+        }
         if self.status.current_run.is_none() {
             self.maybe_start(&schedule, &selection, dest);
         }
         if self.status.current_run.is_some() {
             match &self.input.access.client {
                 Ok(client) => self.advance(client, dest, &schedule, &selection).await,
-                Err(u) => {
-                    self.blocked = Some((u.reason.clone(), u.message.clone()));
-                    self.soon(self.input.access.resync.min(Duration::from_secs(60)));
-                }
+                Err(_) => {}
             }
         }
         self.status.next_run_time = if self.spec.suspend {

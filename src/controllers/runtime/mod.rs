@@ -39,7 +39,7 @@ pub mod leader;
 pub mod status;
 
 #[cfg(test)]
-mod api_mock;
+pub(crate) mod api_mock;
 
 use self::{
     backoff::{BackoffPolicy, BackoffTracker},
