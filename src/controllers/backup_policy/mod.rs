@@ -298,9 +298,9 @@ impl Pass<'_> {
             self.maybe_start(&schedule, &selection, dest);
         }
         if self.status.current_run.is_some() {
-            match &self.input.access.client {
-                Ok(client) => self.advance(client, dest, &schedule, &selection).await,
-                Err(_) => {}
+            // Without a client the run waits (Ready says why).
+            if let Ok(client) = &self.input.access.client {
+                self.advance(client, dest, &schedule, &selection).await;
             }
         }
         self.status.next_run_time = if self.spec.suspend {
