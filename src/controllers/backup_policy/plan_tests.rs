@@ -155,3 +155,60 @@ fn human_bytes_reads_like_kubectl_columns() {
     assert_eq!(human_bytes(512), "512 B");
     assert_eq!(human_bytes(13_314_398_618), "12.4 GiB");
 }
+
+#[test]
+fn status_of_30_services_stays_well_under_100_kib() {
+    use crate::crd::backup_policy::BackupPolicyStatus;
+    let long = "x".repeat(300);
+    let mut items = Vec::new();
+    let mut services = Vec::new();
+    for n in 0..30 {
+        let name = format!("service-with-a-long-name-{n:02}");
+        let mut i = item(&name, Some("pve-node-with-long-name"), BackupItemState::Failed);
+        i.upid = Some(
+            "UPID:pve-node-with-long-name:0001A2B3:0C4D5E6F:6650A1B2:vzdump:200:autopilot@pve!operator:"
+                .into(),
+        );
+        i.volid = Some(format!("pbs-homelab:backup/vm/{n}/2026-06-01T02:30:00Z"));
+        i.staged_volid = Some(format!(
+            "nfs-staging:backup/vzdump-qemu-{n}-2026_06_01-02_30_00.vma"
+        ));
+        i.start_time = Some(at(0));
+        i.completion_time = Some(at(60));
+        i.size_bytes = Some(1 << 40);
+        i.stored_bytes = Some(1 << 30);
+        i.attempts = Some(40);
+        i.next_attempt_time = Some(at(90));
+        i.reason = Some("GuestLocked".into());
+        i.message = long.clone();
+        items.push(i);
+        services.push(ServiceBackupStatus {
+            name,
+            vmid: 200 + n,
+            result: BackupResult::Failed,
+            last_attempt_time: Some(at(60)),
+            last_success_time: Some(at(-86400)),
+            volid: Some(format!("pbs-homelab:backup/vm/{n}/2026-05-31T02:30:00Z")),
+            size_bytes: Some(1 << 40),
+            verified: Some(true),
+            duration_seconds: Some(3600),
+            stored_bytes: Some(1 << 30),
+            message: long.clone(),
+        });
+    }
+    let run = BackupRun {
+        run_id: "20260601-023000".into(),
+        scheduled_time: at(0),
+        start_time: at(0),
+        request: Some("r".repeat(256)),
+        items,
+    };
+    let status = BackupPolicyStatus {
+        last_backup: Some(summarize(&run, at(60))),
+        current_run: Some(run),
+        services,
+        ..BackupPolicyStatus::default()
+    };
+    let bytes = serde_json::to_vec(&status).unwrap().len();
+    assert!(bytes < 100 * 1024, "{bytes} bytes");
+}
