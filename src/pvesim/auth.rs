@@ -27,6 +27,34 @@ pub(crate) struct User {
     pub(crate) password: String,
     /// Token name -> secret.
     pub(crate) tokens: BTreeMap<String, String>,
+    /// The user's ACL (`None`: every privilege, the simulator's default for its users).
+    pub(crate) acl: Option<Vec<AclEntry>>,
+    /// Privilege-separated tokens (`privsep=1`) and their own ACL; a token not listed here has
+    /// its user's privileges.
+    pub(crate) token_acls: BTreeMap<String, Vec<AclEntry>>,
+}
+
+/// One ACL entry: privileges granted on a path (`/`, `/storage/pbs`, `/vms/100`), and below it
+/// when `propagate` (PVE's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AclEntry {
+    pub(crate) path: String,
+    pub(crate) privs: Vec<String>,
+    pub(crate) propagate: bool,
+}
+
+impl AclEntry {
+    fn grants(&self, path: &str, privilege: &str) -> bool {
+        let own = self.path.trim_end_matches('/');
+        let applies = path == self.path
+            || path.trim_end_matches('/') == own
+            || (self.propagate && (own.is_empty() || path.starts_with(&format!("{own}/"))));
+        applies && self.privs.iter().any(|p| p == privilege)
+    }
+}
+
+fn acl_grants(acl: Option<&[AclEntry]>, path: &str, privilege: &str) -> bool {
+    acl.is_none_or(|entries| entries.iter().any(|e| e.grants(path, privilege)))
 }
 
 impl std::fmt::Debug for User {
@@ -92,6 +120,35 @@ impl Auth {
 
     fn key(&self) -> [u8; 32] {
         *self.key.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `$rpcenv->check($user, $path, [$privilege])`: `root@pam` may do anything; others need
+    /// the privilege on `path` (a privilege-separated token: in its user's ACL and its own).
+    /// Fails like PVE: HTTP 403 `Permission check failed (<path>, <privilege>)`.
+    pub(crate) fn check(&self, caller: &Caller, path: &str, privilege: &str) -> Result<(), ApiError> {
+        let allowed = match caller {
+            Caller::Anonymous => false,
+            Caller::User { userid } => {
+                userid == "root@pam"
+                    || self
+                        .users
+                        .get(userid)
+                        .is_some_and(|u| acl_grants(u.acl.as_deref(), path, privilege))
+            }
+            Caller::Token { userid, tokenid } => self.users.get(userid).is_some_and(|u| {
+                let user_ok = userid == "root@pam" || acl_grants(u.acl.as_deref(), path, privilege);
+                let token_ok = u
+                    .token_acls
+                    .get(tokenid)
+                    .is_none_or(|acl| acl_grants(Some(acl), path, privilege));
+                user_ok && token_ok
+            }),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(&format!("{path}, {privilege}")))
+        }
     }
 
     /// Invalidates every ticket issued so far by rotating the signing key.
@@ -280,9 +337,43 @@ mod tests {
             User {
                 password: "pw".into(),
                 tokens,
+                ..User::default()
             },
         );
         Auth::new(users, [7; 32])
+    }
+
+    #[test]
+    fn privilege_checks_follow_acl_paths_and_token_separation() {
+        let entry = |path: &str, privs: &[&str]| AclEntry {
+            path: path.into(),
+            privs: privs.iter().map(|p| (*p).to_string()).collect(),
+            propagate: true,
+        };
+        let mut users = BTreeMap::new();
+        let mut token_acls = BTreeMap::new();
+        token_acls.insert("backup".to_string(), vec![entry("/storage/pbs", &["Datastore.Allocate"])]);
+        users.insert(
+            "ops@pve".to_string(),
+            User {
+                acl: Some(vec![entry("/", &["Sys.Modify", "Datastore.Allocate"])]),
+                token_acls,
+                ..User::default()
+            },
+        );
+        let auth = Auth::new(users, [7; 32]);
+        let user = Caller::User { userid: "ops@pve".into() };
+        let token = Caller::Token { userid: "ops@pve".into(), tokenid: "backup".into() };
+        let full = Caller::Token { userid: "ops@pve".into(), tokenid: "other".into() };
+        assert!(auth.check(&user, "/", "Sys.Modify").is_ok());
+        assert!(auth.check(&user, "/storage/local", "Datastore.Allocate").is_ok());
+        assert!(auth.check(&full, "/", "Sys.Modify").is_ok(), "no privsep: the user's privileges");
+        let e = auth.check(&token, "/", "Sys.Modify").unwrap_err();
+        assert_eq!((e.status, e.message.as_str()), (403, "Permission check failed (/, Sys.Modify)\n"));
+        assert!(auth.check(&token, "/storage/pbs", "Datastore.Allocate").is_ok());
+        assert!(auth.check(&token, "/storage/local", "Datastore.Allocate").is_err());
+        assert!(auth.check(&user, "/", "VM.Backup").is_err());
+        assert!(auth.check(&Caller::User { userid: "root@pam".into() }, "/", "Sys.Modify").is_ok());
     }
 
     #[test]
