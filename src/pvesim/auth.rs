@@ -203,6 +203,27 @@ impl Auth {
         let (full, secret) = value
             .rsplit_once('=')
             .ok_or_else(|| ApiError::unauthorized("no tokenid specified"))?;
+        self.verify_token_parts(full, secret)
+    }
+
+    /// A PBS API token (`Authorization: PBSAPIToken=user@realm!name:secret`, or with a space
+    /// instead of `=`), checked against the same users as PVE's tokens.
+    pub(crate) fn authenticate_pbs(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        let value = authorization
+            .map(str::trim)
+            .and_then(|h| h.strip_prefix("PBSAPIToken"))
+            .and_then(|rest| rest.strip_prefix('=').or_else(|| rest.strip_prefix(' ')))
+            .ok_or_else(|| {
+                ApiError::unauthorized("authentication failed - no authentication credentials provided.")
+            })?;
+        let (full, secret) = value
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| ApiError::unauthorized("authentication failed - invalid API token"))?;
+        self.verify_token_parts(full, secret)
+    }
+
+    fn verify_token_parts(&self, full: &str, secret: &str) -> Result<Caller, ApiError> {
         let (userid, tokenid) = split_tokenid(full).ok_or_else(|| {
             ApiError::unauthorized(format!(
                 "'{full}' is not a valid token ID - not able to split into user and token parts"
@@ -352,7 +373,10 @@ mod tests {
         };
         let mut users = BTreeMap::new();
         let mut token_acls = BTreeMap::new();
-        token_acls.insert("backup".to_string(), vec![entry("/storage/pbs", &["Datastore.Allocate"])]);
+        token_acls.insert(
+            "backup".to_string(),
+            vec![entry("/storage/pbs", &["Datastore.Allocate"])],
+        );
         users.insert(
             "ops@pve".to_string(),
             User {
@@ -362,18 +386,44 @@ mod tests {
             },
         );
         let auth = Auth::new(users, [7; 32]);
-        let user = Caller::User { userid: "ops@pve".into() };
-        let token = Caller::Token { userid: "ops@pve".into(), tokenid: "backup".into() };
-        let full = Caller::Token { userid: "ops@pve".into(), tokenid: "other".into() };
+        let user = Caller::User {
+            userid: "ops@pve".into(),
+        };
+        let token = Caller::Token {
+            userid: "ops@pve".into(),
+            tokenid: "backup".into(),
+        };
+        let full = Caller::Token {
+            userid: "ops@pve".into(),
+            tokenid: "other".into(),
+        };
         assert!(auth.check(&user, "/", "Sys.Modify").is_ok());
         assert!(auth.check(&user, "/storage/local", "Datastore.Allocate").is_ok());
-        assert!(auth.check(&full, "/", "Sys.Modify").is_ok(), "no privsep: the user's privileges");
+        assert!(
+            auth.check(&full, "/", "Sys.Modify").is_ok(),
+            "no privsep: the user's privileges"
+        );
         let e = auth.check(&token, "/", "Sys.Modify").unwrap_err();
-        assert_eq!((e.status, e.message.as_str()), (403, "Permission check failed (/, Sys.Modify)\n"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (403, "Permission check failed (/, Sys.Modify)\n")
+        );
         assert!(auth.check(&token, "/storage/pbs", "Datastore.Allocate").is_ok());
-        assert!(auth.check(&token, "/storage/local", "Datastore.Allocate").is_err());
+        assert!(
+            auth.check(&token, "/storage/local", "Datastore.Allocate")
+                .is_err()
+        );
         assert!(auth.check(&user, "/", "VM.Backup").is_err());
-        assert!(auth.check(&Caller::User { userid: "root@pam".into() }, "/", "Sys.Modify").is_ok());
+        assert!(
+            auth.check(
+                &Caller::User {
+                    userid: "root@pam".into()
+                },
+                "/",
+                "Sys.Modify"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

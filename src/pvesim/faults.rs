@@ -137,7 +137,47 @@ pub enum Fault {
         /// Seconds to add.
         seconds: i64,
     },
-    /// Remove endpoint and task faults (nodes, quorum and clock stay as they are).
+    /// At most `avail_bytes` stay free on a storage (0: full): a backup that does not fit fails
+    /// with `No space left on device` and leaves no partial archive.
+    #[serde(rename_all = "camelCase")]
+    StorageFull {
+        /// Storage id.
+        storage: String,
+        /// Bytes left free.
+        #[serde(default)]
+        avail_bytes: u64,
+    },
+    /// Lifts a `storage-full` fault.
+    StorageFree {
+        /// Storage id.
+        storage: String,
+    },
+    /// The next `count` PBS snapshots verified (of guest `vmid`, or any) are damaged: their
+    /// verification (and every later one) ends `failed`.
+    PbsVerifyFailure {
+        /// Only snapshots of this guest.
+        #[serde(default)]
+        vmid: Option<u32>,
+        /// How many snapshots.
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// Whether PBS verifies new snapshots right after the backup (default on); off, a new
+    /// snapshot has no `verification` until a verify task ran.
+    PbsVerifyNew {
+        /// On or off.
+        enabled: bool,
+    },
+    /// Sets the verification state of a PBS snapshot (`ok`, `failed`; absent: never verified).
+    PbsVerification {
+        /// The PVE volid, e.g. `pbs:backup/vm/100/2026-01-01T00:00:00Z`.
+        volid: String,
+        /// `ok`, `failed` or absent.
+        #[serde(default)]
+        state: Option<String>,
+    },
+    /// Remove endpoint, task, storage-full and PBS verification faults (nodes, quorum, clock and
+    /// verification results stay as they are).
     Clear,
 }
 
@@ -150,7 +190,9 @@ impl FromStr for Fault {
 
     /// `NAME[=VALUE][@METHOD PATH]`, e.g. `error-rate=0.2@GET /cluster/resources`,
     /// `fail-next=3@POST /nodes/{node}/vzdump`, `latency=250ms`, `drop-rate=0.1`,
-    /// `node-offline=pve2`, `quorum-loss`, `task-failure=vzdump`, `expire-tickets`.
+    /// `node-offline=pve2`, `quorum-loss`, `task-failure=vzdump`, `expire-tickets`,
+    /// `storage-full=local` (or `storage-full=local:1048576` bytes left), `storage-free=local`,
+    /// `pbs-verify-failure` (or `=100` for one guest), `pbs-verify-new=false`.
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let (head, target) = match spec.split_once('@') {
             Some((h, t)) => (h.trim(), Some(t.trim())),
@@ -210,9 +252,39 @@ impl FromStr for Fault {
                 });
             }
             "expire-tickets" => return Ok(Fault::ExpireTickets),
+            "storage-full" => {
+                let v = need("storage[:avail bytes]")?;
+                let (storage, avail) = v.split_once(':').unwrap_or((v, "0"));
+                let avail_bytes = avail
+                    .parse::<u64>()
+                    .map_err(|_| format!("fault '{name}': expected bytes after ':', got '{avail}'"))?;
+                return Ok(Fault::StorageFull {
+                    storage: storage.to_string(),
+                    avail_bytes,
+                });
+            }
+            "storage-free" => {
+                return Ok(Fault::StorageFree {
+                    storage: need("storage")?.to_string(),
+                });
+            }
+            "pbs-verify-failure" => {
+                let vmid = value
+                    .map(|v| {
+                        v.parse::<u32>()
+                            .map_err(|_| format!("fault '{name}': expected a VMID, got '{v}'"))
+                    })
+                    .transpose()?;
+                return Ok(Fault::PbsVerifyFailure { vmid, count: 1 });
+            }
+            "pbs-verify-new" => {
+                return Ok(Fault::PbsVerifyNew {
+                    enabled: value != Some("0") && value != Some("false"),
+                });
+            }
             _ => {
                 return Err(format!(
-                    "unknown fault '{name}' (use error-rate, fail-next, drop-rate, drop-next, latency, node-offline, node-online, quorum-loss, task-failure, expire-tickets)"
+                    "unknown fault '{name}' (use error-rate, fail-next, drop-rate, drop-next, latency, node-offline, node-online, quorum-loss, task-failure, expire-tickets, storage-full, storage-free, pbs-verify-failure, pbs-verify-new)"
                 ));
             }
         }

@@ -32,6 +32,7 @@ mod faults;
 mod handle;
 mod http;
 mod journal;
+pub mod pbs;
 mod router;
 mod routes;
 mod schema;
@@ -133,6 +134,10 @@ pub struct SimConfig {
     pub node_listeners: bool,
     /// Faults active from the start.
     pub faults: Vec<Fault>,
+    /// Also serve the simulated Proxmox Backup Server's API here (HTTPS with its own
+    /// self-signed certificate, or plain HTTP with `plain_http`): its datastores hold the
+    /// snapshots of the cluster's `pbs` storages. See [`SimHandle::pbs_url`].
+    pub pbs_listen: Option<SocketAddr>,
     /// Where the cluster CA and the node certificates are kept across restarts (created when
     /// missing); `None`: new ones on every start.
     pub state_dir: Option<PathBuf>,
@@ -151,6 +156,7 @@ impl Default for SimConfig {
             task_durations: BTreeMap::new(),
             node_listeners: false,
             faults: Vec::new(),
+            pbs_listen: None,
             state_dir: None,
         }
     }
@@ -220,7 +226,36 @@ impl Shared {
             } => self.faults.add_task_failure(&task_type, &message, count),
             Fault::ExpireTickets => self.auth.expire_tickets(),
             Fault::AdvanceClock { seconds } => self.clock.advance(seconds),
-            Fault::Clear => self.faults.clear(),
+            Fault::StorageFull { storage, avail_bytes } => {
+                let mut cluster = self.cluster();
+                let s = cluster
+                    .storages
+                    .get_mut(&storage)
+                    .ok_or_else(|| format!("storage '{storage}' does not exist"))?;
+                s.avail_limit = Some(avail_bytes);
+            }
+            Fault::StorageFree { storage } => {
+                let mut cluster = self.cluster();
+                let s = cluster
+                    .storages
+                    .get_mut(&storage)
+                    .ok_or_else(|| format!("storage '{storage}' does not exist"))?;
+                s.avail_limit = None;
+            }
+            Fault::PbsVerifyFailure { vmid, count } => self.cluster().pbs.add_verify_failure(vmid, count),
+            Fault::PbsVerifyNew { enabled } => self.cluster().pbs.verify_new = enabled,
+            Fault::PbsVerification { volid, state } => {
+                let now = self.clock.now();
+                pbs::set_verification(&mut self.cluster(), &volid, state.as_deref(), now)?;
+            }
+            Fault::Clear => {
+                self.faults.clear();
+                let mut cluster = self.cluster();
+                cluster.pbs.clear_faults();
+                for s in cluster.storages.values_mut() {
+                    s.avail_limit = None;
+                }
+            }
         }
         Ok(())
     }

@@ -87,7 +87,11 @@ async fn vzdump_option_permissions_follow_pve_9_1() {
     let r = pruner
         .post(
             "/nodes/pve1/vzdump",
-            &[("vmid", "100"), ("storage", "pbs"), ("prune-backups", "keep-last=1")],
+            &[
+                ("vmid", "100"),
+                ("storage", "pbs"),
+                ("prune-backups", "keep-last=1"),
+            ],
         )
         .await;
     assert_eq!(r.status, 403, "{}", r.raw);

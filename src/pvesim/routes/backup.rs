@@ -82,7 +82,11 @@ fn check_permissions(ctx: &Ctx<'_>) -> ApiResult<()> {
         if ctx.params.has("prune-backups") || ctx.params.has("maxfiles") {
             auth.check(ctx.caller, &format!("/storage/{storage}"), "Datastore.Allocate")?;
         }
-        auth.check(ctx.caller, &format!("/storage/{storage}"), "Datastore.AllocateSpace")?;
+        auth.check(
+            ctx.caller,
+            &format!("/storage/{storage}"),
+            "Datastore.AllocateSpace",
+        )?;
     }
     if let Some(list) = ctx.params.str("vmid") {
         for vmid in split_list(&list) {
@@ -329,8 +333,9 @@ async fn run_job(
 
 /// `GET /nodes/{node}/vzdump/extractconfig`: the guest config stored in the archive.
 pub(crate) fn extractconfig(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
+    let node = ctx.node()?;
     let volid = ctx.req("volume")?;
-    let b = super::storage::find_backup(ctx.cluster, &volid)?;
+    let b = super::storage::find_backup_on(ctx.cluster, &node, &volid)?;
     if let Some(i) = b.pbs {
         let config = ctx
             .cluster

@@ -225,6 +225,7 @@ pub(crate) fn build_cluster(
                 prune_backups: s.prune_backups.clone(),
                 datastore: s.datastore.clone(),
                 server: s.server.clone(),
+                avail_limit: None,
             },
         );
     }
@@ -237,6 +238,7 @@ pub(crate) fn build_cluster(
         ha: BTreeMap::new(),
         pools: BTreeMap::new(),
         pbs_backups: Vec::new(),
+        pbs: Default::default(),
         quorum_lost: false,
         dump_root,
         vzdump_defaults: spec.vzdump_defaults.clone(),
