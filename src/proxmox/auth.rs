@@ -232,6 +232,20 @@ pub(crate) fn token_header(token_id: &str, secret: &Secret) -> Result<HeaderMap,
     Ok(h)
 }
 
+/// The PBS API token header: `PBSAPIToken=user@realm!name:secret` (a colon before the secret,
+/// where PVE has `=`).
+pub(crate) fn pbs_token_header(token_id: &str, secret: &Secret) -> Result<HeaderMap, Error> {
+    let mut h = HeaderMap::new();
+    h.insert(
+        AUTHORIZATION,
+        sensitive(
+            &format!("PBSAPIToken={token_id}:{}", secret.expose()),
+            "credentials.tokenSecret",
+        )?,
+    );
+    Ok(h)
+}
+
 /// The cookie (and, for non-GET requests, the CSRF header) for a ticket, marked sensitive.
 pub(crate) fn ticket_headers(ticket: &Ticket, with_csrf: bool) -> Result<HeaderMap, Error> {
     let mut h = HeaderMap::new();

@@ -63,7 +63,11 @@ pub struct Operation {
 }
 
 impl Operation {
-    const fn new(method: Method, path_template: &'static str, params: &'static [&'static str]) -> Self {
+    pub(crate) const fn new(
+        method: Method,
+        path_template: &'static str,
+        params: &'static [&'static str],
+    ) -> Self {
         let idempotent = matches!(method, Method::Get);
         Self {
             method,

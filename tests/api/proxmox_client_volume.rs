@@ -2,9 +2,7 @@
 //! PVE 9.1 permission rules of vzdump options, with a least-privilege API token.
 
 use homelab_autopilot::proxmox::api::{ContentKind, VolumeUpdate, VzdumpRequest};
-use homelab_autopilot::proxmox::{
-    ClientConfig, Credentials, Endpoint, Error, PveClient, Secret, TlsVerify,
-};
+use homelab_autopilot::proxmox::{ClientConfig, Credentials, Endpoint, Error, PveClient, Secret, TlsVerify};
 use homelab_autopilot::pvesim::SimConfig;
 use homelab_autopilot::pvesim::seed::{AclSpec, TokenSpec};
 
@@ -53,13 +51,14 @@ async fn update_volume(auth: AuthKind) {
         assert!(now.protected, "{storage}");
         let refused = c.delete_volume(&pve1, storage, &row.volid, Some(5)).await;
         let refused = match refused {
-            Ok(Some(task)) => {
-                crate::proxmox_client_common::wait(c, &task).await.map(|_| ())
-            }
+            Ok(Some(task)) => crate::proxmox_client_common::wait(c, &task).await.map(|_| ()),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
-        assert!(refused.is_err(), "a protected backup must not be deleted ({storage})");
+        assert!(
+            refused.is_err(),
+            "a protected backup must not be deleted ({storage})"
+        );
 
         // Only the protection changes; empty notes remove them.
         let unprotect = VolumeUpdate {
@@ -154,7 +153,9 @@ fn token_client(env: &Env, id: &str, secret: &str) -> PveClient {
 async fn vzdump_bwlimit_needs_sys_modify_and_prune_needs_datastore_allocate() {
     let Some(mut config) = sim_config() else { return };
     limited_tokens(&mut config);
-    let Some(env) = Env::start_with(Some(config), AuthKind::Token).await else { return };
+    let Some(env) = Env::start_with(Some(config), AuthKind::Token).await else {
+        return;
+    };
     let limited = token_client(&env, "backup", LIMITED_SECRET);
     let tuner = token_client(&env, "tuner", TUNER_SECRET);
     let pve1 = node("pve1");
@@ -177,7 +178,10 @@ async fn vzdump_bwlimit_needs_sys_modify_and_prune_needs_datastore_allocate() {
         bwlimit: None,
         ..req.clone()
     };
-    let task = limited.vzdump(&pve1, &plain).await.expect("vzdump without bwlimit");
+    let task = limited
+        .vzdump(&pve1, &plain)
+        .await
+        .expect("vzdump without bwlimit");
     crate::proxmox_client_common::wait(&limited, &task)
         .await
         .expect("backup task");
