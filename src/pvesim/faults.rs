@@ -428,6 +428,61 @@ mod tests {
     }
 
     #[test]
+    fn storage_and_pbs_fault_specs_parse() {
+        let parse = |s: &str| s.parse::<Fault>();
+        assert_eq!(
+            parse("storage-full=local"),
+            Ok(Fault::StorageFull {
+                storage: "local".into(),
+                avail_bytes: 0
+            })
+        );
+        assert_eq!(
+            parse("storage-full=pbs:4096"),
+            Ok(Fault::StorageFull {
+                storage: "pbs".into(),
+                avail_bytes: 4096
+            })
+        );
+        assert!(parse("storage-full=pbs:lots").is_err());
+        assert_eq!(
+            parse("storage-free=local"),
+            Ok(Fault::StorageFree {
+                storage: "local".into()
+            })
+        );
+        assert_eq!(
+            parse("pbs-verify-failure=100"),
+            Ok(Fault::PbsVerifyFailure {
+                vmid: Some(100),
+                count: 1
+            })
+        );
+        assert_eq!(
+            parse("pbs-verify-failure"),
+            Ok(Fault::PbsVerifyFailure { vmid: None, count: 1 })
+        );
+        assert_eq!(
+            parse("pbs-verify-new=false"),
+            Ok(Fault::PbsVerifyNew { enabled: false })
+        );
+        let json: Fault =
+            serde_json::from_str(r#"{"kind":"storage-full","storage":"local","availBytes":10}"#).unwrap();
+        assert_eq!(
+            json,
+            Fault::StorageFull {
+                storage: "local".into(),
+                avail_bytes: 10
+            }
+        );
+        let json: Fault = serde_json::from_str(
+            r#"{"kind":"pbs-verification","volid":"pbs:backup/vm/1/x","state":"failed"}"#,
+        )
+        .unwrap();
+        assert!(matches!(json, Fault::PbsVerification { state: Some(s), .. } if s == "failed"));
+    }
+
+    #[test]
     fn fail_next_counts_down_and_error_rate_is_deterministic_per_seed() {
         let faults = Faults::new(1);
         faults.add_endpoint(EndpointFault {

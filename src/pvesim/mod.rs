@@ -4,7 +4,9 @@
 //! wire: `{"data": ...}` envelopes, errors in the reason phrase, 400s with an `errors` map from
 //! validating every request against the official schema (`--schema`), 401s after a 3 s delay,
 //! asynchronous tasks with real UPIDs and logs, guest locks, migration between nodes, vzdump
-//! files written to a directory and read back on restore, and fault injection.
+//! files written to a directory and read back on restore, storage capacity, per-node local
+//! storages, fault injection, and (with [`SimConfig::pbs_listen`]) a Proxmox Backup Server API
+//! over the snapshots of the `pbs` storages (see [`pbs`]).
 //!
 //! Tests start it with [`Simulator::start`] on `127.0.0.1:0` and talk to it with plain HTTP
 //! clients; the [`SimHandle`] exposes credentials, the TLS fingerprint, fault injection and read
