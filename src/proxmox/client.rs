@@ -97,14 +97,9 @@ impl PveClient {
     }
 
     /// The transport of a PBS client: the same endpoints, TLS, timeouts, retries and metrics,
-    /// with PBS's token header (`PBSAPIToken=user@realm!name:secret`). API tokens only.
+    /// with PBS's token header (`PBSAPIToken=user@realm!name:secret`) or ticket cookie
+    /// (`PBSAuthCookie`).
     pub(crate) fn new_pbs(config: ClientConfig) -> Result<Self> {
-        if matches!(config.credentials, Credentials::Password { .. }) {
-            return Err(Error::Config {
-                field: "credentials",
-                message: "the PBS client authenticates with an API token (tokenId + tokenSecret) only".into(),
-            });
-        }
         Self::build(config, Dialect::Pbs)
     }
 
@@ -313,9 +308,10 @@ impl PveClient {
         if call.authenticated {
             req = match (&self.inner.auth, ticket) {
                 (AuthState::Token(h), _) => req.headers(h.clone()),
-                (AuthState::Ticket { .. }, Some(t)) => {
-                    req.headers(auth::ticket_headers(t, method != Method::Get)?)
-                }
+                (AuthState::Ticket { .. }, Some(t)) => req.headers(match self.inner.dialect {
+                    Dialect::Pve => auth::ticket_headers(t, method != Method::Get)?,
+                    Dialect::Pbs => auth::ticket_headers_named("PBSAuthCookie", t, method != Method::Get)?,
+                }),
                 (AuthState::Ticket { .. }, None) => req,
             };
         }

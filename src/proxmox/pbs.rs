@@ -2,8 +2,9 @@
 //! (start a verify task, poll it), datastore usage.
 //!
 //! It reuses the PVE client's transport ([`PveClient`]: endpoints, TLS pinning or CA, timeouts,
-//! retries of idempotent calls, metrics, redaction) with PBS's dialect: API tokens as
-//! `Authorization: PBSAPIToken=user@realm!name:secret`, errors as plain-text bodies, the
+//! retries of idempotent calls, metrics, redaction, ticket login and renewal) with PBS's
+//! dialect: API tokens as `Authorization: PBSAPIToken=user@realm!name:secret`, tickets as cookie
+//! `PBSAuthCookie` (+ `CSRFPreventionToken` on writes), errors as plain-text bodies, the
 //! `/api2/json` base on port 8007. Field names follow the PBS 4 API schema
 //! (`pbs-apischema.json`); every call goes through one of the [`ALL`] operations, checked against
 //! that schema by a unit test.
@@ -412,9 +413,9 @@ pub struct PbsClient {
 }
 
 impl PbsClient {
-    /// Builds a client from the PBS's endpoint (`https://pbs.lan:8007`), an API token
-    /// (`Credentials::ApiToken`, id `user@realm!name`; passwords are refused) and the TLS check
-    /// (usually the PBS certificate's fingerprint). Makes no request.
+    /// Builds a client from the PBS's endpoint (`https://pbs.lan:8007`), credentials (an API
+    /// token `user@realm!name`, or a user and password exchanged for a PBS ticket) and the TLS
+    /// check (usually the PBS certificate's fingerprint). Makes no request.
     pub fn new(config: ClientConfig) -> Result<Self> {
         Ok(Self {
             http: PveClient::new_pbs(config)?,

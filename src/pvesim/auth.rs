@@ -165,9 +165,16 @@ impl Auth {
     }
 
     /// A new ticket and CSRF token for `userid`.
+    #[cfg(test)]
     pub(crate) fn issue(&self, userid: &str, now: i64) -> (String, String) {
+        self.issue_for("PVE", userid, now)
+    }
+
+    /// A new ticket of `product` (`PVE`, or `PBS` for the simulated backup server) and its
+    /// CSRF token.
+    fn issue_for(&self, product: &str, userid: &str, now: i64) -> (String, String) {
         let stamp = format!("{:08X}", now.max(0));
-        let plain = format!("PVE:{userid}:{stamp}");
+        let plain = format!("{product}:{userid}:{stamp}");
         let ticket = format!("{plain}::{}", STANDARD.encode(self.sign(&plain)));
         let csrf_sig = STANDARD_NO_PAD.encode(self.sign(&format!("{stamp}:{userid}")));
         (ticket, format!("{stamp}:{csrf_sig}"))
@@ -183,8 +190,12 @@ impl Auth {
 
     /// The user a ticket belongs to, if it is genuine and not expired.
     pub(crate) fn verify_ticket(&self, ticket: &str, now: i64) -> Option<String> {
+        self.verify_ticket_for("PVE", ticket, now)
+    }
+
+    fn verify_ticket_for(&self, product: &str, ticket: &str, now: i64) -> Option<String> {
         let (plain, sig) = ticket.split_once("::")?;
-        let rest = plain.strip_prefix("PVE:")?;
+        let rest = plain.strip_prefix(product)?.strip_prefix(':')?;
         let (userid, stamp) = rest.rsplit_once(':')?;
         let sig = STANDARD.decode(sig).ok()?;
         (sig == self.sign(plain) && self.stamp_valid(stamp, now) && self.users.contains_key(userid))
@@ -279,6 +290,51 @@ impl Auth {
 
     /// `POST /access/ticket`: password login or ticket renewal.
     pub(crate) fn login(&self, params: &Params, cluster_name: &str, now: i64) -> Result<Value, ApiError> {
+        let (username, ticket, csrf) = self.login_for("PVE", params, now)?;
+        Ok(json!({
+            "username": username,
+            "ticket": ticket,
+            "CSRFPreventionToken": csrf,
+            "clustername": cluster_name,
+        }))
+    }
+
+    /// The simulated PBS's `POST /access/ticket`: a `PBS:` ticket for the same users.
+    pub(crate) fn login_pbs(&self, params: &Params, now: i64) -> Result<Value, ApiError> {
+        let (username, ticket, csrf) = self.login_for("PBS", params, now)?;
+        Ok(json!({ "username": username, "ticket": ticket, "CSRFPreventionToken": csrf }))
+    }
+
+    /// PBS requests with a ticket: cookie `PBSAuthCookie` (or `__Host-PBSAuthCookie`), plus the
+    /// `CSRFPreventionToken` header on every non-GET.
+    pub(crate) fn authenticate_pbs_ticket(
+        &self,
+        method: &str,
+        cookie: &str,
+        csrf: Option<&str>,
+        now: i64,
+    ) -> Option<Result<Caller, ApiError>> {
+        let ticket = extract_auth_value(Some(cookie), "__Host-PBSAuthCookie")
+            .or_else(|| extract_auth_value(Some(cookie), "PBSAuthCookie"))?;
+        let Some(userid) = self.verify_ticket_for("PBS", &ticket, now) else {
+            return Some(Err(ApiError::unauthorized(
+                "authentication failed - invalid ticket",
+            )));
+        };
+        if method != "GET" && !self.verify_csrf(&userid, csrf, now) {
+            return Some(Err(ApiError::unauthorized(
+                "authentication failed - invalid CSRF token",
+            )));
+        }
+        Some(Ok(Caller::User { userid }))
+    }
+
+    fn login_for(
+        &self,
+        product: &str,
+        params: &Params,
+        now: i64,
+    ) -> Result<(String, String, String), ApiError> {
         let failure = || ApiError::with_status(401, "authentication failure\n");
         let mut username = params.str("username").ok_or_else(failure)?;
         if !username.contains('@')
@@ -288,18 +344,13 @@ impl Auth {
         }
         let password = params.str("password").ok_or_else(failure)?;
         let user = self.users.get(&username).ok_or_else(failure)?;
-        let renewal =
-            password.starts_with("PVE:") && self.verify_ticket(&password, now).as_deref() == Some(&username);
+        let renewal = password.starts_with(&format!("{product}:"))
+            && self.verify_ticket_for(product, &password, now).as_deref() == Some(&username);
         if !renewal && !constant_time_eq(user.password.as_bytes(), password.as_bytes()) {
             return Err(failure());
         }
-        let (ticket, csrf) = self.issue(&username, now);
-        Ok(json!({
-            "username": username,
-            "ticket": ticket,
-            "CSRFPreventionToken": csrf,
-            "clustername": cluster_name,
-        }))
+        let (ticket, csrf) = self.issue_for(product, &username, now);
+        Ok((username, ticket, csrf))
     }
 }
 

@@ -161,21 +161,61 @@ async fn pbs_client_lists_verifies_and_deletes_snapshots() {
 }
 
 #[tokio::test]
-async fn pbs_client_refuses_passwords_and_bad_tokens_and_pins_the_pbs_certificate() {
+async fn pbs_client_logs_in_with_a_password_refuses_bad_tokens_and_pins_the_pbs_certificate() {
     let Some(env) = Env::start_with(sim_config_with_pbs(), AuthKind::Token).await else {
         return;
     };
     let url = env.sim.pbs_url().expect("pbs listener").to_owned();
     let pin = TlsVerify::Fingerprint(env.sim.pbs_fingerprint().expect("pbs fingerprint").to_owned());
-    let password = ClientConfig::new(
+    // A user and password: a PBS ticket (cookie PBSAuthCookie, CSRF header on writes).
+    let mut password = ClientConfig::new(
         vec![Endpoint::new(&url, 0)],
         Credentials::Password {
-            username: "root@pam".into(),
-            password: Secret::new("x"),
+            username: env.sim.username().into(),
+            password: Secret::new(env.sim.password()),
         },
         pin.clone(),
     );
-    assert!(matches!(PbsClient::new(password), Err(Error::Config { .. })));
+    crate::proxmox_client_common::fast_policy(&mut password);
+    let with_ticket = PbsClient::new(password.clone()).expect("client");
+    assert!(
+        with_ticket
+            .datastore_status("homelab")
+            .await
+            .expect("status")
+            .total
+            > 0
+    );
+    backup(&env, 100, "pve1").await;
+    let snap = with_ticket
+        .snapshots("homelab", &SnapshotFilter::default())
+        .await
+        .expect("snapshots")
+        .remove(0)
+        .snapshot_ref();
+    let upid = with_ticket
+        .verify_snapshot("homelab", &snap)
+        .await
+        .expect("verify is a write: the CSRF header goes with it");
+    assert_eq!(upid.auth_id(), env.sim.username());
+    with_ticket
+        .wait_task(
+            &upid,
+            Duration::from_millis(5),
+            tokio::time::Instant::now() + Duration::from_secs(20),
+        )
+        .await
+        .expect("verified");
+    password.credentials = Credentials::Password {
+        username: env.sim.username().into(),
+        password: Secret::new("wrong"),
+    };
+    let e = PbsClient::new(password)
+        .expect("client")
+        .datastore_status("homelab")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unauthorized { .. }), "{e:?}");
     let mut wrong = ClientConfig::new(
         vec![Endpoint::new(&url, 0)],
         Credentials::ApiToken {

@@ -1,5 +1,6 @@
 //! The PBS API listener (`--pbs-listen`): `https://HOST:8007/api2/json/...` with PBS API tokens
-//! (`Authorization: PBSAPIToken=user@realm!name:secret`), PBS's error format (HTTP 400 and the
+//! (`Authorization: PBSAPIToken=user@realm!name:secret`) or tickets (`POST /access/ticket`,
+//! cookie `PBSAuthCookie`, CSRF header on writes), PBS's error format (HTTP 400 and the
 //! plain message as body for most failures) and the endpoints an operator uses: `/version`,
 //! `/admin/datastore`, `.../snapshots` (list, delete), `.../verify`, `.../status`, and task
 //! status and log under `/nodes/{node}/tasks/{upid}`.
@@ -82,11 +83,15 @@ fn respond(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let header_text = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let authorization = header_text(header::AUTHORIZATION);
+    let cookie = header_text(header::COOKIE);
+    let csrf = header_text(header::HeaderName::from_static("csrfpreventiontoken"));
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -109,12 +114,28 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if let Some(q) = &query {
         params.merge_urlencoded(q);
     }
-    let result = match shared.auth.authenticate_pbs(authorization.as_deref()) {
-        Err(e) => Err(PbsError(
-            StatusCode::UNAUTHORIZED,
-            e.message.trim_end().to_string(),
-        )),
-        Ok(caller) => route(&shared, &caller, &method, &path, &params),
+    let now = shared.clock.now();
+    let result = if method == "POST" && path.trim_end_matches('/') == "/api2/json/access/ticket" {
+        shared
+            .auth
+            .login_pbs(&params, now)
+            .map_err(|e| PbsError(StatusCode::UNAUTHORIZED, e.message.trim_end().to_string()))
+    } else {
+        let caller = match cookie.as_deref().and_then(|c| {
+            shared
+                .auth
+                .authenticate_pbs_ticket(&method, c, csrf.as_deref(), now)
+        }) {
+            Some(result) => result,
+            None => shared.auth.authenticate_pbs(authorization.as_deref()),
+        };
+        match caller {
+            Err(e) => Err(PbsError(
+                StatusCode::UNAUTHORIZED,
+                e.message.trim_end().to_string(),
+            )),
+            Ok(caller) => route(&shared, &caller, &method, &path, &params),
+        }
     };
     match result {
         Ok(data) => respond(
