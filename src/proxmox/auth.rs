@@ -232,12 +232,35 @@ pub(crate) fn token_header(token_id: &str, secret: &Secret) -> Result<HeaderMap,
     Ok(h)
 }
 
+/// The PBS API token header: `PBSAPIToken=user@realm!name:secret` (a colon before the secret,
+/// where PVE has `=`).
+pub(crate) fn pbs_token_header(token_id: &str, secret: &Secret) -> Result<HeaderMap, Error> {
+    let mut h = HeaderMap::new();
+    h.insert(
+        AUTHORIZATION,
+        sensitive(
+            &format!("PBSAPIToken={token_id}:{}", secret.expose()),
+            "credentials.tokenSecret",
+        )?,
+    );
+    Ok(h)
+}
+
 /// The cookie (and, for non-GET requests, the CSRF header) for a ticket, marked sensitive.
 pub(crate) fn ticket_headers(ticket: &Ticket, with_csrf: bool) -> Result<HeaderMap, Error> {
+    ticket_headers_named("PVEAuthCookie", ticket, with_csrf)
+}
+
+/// [`ticket_headers`] with another cookie name (PBS: `PBSAuthCookie`).
+pub(crate) fn ticket_headers_named(
+    cookie: &str,
+    ticket: &Ticket,
+    with_csrf: bool,
+) -> Result<HeaderMap, Error> {
     let mut h = HeaderMap::new();
     h.insert(
         COOKIE,
-        sensitive(&format!("PVEAuthCookie={}", ticket.ticket.expose()), "ticket")?,
+        sensitive(&format!("{cookie}={}", ticket.ticket.expose()), "ticket")?,
     );
     if with_csrf {
         h.insert(

@@ -53,6 +53,15 @@ struct Inner {
     timeouts: Timeouts,
     retries: RetryPolicy,
     metrics: Option<ClientMetrics>,
+    dialect: Dialect,
+}
+
+/// Which server the client talks to: PVE, or a Proxmox Backup Server (its own token header,
+/// errors as plain-text bodies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Pve,
+    Pbs,
 }
 
 pub(crate) enum AuthState {
@@ -84,6 +93,17 @@ pub(crate) struct Envelope<T> {
 impl PveClient {
     /// Builds a client. Checks the configuration; makes no request.
     pub fn new(config: ClientConfig) -> Result<Self> {
+        Self::build(config, Dialect::Pve)
+    }
+
+    /// The transport of a PBS client: the same endpoints, TLS, timeouts, retries and metrics,
+    /// with PBS's token header (`PBSAPIToken=user@realm!name:secret`) or ticket cookie
+    /// (`PBSAuthCookie`).
+    pub(crate) fn new_pbs(config: ClientConfig) -> Result<Self> {
+        Self::build(config, Dialect::Pbs)
+    }
+
+    fn build(config: ClientConfig, dialect: Dialect) -> Result<Self> {
         if config.endpoints.is_empty() {
             return Err(Error::Config {
                 field: "endpoints",
@@ -124,7 +144,10 @@ impl PveClient {
         let auth = match &config.credentials {
             Credentials::ApiToken { token_id, secret } => {
                 redactor.add(secret);
-                AuthState::Token(auth::token_header(token_id, secret)?)
+                AuthState::Token(match dialect {
+                    Dialect::Pve => auth::token_header(token_id, secret)?,
+                    Dialect::Pbs => auth::pbs_token_header(token_id, secret)?,
+                })
             }
             Credentials::Password { username, password } => {
                 redactor.add(password);
@@ -145,6 +168,7 @@ impl PveClient {
                 timeouts: config.timeouts,
                 retries: config.retries,
                 metrics: config.metrics,
+                dialect,
             }),
         })
     }
@@ -284,9 +308,10 @@ impl PveClient {
         if call.authenticated {
             req = match (&self.inner.auth, ticket) {
                 (AuthState::Token(h), _) => req.headers(h.clone()),
-                (AuthState::Ticket { .. }, Some(t)) => {
-                    req.headers(auth::ticket_headers(t, method != Method::Get)?)
-                }
+                (AuthState::Ticket { .. }, Some(t)) => req.headers(match self.inner.dialect {
+                    Dialect::Pve => auth::ticket_headers(t, method != Method::Get)?,
+                    Dialect::Pbs => auth::ticket_headers_named("PBSAuthCookie", t, method != Method::Get)?,
+                }),
                 (AuthState::Ticket { .. }, None) => req,
             };
         }
@@ -328,6 +353,22 @@ impl PveClient {
         tracing::debug!(op = %call.op, endpoint = %endpoint, status = status.as_u16(), elapsed = ?started.elapsed(), "PVE call");
         if status.is_success() {
             return Ok(body.to_vec());
+        }
+        // PBS (proxmox-rest-server) sends the message itself as the body, not JSON.
+        if self.inner.dialect == Dialect::Pbs
+            && serde_json::from_slice::<serde_json::Value>(&body).is_err()
+            && !body.is_empty()
+        {
+            let text = String::from_utf8_lossy(&body);
+            let text = text.trim();
+            if !text.is_empty() && text.len() <= 4096 {
+                return Err(Error::from_response(
+                    status.as_u16(),
+                    Some(text),
+                    b"",
+                    &self.inner.redactor,
+                ));
+            }
         }
         let reason = reason.as_deref().or(status.canonical_reason());
         Err(Error::from_response(

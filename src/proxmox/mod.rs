@@ -1,4 +1,4 @@
-//! The typed Proxmox VE (and PBS) REST client. The simulator it is tested against is
+//! The typed Proxmox VE REST client, and a Proxmox Backup Server client ([`pbs`]). The simulator it is tested against is
 //! [`crate::pvesim`], which never imports this module.
 //!
 //! Never imports `kube` or `crate::controllers`: usable from the CLI, benches and tests.
@@ -16,6 +16,7 @@ pub(crate) mod decode;
 mod error;
 mod metrics;
 pub mod ops;
+pub mod pbs;
 mod request;
 mod task;
 mod tls;
@@ -38,6 +39,7 @@ pub use client::PveClient;
 pub use config::{ClientConfig, Endpoint, RetryPolicy, Timeouts, TlsVerify};
 pub use error::{Error, Result};
 pub use metrics::ClientMetrics;
+pub use pbs::PbsClient;
 pub use task::{LOG_TAIL_LINES, TaskExit, TaskLog, TaskLogLine, TaskRef, TaskStatus, TaskSuccess};
 /// The rustls configuration the client uses, for other HTTPS clients of the operator (HTTP
 /// health checks) that need the same trust options.

@@ -63,7 +63,11 @@ pub struct Operation {
 }
 
 impl Operation {
-    const fn new(method: Method, path_template: &'static str, params: &'static [&'static str]) -> Self {
+    pub(crate) const fn new(
+        method: Method,
+        path_template: &'static str,
+        params: &'static [&'static str],
+    ) -> Self {
         let idempotent = matches!(method, Method::Get);
         Self {
             method,
@@ -144,6 +148,9 @@ operations! {
     STORAGE_CONTENT = Get "/nodes/{node}/storage/{storage}/content" ["content", "vmid"];
     /// `DELETE /nodes/{node}/storage/{storage}/content/{volume}` (task `imgdel`, or null)
     STORAGE_VOLUME_DELETE = Delete "/nodes/{node}/storage/{storage}/content/{volume}" ["delay"];
+    /// `PUT /nodes/{node}/storage/{storage}/content/{volume}`: set a volume's notes or protection
+    /// (synchronous; setting the same values twice is harmless)
+    STORAGE_VOLUME_UPDATE = Put "/nodes/{node}/storage/{storage}/content/{volume}" ["notes", "protected"].retry_safe();
     /// `POST /nodes/{node}/vzdump` (task `vzdump`)
     VZDUMP = Post "/nodes/{node}/vzdump"
         ["vmid", "storage", "dumpdir", "mode", "compress", "notes-template", "remove", "protected", "bwlimit"];
@@ -333,6 +340,7 @@ mod tests {
             let declared = [
                 ACCESS_TICKET,
                 AGENT_PING,
+                STORAGE_VOLUME_UPDATE,
                 QEMU_CONFIG_UPDATE,
                 LXC_CONFIG_UPDATE,
                 AGENT_EXEC_STATUS,

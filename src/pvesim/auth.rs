@@ -27,6 +27,34 @@ pub(crate) struct User {
     pub(crate) password: String,
     /// Token name -> secret.
     pub(crate) tokens: BTreeMap<String, String>,
+    /// The user's ACL (`None`: every privilege, the simulator's default for its users).
+    pub(crate) acl: Option<Vec<AclEntry>>,
+    /// Privilege-separated tokens (`privsep=1`) and their own ACL; a token not listed here has
+    /// its user's privileges.
+    pub(crate) token_acls: BTreeMap<String, Vec<AclEntry>>,
+}
+
+/// One ACL entry: privileges granted on a path (`/`, `/storage/pbs`, `/vms/100`), and below it
+/// when `propagate` (PVE's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AclEntry {
+    pub(crate) path: String,
+    pub(crate) privs: Vec<String>,
+    pub(crate) propagate: bool,
+}
+
+impl AclEntry {
+    fn grants(&self, path: &str, privilege: &str) -> bool {
+        let own = self.path.trim_end_matches('/');
+        let applies = path == self.path
+            || path.trim_end_matches('/') == own
+            || (self.propagate && (own.is_empty() || path.starts_with(&format!("{own}/"))));
+        applies && self.privs.iter().any(|p| p == privilege)
+    }
+}
+
+fn acl_grants(acl: Option<&[AclEntry]>, path: &str, privilege: &str) -> bool {
+    acl.is_none_or(|entries| entries.iter().any(|e| e.grants(path, privilege)))
 }
 
 impl std::fmt::Debug for User {
@@ -94,6 +122,35 @@ impl Auth {
         *self.key.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `$rpcenv->check($user, $path, [$privilege])`: `root@pam` may do anything; others need
+    /// the privilege on `path` (a privilege-separated token: in its user's ACL and its own).
+    /// Fails like PVE: HTTP 403 `Permission check failed (<path>, <privilege>)`.
+    pub(crate) fn check(&self, caller: &Caller, path: &str, privilege: &str) -> Result<(), ApiError> {
+        let allowed = match caller {
+            Caller::Anonymous => false,
+            Caller::User { userid } => {
+                userid == "root@pam"
+                    || self
+                        .users
+                        .get(userid)
+                        .is_some_and(|u| acl_grants(u.acl.as_deref(), path, privilege))
+            }
+            Caller::Token { userid, tokenid } => self.users.get(userid).is_some_and(|u| {
+                let user_ok = userid == "root@pam" || acl_grants(u.acl.as_deref(), path, privilege);
+                let token_ok = u
+                    .token_acls
+                    .get(tokenid)
+                    .is_none_or(|acl| acl_grants(Some(acl), path, privilege));
+                user_ok && token_ok
+            }),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(&format!("{path}, {privilege}")))
+        }
+    }
+
     /// Invalidates every ticket issued so far by rotating the signing key.
     pub(crate) fn expire_tickets(&self) {
         let mut key = self.key.lock().unwrap_or_else(|p| p.into_inner());
@@ -108,9 +165,16 @@ impl Auth {
     }
 
     /// A new ticket and CSRF token for `userid`.
+    #[cfg(test)]
     pub(crate) fn issue(&self, userid: &str, now: i64) -> (String, String) {
+        self.issue_for("PVE", userid, now)
+    }
+
+    /// A new ticket of `product` (`PVE`, or `PBS` for the simulated backup server) and its
+    /// CSRF token.
+    fn issue_for(&self, product: &str, userid: &str, now: i64) -> (String, String) {
         let stamp = format!("{:08X}", now.max(0));
-        let plain = format!("PVE:{userid}:{stamp}");
+        let plain = format!("{product}:{userid}:{stamp}");
         let ticket = format!("{plain}::{}", STANDARD.encode(self.sign(&plain)));
         let csrf_sig = STANDARD_NO_PAD.encode(self.sign(&format!("{stamp}:{userid}")));
         (ticket, format!("{stamp}:{csrf_sig}"))
@@ -126,8 +190,12 @@ impl Auth {
 
     /// The user a ticket belongs to, if it is genuine and not expired.
     pub(crate) fn verify_ticket(&self, ticket: &str, now: i64) -> Option<String> {
+        self.verify_ticket_for("PVE", ticket, now)
+    }
+
+    fn verify_ticket_for(&self, product: &str, ticket: &str, now: i64) -> Option<String> {
         let (plain, sig) = ticket.split_once("::")?;
-        let rest = plain.strip_prefix("PVE:")?;
+        let rest = plain.strip_prefix(product)?.strip_prefix(':')?;
         let (userid, stamp) = rest.rsplit_once(':')?;
         let sig = STANDARD.decode(sig).ok()?;
         (sig == self.sign(plain) && self.stamp_valid(stamp, now) && self.users.contains_key(userid))
@@ -146,6 +214,27 @@ impl Auth {
         let (full, secret) = value
             .rsplit_once('=')
             .ok_or_else(|| ApiError::unauthorized("no tokenid specified"))?;
+        self.verify_token_parts(full, secret)
+    }
+
+    /// A PBS API token (`Authorization: PBSAPIToken=user@realm!name:secret`, or with a space
+    /// instead of `=`), checked against the same users as PVE's tokens.
+    pub(crate) fn authenticate_pbs(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        let value = authorization
+            .map(str::trim)
+            .and_then(|h| h.strip_prefix("PBSAPIToken"))
+            .and_then(|rest| rest.strip_prefix('=').or_else(|| rest.strip_prefix(' ')))
+            .ok_or_else(|| {
+                ApiError::unauthorized("authentication failed - no authentication credentials provided.")
+            })?;
+        let (full, secret) = value
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| ApiError::unauthorized("authentication failed - invalid API token"))?;
+        self.verify_token_parts(full, secret)
+    }
+
+    fn verify_token_parts(&self, full: &str, secret: &str) -> Result<Caller, ApiError> {
         let (userid, tokenid) = split_tokenid(full).ok_or_else(|| {
             ApiError::unauthorized(format!(
                 "'{full}' is not a valid token ID - not able to split into user and token parts"
@@ -201,6 +290,51 @@ impl Auth {
 
     /// `POST /access/ticket`: password login or ticket renewal.
     pub(crate) fn login(&self, params: &Params, cluster_name: &str, now: i64) -> Result<Value, ApiError> {
+        let (username, ticket, csrf) = self.login_for("PVE", params, now)?;
+        Ok(json!({
+            "username": username,
+            "ticket": ticket,
+            "CSRFPreventionToken": csrf,
+            "clustername": cluster_name,
+        }))
+    }
+
+    /// The simulated PBS's `POST /access/ticket`: a `PBS:` ticket for the same users.
+    pub(crate) fn login_pbs(&self, params: &Params, now: i64) -> Result<Value, ApiError> {
+        let (username, ticket, csrf) = self.login_for("PBS", params, now)?;
+        Ok(json!({ "username": username, "ticket": ticket, "CSRFPreventionToken": csrf }))
+    }
+
+    /// PBS requests with a ticket: cookie `PBSAuthCookie` (or `__Host-PBSAuthCookie`), plus the
+    /// `CSRFPreventionToken` header on every non-GET.
+    pub(crate) fn authenticate_pbs_ticket(
+        &self,
+        method: &str,
+        cookie: &str,
+        csrf: Option<&str>,
+        now: i64,
+    ) -> Option<Result<Caller, ApiError>> {
+        let ticket = extract_auth_value(Some(cookie), "__Host-PBSAuthCookie")
+            .or_else(|| extract_auth_value(Some(cookie), "PBSAuthCookie"))?;
+        let Some(userid) = self.verify_ticket_for("PBS", &ticket, now) else {
+            return Some(Err(ApiError::unauthorized(
+                "authentication failed - invalid ticket",
+            )));
+        };
+        if method != "GET" && !self.verify_csrf(&userid, csrf, now) {
+            return Some(Err(ApiError::unauthorized(
+                "authentication failed - invalid CSRF token",
+            )));
+        }
+        Some(Ok(Caller::User { userid }))
+    }
+
+    fn login_for(
+        &self,
+        product: &str,
+        params: &Params,
+        now: i64,
+    ) -> Result<(String, String, String), ApiError> {
         let failure = || ApiError::with_status(401, "authentication failure\n");
         let mut username = params.str("username").ok_or_else(failure)?;
         if !username.contains('@')
@@ -210,18 +344,13 @@ impl Auth {
         }
         let password = params.str("password").ok_or_else(failure)?;
         let user = self.users.get(&username).ok_or_else(failure)?;
-        let renewal =
-            password.starts_with("PVE:") && self.verify_ticket(&password, now).as_deref() == Some(&username);
+        let renewal = password.starts_with(&format!("{product}:"))
+            && self.verify_ticket_for(product, &password, now).as_deref() == Some(&username);
         if !renewal && !constant_time_eq(user.password.as_bytes(), password.as_bytes()) {
             return Err(failure());
         }
-        let (ticket, csrf) = self.issue(&username, now);
-        Ok(json!({
-            "username": username,
-            "ticket": ticket,
-            "CSRFPreventionToken": csrf,
-            "clustername": cluster_name,
-        }))
+        let (ticket, csrf) = self.issue_for(product, &username, now);
+        Ok((username, ticket, csrf))
     }
 }
 
@@ -280,9 +409,72 @@ mod tests {
             User {
                 password: "pw".into(),
                 tokens,
+                ..User::default()
             },
         );
         Auth::new(users, [7; 32])
+    }
+
+    #[test]
+    fn privilege_checks_follow_acl_paths_and_token_separation() {
+        let entry = |path: &str, privs: &[&str]| AclEntry {
+            path: path.into(),
+            privs: privs.iter().map(|p| (*p).to_string()).collect(),
+            propagate: true,
+        };
+        let mut users = BTreeMap::new();
+        let mut token_acls = BTreeMap::new();
+        token_acls.insert(
+            "backup".to_string(),
+            vec![entry("/storage/pbs", &["Datastore.Allocate"])],
+        );
+        users.insert(
+            "ops@pve".to_string(),
+            User {
+                acl: Some(vec![entry("/", &["Sys.Modify", "Datastore.Allocate"])]),
+                token_acls,
+                ..User::default()
+            },
+        );
+        let auth = Auth::new(users, [7; 32]);
+        let user = Caller::User {
+            userid: "ops@pve".into(),
+        };
+        let token = Caller::Token {
+            userid: "ops@pve".into(),
+            tokenid: "backup".into(),
+        };
+        let full = Caller::Token {
+            userid: "ops@pve".into(),
+            tokenid: "other".into(),
+        };
+        assert!(auth.check(&user, "/", "Sys.Modify").is_ok());
+        assert!(auth.check(&user, "/storage/local", "Datastore.Allocate").is_ok());
+        assert!(
+            auth.check(&full, "/", "Sys.Modify").is_ok(),
+            "no privsep: the user's privileges"
+        );
+        let e = auth.check(&token, "/", "Sys.Modify").unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (403, "Permission check failed (/, Sys.Modify)\n")
+        );
+        assert!(auth.check(&token, "/storage/pbs", "Datastore.Allocate").is_ok());
+        assert!(
+            auth.check(&token, "/storage/local", "Datastore.Allocate")
+                .is_err()
+        );
+        assert!(auth.check(&user, "/", "VM.Backup").is_err());
+        assert!(
+            auth.check(
+                &Caller::User {
+                    userid: "root@pam".into()
+                },
+                "/",
+                "Sys.Modify"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub struct PvesimArgs {
     /// Default: new certificates on every start, which breaks a pinned fingerprint.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Also serve a Proxmox Backup Server API here (e.g. 127.0.0.1:8007), with its own
+    /// self-signed certificate: its datastores hold the snapshots of the seed's `pbs` storages.
+    /// Authenticate with a seed API token as `PBSAPIToken=user@realm!name:secret`.
+    #[arg(long)]
+    pub pbs_listen: Option<SocketAddr>,
 }
 
 fn parse_time_scale(text: &str) -> Result<f64, String> {
@@ -138,6 +143,7 @@ pub async fn run(args: PvesimArgs, default_seed: SeedSpec) -> anyhow::Result<Exi
         task_durations: args.task_durations.iter().cloned().collect(),
         node_listeners: args.node_listeners,
         faults: args.faults.clone(),
+        pbs_listen: args.pbs_listen,
         state_dir: args.state_dir.clone(),
         clock_start: None,
     };
@@ -176,6 +182,12 @@ pub async fn run(args: PvesimArgs, default_seed: SeedSpec) -> anyhow::Result<Exi
                 handle.node_fingerprint(node).unwrap_or("none (plain HTTP)")
             );
         }
+    }
+    if let (Some(url), Some(fp)) = (handle.pbs_url(), handle.pbs_fingerprint()) {
+        println!(
+            "pvesim PBS listening on {url} fingerprint {}",
+            if fp.is_empty() { "none (plain HTTP)" } else { fp }
+        );
     }
     wait_for_signal().await;
     handle.shutdown().await;

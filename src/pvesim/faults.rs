@@ -137,7 +137,47 @@ pub enum Fault {
         /// Seconds to add.
         seconds: i64,
     },
-    /// Remove endpoint and task faults (nodes, quorum and clock stay as they are).
+    /// At most `avail_bytes` stay free on a storage (0: full): a backup that does not fit fails
+    /// with `No space left on device` and leaves no partial archive.
+    #[serde(rename_all = "camelCase")]
+    StorageFull {
+        /// Storage id.
+        storage: String,
+        /// Bytes left free.
+        #[serde(default)]
+        avail_bytes: u64,
+    },
+    /// Lifts a `storage-full` fault.
+    StorageFree {
+        /// Storage id.
+        storage: String,
+    },
+    /// The next `count` PBS snapshots verified (of guest `vmid`, or any) are damaged: their
+    /// verification (and every later one) ends `failed`.
+    PbsVerifyFailure {
+        /// Only snapshots of this guest.
+        #[serde(default)]
+        vmid: Option<u32>,
+        /// How many snapshots.
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// Whether PBS verifies new snapshots right after the backup (default on); off, a new
+    /// snapshot has no `verification` until a verify task ran.
+    PbsVerifyNew {
+        /// On or off.
+        enabled: bool,
+    },
+    /// Sets the verification state of a PBS snapshot (`ok`, `failed`; absent: never verified).
+    PbsVerification {
+        /// The PVE volid, e.g. `pbs:backup/vm/100/2026-01-01T00:00:00Z`.
+        volid: String,
+        /// `ok`, `failed` or absent.
+        #[serde(default)]
+        state: Option<String>,
+    },
+    /// Remove endpoint, task, storage-full and PBS verification faults (nodes, quorum, clock and
+    /// verification results stay as they are).
     Clear,
 }
 
@@ -150,7 +190,9 @@ impl FromStr for Fault {
 
     /// `NAME[=VALUE][@METHOD PATH]`, e.g. `error-rate=0.2@GET /cluster/resources`,
     /// `fail-next=3@POST /nodes/{node}/vzdump`, `latency=250ms`, `drop-rate=0.1`,
-    /// `node-offline=pve2`, `quorum-loss`, `task-failure=vzdump`, `expire-tickets`.
+    /// `node-offline=pve2`, `quorum-loss`, `task-failure=vzdump`, `expire-tickets`,
+    /// `storage-full=local` (or `storage-full=local:1048576` bytes left), `storage-free=local`,
+    /// `pbs-verify-failure` (or `=100` for one guest), `pbs-verify-new=false`.
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let (head, target) = match spec.split_once('@') {
             Some((h, t)) => (h.trim(), Some(t.trim())),
@@ -210,9 +252,39 @@ impl FromStr for Fault {
                 });
             }
             "expire-tickets" => return Ok(Fault::ExpireTickets),
+            "storage-full" => {
+                let v = need("storage[:avail bytes]")?;
+                let (storage, avail) = v.split_once(':').unwrap_or((v, "0"));
+                let avail_bytes = avail
+                    .parse::<u64>()
+                    .map_err(|_| format!("fault '{name}': expected bytes after ':', got '{avail}'"))?;
+                return Ok(Fault::StorageFull {
+                    storage: storage.to_string(),
+                    avail_bytes,
+                });
+            }
+            "storage-free" => {
+                return Ok(Fault::StorageFree {
+                    storage: need("storage")?.to_string(),
+                });
+            }
+            "pbs-verify-failure" => {
+                let vmid = value
+                    .map(|v| {
+                        v.parse::<u32>()
+                            .map_err(|_| format!("fault '{name}': expected a VMID, got '{v}'"))
+                    })
+                    .transpose()?;
+                return Ok(Fault::PbsVerifyFailure { vmid, count: 1 });
+            }
+            "pbs-verify-new" => {
+                return Ok(Fault::PbsVerifyNew {
+                    enabled: value != Some("0") && value != Some("false"),
+                });
+            }
             _ => {
                 return Err(format!(
-                    "unknown fault '{name}' (use error-rate, fail-next, drop-rate, drop-next, latency, node-offline, node-online, quorum-loss, task-failure, expire-tickets)"
+                    "unknown fault '{name}' (use error-rate, fail-next, drop-rate, drop-next, latency, node-offline, node-online, quorum-loss, task-failure, expire-tickets, storage-full, storage-free, pbs-verify-failure, pbs-verify-new)"
                 ));
             }
         }
@@ -353,6 +425,61 @@ mod tests {
         assert!("explode".parse::<Fault>().is_err());
         let json: Result<Fault, _> = serde_json::from_str(r#"{"kind":"task-failure","taskType":"vzdump"}"#);
         assert!(matches!(json, Ok(Fault::TaskFailure { count: 1, .. })));
+    }
+
+    #[test]
+    fn storage_and_pbs_fault_specs_parse() {
+        let parse = |s: &str| s.parse::<Fault>();
+        assert_eq!(
+            parse("storage-full=local"),
+            Ok(Fault::StorageFull {
+                storage: "local".into(),
+                avail_bytes: 0
+            })
+        );
+        assert_eq!(
+            parse("storage-full=pbs:4096"),
+            Ok(Fault::StorageFull {
+                storage: "pbs".into(),
+                avail_bytes: 4096
+            })
+        );
+        assert!(parse("storage-full=pbs:lots").is_err());
+        assert_eq!(
+            parse("storage-free=local"),
+            Ok(Fault::StorageFree {
+                storage: "local".into()
+            })
+        );
+        assert_eq!(
+            parse("pbs-verify-failure=100"),
+            Ok(Fault::PbsVerifyFailure {
+                vmid: Some(100),
+                count: 1
+            })
+        );
+        assert_eq!(
+            parse("pbs-verify-failure"),
+            Ok(Fault::PbsVerifyFailure { vmid: None, count: 1 })
+        );
+        assert_eq!(
+            parse("pbs-verify-new=false"),
+            Ok(Fault::PbsVerifyNew { enabled: false })
+        );
+        let json: Fault =
+            serde_json::from_str(r#"{"kind":"storage-full","storage":"local","availBytes":10}"#).unwrap();
+        assert_eq!(
+            json,
+            Fault::StorageFull {
+                storage: "local".into(),
+                avail_bytes: 10
+            }
+        );
+        let json: Fault = serde_json::from_str(
+            r#"{"kind":"pbs-verification","volid":"pbs:backup/vm/1/x","state":"failed"}"#,
+        )
+        .unwrap();
+        assert!(matches!(json, Fault::PbsVerification { state: Some(s), .. } if s == "failed"));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct SimHandle {
     dump_dir: PathBuf,
     owns_dump_dir: bool,
     servers: Vec<JoinHandle<()>>,
+    /// The PBS listener's URL and certificate fingerprint (with `pbs_listen`).
+    pbs: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for SimHandle {
@@ -217,7 +219,32 @@ async fn start_in(config: SimConfig, dump_dir: PathBuf, owns_dump_dir: bool) -> 
             ));
         }
     }
+    let pbs = match config.pbs_listen {
+        None => None,
+        Some(addr) => {
+            // A PBS has its own self-signed certificate (clients pin its fingerprint).
+            let pbs_tls = if config.plain_http {
+                None
+            } else {
+                let names = [crate::pvesim::pbs::PBS_NODE.to_string()];
+                let state = config.state_dir.as_ref().map(|d| d.join("pbs"));
+                Some(tls::load_or_generate("pbs", &names, state.as_deref())?)
+            };
+            let cert = pbs_tls
+                .as_ref()
+                .and_then(|m| m.nodes.get(crate::pvesim::pbs::PBS_NODE));
+            let listener = bind(addr).await?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| SimError::Listen { addr, source })?;
+            let fingerprint = cert.map(|c| c.fingerprint.clone()).unwrap_or_default();
+            let acceptor = cert.map(|c| TlsAcceptor::from(c.server_config.clone()));
+            servers.push(crate::pvesim::pbs::serve(listener, shared.clone(), acceptor));
+            Some((url_for(local, cert.is_some()), fingerprint))
+        }
+    };
     Ok(SimHandle {
+        pbs,
         shared,
         url,
         node_urls,
@@ -286,6 +313,28 @@ impl SimHandle {
         &self.ca_pem
     }
 
+    /// Base URL of the simulated PBS (`https://127.0.0.1:PORT`, without `/api2/json`), when
+    /// started with [`SimConfig::pbs_listen`](super::SimConfig::pbs_listen). It accepts the
+    /// seed's API tokens as `PBSAPIToken=user@realm!name:secret`.
+    pub fn pbs_url(&self) -> Option<&str> {
+        self.pbs.as_ref().map(|(url, _)| url.as_str())
+    }
+
+    /// `AA:BB:...` SHA-256 fingerprint of the PBS listener's own self-signed certificate
+    /// (`None` without a PBS listener; empty with plain HTTP).
+    pub fn pbs_fingerprint(&self) -> Option<&str> {
+        self.pbs.as_ref().map(|(_, fp)| fp.as_str())
+    }
+
+    /// Sets the verification state of the PBS snapshot behind `volid`
+    /// (`pbs:backup/vm/100/<time>`): `Some("ok")`, `Some("failed")`, or `None` (never verified).
+    pub fn set_pbs_verification(&self, volid: &str, state: Option<&str>) -> Result<(), SimError> {
+        self.inject(Fault::PbsVerification {
+            volid: volid.to_string(),
+            state: state.map(str::to_string),
+        })
+    }
+
     /// Directory holding the `dir` storage's backup files.
     pub fn dump_dir(&self) -> &Path {
         &self.dump_dir
@@ -297,6 +346,7 @@ impl SimHandle {
             "url": self.url, "tokenId": self.token_id, "tokenSecret": self.token_secret,
             "username": self.username, "password": self.password, "fingerprint": self.fingerprint(),
             "nodeFingerprints": self.fingerprints, "caPem": self.ca_pem, "dumpDir": self.dump_dir.display().to_string(),
+            "pbsUrl": self.pbs_url(), "pbsFingerprint": self.pbs_fingerprint(),
         })
     }
 
@@ -375,7 +425,8 @@ impl SimHandle {
 
     /// Removes endpoint and task faults.
     pub fn clear_faults(&self) {
-        self.shared.faults.clear();
+        // `Clear` cannot fail.
+        let _ = self.shared.apply_fault(Fault::Clear);
     }
 
     /// Moves the simulated clock forward (pseudo-disks drift by day; tickets age).

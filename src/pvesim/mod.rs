@@ -4,7 +4,9 @@
 //! wire: `{"data": ...}` envelopes, errors in the reason phrase, 400s with an `errors` map from
 //! validating every request against the official schema (`--schema`), 401s after a 3 s delay,
 //! asynchronous tasks with real UPIDs and logs, guest locks, migration between nodes, vzdump
-//! files written to a directory and read back on restore, and fault injection.
+//! files written to a directory and read back on restore, storage capacity, per-node local
+//! storages, fault injection, and (with [`SimConfig::pbs_listen`]) a Proxmox Backup Server API
+//! over the snapshots of the `pbs` storages (see [`pbs`]).
 //!
 //! Tests start it with [`Simulator::start`] on `127.0.0.1:0` and talk to it with plain HTTP
 //! clients; the [`SimHandle`] exposes credentials, the TLS fingerprint, fault injection and read
@@ -32,6 +34,7 @@ mod faults;
 mod handle;
 mod http;
 mod journal;
+pub mod pbs;
 mod router;
 mod routes;
 mod schema;
@@ -133,6 +136,10 @@ pub struct SimConfig {
     pub node_listeners: bool,
     /// Faults active from the start.
     pub faults: Vec<Fault>,
+    /// Also serve the simulated Proxmox Backup Server's API here (HTTPS with its own
+    /// self-signed certificate, or plain HTTP with `plain_http`): its datastores hold the
+    /// snapshots of the cluster's `pbs` storages. See [`SimHandle::pbs_url`].
+    pub pbs_listen: Option<SocketAddr>,
     /// Where the cluster CA and the node certificates are kept across restarts (created when
     /// missing); `None`: new ones on every start.
     pub state_dir: Option<PathBuf>,
@@ -154,6 +161,7 @@ impl Default for SimConfig {
             task_durations: BTreeMap::new(),
             node_listeners: false,
             faults: Vec::new(),
+            pbs_listen: None,
             state_dir: None,
             clock_start: None,
         }
@@ -224,7 +232,36 @@ impl Shared {
             } => self.faults.add_task_failure(&task_type, &message, count),
             Fault::ExpireTickets => self.auth.expire_tickets(),
             Fault::AdvanceClock { seconds } => self.clock.advance(seconds),
-            Fault::Clear => self.faults.clear(),
+            Fault::StorageFull { storage, avail_bytes } => {
+                let mut cluster = self.cluster();
+                let s = cluster
+                    .storages
+                    .get_mut(&storage)
+                    .ok_or_else(|| format!("storage '{storage}' does not exist"))?;
+                s.avail_limit = Some(avail_bytes);
+            }
+            Fault::StorageFree { storage } => {
+                let mut cluster = self.cluster();
+                let s = cluster
+                    .storages
+                    .get_mut(&storage)
+                    .ok_or_else(|| format!("storage '{storage}' does not exist"))?;
+                s.avail_limit = None;
+            }
+            Fault::PbsVerifyFailure { vmid, count } => self.cluster().pbs.add_verify_failure(vmid, count),
+            Fault::PbsVerifyNew { enabled } => self.cluster().pbs.verify_new = enabled,
+            Fault::PbsVerification { volid, state } => {
+                let now = self.clock.now();
+                pbs::set_verification(&mut self.cluster(), &volid, state.as_deref(), now)?;
+            }
+            Fault::Clear => {
+                self.faults.clear();
+                let mut cluster = self.cluster();
+                cluster.pbs.clear_faults();
+                for s in cluster.storages.values_mut() {
+                    s.avail_limit = None;
+                }
+            }
         }
         Ok(())
     }

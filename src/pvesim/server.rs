@@ -274,21 +274,27 @@ async fn api(
     };
     let ok = match reply {
         Reply::Now(ok) => ok,
-        Reply::WaitTask(upid, max) => wait_task(shared, upid, max).await,
+        Reply::WaitTask(upid, max) => wait_task(shared, upid, max).await?,
     };
     Ok(Some(ok_response(ok)))
 }
 
-/// Waits up to a simulated duration for a task; `null` when it finished, else the UPID.
-async fn wait_task(shared: &Arc<Shared>, upid: String, max: Duration) -> ApiOk {
+/// Waits up to a simulated duration for a task; `null` when it finished well, its error (like
+/// pve-storage's `die "$status\n"`) when it failed in time, else the UPID.
+async fn wait_task(shared: &Arc<Shared>, upid: String, max: Duration) -> Result<ApiOk, ApiError> {
     let deadline = tokio::time::Instant::now() + shared.clock.real(max);
     loop {
-        let running = shared.tasks().list.get(&upid).is_some_and(|t| t.running());
-        if !running {
-            return ApiOk::from(serde_json::Value::Null);
+        let exit = shared.tasks().list.get(&upid).map(|t| t.exitstatus.clone());
+        match exit {
+            Some(Some(status)) if status == "OK" || status.starts_with("WARNINGS: ") => {
+                return Ok(ApiOk::from(serde_json::Value::Null));
+            }
+            Some(Some(status)) => return Err(ApiError::internal(status)),
+            Some(None) => {}
+            None => return Ok(ApiOk::from(serde_json::Value::Null)),
         }
         if tokio::time::Instant::now() >= deadline {
-            return ApiOk::from(serde_json::Value::String(upid));
+            return Ok(ApiOk::from(serde_json::Value::String(upid)));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

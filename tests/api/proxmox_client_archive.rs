@@ -141,7 +141,8 @@ async fn archive(env: &Env, node_name: &str, id: u32) -> (String, Vec<u8>, Optio
         .await
         .expect("content");
     let file = rows[0].volid.trim_start_matches("local:backup/").to_owned();
-    let raw = std::fs::read(env.sim.dump_dir().join(&file)).expect("archive file");
+    let dir = env.sim.state(|c| c.backup_dir_on("local", node_name));
+    let raw = std::fs::read(dir.join(&file)).expect("archive file");
     (
         file,
         zstd::decode_all(raw.as_slice()).expect("zstd"),

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use homelab_autopilot::proxmox::{
-    ClientConfig, Credentials, Endpoint, GuestRef, GuestType, NodeName, PveClient, RetryPolicy, Secret,
-    TaskRef, TaskSuccess, Timeouts, TlsVerify, Vmid,
+    ClientConfig, Credentials, Endpoint, GuestRef, GuestType, NodeName, PbsClient, PveClient, RetryPolicy,
+    Secret, TaskRef, TaskSuccess, Timeouts, TlsVerify, Vmid,
 };
 use homelab_autopilot::pvesim::{SimConfig, SimHandle, Simulator};
 
@@ -102,6 +102,28 @@ pub fn config(sim: &SimHandle, auth: AuthKind, tls_kind: TlsKind) -> ClientConfi
 /// A client for the simulator's main endpoint.
 pub fn client(sim: &SimHandle, auth: AuthKind, tls_kind: TlsKind) -> PveClient {
     PveClient::new(config(sim, auth, tls_kind)).expect("client config is valid")
+}
+
+/// A typed PBS client for the simulator's PBS listener (started with `pbs_listen`), with the
+/// default API token and the PBS certificate's fingerprint pinned.
+pub fn pbs_client(sim: &SimHandle) -> PbsClient {
+    let url = sim.pbs_url().expect("simulator started with pbs_listen");
+    let fingerprint = sim.pbs_fingerprint().unwrap_or_default().to_owned();
+    let mut config = ClientConfig::new(
+        vec![Endpoint::new(url, 0)],
+        credentials(sim, AuthKind::Token),
+        TlsVerify::Fingerprint(fingerprint),
+    );
+    fast_policy(&mut config);
+    PbsClient::new(config).expect("PBS client config is valid")
+}
+
+/// [`sim_config`] plus the simulated PBS on an ephemeral port; `None` to skip.
+pub fn sim_config_with_pbs() -> Option<SimConfig> {
+    Some(SimConfig {
+        pbs_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..sim_config()?
+    })
 }
 
 /// A simulator plus a client for it.

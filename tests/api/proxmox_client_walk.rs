@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use homelab_autopilot::proxmox::api::{
     BackupMode, CloneRequest, Compression, ConfigUpdate, ContentKind, CreateSnapshot, DeleteGuestOptions,
-    Feature, MigrateRequest, ResourceKind, RestoreCt, RestoreVm, ShutdownOptions, StopOptions, VzdumpRequest,
+    Feature, MigrateRequest, ResourceKind, RestoreCt, RestoreVm, ShutdownOptions, StopOptions, VolumeUpdate,
+    VzdumpRequest,
 };
 use homelab_autopilot::proxmox::ops::{self, Operation};
 use homelab_autopilot::proxmox::{GuestRef, GuestType, PveClient, SnapshotName, TaskRef};
@@ -331,6 +332,13 @@ async fn walk_backup_and_restore(env: &Env, c: &PveClient) {
         done(env, "stop", c.stop_guest(&g, &StopOptions::default()).await).await;
         done(env, "delete", c.delete_guest(&g, &opts).await).await;
     }
+    let unprotect = VolumeUpdate {
+        notes: Some(format!("walked {OWNER}")),
+        protected: Some(false),
+    };
+    c.update_volume(&pve1, "local", &ct_volid, &unprotect)
+        .await
+        .expect("update volume");
     let deleted = c
         .delete_volume(&pve1, "local", &ct_volid, Some(5))
         .await

@@ -27,6 +27,59 @@ pub fn fast_config() -> SimConfig {
     }
 }
 
+/// [`fast_config`] plus the simulated PBS on an ephemeral loopback port
+/// ([`SimHandle::pbs_url`], [`SimHandle::pbs_fingerprint`]).
+pub fn pbs_config() -> SimConfig {
+    SimConfig {
+        pbs_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..fast_config()
+    }
+}
+
+/// The `Authorization` value of the simulator's default token, PBS style
+/// (`PBSAPIToken=user@realm!name:secret`).
+pub fn pbs_token(sim: &SimHandle) -> String {
+    format!("PBSAPIToken={}:{}", sim.token_id(), sim.token_secret())
+}
+
+/// A reqwest client for the PBS listener: it has its own self-signed certificate, so this one
+/// pins nothing and accepts it (tests of the typed client pin its fingerprint).
+pub fn pbs_http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .expect("client builds")
+}
+
+/// A raw PBS API call (`path` under `/api2/json`) with `auth` as the `Authorization` header;
+/// returns status and body (JSON, or the plain-text PBS error as a JSON string).
+pub async fn pbs_call(
+    sim: &SimHandle,
+    method: reqwest::Method,
+    path: &str,
+    form: &[(&str, &str)],
+    auth: &str,
+) -> (u16, Value) {
+    let base = sim.pbs_url().expect("simulator started with pbs_listen");
+    let mut req = pbs_http_client()
+        .request(method.clone(), format!("{base}/api2/json{path}"))
+        .header("Authorization", auth);
+    if !form.is_empty() {
+        req = if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
+            req.query(form)
+        } else {
+            req.form(form)
+        };
+    }
+    let resp = req.send().await.expect("PBS listener answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
 /// How requests authenticate.
 #[derive(Clone, Debug)]
 pub enum Auth {
@@ -328,4 +381,18 @@ pub async fn content(api: &Api, storage: &str) -> Vec<Value> {
         .await
         .ok();
     resp.data().as_array().expect("rows").clone()
+}
+
+/// The backup rows of `storage` as `node` sees it (a local storage is per node).
+pub async fn content_on(api: &Api, node: &str, storage: &str) -> Vec<Value> {
+    let resp = api
+        .get(&format!("/nodes/{node}/storage/{storage}/content?content=backup"))
+        .await
+        .ok();
+    resp.data().as_array().expect("rows").clone()
+}
+
+/// Where `node`'s backups on the file-based `storage` are (`local` is per node).
+pub fn node_backup_dir(sim: &SimHandle, storage: &str, node: &str) -> PathBuf {
+    sim.state(|c| c.backup_dir_on(storage, node))
 }

@@ -101,7 +101,7 @@ async fn lxc_restore_uses_ostemplate_restore_and_target_storage() {
     let api = Api::fast().await;
     api.run_task("/nodes/pve2/vzdump", &[("vmid", "102"), ("compress", "zstd")])
         .await;
-    let volid = content(&api, "local").await[0]["volid"]
+    let volid = crate::pvesim_common::content_on(&api, "pve2", "local").await[0]["volid"]
         .as_str()
         .expect("volid")
         .to_string();
@@ -177,7 +177,7 @@ async fn pbs_storage_keeps_backups_in_memory_and_restores_them() {
 async fn restore_with_force_overwrites_a_stopped_guest() {
     let api = Api::fast().await;
     api.run_task("/nodes/pve2/vzdump", &[("vmid", "103")]).await;
-    let volid = content(&api, "local").await[0]["volid"]
+    let volid = crate::pvesim_common::content_on(&api, "pve2", "local").await[0]["volid"]
         .as_str()
         .expect("volid")
         .to_string();

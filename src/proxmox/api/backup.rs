@@ -59,10 +59,21 @@ pub struct VzdumpRequest {
     pub remove: Option<bool>,
     /// Mark the backup protected. Needs `storage`.
     pub protected: Option<bool>,
-    /// Bandwidth limit, KiB/s. Only `root@pam` with a ticket may set it (PVE checks the user is
-    /// exactly `root@pam`, so even root's API tokens are refused); otherwise rely on the
-    /// storage's or datacenter's bandwidth limit.
+    /// Bandwidth limit, KiB/s. Needs `Sys.Modify` on `/` (PVE 9.1: `bwlimit`, `ionice` and
+    /// `performance`; HTTP 403 `Permission check failed (/, Sys.Modify)` without it), so a
+    /// least-privilege backup token may have to rely on the storage's or datacenter's limit.
     pub bwlimit: Option<u64>,
+}
+
+/// What to change on a volume (`PUT /nodes/{node}/storage/{storage}/content/{volume}`); `None`
+/// leaves an attribute as it is. PVE supports both on backups only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeUpdate {
+    /// New notes; `Some("")` removes them. PVE keeps notes as text (a file beside the archive, or
+    /// the PBS snapshot's comment); the first line is what content listings show.
+    pub notes: Option<String>,
+    /// Protect the backup from pruning and deletion (`true`) or lift the protection (`false`).
+    pub protected: Option<bool>,
 }
 
 /// Content type filter for storage content listing.
@@ -347,6 +358,33 @@ impl PveClient {
             Call::new(ops::STORAGE_VOLUME_DELETE, &[node.as_str(), storage, volid]).opt("delay", delay);
         let upid: Option<Upid> = self.run(call).await?;
         Ok(upid.map(TaskRef::new))
+    }
+
+    /// `PUT /nodes/{node}/storage/{storage}/content/{volume}`: set a backup's notes and/or
+    /// protection (synchronous). `volid` is the full volume id (`local:backup/...`). Retried
+    /// after an ambiguous failure: setting the same attributes again is harmless.
+    pub async fn update_volume(
+        &self,
+        node: &NodeName,
+        storage: &str,
+        volid: &str,
+        update: &VolumeUpdate,
+    ) -> Result<()> {
+        if update.notes.is_none() && update.protected.is_none() {
+            return Err(Error::InvalidRequest {
+                message: "volume update sets neither notes nor protected".into(),
+            });
+        }
+        if update.notes.as_deref().is_some_and(|n| n.contains('\0')) {
+            return Err(Error::InvalidRequest {
+                message: "volume notes must not contain NUL".into(),
+            });
+        }
+        let call = Call::new(ops::STORAGE_VOLUME_UPDATE, &[node.as_str(), storage, volid])
+            .opt("notes", update.notes.as_deref())
+            .opt_flag("protected", update.protected);
+        let _: Option<serde_json::Value> = self.run(call).await?;
+        Ok(())
     }
 
     /// `POST /nodes/{node}/qemu` with `archive`: restore a VM backup (task `qmrestore`).

@@ -20,7 +20,7 @@ pub use agent::{AgentInterface, AgentIpAddress, ExecStatus};
 pub use apt::{AptPackage, AptPackageVersion};
 pub use backup::{
     BackupMode, Compression, ContentKind, RestoreCt, RestoreVm, StorageConfig, StorageContent, StorageStatus,
-    Verification, VzdumpRequest,
+    Verification, VolumeUpdate, VzdumpRequest,
 };
 pub use cluster::{
     ClusterNodeStatus, ClusterResource, ClusterStatus, ClusterStatusEntry, ClusterSummary, GuestLocation,

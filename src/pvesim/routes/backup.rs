@@ -1,5 +1,5 @@
 //! `POST /nodes/{node}/vzdump` and `GET /nodes/{node}/vzdump/extractconfig`, following
-//! pve-manager's `PVE::API2::VZDump` and `PVE::VZDump`: root-only options, local guests only
+//! pve-manager's `PVE::API2::VZDump` and `PVE::VZDump`: option permissions, local guests only
 //! (others are skipped, `OK` without a task when none is local), UPID id = the VMID only for a
 //! single guest, one vzdump per node at a time, per-guest failures end in `job errors`.
 
@@ -48,19 +48,49 @@ pub(crate) fn parse_prune(text: &str) -> BTreeMap<String, u32> {
     out
 }
 
-fn root_only(ctx: &Ctx<'_>) -> ApiResult<()> {
+/// `assert_param_permission_vzdump` of PVE 9.1 (pve-manager `PVE::API2::VZDump` and
+/// `PVE::API2::Backup::assert_param_permission_common`): nothing is checked for `root@pam`
+/// (with a ticket: a token's user is `root@pam!<token>`); `tmpdir`, `dumpdir`, `script` and
+/// `job-id` are root@pam's only; `bwlimit`, `ionice` and `performance` need `Sys.Modify` on `/`;
+/// `prune-backups` (and the old `maxfiles`) need `Datastore.Allocate` on the target storage.
+/// Then, like the handler: `Datastore.AllocateSpace` on the storage and `VM.Backup` on each
+/// guest.
+fn check_permissions(ctx: &Ctx<'_>) -> ApiResult<()> {
     let user = ctx.caller.upid_user();
-    for key in [
-        "maxfiles",
-        "prune-backups",
-        "tmpdir",
-        "dumpdir",
-        "script",
-        "bwlimit",
-        "ionice",
-    ] {
-        if ctx.params.has(key) && user != "root@pam" {
+    if user == "root@pam" {
+        return Ok(());
+    }
+    for key in ["tmpdir", "dumpdir", "script", "job-id"] {
+        if ctx.params.has(key) {
             return Err(ApiError::param(key, "Only root may set this option."));
+        }
+    }
+    let auth = &ctx.shared.auth;
+    if ["bwlimit", "ionice", "performance"]
+        .iter()
+        .any(|k| ctx.params.has(k))
+    {
+        auth.check(ctx.caller, "/", "Sys.Modify")?;
+    }
+    // `PVE::VZDump::get_storage_param`: the storage given, none with dumpdir, else `local`.
+    let storage = match ctx.params.str("storage").filter(|s| !s.is_empty()) {
+        Some(s) => Some(s),
+        None if ctx.params.has("dumpdir") => None,
+        None => Some("local".to_string()),
+    };
+    if let Some(storage) = &storage {
+        if ctx.params.has("prune-backups") || ctx.params.has("maxfiles") {
+            auth.check(ctx.caller, &format!("/storage/{storage}"), "Datastore.Allocate")?;
+        }
+        auth.check(
+            ctx.caller,
+            &format!("/storage/{storage}"),
+            "Datastore.AllocateSpace",
+        )?;
+    }
+    if let Some(list) = ctx.params.str("vmid") {
+        for vmid in split_list(&list) {
+            auth.check(ctx.caller, &format!("/vms/{vmid}"), "VM.Backup")?;
         }
     }
     Ok(())
@@ -105,7 +135,7 @@ fn verify(ctx: &Ctx<'_>) -> ApiResult<()> {
 pub(crate) fn vzdump(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     let node = ctx.node()?;
     ctx.cluster.check_node(&node)?;
-    root_only(ctx)?;
+    check_permissions(ctx)?;
     verify(ctx)?;
     let p = ctx.params.clone();
     let defaults = ctx.cluster.vzdump_defaults.clone();
@@ -303,8 +333,9 @@ async fn run_job(
 
 /// `GET /nodes/{node}/vzdump/extractconfig`: the guest config stored in the archive.
 pub(crate) fn extractconfig(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
+    let node = ctx.node()?;
     let volid = ctx.req("volume")?;
-    let b = super::storage::find_backup(ctx.cluster, &volid)?;
+    let b = super::storage::find_backup_on(ctx.cluster, &node, &volid)?;
     if let Some(i) = b.pbs {
         let config = ctx
             .cluster

@@ -103,7 +103,7 @@ pub(crate) fn resources(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
                     row["content"] = json!(s.content.join(","));
                     row["shared"] = pve_bool(s.shared);
                     row["maxdisk"] = json!(s.total);
-                    row["disk"] = json!(super::storage::usage(c, &s.id));
+                    row["disk"] = json!(super::storage::usage_on(c, &s.id, &n.name));
                 }
                 rows.push(row);
             }

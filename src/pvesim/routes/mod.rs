@@ -17,6 +17,8 @@ mod vzdump_guest;
 
 use serde_json::Value;
 
+pub(crate) use storage::usage as storage_usage;
+
 use super::http::{ApiError, ApiResult};
 use super::router::{Ctx, Reply, Route, Router};
 use super::state::{Guest, GuestKind};

@@ -99,7 +99,8 @@ pub(crate) fn set_attribute(
     log: &GuestLog,
 ) {
     let result = t.state(|c| {
-        let b = super::storage::find_backup(c, volid).map_err(|e| e.message.trim_end().to_string())?;
+        let b = super::storage::find_backup_on(c, &t.node, volid)
+            .map_err(|e| e.message.trim_end().to_string())?;
         super::storage::set_attributes(c, &b, notes, protected)
     });
     if let Err(e) = result {
@@ -121,7 +122,7 @@ pub(crate) fn prune(
         keepstr.join(", ")
     ));
     let pruned = t.state(|c| {
-        let group: Vec<_> = super::storage::backups(c, storage)
+        let group: Vec<_> = super::storage::backups_on(c, storage, &t.node)
             .into_iter()
             .filter(|b| b.vmid == vmid && b.kind == kind)
             .collect();

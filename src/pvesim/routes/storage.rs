@@ -27,6 +27,8 @@ pub(crate) struct BackupEntry {
     pub(crate) format: String,
     pub(crate) notes: Option<String>,
     pub(crate) protected: bool,
+    /// PBS: the last verification (`state`, `upid`).
+    pub(crate) verification: Option<(String, String)>,
 }
 
 impl BackupEntry {
@@ -35,25 +37,25 @@ impl BackupEntry {
             "volid": self.volid, "content": "backup", "format": self.format, "size": self.size,
             "ctime": self.ctime, "vmid": self.vmid, "subtype": self.kind.as_str(),
         });
-        if let Some(notes) = &self.notes {
-            v["notes"] = json!(notes);
+        // Listings carry the first line (`file_read_firstline`; PBS: the snapshot `comment`);
+        // the volume's own GET has all of it.
+        if let Some(first) = self.notes.as_deref().and_then(|n| n.lines().next()) {
+            v["notes"] = json!(first);
         }
         if self.protected {
             v["protected"] = pve_bool(true);
         }
-        if self.pbs.is_some() {
-            v["verification"] = json!({ "state": "ok", "upid": "UPID:pbs:00000000:00000000:00000000:verificationjob::root@pam:" });
-            v["encrypted"] = Value::Null;
-            if let Some(obj) = v.as_object_mut() {
-                obj.remove("encrypted");
-            }
+        // pve-storage's PBSPlugin lists `verification` only for verified snapshots.
+        if let Some((state, upid)) = &self.verification {
+            v["verification"] = json!({ "state": state, "upid": upid });
         }
         v
     }
 }
 
-/// Backups on `storage` (newest first).
-pub(crate) fn backups(cluster: &Cluster, storage: &str) -> Vec<BackupEntry> {
+/// Backups on `storage` as `node` sees it (newest first): a local storage holds only what was
+/// written on that node.
+pub(crate) fn backups_on(cluster: &Cluster, storage: &str, node: &str) -> Vec<BackupEntry> {
     let Some(s) = cluster.storages.get(storage) else {
         return Vec::new();
     };
@@ -77,10 +79,11 @@ pub(crate) fn backups(cluster: &Cluster, storage: &str) -> Vec<BackupEntry> {
                 format: "pbs-".to_string() + if b.kind == GuestKind::Qemu { "vm" } else { "ct" },
                 notes: b.notes.clone(),
                 protected: b.protected,
+                verification: b.verification.as_ref().map(|v| (v.state.clone(), v.upid.clone())),
             });
         }
     } else if s.is_file_based() && s.has_content("backup") {
-        let dir = cluster.backup_dir(storage);
+        let dir = cluster.backup_dir_on(storage, node);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return out;
         };
@@ -107,6 +110,7 @@ pub(crate) fn backups(cluster: &Cluster, storage: &str) -> Vec<BackupEntry> {
                 format: parsed.format,
                 notes,
                 protected,
+                verification: None,
             });
         }
     }
@@ -114,11 +118,23 @@ pub(crate) fn backups(cluster: &Cluster, storage: &str) -> Vec<BackupEntry> {
     out
 }
 
-/// Bytes used on a storage (guest disks by configured size, backups by real size).
+/// Bytes used on a storage as the main node sees it; see [`usage_on`].
 pub(crate) fn usage(cluster: &Cluster, storage: &str) -> u64 {
+    usage_on(cluster, storage, &cluster.local_node)
+}
+
+/// Bytes used on a storage as `node` sees it: a base of 5 GiB, guest disks by a quarter of
+/// their configured size (thin provisioning; on a local storage only the node's own guests),
+/// backups by their real size; a `storage-full` fault raises it so that at most its limit is
+/// free.
+pub(crate) fn usage_on(cluster: &Cluster, storage: &str, node: &str) -> u64 {
+    let Some(s) = cluster.storages.get(storage) else {
+        return 0;
+    };
     let disks: u64 = cluster
         .guests
         .values()
+        .filter(|g| s.shared || g.node == node)
         .flat_map(|g| {
             g.volumes()
                 .into_iter()
@@ -134,17 +150,45 @@ pub(crate) fn usage(cluster: &Cluster, storage: &str) -> u64 {
                 })
         })
         .sum();
-    let backups: u64 = backups(cluster, storage).iter().map(|b| b.size).sum();
-    (5u64 << 30) + disks + backups
+    let backups: u64 = backups_on(cluster, storage, node).iter().map(|b| b.size).sum();
+    let used = (5u64 << 30) + disks + backups;
+    match s.avail_limit {
+        Some(limit) => used.max(s.total.saturating_sub(limit)),
+        None => used,
+    }
 }
 
-/// Finds a backup by volid (`local:backup/vzdump-...` or `pbs:backup/vm/100/...`).
+/// Bytes free on a storage as `node` sees it.
+pub(crate) fn avail_on(cluster: &Cluster, storage: &str, node: &str) -> u64 {
+    let total = cluster.storages.get(storage).map_or(0, |s| s.total);
+    total.saturating_sub(usage_on(cluster, storage, node))
+}
+
+/// Finds a backup by volid (`local:backup/vzdump-...` or `pbs:backup/vm/100/...`) on any node
+/// (the main node's view first). Prefer [`find_backup_on`]: a local storage is per node.
 pub(crate) fn find_backup(cluster: &Cluster, volid: &str) -> Result<BackupEntry, ApiError> {
+    let local = cluster.local_node.clone();
+    let nodes = std::iter::once(local.as_str())
+        .chain(cluster.nodes.keys().map(String::as_str).filter(|n| *n != local));
+    let mut first_err = None;
+    for node in nodes {
+        match find_backup_on(cluster, node, volid) {
+            Ok(b) => return Ok(b),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| ApiError::internal(format!("volume '{volid}' does not exist"))))
+}
+
+/// Finds a backup by volid as `node` sees the storage.
+pub(crate) fn find_backup_on(cluster: &Cluster, node: &str, volid: &str) -> Result<BackupEntry, ApiError> {
     let (storage, _) = volid
         .split_once(':')
         .ok_or_else(|| ApiError::internal(format!("unable to parse volume ID '{volid}'")))?;
     cluster.storage(storage)?;
-    backups(cluster, storage)
+    backups_on(cluster, storage, node)
         .into_iter()
         .find(|b| b.volid == volid)
         .ok_or_else(|| ApiError::internal(format!("volume '{volid}' does not exist")))
@@ -164,13 +208,13 @@ fn storage_on_node(ctx: &Ctx<'_>) -> ApiResult<(String, String)> {
 
 /// `GET /nodes/{node}/storage/{storage}/content`.
 pub(crate) fn list(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
-    let (_node, storage) = storage_on_node(ctx)?;
+    let (node, storage) = storage_on_node(ctx)?;
     let content = ctx.params.str("content");
     let vmid = ctx.params.int("vmid");
     if content.as_deref().is_some_and(|c| c != "backup") {
         return ok(json!([]));
     }
-    let rows = backups(ctx.cluster, &storage)
+    let rows = backups_on(ctx.cluster, &storage, &node)
         .into_iter()
         .filter(|b| vmid.is_none_or(|v| i64::from(b.vmid) == v))
         .map(|b| b.json());
@@ -178,12 +222,12 @@ pub(crate) fn list(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
 }
 
 fn volume(ctx: &Ctx<'_>) -> ApiResult<BackupEntry> {
-    let (_node, storage) = storage_on_node(ctx)?;
+    let (node, storage) = storage_on_node(ctx)?;
     let mut volid = ctx.req("volume")?;
     if !volid.contains(':') {
         volid = format!("{storage}:{volid}");
     }
-    find_backup(ctx.cluster, &volid)
+    find_backup_on(ctx.cluster, &node, &volid)
 }
 
 /// `GET /nodes/{node}/storage/{storage}/content/{volume}`.
@@ -296,7 +340,8 @@ pub(crate) fn delete(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
             t.sleep(t.part("imgdel", 1)).await?;
             t.checkpoint()?;
             t.state(|c| {
-                let current = find_backup(c, &volid).map_err(|e| e.message.trim_end().to_string())?;
+                let current =
+                    find_backup_on(c, &t.node, &volid).map_err(|e| e.message.trim_end().to_string())?;
                 remove_backup(c, &current)
             })?;
             t.log(format!("Removed volume '{volid}'"));

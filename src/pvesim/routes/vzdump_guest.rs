@@ -138,14 +138,14 @@ async fn run(
         let storage = opts.storage.as_ref().and_then(|s| c.storages.get(s)).cloned();
         let dir = match (&opts.dumpdir, &storage) {
             (Some(d), _) => Some(d.clone()),
-            (None, Some(s)) if s.is_file_based() => Some(c.backup_dir(&s.id)),
+            (None, Some(s)) if s.is_file_based() => Some(c.backup_dir_on(&s.id, &opts.node)),
             _ => None,
         };
         let existing: Vec<(i64, bool)> = opts
             .storage
             .as_deref()
             .map(|s| {
-                super::storage::backups(c, s)
+                super::storage::backups_on(c, s, &opts.node)
                     .into_iter()
                     .filter(|b| b.vmid == vmid && b.kind == g.kind)
                     .map(|b| (b.ctime, b.protected))
@@ -304,9 +304,22 @@ async fn run(
         config: config_text.clone(),
         disk: disk.clone(),
     };
+    // What the target storage has free before this archive (no check for a dumpdir).
+    let avail = opts
+        .storage
+        .as_deref()
+        .map(|s| t.state(|c| super::storage::avail_on(c, s, &opts.node)));
     let volid = if let Some(storage) = &opts.storage {
         if is_pbs {
             let size = disk.size * 3 / 5;
+            if avail.is_some_and(|a| size > a) {
+                return Err(format!(
+                    "backup write data failed: command error: write_data upload error: pipelined request failed: inserting chunk on store '{}' failed - No space left on device (os error 28)",
+                    t.state(|c| c.storages.get(storage).and_then(|s| s.datastore.clone()))
+                        .unwrap_or_else(|| storage.clone())
+                ));
+            }
+            let now = t.now();
             t.state(|c| {
                 c.pbs_backups.push(PbsBackup {
                     storage: storage.clone(),
@@ -318,7 +331,11 @@ async fn run(
                     protected: false,
                     config_text,
                     disk,
+                    verification: None,
+                    corrupt: false,
                 });
+                let index = c.pbs_backups.len() - 1;
+                crate::pvesim::pbs::on_snapshot_created(c, index, now, "root@pam");
             });
             log.info(format!("transferred {} in 1 seconds", format_size(size)));
             Some(format!("{storage}:backup/{}", target.display()))
@@ -331,10 +348,26 @@ async fn run(
     if !is_pbs {
         let path = target.clone();
         let compression: Compression = opts.compression;
-        let written = tokio::task::spawn_blocking(move || write_dump(&path, compression, &header))
-            .await
-            .map_err(|e| format!("archive writer failed: {e}"))?
-            .map_err(|e| format!("unable to write archive '{}': {e}", target.display()))?;
+        let written = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            write_dump(&path, compression, &header)
+        })
+        .await
+        .map_err(|e| format!("archive writer failed: {e}"))?
+        .map_err(|e| format!("unable to write archive '{}': {e}", target.display()))?;
+        if avail.is_some_and(|a| written > a) {
+            // The writer hit ENOSPC: vzdump removes the partial archive.
+            let _ = std::fs::remove_file(&target);
+            return Err(match kind {
+                GuestKind::Qemu => "vma_queue_write: write error - No space left on device".into(),
+                GuestKind::Lxc => format!(
+                    "command 'tar cpf - --totals ... | zstd' failed: tar: {}: Cannot write: No space left on device",
+                    target.display()
+                ),
+            });
+        }
         log.info(format!("archive file size: {}", format_size(written)));
     }
     if let (Some(volid), Some(template)) = (&volid, &opts.notes_template) {

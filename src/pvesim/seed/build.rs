@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 
 use super::{AgentCommand, GuestSpec, SeedSpec};
 use crate::pvesim::SimError;
-use crate::pvesim::auth::User;
+use crate::pvesim::auth::{AclEntry, User};
 use crate::pvesim::clock::DAY_SECS;
 use crate::pvesim::state::disk::mix;
 use crate::pvesim::state::guest::{smbios1, vmgenid};
@@ -141,11 +141,28 @@ pub(crate) fn build_cluster(
             .iter()
             .map(|t| (t.id.clone(), t.secret.clone()))
             .collect();
+        let acl = |entries: &[super::AclSpec]| -> Vec<AclEntry> {
+            entries
+                .iter()
+                .map(|a| AclEntry {
+                    path: a.path.clone(),
+                    privs: a.privs.clone(),
+                    propagate: a.propagate,
+                })
+                .collect()
+        };
+        let token_acls = user
+            .tokens
+            .iter()
+            .filter_map(|t| t.acl.as_deref().map(|a| (t.id.clone(), acl(a))))
+            .collect();
         users.insert(
             user.userid.clone(),
             User {
                 password: user.password.clone(),
                 tokens,
+                acl: user.acl.as_deref().map(acl),
+                token_acls,
             },
         );
     }
@@ -208,6 +225,7 @@ pub(crate) fn build_cluster(
                 prune_backups: s.prune_backups.clone(),
                 datastore: s.datastore.clone(),
                 server: s.server.clone(),
+                avail_limit: None,
             },
         );
     }
@@ -220,6 +238,7 @@ pub(crate) fn build_cluster(
         ha: BTreeMap::new(),
         pools: BTreeMap::new(),
         pbs_backups: Vec::new(),
+        pbs: Default::default(),
         quorum_lost: false,
         dump_root,
         vzdump_defaults: spec.vzdump_defaults.clone(),

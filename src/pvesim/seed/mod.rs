@@ -66,6 +66,24 @@ pub struct UserSpec {
     /// API tokens.
     #[serde(default)]
     pub tokens: Vec<TokenSpec>,
+    /// Privileges (`user.cfg` ACL entries resolved to privileges). Absent: every privilege (the
+    /// simulator's default); `root@pam` always has every privilege.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Vec<AclSpec>>,
+}
+
+/// Privileges granted on a path (`/`, `/storage/<id>`, `/vms/<vmid>`), and on everything
+/// below it unless `propagate: false`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AclSpec {
+    /// ACL path.
+    pub path: String,
+    /// Privilege names (`Sys.Modify`, `VM.Backup`, `Datastore.Allocate`...).
+    pub privs: Vec<String>,
+    /// Whether the entry also applies below `path` (default true).
+    #[serde(default = "yes")]
+    pub propagate: bool,
 }
 
 impl std::fmt::Debug for UserSpec {
@@ -74,6 +92,7 @@ impl std::fmt::Debug for UserSpec {
             .field("userid", &self.userid)
             .field("password", &"***")
             .field("tokens", &self.tokens)
+            .field("acl", &self.acl)
             .finish()
     }
 }
@@ -86,6 +105,10 @@ pub struct TokenSpec {
     pub id: String,
     /// Secret (a UUID in real PVE).
     pub secret: String,
+    /// A privilege-separated token's own ACL (`privsep=1`: it gets only what both its user
+    /// and this list grant). Absent: the token has its user's privileges (`privsep=0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Vec<AclSpec>>,
 }
 
 impl std::fmt::Debug for TokenSpec {
@@ -93,6 +116,7 @@ impl std::fmt::Debug for TokenSpec {
         f.debug_struct("TokenSpec")
             .field("id", &self.id)
             .field("secret", &"***")
+            .field("acl", &self.acl)
             .finish()
     }
 }
@@ -329,7 +353,9 @@ pub fn default_users() -> Vec<UserSpec> {
         tokens: vec![TokenSpec {
             id: "pvesim".into(),
             secret: DEFAULT_TOKEN_SECRET.into(),
+            acl: None,
         }],
+        acl: None,
     }]
 }
 

@@ -105,6 +105,8 @@ pub struct Storage {
     pub datastore: Option<String>,
     /// PBS server.
     pub server: Option<String>,
+    /// Fault injection (`storage-full`): at most this many bytes are free, whatever is used.
+    pub avail_limit: Option<u64>,
 }
 
 impl Storage {
@@ -206,6 +208,19 @@ pub struct PbsBackup {
     pub config_text: String,
     /// Disk content at backup time.
     pub disk: PseudoDisk,
+    /// The last verification (`None`: never verified).
+    pub verification: Option<PbsVerification>,
+    /// A chunk of it is damaged (`pbs-verify-failure` fault): every verification fails.
+    pub corrupt: bool,
+}
+
+/// A PBS snapshot's last verification, as PBS keeps it in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbsVerification {
+    /// `ok` or `failed`.
+    pub state: String,
+    /// The verify task's UPID (PBS format).
+    pub upid: String,
 }
 
 impl PbsBackup {
@@ -236,6 +251,8 @@ pub struct Cluster {
     pub pools: BTreeMap<String, Pool>,
     /// Backups on PBS-type storages.
     pub pbs_backups: Vec<PbsBackup>,
+    /// The simulated PBS: verification settings, injected failures, its tasks.
+    pub pbs: crate::pvesim::pbs::PbsState,
     /// Quorum loss injected regardless of votes.
     pub quorum_lost: bool,
     /// Directory holding the backups of the first file-based backup storage.
@@ -363,6 +380,20 @@ impl Cluster {
         }
     }
 
+    /// The directory holding `node`'s view of a file-based storage: a shared storage's
+    /// [`Self::backup_dir`] on every node; a local one (`local`, a dir without `shared`) is per
+    /// node as in PVE: the main node's is [`Self::backup_dir`], another node's
+    /// `<that>/_nodes/<node>` (`_` cannot start a storage id or an archive name).
+    pub fn backup_dir_on(&self, storage: &str, node: &str) -> PathBuf {
+        let dir = self.backup_dir(storage);
+        let shared = self.storages.get(storage).is_some_and(|s| s.shared);
+        if shared || node == self.local_node {
+            dir
+        } else {
+            dir.join("_nodes").join(node)
+        }
+    }
+
     /// Whether the HA stack manages `vmid`.
     pub(crate) fn ha_managed(&self, kind: GuestKind, vmid: u32) -> bool {
         self.ha.contains_key(&format!("{}:{vmid}", kind.ha_type()))
@@ -404,6 +435,7 @@ mod tests {
             ha: BTreeMap::new(),
             pools: BTreeMap::new(),
             pbs_backups: vec![],
+            pbs: Default::default(),
             quorum_lost: false,
             dump_root: PathBuf::from("/tmp/x"),
             vzdump_defaults: BTreeMap::new(),
