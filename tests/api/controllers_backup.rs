@@ -1037,3 +1037,49 @@ async fn restore_puts_a_chunk_store_or_storage_backup_on_a_free_vmid_and_never_o
     assert!(ct.status.success(), "{}", String::from_utf8_lossy(&ct.stderr));
     assert!(lab.sim.state(|c| c.guests.contains_key(&301)));
 }
+
+#[tokio::test]
+async fn a_full_staging_storage_fails_the_item_cleanly_and_the_next_run_succeeds() {
+    let mut lab = BackupLab::start().await;
+    let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
+    lab.apply_policy(&format!(
+        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
+         stagingPath: '{}'}}}}\n",
+        staging.display()
+    ));
+    lab.sim
+        .inject(homelab_autopilot::pvesim::Fault::StorageFull {
+            storage: "nfs-backup".into(),
+            avail_bytes: 0,
+        })
+        .unwrap();
+    let failed = lab.run_now().await;
+    let svc = &failed.services[0];
+    assert_eq!(svc.result, BackupResult::Failed, "{failed:#?}");
+    assert!(svc.message.contains("No space left on device"), "{}", svc.message);
+    assert!(
+        lab.backups("nfs-backup", 200).is_empty(),
+        "no partial staged archive"
+    );
+    let store = ChunkStore::open(
+        &lab.store.path().join("repo").to_string_lossy(),
+        OpenOptions::default(),
+    );
+    assert!(
+        store.map(|s| s.list().unwrap().is_empty()).unwrap_or(true),
+        "no half snapshot in the store"
+    );
+    assert!(
+        lab.sim.state(|c| c.guests[&200].config.get("lock").is_none()),
+        "the guest is not left locked"
+    );
+
+    lab.sim.clear_faults();
+    lab.tick(Duration::from_secs(60)).await;
+    let ok = lab.run_now().await;
+    assert_eq!(
+        ok.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded,
+        "{ok:#?}"
+    );
+}

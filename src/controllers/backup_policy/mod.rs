@@ -616,6 +616,13 @@ impl Pass<'_> {
                 error: Some(error), ..
             } => {
                 self.proxmox.snapshots.invalidate(&self.input.access.uid);
+                // "job errors" says little: the log's ERROR lines say what went wrong.
+                let details = error_lines(client, &upid).await;
+                let error = if details.is_empty() {
+                    error
+                } else {
+                    format!("{error}: {}", details.join("; "))
+                };
                 if is_lock_error(&error) {
                     self.locked(item, &error, next_slot);
                 } else if matches!(view_from(resources, vmid, item.guest.type_), GuestView::Missing)
@@ -1250,6 +1257,21 @@ impl Pass<'_> {
             requeue,
         }
     }
+}
+
+/// The `ERROR:` lines of a task's log (at most 3), for a failure message.
+async fn error_lines(client: &PveClient, upid: &crate::crd::common::TaskHandle) -> Vec<String> {
+    let Ok(task) = upid.parse::<crate::proxmox::TaskRef>() else {
+        return Vec::new();
+    };
+    client
+        .task_log_tail(&task, 50)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| l.split_once("ERROR: ").map(|(_, e)| e.trim().to_owned()))
+        .take(3)
+        .collect()
 }
 
 /// Whether a PVE error says the guest is locked by another operation.
