@@ -130,6 +130,9 @@ impl ChunkStore {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| b.default_index_dir());
         Index::open(&dir)?;
+        if let Some(root) = b.local_root() {
+            lock::init_local(root)?;
+        }
         Ok(config)
     }
 
