@@ -17,6 +17,7 @@ use super::index::{SnapshotFilter, SnapshotInfo};
 use super::prune::KeepOptions;
 use super::snapfile::SourceKind;
 use super::store::{ChunkStore, OpenOptions};
+use super::verify::DataSubset;
 
 /// Exit statuses of `homelab-autopilot store`, as `--help` shows them.
 const EXIT_HELP: &str = "\
@@ -237,8 +238,13 @@ pub struct VerifyArgs {
     /// Only this snapshot (default: all).
     pub snapshot: Option<String>,
     /// Read, authenticate and hash every chunk (slow), not just check presence.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
+    /// Like --read-data, for a part of the packs: `N%` reads a random N percent of the packs the
+    /// snapshots need (at least one; a new choice every run), `n/t` reads group n of t (run 1/t
+    /// .. t/t to read each pack once). Every other pack is still checked for presence and size.
+    #[arg(long, value_parser = DataSubset::parse, value_name = "N%|n/t")]
+    pub read_data_subset: Option<DataSubset>,
 }
 
 /// `store repair`.
@@ -611,7 +617,8 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
             out::prune(w, &store.forget(&snaps)?, args.json)?;
         }
         StoreCommand::Verify(v) => {
-            let report = store.verify(v.snapshot.as_deref(), v.read_data)?;
+            let subset = v.read_data_subset.or(v.read_data.then_some(DataSubset::All));
+            let report = store.verify_subset(v.snapshot.as_deref(), subset)?;
             out::verify(w, &report, args.json)?;
             if !report.ok {
                 return Ok(ExitCode::from(EXIT_DAMAGE));

@@ -252,7 +252,14 @@ pub(crate) fn verify(w: &mut dyn Write, r: &VerifyReport, as_json: bool) -> io::
             r.snapshots_checked,
             r.chunks_checked,
             if r.read_data {
-                format!(", {} read", bytes(r.bytes_read))
+                format!(
+                    ", {} read{}",
+                    bytes(r.bytes_read),
+                    match &r.read_data_subset {
+                        Some(s) => format!(" ({} of {} packs, subset {s})", r.packs_read, r.packs_needed),
+                        None => String::new(),
+                    }
+                )
             } else {
                 String::new()
             }

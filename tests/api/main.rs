@@ -41,3 +41,4 @@ mod store_roundtrip;
 mod store_s3;
 mod store_safety;
 mod store_select;
+mod store_verify_subset;
