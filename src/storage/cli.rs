@@ -144,6 +144,10 @@ pub struct BackupArgs {
     /// zstd level for this backup's new chunks (default: the repository's).
     #[arg(long, allow_negative_numbers = true)]
     pub zstd_level: Option<i32>,
+    /// Record this time (RFC 3339, e.g. 2026-01-31T02:00:00Z) instead of now, as restic's
+    /// `backup --time` (importing backups made elsewhere).
+    #[arg(long, value_parser = parse_time)]
+    pub time: Option<jiff::Timestamp>,
     /// File, directory, or `-` for standard input.
     #[arg(
         required_unless_present = "stdin_from_command",
@@ -314,6 +318,12 @@ fn parse_size(s: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a size like 65536, 64K or 16M"))?;
     u32::try_from(n * mult).map_err(|_| format!("{s} is too large"))
+}
+
+fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    s.trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-01-31T02:00:00Z: {e}"))
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -546,9 +556,11 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
         lock_wait: Duration::from_secs(args.lock_wait),
         threads: args.threads,
         zstd_level: None,
+        backup_time: None,
     };
     if let StoreCommand::Backup(b) = &args.command {
         opts.zstd_level = b.zstd_level;
+        opts.backup_time = b.time;
     }
     let store = ChunkStore::open(repo, opts)?;
     match &args.command {

@@ -31,6 +31,7 @@ mod pvesim_snapshots;
 mod pvesim_wire;
 mod store_badinput;
 mod store_browse;
+mod store_clock;
 mod store_common;
 mod store_concurrency;
 mod store_corruption;
