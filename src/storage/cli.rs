@@ -14,6 +14,7 @@ use super::config::{ChunkerParams, RepoParams};
 use super::crypto::{KEY_ENV, Key};
 use super::error::{Error, Param};
 use super::index::{SnapshotFilter, SnapshotInfo};
+use super::pattern::{PathFilter, read_pattern_file};
 use super::prune::KeepOptions;
 use super::snapfile::SourceKind;
 use super::store::{ChunkStore, OpenOptions};
@@ -144,6 +145,14 @@ pub struct BackupArgs {
     /// zstd level for this backup's new chunks (default: the repository's).
     #[arg(long, allow_negative_numbers = true)]
     pub zstd_level: Option<i32>,
+    /// Leave out paths matching PATTERN (repeatable; directory backups; see README for the
+    /// pattern rules: `*.tmp`, `/cache`, `/home/**/node_modules`).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (`#` comments and blank lines ignored;
+    /// repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
     /// Record this time (RFC 3339, e.g. 2026-01-31T02:00:00Z) instead of now, as restic's
     /// `backup --time` (importing backups made elsewhere).
     #[arg(long, value_parser = parse_time)]
@@ -168,6 +177,13 @@ pub struct RestoreArgs {
     /// New file or directory path (never overwritten), or `-` for standard output.
     #[arg(long)]
     pub to: String,
+    /// Restore only paths matching PATTERN, with what is below them and the directories above
+    /// them (repeatable; directory snapshots restored to a path).
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Do not restore paths matching PATTERN, nor what is below them (repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
 }
 
 /// Which snapshots `list` and `prune` see.
@@ -425,6 +441,7 @@ pub fn flag(p: Param) -> &'static str {
         }
         Param::Tag => "--tag",
         Param::SnapshotPath => "PATH",
+        Param::Pattern => "--include/--exclude/--exclude-file",
     }
 }
 
@@ -567,6 +584,10 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
         StoreCommand::Init(_) => {}
         StoreCommand::Backup(b) => {
             let tags: BTreeMap<String, String> = b.tags.iter().cloned().collect();
+            let from_stdin = b.stdin_from_command.is_some() || b.path.as_deref() == Some("-");
+            if from_stdin && !(b.excludes.is_empty() && b.exclude_files.is_empty()) {
+                bail!("--exclude and --exclude-file apply to directory backups, not to standard input");
+            }
             let summary = if let Some([program, cmd_args @ ..]) = b.stdin_from_command.as_deref() {
                 let bar = out::bar(progress_ok, None);
                 let mut cmd = std::process::Command::new(program);
@@ -578,9 +599,18 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
             } else {
                 let p = Path::new(b.path.as_deref().unwrap_or_default());
                 let meta = std::fs::metadata(p).with_context(|| format!("backup PATH {}", p.display()))?;
+                let mut excludes = b.excludes.clone();
+                for f in &b.exclude_files {
+                    excludes.extend(
+                        read_pattern_file(f).with_context(|| format!("--exclude-file {}", f.display()))?,
+                    );
+                }
                 if meta.is_dir() {
+                    let filter = PathFilter::new(&[], &excludes)?;
                     let bar = out::bar(progress_ok, None);
-                    store.backup_dir(p, &b.name, &tags, &bar)?
+                    store.backup_dir_filtered(p, &b.name, &tags, &filter, &bar)?
+                } else if !excludes.is_empty() {
+                    bail!("--exclude and --exclude-file apply to directory backups; {} is a file", p.display());
                 } else {
                     let f = std::fs::File::open(p).with_context(|| format!("backup PATH {}", p.display()))?;
                     let bar = out::bar(progress_ok, Some(meta.len()));
@@ -596,11 +626,15 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
         StoreCommand::Restore(r) => {
             let snap = store.resolve(&r.snapshot)?;
             let bar = out::bar(progress_ok && r.to != "-", Some(snap.size));
+            let filter = PathFilter::new(&r.includes, &r.excludes)?;
             let summary = if r.to == "-" {
+                if !filter.is_empty() {
+                    bail!("--include and --exclude need --to PATH (a directory restore), not --to -");
+                }
                 let out = std::io::BufWriter::with_capacity(1 << 20, raw_stdout()?);
                 store.restore_to_writer(&snap, out, &bar)?
             } else {
-                store.restore_to_path(&snap, Path::new(&r.to), &bar)?
+                store.restore_to_path_filtered(&snap, Path::new(&r.to), &filter, &bar)?
             };
             out::restore(w, &summary, args.json, r.to == "-")?;
         }

@@ -132,8 +132,9 @@ fn try_flock(f: &File, mode: LockMode) -> Result<bool> {
     }
 }
 
-fn is_no_space_or_read_only(e: &Error) -> bool {
-    matches!(e, Error::Io { cause, .. } if matches!(cause.raw_os_error(), Some(28) | Some(30) | Some(13) | Some(122)))
+/// ENOSPC or EDQUOT.
+fn is_no_space(e: &Error) -> bool {
+    matches!(e, Error::Io { cause, .. } if matches!(cause.raw_os_error(), Some(28) | Some(122)))
 }
 
 fn hostname() -> String {
@@ -201,15 +202,18 @@ pub fn acquire(
         if free {
             match backend.put(&key, &body) {
                 Ok(()) => wrote = true,
-                // With the advisory lock held the object only names the holder: a full or
-                // read-only file system does not stop a command that needs no new space.
-                Err(e) if flock.is_some() && is_no_space_or_read_only(&e) => {
+                // With the advisory lock held the object only names the holder: a full file
+                // system does not stop a command (a backup then fails where it needs space).
+                Err(e) if flock.is_some() && is_no_space(&e) => {
                     tracing::debug!(error = %e, "no lock object written (advisory lock held)");
                 }
+                // A reader of a repository that cannot be written: nobody can change it either.
                 Err(Error::Io { cause, .. })
                     if optional && matches!(cause.raw_os_error(), Some(30) | Some(13)) =>
                 {
-                    return Ok(None);
+                    if flock.is_none() {
+                        return Ok(None);
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -383,7 +387,9 @@ mod tests {
         let x = acquire(&b, LockMode::Exclusive, "gc", Duration::ZERO, false).unwrap();
         assert!(acquire(&b, LockMode::Shared, "backup", Duration::ZERO, false).is_err());
         drop(x);
-        assert!(b.list("locks/").unwrap().is_empty());
+        // Only the advisory lock file stays.
+        let left: Vec<String> = b.list("locks/").unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(left, [FLOCK_KEY]);
     }
 
     #[test]

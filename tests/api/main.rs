@@ -38,6 +38,8 @@ mod store_corruption;
 mod store_crash;
 mod store_errors;
 mod store_incomplete;
+mod store_metadata;
+mod store_patterns;
 mod store_roundtrip;
 mod store_s3;
 mod store_safety;
