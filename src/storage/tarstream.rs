@@ -90,6 +90,7 @@ fn write_tree(
         };
         let ft = meta.file_type();
         if meta.is_dir() {
+            append_pax_mtime(b, &meta)?;
             b.append_dir(&name, &path)?;
             write_tree(b, root, &name, walk)?;
         } else if meta.is_file() {
@@ -112,13 +113,56 @@ fn write_tree(
             }
             append_file(b, &path, &name, &mut walk.notes)?;
         } else if ft.is_symlink() {
+            append_pax_mtime(b, &meta)?;
             b.append_path_with_name(&path, &name)?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            append_pax_mtime(b, &meta)?;
             append_special(b, &meta, &name)?;
         }
         // Sockets are skipped: they carry no data and cannot be restored.
     }
     Ok(())
+}
+
+/// Records the sub-second part of an entry's mtime, which the tar header holds in whole seconds,
+/// as a pax extended header (`mtime=SECONDS.NANOSECONDS`, as GNU tar `--format=posix` writes it)
+/// right before the entry. Only when there is a sub-second part, so entries with whole-second
+/// times stay byte for byte what they were. Readers without pax support see the seconds.
+fn append_pax_mtime(b: &mut tar::Builder<impl Write>, meta: &fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (secs, nsec) = (meta.mtime(), meta.mtime_nsec());
+    if nsec <= 0 || secs < 0 {
+        return Ok(());
+    }
+    let body = format!(" mtime={secs}.{nsec:09}\n");
+    // The record's length counts its own digits.
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len = len.to_string().len() + body.len();
+    }
+    let record = format!("{len}{body}");
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_size(record.len() as u64);
+    b.append_data(&mut h, "././@PaxHeader", record.as_bytes())
+}
+
+/// The mtime of an entry with its sub-second part from a pax `mtime` record, if it has one.
+fn precise_mtime<R: Read>(e: &mut tar::Entry<R>) -> Option<filetime::FileTime> {
+    let exts = e.pax_extensions().ok()??;
+    for ext in exts.flatten() {
+        if ext.key() != Ok("mtime") {
+            continue;
+        }
+        let v = ext.value().ok()?;
+        let (secs, frac) = v.split_once('.').unwrap_or((v, "0"));
+        let secs: i64 = secs.parse().ok()?;
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        let nsec: u32 = digits.parse().ok()?;
+        return Some(filetime::FileTime::from_unix_time(secs, nsec));
+    }
+    None
 }
 
 /// Appends a fifo or device node as the `tar` crate's own `append_special` would, under `name`
@@ -169,6 +213,7 @@ fn append_file(
             return Ok(());
         }
     };
+    append_pax_mtime(b, &meta)?;
     if meta.blocks() * 512 < meta.len() {
         return append_sparse(b, path, name, &meta, &mut f, notes);
     }
@@ -671,9 +716,16 @@ fn unpack_tree<R: Read>(
             || kind == tar::EntryType::Char
             || kind == tar::EntryType::Block
         {
-            unpack_special(&e, &dst, root)?;
+            unpack_special(&mut e, &dst, root)?;
         } else {
-            e.unpack_in(&dst)?;
+            let precise = precise_mtime(&mut e);
+            let path = e.path()?.into_owned();
+            if e.unpack_in(&dst)?
+                && kind == tar::EntryType::Symlink
+                && let (Some(t), Some(link)) = (precise, entry_path(&dst, &path))
+            {
+                filetime::set_symlink_file_times(&link, t, t)?;
+            }
         }
     }
     dirs.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
@@ -692,8 +744,11 @@ fn unpack_tree<R: Read>(
         // directory's mtime never changes its parent's, which comes later. By path
         // (utimensat), never through an opened handle: a directory whose restored mode denies
         // reading (000) cannot be opened by a user who is not root.
-        if let Ok(mtime) = d.header().mtime() {
-            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+        let precise = precise_mtime(&mut d);
+        if let Some(t) = precise.or_else(|| {
+            let s = d.header().mtime().ok()?;
+            Some(filetime::FileTime::from_unix_time(s as i64, 0))
+        }) {
             filetime::set_symlink_file_times(&dir, t, t)?;
         }
     }
@@ -702,11 +757,12 @@ fn unpack_tree<R: Read>(
 
 /// Creates a fifo or device node (`mknod(1)`: the standard library has no call for it). Device
 /// nodes need root; without it they are skipped with a warning, as a fifo that cannot be made.
-fn unpack_special<R: Read>(e: &tar::Entry<R>, dst: &Path, root: bool) -> std::io::Result<()> {
+fn unpack_special<R: Read>(e: &mut tar::Entry<R>, dst: &Path, root: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let Some(path) = entry_path(dst, &e.path()?) else {
         return Ok(());
     };
+    let precise = precise_mtime(e);
     let h = e.header();
     let kind = h.entry_type();
     if kind != tar::EntryType::Fifo && !root {
@@ -755,8 +811,7 @@ fn unpack_special<R: Read>(e: &tar::Entry<R>, dst: &Path, root: bool) -> std::io
         std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32))?;
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(h.mode()?))?;
-    if let Ok(mtime) = h.mtime() {
-        let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+    if let Some(t) = precise.or_else(|| Some(filetime::FileTime::from_unix_time(h.mtime().ok()? as i64, 0))) {
         filetime::set_symlink_file_times(&path, t, t)?;
     }
     Ok(())
@@ -790,8 +845,15 @@ fn unpack_file<R: Read>(
         .parent()
         .and_then(|p| p.canonicalize().ok())
         .is_some_and(|p| p.starts_with(dst));
+    let precise = precise_mtime(e);
     if !inside {
-        return e.unpack_in(dst).map(drop);
+        // `tar` sets whole seconds; by path, as the file's mode may deny opening it.
+        if e.unpack_in(dst)?
+            && let Some(t) = precise
+        {
+            filetime::set_symlink_file_times(&file, t, t)?;
+        }
+        return Ok(());
     }
     let failed = |err: std::io::Error| {
         std::io::Error::new(
@@ -834,8 +896,10 @@ fn unpack_file<R: Read>(
     if root && let (Ok(uid), Ok(gid)) = (e.header().uid(), e.header().gid()) {
         std::os::unix::fs::fchown(&f, Some(uid as u32), Some(gid as u32)).map_err(failed)?;
     }
-    if let Ok(mtime) = e.header().mtime() {
-        let t = filetime::FileTime::from_unix_time(mtime.max(1) as i64, 0);
+    if let Some(t) = precise.or_else(|| {
+        let s = e.header().mtime().ok()?;
+        Some(filetime::FileTime::from_unix_time(s.max(1) as i64, 0))
+    }) {
         filetime::set_file_handle_times(&f, Some(t), Some(t)).map_err(failed)?;
     }
     let mode = e.header().mode()?;
@@ -1102,6 +1166,7 @@ mod tests {
     fn reference_tar(root: &Path, rel: &Path, b: &mut tar::Builder<Vec<u8>>) {
         for path in sorted_entries(&root.join(rel)).unwrap() {
             let name = rel.join(path.file_name().unwrap());
+            append_pax_mtime(b, &fs::symlink_metadata(&path).unwrap()).unwrap();
             if fs::symlink_metadata(&path).unwrap().is_dir() {
                 b.append_dir(&name, &path).unwrap();
                 reference_tar(root, &name, b);

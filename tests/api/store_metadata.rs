@@ -1,6 +1,6 @@
 //! Directory restores bring back what was saved: owner and group (as root), hard links as links,
-//! fifos and device nodes (devices only as root), and a tree with a mode-000 directory restores
-//! for a user who is not root.
+//! fifos and device nodes (devices only as root), sub-second mtimes, and a tree with a mode-000
+//! directory restores for a user who is not root.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -39,6 +39,10 @@ fn make_tree(src: &Path) {
     write(&src.join("ro/inner"), "f", b"in a read-only directory");
     mknod(&src.join("fifo"), &["p"]);
     mknod(&src.join("null"), &["c", "1", "3"]);
+    let t = filetime::FileTime::from_unix_time(1_700_000_000, 123_456_789);
+    for p in ["owned", "ro", "ro/inner/f", "fifo"] {
+        filetime::set_symlink_file_times(src.join(p), t, t).unwrap();
+    }
     std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
     std::fs::set_permissions(src.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
 }
@@ -63,6 +67,10 @@ fn store_directory_restore_keeps_owners_links_fifos_devices_and_modes() {
     ok(&repo, &["restore", &id, "--to", to.to_str().unwrap()]);
     let m = std::fs::metadata(to.join("owned")).unwrap();
     assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    for p in ["owned", "ro", "ro/inner/f", "fifo"] {
+        let m = std::fs::symlink_metadata(to.join(p)).unwrap();
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_700_000_000, 123_456_789), "{p}");
+    }
     let (one, two) = (
         std::fs::metadata(to.join("one")).unwrap(),
         std::fs::metadata(to.join("two")).unwrap(),
