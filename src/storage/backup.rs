@@ -99,10 +99,7 @@ fn clock_warning(index: &super::index::Index, time_us: i64) -> Result<Option<Str
         "the clock is behind the newest snapshot: {} ({}) is dated {}, {} after this backup; \
          check the clock (NTP). prune keeps snapshots dated in the future out of its rules until \
          their time has come, so they never take the place of real backups",
-        n.id,
-        n.name,
-        n.time,
-        ahead
+        n.id, n.name, n.time, ahead
     );
     tracing::warn!("{msg}");
     Ok(Some(msg))

@@ -610,7 +610,10 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
                     let bar = out::bar(progress_ok, None);
                     store.backup_dir_filtered(p, &b.name, &tags, &filter, &bar)?
                 } else if !excludes.is_empty() {
-                    bail!("--exclude and --exclude-file apply to directory backups; {} is a file", p.display());
+                    bail!(
+                        "--exclude and --exclude-file apply to directory backups; {} is a file",
+                        p.display()
+                    );
                 } else {
                     let f = std::fs::File::open(p).with_context(|| format!("backup PATH {}", p.display()))?;
                     let bar = out::bar(progress_ok, Some(meta.len()));

@@ -274,9 +274,7 @@ fn lock_holders(
 ) -> Result<Vec<String>> {
     let mut holders = Vec::new();
     for obj in backend.list("locks/")? {
-        if Some(obj.key.as_str()) == own
-            || obj.key.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
-        {
+        if Some(obj.key.as_str()) == own || obj.key.rsplit('/').next().is_some_and(|n| n.starts_with('.')) {
             continue;
         }
         let Some(bytes) = backend.get(&obj.key)? else {

@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::pattern::PathFilter;
 use super::backend::{pack_key, snapshot_key};
 use super::backup::Progress;
 use super::blob::{BlobKind, ChunkId};
 use super::chunker::MAX_CHUNK;
 use super::error::{Error, Param, Result};
 use super::index::{SnapshotInfo, kind_of};
+use super::pattern::PathFilter;
 use super::snapfile::{SnapReader, SourceKind};
 use super::store::ChunkStore;
 use super::writeback::{NUDGE_BYTES, Writeback};

@@ -13,18 +13,35 @@ fn store_future_dated_snapshot_warns_and_takes_no_prune_bucket() {
         .checked_add(jiff::SignedDuration::from_hours(24 * 365))
         .unwrap()
         .to_string();
-    let out = ok(&repo, &["--json", "backup", "--name", "daily", "--time", &ahead, f.to_str().unwrap()]);
+    let out = ok(
+        &repo,
+        &[
+            "--json",
+            "backup",
+            "--name",
+            "daily",
+            "--time",
+            &ahead,
+            f.to_str().unwrap(),
+        ],
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let future = v["snapshot"]["id"].as_str().unwrap().to_string();
     assert!(v.get("warnings").is_none(), "{v}");
     // Today's real backups: the clock is now behind the newest snapshot.
-    let out = ok(&repo, &["--json", "backup", "--name", "daily", f.to_str().unwrap()]);
+    let out = ok(
+        &repo,
+        &["--json", "backup", "--name", "daily", f.to_str().unwrap()],
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let older = v["snapshot"]["id"].as_str().unwrap().to_string();
     let w = v["warnings"][0].as_str().unwrap_or_default();
     assert!(w.contains("clock is behind") && w.contains(&future), "{v}");
     let human = ok(&repo, &["backup", "--name", "daily", f.to_str().unwrap()]);
-    assert!(human.contains("warning") && human.contains("clock is behind"), "{human}");
+    assert!(
+        human.contains("warning") && human.contains("clock is behind"),
+        "{human}"
+    );
     let newest = ok(&repo, &["--json", "list", "--last", "3"]);
     let list: serde_json::Value = serde_json::from_str(&newest).unwrap();
     let today = list

@@ -337,7 +337,10 @@ fn store_backup_reports_a_sparse_file_that_shrank_while_read_and_keeps_the_strea
     let to = d.path().join("restored");
     ok(&repo, &["restore", id, "--to", to.to_str().unwrap()]);
     assert_eq!(std::fs::metadata(to.join("sparse")).unwrap().len(), 64 << 20);
-    assert_eq!(std::fs::read(to.join("z-after")).unwrap(), std::fs::read(&after).unwrap());
+    assert_eq!(
+        std::fs::read(to.join("z-after")).unwrap(),
+        std::fs::read(&after).unwrap()
+    );
     let restored = std::fs::read(to.join("sparse")).unwrap();
     assert_eq!(&restored[..1 << 20], &seeded(100, 1 << 20)[..]);
 }

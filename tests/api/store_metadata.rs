@@ -77,7 +77,12 @@ fn store_directory_restore_keeps_owners_links_fifos_devices_and_modes() {
     );
     assert_eq!(one.ino(), two.ino(), "hard link restored as a copy");
     assert_eq!(one.nlink(), 2);
-    assert!(std::fs::symlink_metadata(to.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(to.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     let null = std::fs::symlink_metadata(to.join("null")).unwrap();
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), std::fs::metadata(src.join("null")).unwrap().rdev());
@@ -97,7 +102,11 @@ fn store_directory_restore_keeps_owners_links_fifos_devices_and_modes() {
     for p in [d.path(), repo.as_path()] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    Command::new("chmod").args(["-R", "a+rwX"]).arg(&repo).status().unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&repo)
+        .status()
+        .unwrap();
     let out_dir = d.path().join("nobody");
     std::fs::create_dir(&out_dir).unwrap();
     std::os::unix::fs::chown(&out_dir, Some(65534), Some(65534)).unwrap();
@@ -116,7 +125,12 @@ fn store_directory_restore_keeps_owners_links_fifos_devices_and_modes() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("device node not restored"), "{err}");
     assert!(!to.join("null").exists());
-    assert!(std::fs::symlink_metadata(to.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(to.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     assert_eq!(mode(&to.join("locked")), 0o000);
     assert_eq!(mode(&to.join("ro")), 0o555);
     assert_eq!(std::fs::metadata(to.join("owned")).unwrap().uid(), 65534);

@@ -100,13 +100,23 @@ fn store_backup_exclude_and_exclude_file_leave_paths_out() {
         ls_paths(&repo, &id),
         ["a.log", "a.txt", "sub", "sub/b.log", "sub/deep", "sub/keep"]
     );
-    let e = fails(&repo, &["backup", "--name", "t", "--exclude", "a[b", src.to_str().unwrap()]);
+    let e = fails(
+        &repo,
+        &["backup", "--name", "t", "--exclude", "a[b", src.to_str().unwrap()],
+    );
     assert!(e.contains("not closed") && e.contains("--exclude"), "{e}");
     let e = fails(&repo, &["backup", "--name", "t", "--exclude", "x", "-"]);
     assert!(e.contains("directory backups"), "{e}");
     let e = fails(
         &repo,
-        &["backup", "--name", "t", "--exclude-file", "/nonexistent", src.to_str().unwrap()],
+        &[
+            "backup",
+            "--name",
+            "t",
+            "--exclude-file",
+            "/nonexistent",
+            src.to_str().unwrap(),
+        ],
     );
     assert!(e.contains("--exclude-file /nonexistent"), "{e}");
 }
@@ -122,30 +132,83 @@ fn store_restore_include_and_exclude_select_paths() {
     let to = d.path().join("inc");
     ok(
         &repo,
-        &["restore", &id, "--to", to.to_str().unwrap(), "--include", "/sub/keep", "--include", "*.log"],
+        &[
+            "restore",
+            &id,
+            "--to",
+            to.to_str().unwrap(),
+            "--include",
+            "/sub/keep",
+            "--include",
+            "*.log",
+        ],
     );
     assert_eq!(
         tree_paths(&to),
-        ["a.log", "sub", "sub/b.log", "sub/keep", "sub/keep/cache", "sub/keep/cache/z", "sub/keep/k.txt"]
+        [
+            "a.log",
+            "sub",
+            "sub/b.log",
+            "sub/keep",
+            "sub/keep/cache",
+            "sub/keep/cache/z",
+            "sub/keep/k.txt"
+        ]
     );
-    assert_eq!(std::fs::read(to.join("sub/keep/k.txt")).unwrap(), b"sub/keep/k.txt");
+    assert_eq!(
+        std::fs::read(to.join("sub/keep/k.txt")).unwrap(),
+        b"sub/keep/k.txt"
+    );
     let to = d.path().join("exc");
     ok(
         &repo,
-        &["restore", &id, "--to", to.to_str().unwrap(), "--exclude", "cache", "--exclude", "/sub/deep"],
+        &[
+            "restore",
+            &id,
+            "--to",
+            to.to_str().unwrap(),
+            "--exclude",
+            "cache",
+            "--exclude",
+            "/sub/deep",
+        ],
     );
     assert_eq!(
         tree_paths(&to),
-        ["a.log", "a.txt", "sub", "sub/b.log", "sub/b.txt", "sub/keep", "sub/keep/k.txt"]
+        [
+            "a.log",
+            "a.txt",
+            "sub",
+            "sub/b.log",
+            "sub/b.txt",
+            "sub/keep",
+            "sub/keep/k.txt"
+        ]
     );
     let to = d.path().join("both");
     ok(
         &repo,
-        &["restore", &id, "--to", to.to_str().unwrap(), "--include", "/sub", "--exclude", "*.txt"],
+        &[
+            "restore",
+            &id,
+            "--to",
+            to.to_str().unwrap(),
+            "--include",
+            "/sub",
+            "--exclude",
+            "*.txt",
+        ],
     );
     assert_eq!(
         tree_paths(&to),
-        ["sub", "sub/b.log", "sub/deep", "sub/keep", "sub/keep/cache", "sub/keep/cache/z"]
+        [
+            "sub",
+            "sub/b.log",
+            "sub/deep",
+            "sub/keep",
+            "sub/keep/cache",
+            "sub/keep/cache/z"
+        ]
     );
     let e = fails(&repo, &["restore", &id, "--to", "-", "--include", "a.txt"]);
     assert!(e.contains("--to PATH"), "{e}");
@@ -153,7 +216,14 @@ fn store_restore_include_and_exclude_select_paths() {
     let fid = backup(&repo, "f", &f);
     let e = fails(
         &repo,
-        &["restore", &fid, "--to", d.path().join("f2").to_str().unwrap(), "--include", "x"],
+        &[
+            "restore",
+            &fid,
+            "--to",
+            d.path().join("f2").to_str().unwrap(),
+            "--include",
+            "x",
+        ],
     );
     assert!(e.contains("directory snapshots"), "{e}");
 }

@@ -22,10 +22,15 @@ fn store_verify_read_data_subset_reads_part_of_the_packs() {
     let v = run("100%");
     assert_eq!(v["packs_read"], n);
     // n/t: the t groups together read every pack once.
-    let total: u64 = (1..=3).map(|i| run(&format!("{i}/3"))["packs_read"].as_u64().unwrap()).sum();
+    let total: u64 = (1..=3)
+        .map(|i| run(&format!("{i}/3"))["packs_read"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, n);
     let human = ok(&repo, &["verify", "--read-data-subset", "10%"]);
-    assert!(human.contains("verify OK") && human.contains(&format!("of {n} packs, subset 10%")), "{human}");
+    assert!(
+        human.contains("verify OK") && human.contains(&format!("of {n} packs, subset 10%")),
+        "{human}"
+    );
     for bad in ["0%", "101%", "0/3", "4/3", "abc"] {
         let out = store(&repo, &["verify", "--read-data-subset", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad} accepted");
@@ -36,5 +41,10 @@ fn store_verify_read_data_subset_reads_part_of_the_packs() {
     bytes[100] ^= 0xff;
     std::fs::write(p, &bytes).unwrap();
     let out = store(&repo, &["verify", "--read-data-subset", "100%"]);
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
