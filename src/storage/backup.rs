@@ -63,6 +63,9 @@ pub struct SnapshotSummary {
     pub skipped: Vec<SkippedPath>,
     /// Files of a directory backup that shrank while they were read (zero-padded in the snapshot).
     pub shrunk: Vec<ShrunkFile>,
+    /// Warnings that do not make the snapshot incomplete (a clock behind the newest snapshot).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl SnapshotSummary {
@@ -70,6 +73,36 @@ impl SnapshotSummary {
     pub fn is_complete(&self) -> bool {
         self.skipped.is_empty() && self.shrunk.is_empty()
     }
+}
+
+/// How far a snapshot may be dated after a backup's time before the clock counts as behind.
+const CLOCK_SLACK_US: i64 = 60_000_000;
+
+/// A warning when the newest complete snapshot is dated after `time_us` (this backup's time):
+/// this machine's clock is behind, or the other snapshot came from a clock that was ahead.
+fn clock_warning(index: &super::index::Index, time_us: i64) -> Result<Option<String>> {
+    let newest = index
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.complete)
+        .max_by_key(|s| s.time_us);
+    let Some(n) = newest.filter(|n| n.time_us > time_us + CLOCK_SLACK_US) else {
+        return Ok(None);
+    };
+    let secs = (n.time_us - time_us) / 1_000_000;
+    let ahead = match (secs / 86_400, secs / 3600 % 24, secs / 60 % 60) {
+        (0, 0, m) => format!("{m} min"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} days {h} h"),
+    };
+    let msg = format!(
+        "the clock is behind the newest snapshot: {} ({}) is dated {}, {} after this backup; \
+         check the clock (NTP). prune keeps snapshots dated in the future out of its rules until \
+         their time has come, so they never take the place of real backups",
+        n.id, n.name, n.time, ahead
+    );
+    tracing::warn!("{msg}");
+    Ok(Some(msg))
 }
 
 /// A path a directory backup skipped because it could not be read.
@@ -357,11 +390,16 @@ impl ChunkStore {
         let meta = SnapshotMeta {
             uid: new_pack_name(),
             name: name.to_string(),
-            time: jiff::Timestamp::now().as_microsecond(),
+            time: self
+                .opts
+                .backup_time
+                .unwrap_or_else(jiff::Timestamp::now)
+                .as_microsecond(),
             tags: tags.clone(),
             kind,
         };
         let index = self.index()?;
+        let warnings = clock_warning(&index, meta.time)?.into_iter().collect();
         index.begin_snapshot(&meta)?;
         let shared = Shared {
             abort: AtomicBool::new(false),
@@ -493,6 +531,7 @@ impl ChunkStore {
             },
             skipped: Vec::new(),
             shrunk: Vec::new(),
+            warnings,
         })
     }
 

@@ -14,9 +14,11 @@ use super::config::{ChunkerParams, RepoParams};
 use super::crypto::{KEY_ENV, Key};
 use super::error::{Error, Param};
 use super::index::{SnapshotFilter, SnapshotInfo};
+use super::pattern::{PathFilter, read_pattern_file};
 use super::prune::KeepOptions;
 use super::snapfile::SourceKind;
 use super::store::{ChunkStore, OpenOptions};
+use super::verify::DataSubset;
 
 /// Exit statuses of `homelab-autopilot store`, as `--help` shows them.
 const EXIT_HELP: &str = "\
@@ -143,6 +145,18 @@ pub struct BackupArgs {
     /// zstd level for this backup's new chunks (default: the repository's).
     #[arg(long, allow_negative_numbers = true)]
     pub zstd_level: Option<i32>,
+    /// Leave out paths matching PATTERN (repeatable; directory backups; see README for the
+    /// pattern rules: `*.tmp`, `/cache`, `/home/**/node_modules`).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (`#` comments and blank lines ignored;
+    /// repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Record this time (RFC 3339, e.g. 2026-01-31T02:00:00Z) instead of now, as restic's
+    /// `backup --time` (importing backups made elsewhere).
+    #[arg(long, value_parser = parse_time)]
+    pub time: Option<jiff::Timestamp>,
     /// File, directory, or `-` for standard input.
     #[arg(
         required_unless_present = "stdin_from_command",
@@ -163,6 +177,13 @@ pub struct RestoreArgs {
     /// New file or directory path (never overwritten), or `-` for standard output.
     #[arg(long)]
     pub to: String,
+    /// Restore only paths matching PATTERN, with what is below them and the directories above
+    /// them (repeatable; directory snapshots restored to a path).
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Do not restore paths matching PATTERN, nor what is below them (repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
 }
 
 /// Which snapshots `list` and `prune` see.
@@ -237,8 +258,13 @@ pub struct VerifyArgs {
     /// Only this snapshot (default: all).
     pub snapshot: Option<String>,
     /// Read, authenticate and hash every chunk (slow), not just check presence.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
+    /// Like --read-data, for a part of the packs: `N%` reads a random N percent of the packs the
+    /// snapshots need (at least one; a new choice every run), `n/t` reads group n of t (run 1/t
+    /// .. t/t to read each pack once). Every other pack is still checked for presence and size.
+    #[arg(long, value_parser = DataSubset::parse, value_name = "N%|n/t")]
+    pub read_data_subset: Option<DataSubset>,
 }
 
 /// `store repair`.
@@ -308,6 +334,12 @@ fn parse_size(s: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a size like 65536, 64K or 16M"))?;
     u32::try_from(n * mult).map_err(|_| format!("{s} is too large"))
+}
+
+fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    s.trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-01-31T02:00:00Z: {e}"))
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -409,6 +441,7 @@ pub fn flag(p: Param) -> &'static str {
         }
         Param::Tag => "--tag",
         Param::SnapshotPath => "PATH",
+        Param::Pattern => "--include/--exclude/--exclude-file",
     }
 }
 
@@ -540,15 +573,21 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
         lock_wait: Duration::from_secs(args.lock_wait),
         threads: args.threads,
         zstd_level: None,
+        backup_time: None,
     };
     if let StoreCommand::Backup(b) = &args.command {
         opts.zstd_level = b.zstd_level;
+        opts.backup_time = b.time;
     }
     let store = ChunkStore::open(repo, opts)?;
     match &args.command {
         StoreCommand::Init(_) => {}
         StoreCommand::Backup(b) => {
             let tags: BTreeMap<String, String> = b.tags.iter().cloned().collect();
+            let from_stdin = b.stdin_from_command.is_some() || b.path.as_deref() == Some("-");
+            if from_stdin && !(b.excludes.is_empty() && b.exclude_files.is_empty()) {
+                bail!("--exclude and --exclude-file apply to directory backups, not to standard input");
+            }
             let summary = if let Some([program, cmd_args @ ..]) = b.stdin_from_command.as_deref() {
                 let bar = out::bar(progress_ok, None);
                 let mut cmd = std::process::Command::new(program);
@@ -560,9 +599,21 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
             } else {
                 let p = Path::new(b.path.as_deref().unwrap_or_default());
                 let meta = std::fs::metadata(p).with_context(|| format!("backup PATH {}", p.display()))?;
+                let mut excludes = b.excludes.clone();
+                for f in &b.exclude_files {
+                    excludes.extend(
+                        read_pattern_file(f).with_context(|| format!("--exclude-file {}", f.display()))?,
+                    );
+                }
                 if meta.is_dir() {
+                    let filter = PathFilter::new(&[], &excludes)?;
                     let bar = out::bar(progress_ok, None);
-                    store.backup_dir(p, &b.name, &tags, &bar)?
+                    store.backup_dir_filtered(p, &b.name, &tags, &filter, &bar)?
+                } else if !excludes.is_empty() {
+                    bail!(
+                        "--exclude and --exclude-file apply to directory backups; {} is a file",
+                        p.display()
+                    );
                 } else {
                     let f = std::fs::File::open(p).with_context(|| format!("backup PATH {}", p.display()))?;
                     let bar = out::bar(progress_ok, Some(meta.len()));
@@ -578,11 +629,15 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
         StoreCommand::Restore(r) => {
             let snap = store.resolve(&r.snapshot)?;
             let bar = out::bar(progress_ok && r.to != "-", Some(snap.size));
+            let filter = PathFilter::new(&r.includes, &r.excludes)?;
             let summary = if r.to == "-" {
+                if !filter.is_empty() {
+                    bail!("--include and --exclude need --to PATH (a directory restore), not --to -");
+                }
                 let out = std::io::BufWriter::with_capacity(1 << 20, raw_stdout()?);
                 store.restore_to_writer(&snap, out, &bar)?
             } else {
-                store.restore_to_path(&snap, Path::new(&r.to), &bar)?
+                store.restore_to_path_filtered(&snap, Path::new(&r.to), &filter, &bar)?
             };
             out::restore(w, &summary, args.json, r.to == "-")?;
         }
@@ -611,7 +666,8 @@ fn run_command(args: StoreArgs, repo: &str) -> anyhow::Result<ExitCode> {
             out::prune(w, &store.forget(&snaps)?, args.json)?;
         }
         StoreCommand::Verify(v) => {
-            let report = store.verify(v.snapshot.as_deref(), v.read_data)?;
+            let subset = v.read_data_subset.or(v.read_data.then_some(DataSubset::All));
+            let report = store.verify_subset(v.snapshot.as_deref(), subset)?;
             out::verify(w, &report, args.json)?;
             if !report.ok {
                 return Ok(ExitCode::from(EXIT_DAMAGE));

@@ -130,6 +130,9 @@ pub(crate) fn backup(w: &mut dyn Write, s: &SnapshotSummary, as_json: bool) -> i
             f.path, f.read, f.size
         )?;
     }
+    for m in &s.warnings {
+        writeln!(w, "  warning       {m}")?;
+    }
     Ok(())
 }
 
@@ -252,7 +255,14 @@ pub(crate) fn verify(w: &mut dyn Write, r: &VerifyReport, as_json: bool) -> io::
             r.snapshots_checked,
             r.chunks_checked,
             if r.read_data {
-                format!(", {} read", bytes(r.bytes_read))
+                format!(
+                    ", {} read{}",
+                    bytes(r.bytes_read),
+                    match &r.read_data_subset {
+                        Some(s) => format!(" ({} of {} packs, subset {s})", r.packs_read, r.packs_needed),
+                        None => String::new(),
+                    }
+                )
             } else {
                 String::new()
             }
@@ -278,7 +288,10 @@ pub(crate) fn prune(w: &mut dyn Write, r: &PruneReport, as_json: bool) -> io::Re
         writeln!(
             w,
             "{:<12} {} {} {}",
-            format!("{:?}", d.mark).to_lowercase(),
+            serde_json::to_value(d.mark)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             d.id,
             d.name,
             d.time

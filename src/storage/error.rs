@@ -34,6 +34,8 @@ pub enum Param {
     Tag,
     /// A path inside a directory snapshot.
     SnapshotPath,
+    /// A path pattern (include or exclude).
+    Pattern,
 }
 
 impl fmt::Display for Param {
@@ -52,6 +54,7 @@ impl fmt::Display for Param {
             Param::Retention => "retention rules",
             Param::Tag => "tag",
             Param::SnapshotPath => "path in the snapshot",
+            Param::Pattern => "path pattern",
         })
     }
 }

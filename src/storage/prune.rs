@@ -3,6 +3,11 @@
 //! yearly keeps the newest snapshot of each of the N newest periods that have not already been
 //! covered by an earlier rule; the newest unfinished snapshot is kept only if no finished one is
 //! newer. Periods are computed in UTC (ISO weeks for weekly).
+//!
+//! Snapshots dated in the future (more than [`FUTURE_SLACK_US`] after the time prune runs: made
+//! while a clock was ahead) are kept and count for no rule, so one dated a year ahead cannot take
+//! keep-last's place or the newest day's, week's, ... bucket from today's real backups. Once
+//! their time has come they are pruned like any other.
 
 use std::collections::{HashMap, HashSet};
 
@@ -51,9 +56,14 @@ pub enum PruneMark {
     Keep,
     /// The newest unfinished backup (may still be running).
     KeepPartial,
+    /// Dated in the future (a clock that was ahead): kept, and counts for no rule.
+    KeepFuture,
     /// Not selected.
     Remove,
 }
+
+/// How far after now a snapshot may be dated before prune treats it as future-dated.
+pub const FUTURE_SLACK_US: i64 = 10 * 60 * 1_000_000;
 
 /// One snapshot of a group, as prune sees it.
 #[derive(Clone, Debug)]
@@ -105,11 +115,21 @@ fn mark_selections(
     }
 }
 
-/// Marks every snapshot of one group (same name). Returns `(id, mark)` newest first.
+/// Marks every snapshot of one group (same name), as of now. Returns `(id, mark)` newest first.
 pub fn compute_prune(items: &[PruneItem], opts: &KeepOptions) -> Vec<(String, PruneMark)> {
-    let mut list: Vec<&PruneItem> = items.iter().collect();
-    list.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+    compute_prune_at(items, opts, Timestamp::now().as_microsecond())
+}
+
+/// [`compute_prune`] as of `now_us` (Unix microseconds).
+pub fn compute_prune_at(items: &[PruneItem], opts: &KeepOptions, now_us: i64) -> Vec<(String, PruneMark)> {
+    let mut all: Vec<&PruneItem> = items.iter().collect();
+    all.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
     let mut mark = HashMap::new();
+    let future = |i: &PruneItem| i.time > now_us.saturating_add(FUTURE_SLACK_US);
+    for i in all.iter().filter(|i| future(i)) {
+        mark.insert(i.id.clone(), PruneMark::KeepFuture);
+    }
+    let list: Vec<&PruneItem> = all.iter().copied().filter(|i| !future(i)).collect();
     let mut keep_unfinished = true;
     for info in &list {
         if info.complete {
@@ -142,7 +162,7 @@ pub fn compute_prune(items: &[PruneItem], opts: &KeepOptions) -> Vec<(String, Pr
             mark_selections(&mut mark, &list, keep as usize, |i| period(i.time, fmt));
         }
     }
-    list.iter()
+    all.iter()
         .map(|i| (i.id.clone(), *mark.get(&i.id).unwrap_or(&PruneMark::Remove)))
         .collect()
 }
@@ -254,6 +274,32 @@ mod tests {
             },
         );
         assert_eq!(k, vec!["0120-14", "1231-14"]);
+    }
+
+    #[test]
+    fn prune_future_dated_snapshot_is_kept_but_takes_no_bucket() {
+        let now: Timestamp = "2026-01-20T15:00:00Z".parse().unwrap();
+        let mut items = table();
+        items.push(item("future", "2027-01-20T02:00:00Z"));
+        let marks: HashMap<String, PruneMark> = compute_prune_at(
+            &items,
+            &KeepOptions {
+                last: Some(1),
+                daily: Some(2),
+                yearly: Some(1),
+                ..Default::default()
+            },
+            now.as_microsecond(),
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(marks["future"], PruneMark::KeepFuture);
+        // Today's real backup keeps keep-last and the yearly bucket; daily takes the two days
+        // before it.
+        assert_eq!(marks["0120-14"], PruneMark::Keep);
+        assert_eq!(marks["0119-14"], PruneMark::Keep);
+        assert_eq!(marks["0118-14"], PruneMark::Keep);
+        assert_eq!(marks["0117-14"], PruneMark::Remove);
     }
 
     #[test]

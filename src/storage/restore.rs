@@ -17,6 +17,7 @@ use super::blob::{BlobKind, ChunkId};
 use super::chunker::MAX_CHUNK;
 use super::error::{Error, Param, Result};
 use super::index::{SnapshotInfo, kind_of};
+use super::pattern::PathFilter;
 use super::snapfile::{SnapReader, SourceKind};
 use super::store::ChunkStore;
 use super::writeback::{NUDGE_BYTES, Writeback};
@@ -154,7 +155,29 @@ impl ChunkStore {
         path: &Path,
         progress: &dyn Progress,
     ) -> Result<RestoreSummary> {
+        self.restore_to_path_filtered(snap, path, &PathFilter::default(), progress)
+    }
+
+    /// [`ChunkStore::restore_to_path`] restoring only the entries of a directory snapshot that
+    /// `filter` takes (see [`super::pattern`]); a filter on a file snapshot is an error.
+    pub fn restore_to_path_filtered(
+        &self,
+        snap: &SnapshotInfo,
+        path: &Path,
+        filter: &PathFilter,
+        progress: &dyn Progress,
+    ) -> Result<RestoreSummary> {
         let is_dir = kind_of(snap) == SourceKind::Dir;
+        if !is_dir && !filter.is_empty() {
+            return Err(Error::InvalidArgument {
+                param: Param::Pattern,
+                reason: format!(
+                    "snapshot {} is a single file or stream: include and exclude patterns only \
+                     apply to directory snapshots",
+                    snap.id
+                ),
+            });
+        }
         if path.symlink_metadata().is_ok() && !(is_dir && is_empty_dir(path)) {
             return Err(Error::InvalidArgument {
                 param: Param::RestoreTarget,
@@ -166,7 +189,7 @@ impl ChunkStore {
             });
         }
         if is_dir {
-            return super::tarstream::restore_dir(self, snap, path, progress);
+            return super::tarstream::restore_dir(self, snap, path, filter, progress);
         }
         let f = File::options()
             .write(true)

@@ -36,6 +36,9 @@ pub struct OpenOptions {
     pub threads: usize,
     /// Overrides of the repository's zstd level for new chunks.
     pub zstd_level: Option<i32>,
+    /// The time new snapshots record instead of now (restic's `backup --time`: importing
+    /// backups made elsewhere).
+    pub backup_time: Option<jiff::Timestamp>,
 }
 
 impl Default for OpenOptions {
@@ -46,6 +49,7 @@ impl Default for OpenOptions {
             lock_wait: Duration::from_secs(600),
             threads: 0,
             zstd_level: None,
+            backup_time: None,
         }
     }
 }
@@ -130,6 +134,9 @@ impl ChunkStore {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| b.default_index_dir());
         Index::open(&dir)?;
+        if let Some(root) = b.local_root() {
+            lock::init_local(root)?;
+        }
         Ok(config)
     }
 

@@ -3,7 +3,7 @@
 //! Restore reads the stream with the `tar` crate and keeps its path rules (nothing lands outside
 //! the target); regular files are written in large positioned writes (see `unpack_file`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -14,6 +14,7 @@ use super::backup::{Block, BlockStream, Progress, ShrunkFile, SkippedPath, Snaps
 use super::chunker::is_zero;
 use super::error::{Error, Result};
 use super::index::SnapshotInfo;
+use super::pattern::PathFilter;
 use super::restore::{RestoreSummary, Sink};
 use super::snapfile::SourceKind;
 use super::store::ChunkStore;
@@ -46,44 +47,146 @@ impl Incomplete {
     }
 }
 
+/// What a tree walk carries along: the exclude filter, the hard links seen so far (by device
+/// and inode, to the first path archived), and what could not be saved as it was.
+struct Walk<'a> {
+    filter: &'a PathFilter,
+    links: HashMap<(u64, u64), PathBuf>,
+    notes: Incomplete,
+}
+
 /// Appends the tree under `root/rel`. What cannot be read below the root (a directory that
 /// cannot be listed, a file that cannot be opened, an entry gone before it was looked at) is
-/// skipped and noted, as restic does; errors writing the stream stop the backup.
+/// skipped and noted, as restic does; errors writing the stream stop the backup. Excluded paths
+/// (and everything below an excluded directory) are not looked at. A file with several links is
+/// archived once; its other names become hard-link entries, as GNU tar does.
 fn write_tree(
     b: &mut tar::Builder<impl Write>,
     root: &Path,
     rel: &Path,
-    notes: &mut Incomplete,
+    walk: &mut Walk<'_>,
 ) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let dir = root.join(rel);
     let entries = match sorted_entries(&dir) {
         Ok(v) => v,
         Err(e) if !rel.as_os_str().is_empty() => {
-            notes.skip(&dir, &e);
+            walk.notes.skip(&dir, &e);
             return Ok(());
         }
         Err(e) => return Err(e),
     };
     for path in entries {
         let name = rel.join(path.file_name().unwrap_or_default());
+        if !walk.filter.exclude.is_empty() && walk.filter.excluded(&name.to_string_lossy()) {
+            continue;
+        }
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
-                notes.skip(&path, &e);
+                walk.notes.skip(&path, &e);
                 continue;
             }
         };
+        let ft = meta.file_type();
         if meta.is_dir() {
+            append_pax_mtime(b, &meta)?;
             b.append_dir(&name, &path)?;
-            write_tree(b, root, &name, notes)?;
+            write_tree(b, root, &name, walk)?;
         } else if meta.is_file() {
-            append_file(b, &path, &name, notes)?;
-        } else if meta.file_type().is_symlink() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = walk.links.get(&key) {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, &name, first)?;
+                    continue;
+                }
+                let before = walk.notes.skipped.len();
+                append_file(b, &path, &name, &mut walk.notes)?;
+                if walk.notes.skipped.len() == before {
+                    walk.links.insert(key, name.clone());
+                }
+                continue;
+            }
+            append_file(b, &path, &name, &mut walk.notes)?;
+        } else if ft.is_symlink() {
+            append_pax_mtime(b, &meta)?;
             b.append_path_with_name(&path, &name)?;
+        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            append_pax_mtime(b, &meta)?;
+            append_special(b, &meta, &name)?;
         }
-        // Sockets, fifos and devices are skipped: they carry no data.
+        // Sockets are skipped: they carry no data and cannot be restored.
     }
     Ok(())
+}
+
+/// Records the sub-second part of an entry's mtime, which the tar header holds in whole seconds,
+/// as a pax extended header (`mtime=SECONDS.NANOSECONDS`, as GNU tar `--format=posix` writes it)
+/// right before the entry. Only when there is a sub-second part, so entries with whole-second
+/// times stay byte for byte what they were. Readers without pax support see the seconds.
+fn append_pax_mtime(b: &mut tar::Builder<impl Write>, meta: &fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (secs, nsec) = (meta.mtime(), meta.mtime_nsec());
+    if nsec <= 0 || secs < 0 {
+        return Ok(());
+    }
+    let body = format!(" mtime={secs}.{nsec:09}\n");
+    // The record's length counts its own digits.
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len = len.to_string().len() + body.len();
+    }
+    let record = format!("{len}{body}");
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_size(record.len() as u64);
+    b.append_data(&mut h, "././@PaxHeader", record.as_bytes())
+}
+
+/// The mtime of an entry with its sub-second part from a pax `mtime` record, if it has one.
+fn precise_mtime<R: Read>(e: &mut tar::Entry<R>) -> Option<filetime::FileTime> {
+    let exts = e.pax_extensions().ok()??;
+    for ext in exts.flatten() {
+        if ext.key() != Ok("mtime") {
+            continue;
+        }
+        let v = ext.value().ok()?;
+        let (secs, frac) = v.split_once('.').unwrap_or((v, "0"));
+        let secs: i64 = secs.parse().ok()?;
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        let nsec: u32 = digits.parse().ok()?;
+        return Some(filetime::FileTime::from_unix_time(secs, nsec));
+    }
+    None
+}
+
+/// Appends a fifo or device node as the `tar` crate's own `append_special` would, under `name`
+/// (that one writes the source path instead of the name it was given).
+fn append_special(b: &mut tar::Builder<impl Write>, meta: &fs::Metadata, name: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    let ft = meta.file_type();
+    h.set_entry_type(if ft.is_fifo() {
+        tar::EntryType::Fifo
+    } else if ft.is_char_device() {
+        tar::EntryType::Char
+    } else {
+        tar::EntryType::Block
+    });
+    h.set_size(0);
+    // glibc's encoding of major and minor device numbers.
+    let dev = meta.rdev();
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff);
+    h.set_device_major(major as u32)?;
+    h.set_device_minor(minor as u32)?;
+    b.append_data(&mut h, name, std::io::empty())
 }
 
 /// Bytes per read when archiving a file: small enough to stay in cache between the read and
@@ -110,8 +213,9 @@ fn append_file(
             return Ok(());
         }
     };
+    append_pax_mtime(b, &meta)?;
     if meta.blocks() * 512 < meta.len() {
-        return b.append_file(name, &mut f);
+        return append_sparse(b, path, name, &meta, &mut f, notes);
     }
     let mut h = tar::Header::new_gnu();
     h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
@@ -124,6 +228,118 @@ fn append_file(
     };
     let cap = usize::try_from(meta.len()).map_or(READ_BUF, |n| n.clamp(512, READ_BUF));
     b.append_data(&mut h, name, std::io::BufReader::with_capacity(cap, data))
+}
+
+/// Appends a file that may have holes through `Builder::append_file` (a GNU sparse entry), and
+/// makes sure the entry is as long as its headers say: the `tar` crate copies each data region
+/// with `take`, so a file that shrinks while it is read would leave the entry short and every
+/// later entry misaligned. Missing bytes are written as zeros (as GNU tar pads a shrunk file) and
+/// the file is reported as shrunk.
+fn append_sparse(
+    b: &mut tar::Builder<impl Write>,
+    path: &Path,
+    name: &Path,
+    meta: &fs::Metadata,
+    f: &mut File,
+    notes: &mut Incomplete,
+) -> std::io::Result<()> {
+    let mut sub = tar::Builder::new(Counted {
+        inner: b.get_mut(),
+        written: 0,
+        head: Vec::new(),
+        closed: false,
+    });
+    sub.mode(tar::HeaderMode::Complete);
+    sub.follow_symlinks(false);
+    sub.append_file(name, f)?;
+    // The sub-builder's end-of-archive blocks must not reach the stream.
+    sub.get_mut().closed = true;
+    let counted = sub.into_inner()?;
+    let Some(expected) = entry_len(&counted.head) else {
+        return Ok(());
+    };
+    if counted.written < expected {
+        let missing = expected - counted.written;
+        let now = f.metadata().map(|m| m.len()).unwrap_or(0);
+        tracing::warn!(
+            file = %path.display(),
+            missing,
+            "sparse file shrank while it was backed up; padding it with zeros"
+        );
+        notes.shrunk.push(ShrunkFile {
+            path: path.display().to_string(),
+            size: meta.len(),
+            read: now.min(meta.len()),
+        });
+        let zeros = [0u8; 4096];
+        let mut left = missing;
+        while left > 0 {
+            let k = left.min(zeros.len() as u64) as usize;
+            counted.inner.write_all(&zeros[..k])?;
+            left -= k as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Header bytes kept by [`Counted`] for [`entry_len`]: long-name entries, the sparse header and
+/// its extension headers (21 regions each) come first.
+const HEAD_KEEP: usize = 1 << 20;
+
+/// A writer that counts what passes and keeps the first [`HEAD_KEEP`] bytes.
+struct Counted<'w, W: Write> {
+    inner: &'w mut W,
+    written: u64,
+    head: Vec<u8>,
+    /// After the entry: swallow the end-of-archive blocks.
+    closed: bool,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        let n = self.inner.write(buf)?;
+        if self.head.len() < HEAD_KEEP {
+            let k = n.min(HEAD_KEEP - self.head.len());
+            self.head.extend_from_slice(&buf[..k]);
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The full length of the entry whose headers start `head`: long-name and pax entries, the main
+/// header, GNU sparse extension headers, and the data rounded up to 512 bytes. `None` when the
+/// headers are longer than `head` holds.
+fn entry_len(head: &[u8]) -> Option<u64> {
+    let round = |n: u64| n.div_ceil(512) * 512;
+    let mut off = 0usize;
+    loop {
+        let h = tar::Header::from_byte_slice(head.get(off..off + 512)?);
+        let size = h.entry_size().ok()?;
+        let kind = h.entry_type();
+        if kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions()
+        {
+            off += 512 + usize::try_from(round(size)).ok()?;
+            continue;
+        }
+        let mut ext = kind.is_gnu_sparse() && h.as_gnu().is_some_and(|g| g.is_extended());
+        off += 512;
+        while ext {
+            // `isextended` of a GNU extension sparse header: after 21 regions of 24 bytes.
+            ext = *head.get(off + 504)? != 0;
+            off += 512;
+        }
+        return Some(off as u64 + round(size));
+    }
 }
 
 /// Reads exactly `left` bytes of a file whose size was recorded in its tar header: a file that
@@ -168,13 +384,22 @@ impl Read for Exactly<'_> {
 
 /// Streams `dir` as a tar archive into `w`; returns what it skipped or found shrunk.
 pub fn write_tar(dir: &Path, w: impl Write) -> std::io::Result<Incomplete> {
+    write_tar_filtered(dir, &PathFilter::default(), w)
+}
+
+/// [`write_tar`] leaving out what `filter` excludes.
+pub fn write_tar_filtered(dir: &Path, filter: &PathFilter, w: impl Write) -> std::io::Result<Incomplete> {
     let mut b = tar::Builder::new(w);
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
-    let mut notes = Incomplete::default();
-    write_tree(&mut b, dir, Path::new(""), &mut notes)?;
+    let mut walk = Walk {
+        filter,
+        links: HashMap::new(),
+        notes: Incomplete::default(),
+    };
+    write_tree(&mut b, dir, Path::new(""), &mut walk)?;
     b.into_inner()?.flush()?;
-    Ok(notes)
+    Ok(walk.notes)
 }
 
 impl ChunkStore {
@@ -184,6 +409,19 @@ impl ChunkStore {
         dir: &Path,
         name: &str,
         tags: &BTreeMap<String, String>,
+        progress: &dyn Progress,
+    ) -> Result<SnapshotSummary> {
+        self.backup_dir_filtered(dir, name, tags, &PathFilter::default(), progress)
+    }
+
+    /// [`ChunkStore::backup_dir`] leaving out the paths `filter` excludes (its include
+    /// patterns are not used here).
+    pub fn backup_dir_filtered(
+        &self,
+        dir: &Path,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+        filter: &PathFilter,
         progress: &dyn Progress,
     ) -> Result<SnapshotSummary> {
         // A channel instead of a pipe: a failing tar writer must fail the backup (a pipe would
@@ -200,7 +438,8 @@ impl ChunkStore {
                     head,
                     block,
                 };
-                let (msg, notes) = match write_tar(dir, &mut w).and_then(|n| w.send().map(|()| n)) {
+                let written = write_tar_filtered(dir, filter, &mut w);
+                let (msg, notes) = match written.and_then(|n| w.send().map(|()| n)) {
                     Ok(n) => (Block::Done, n),
                     Err(e) => (Block::Failed(e), Incomplete::default()),
                 };
@@ -369,11 +608,13 @@ impl Sink for ChanSink {
     }
 }
 
-/// Unpacks a directory snapshot into `path` (created; must not exist).
+/// Unpacks a directory snapshot into `path` (created; must not exist), only the entries
+/// `filter` takes (see [`unpack_tree`]).
 pub(crate) fn restore_dir(
     store: &ChunkStore,
     snap: &SnapshotInfo,
     path: &Path,
+    filter: &PathFilter,
     progress: &dyn Progress,
 ) -> Result<RestoreSummary> {
     fs::create_dir_all(path).map_err(|e| Error::io("creating", path.display(), e))?;
@@ -381,14 +622,26 @@ pub(crate) fn restore_dir(
         let wb = Writeback::start();
         a.set_preserve_permissions(true);
         a.set_preserve_mtime(true);
+        a.set_preserve_ownerships(is_root());
         a.set_overwrite(false);
-        unpack_tree(&mut a, path, &wb)?;
+        unpack_tree(&mut a, path, filter, &wb)?;
         // Consume the end-of-archive padding so the restore side sees its stream taken.
         std::io::copy(&mut a.into_inner(), &mut std::io::sink())?;
         wb.finish()
     };
     let (summary, ()) = read_tar(store, snap, progress, ("unpacking into", &path.display()), unpack)?;
     Ok(summary)
+}
+
+/// Whether this process may restore owners and create device nodes.
+fn is_root() -> bool {
+    // The second field of `Uid:` is the effective user id.
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            == Some("0")
+    })
 }
 
 /// A directory snapshot's tar stream as [`read_tar`] hands it over.
@@ -421,9 +674,19 @@ pub(crate) fn read_tar<T: Send>(
 }
 
 /// The `tar` crate's `Archive::unpack` (directories last, deepest first), with regular files
-/// written by [`unpack_file`].
-fn unpack_tree<R: Read>(a: &mut tar::Archive<R>, dst: &Path, wb: &Writeback) -> std::io::Result<()> {
+/// written by [`unpack_file`], fifos and device nodes by [`unpack_special`], and only the
+/// entries `filter` takes. Directories are created writable for their owner as files go into
+/// them and get their own mode (and owner, and mtime) only at the end, deepest first, so a
+/// directory saved with mode 000 or 0555 restores for a user who is not root. With include
+/// patterns, the directories above a restored entry are restored too (with their metadata).
+fn unpack_tree<R: Read>(
+    a: &mut tar::Archive<R>,
+    dst: &Path,
+    filter: &PathFilter,
+    wb: &Writeback,
+) -> std::io::Result<()> {
     let dst = dst.canonicalize()?;
+    let root = is_root();
     let mut dirs = Vec::new();
     let mut buf = vec![0u8; COPY_BUF];
     for entry in a.entries()? {
@@ -431,25 +694,125 @@ fn unpack_tree<R: Read>(a: &mut tar::Archive<R>, dst: &Path, wb: &Writeback) -> 
         let kind = e.header().entry_type();
         if kind == tar::EntryType::Directory {
             dirs.push(e);
-        } else if kind == tar::EntryType::Regular || kind.is_gnu_sparse() {
-            unpack_file(&mut e, &dst, wb, &mut buf)?;
+            continue;
+        }
+        if !filter.is_empty() {
+            let p = e.path()?.to_string_lossy().into_owned();
+            if !filter.takes(&p) {
+                continue;
+            }
+            // A hard link to a file that was left out has nothing to point at.
+            if kind == tar::EntryType::Link
+                && let Some(target) = e.link_name()?
+                && !filter.takes(&target.to_string_lossy())
+            {
+                tracing::warn!(path = %p, target = %target.display(), "hard link to an entry that is not restored; skipped");
+                continue;
+            }
+        }
+        if kind == tar::EntryType::Regular || kind.is_gnu_sparse() {
+            unpack_file(&mut e, &dst, root, wb, &mut buf)?;
+        } else if kind == tar::EntryType::Fifo
+            || kind == tar::EntryType::Char
+            || kind == tar::EntryType::Block
+        {
+            unpack_special(&mut e, &dst, root)?;
         } else {
-            e.unpack_in(&dst)?;
+            let precise = precise_mtime(&mut e);
+            let path = e.path()?.into_owned();
+            if e.unpack_in(&dst)?
+                && kind == tar::EntryType::Symlink
+                && let (Some(t), Some(link)) = (precise, entry_path(&dst, &path))
+            {
+                filetime::set_symlink_file_times(&link, t, t)?;
+            }
         }
     }
     dirs.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
     for mut d in dirs {
+        let Some(dir) = entry_path(&dst, &d.path()?) else {
+            continue;
+        };
+        // Left out, unless it holds something restored.
+        if !filter.is_empty() && !filter.takes(&d.path()?.to_string_lossy()) && !dir.is_dir() {
+            continue;
+        }
         if !d.unpack_in(&dst)? {
             continue;
         }
         // The `tar` crate sets a directory's mode but not its mtime. Deepest first, so setting a
-        // directory's mtime never changes its parent's, which comes later.
-        // By path (utimensat), not through an opened handle: a directory whose restored mode
-        // denies reading could not be opened by a non-root user.
-        if let (Some(dir), Ok(mtime)) = (entry_path(&dst, &d.path()?), d.header().mtime()) {
-            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
-            filetime::set_file_times(&dir, t, t)?;
+        // directory's mtime never changes its parent's, which comes later. By path
+        // (utimensat), never through an opened handle: a directory whose restored mode denies
+        // reading (000) cannot be opened by a user who is not root.
+        let precise = precise_mtime(&mut d);
+        if let Some(t) = precise.or_else(|| {
+            let s = d.header().mtime().ok()?;
+            Some(filetime::FileTime::from_unix_time(s as i64, 0))
+        }) {
+            filetime::set_symlink_file_times(&dir, t, t)?;
         }
+    }
+    Ok(())
+}
+
+/// Creates a fifo or device node (`mknod(1)`: the standard library has no call for it). Device
+/// nodes need root; without it they are skipped with a warning, as a fifo that cannot be made.
+fn unpack_special<R: Read>(e: &mut tar::Entry<R>, dst: &Path, root: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = entry_path(dst, &e.path()?) else {
+        return Ok(());
+    };
+    let precise = precise_mtime(e);
+    let h = e.header();
+    let kind = h.entry_type();
+    if kind != tar::EntryType::Fifo && !root {
+        tracing::warn!(path = %path.display(), "device node not restored: only root can create it");
+        return Ok(());
+    }
+    let inside = path
+        .parent()
+        .and_then(|p| {
+            fs::create_dir_all(p).ok()?;
+            p.canonicalize().ok()
+        })
+        .is_some_and(|p| p.starts_with(dst));
+    if !inside {
+        tracing::warn!(path = %path.display(), "entry outside the restore target; skipped");
+        return Ok(());
+    }
+    let mut cmd = std::process::Command::new("mknod");
+    cmd.arg(&path);
+    match kind {
+        tar::EntryType::Fifo => cmd.arg("p"),
+        tar::EntryType::Char => cmd.arg("c"),
+        _ => cmd.arg("b"),
+    };
+    if kind != tar::EntryType::Fifo {
+        let major = h.device_major()?.unwrap_or(0);
+        let minor = h.device_minor()?.unwrap_or(0);
+        cmd.arg(major.to_string()).arg(minor.to_string());
+    }
+    let made = cmd
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match made {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            tracing::warn!(path = %path.display(), error = %String::from_utf8_lossy(&out.stderr).trim(), "cannot create fifo or device node; skipped");
+            return Ok(());
+        }
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %err, "cannot run mknod; fifo or device node skipped");
+            return Ok(());
+        }
+    }
+    if root && let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
+        std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32))?;
+    }
+    fs::set_permissions(&path, fs::Permissions::from_mode(h.mode()?))?;
+    if let Some(t) = precise.or_else(|| Some(filetime::FileTime::from_unix_time(h.mtime().ok()? as i64, 0))) {
+        filetime::set_symlink_file_times(&path, t, t)?;
     }
     Ok(())
 }
@@ -470,6 +833,7 @@ const HOLE_BLOCK: usize = 4096;
 fn unpack_file<R: Read>(
     e: &mut tar::Entry<R>,
     dst: &Path,
+    root: bool,
     wb: &Writeback,
     buf: &mut [u8],
 ) -> std::io::Result<()> {
@@ -481,8 +845,15 @@ fn unpack_file<R: Read>(
         .parent()
         .and_then(|p| p.canonicalize().ok())
         .is_some_and(|p| p.starts_with(dst));
+    let precise = precise_mtime(e);
     if !inside {
-        return e.unpack_in(dst).map(drop);
+        // `tar` sets whole seconds; by path, as the file's mode may deny opening it.
+        if e.unpack_in(dst)?
+            && let Some(t) = precise
+        {
+            filetime::set_symlink_file_times(&file, t, t)?;
+        }
+        return Ok(());
     }
     let failed = |err: std::io::Error| {
         std::io::Error::new(
@@ -520,9 +891,15 @@ fn unpack_file<R: Read>(
     if sparse {
         f.set_len(pos).map_err(failed)?;
     }
-    // As `tar` does: mtime (0 becomes 1), then the mode with all its bits.
-    if let Ok(mtime) = e.header().mtime() {
-        let t = filetime::FileTime::from_unix_time(mtime.max(1) as i64, 0);
+    // As `tar` does: the owner (root only, before the mode so set-id bits stay), mtime (0
+    // becomes 1), then the mode with all its bits.
+    if root && let (Ok(uid), Ok(gid)) = (e.header().uid(), e.header().gid()) {
+        std::os::unix::fs::fchown(&f, Some(uid as u32), Some(gid as u32)).map_err(failed)?;
+    }
+    if let Some(t) = precise.or_else(|| {
+        let s = e.header().mtime().ok()?;
+        Some(filetime::FileTime::from_unix_time(s.max(1) as i64, 0))
+    }) {
         filetime::set_file_handle_times(&f, Some(t), Some(t)).map_err(failed)?;
     }
     let mode = e.header().mode()?;
@@ -708,7 +1085,7 @@ mod tests {
 
     fn unpack_bytes(bytes: &[u8], dst: &Path) -> std::io::Result<()> {
         let wb = Writeback::start();
-        unpack_tree(&mut tar::Archive::new(bytes), dst, &wb)?;
+        unpack_tree(&mut tar::Archive::new(bytes), dst, &PathFilter::default(), &wb)?;
         wb.finish()
     }
 
@@ -789,6 +1166,7 @@ mod tests {
     fn reference_tar(root: &Path, rel: &Path, b: &mut tar::Builder<Vec<u8>>) {
         for path in sorted_entries(&root.join(rel)).unwrap() {
             let name = rel.join(path.file_name().unwrap());
+            append_pax_mtime(b, &fs::symlink_metadata(&path).unwrap()).unwrap();
             if fs::symlink_metadata(&path).unwrap().is_dir() {
                 b.append_dir(&name, &path).unwrap();
                 reference_tar(root, &name, b);

@@ -29,10 +29,80 @@ pub struct VerifyReport {
     pub chunks_checked: u64,
     /// Bytes of chunk data read.
     pub bytes_read: u64,
+    /// With a data subset: which (`25%`, `2/7`), and how many packs it read of how many a
+    /// snapshot needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_data_subset: Option<String>,
+    /// Packs whose data was read.
+    pub packs_read: u64,
+    /// Packs the checked snapshots need.
+    pub packs_needed: u64,
     /// One line per problem.
     pub problems: Vec<String>,
     /// Snapshots that cannot be restored intact: "ID NAME TIME".
     pub affected_snapshots: Vec<String>,
+}
+
+/// Which packs `verify` reads: all, or a subset (restic's `--read-data-subset`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataSubset {
+    /// Every pack.
+    All,
+    /// A random fraction (0 < f <= 1) of the packs, chosen anew on every run: `ceil(f * n)` of
+    /// the `n` packs the checked snapshots need, at least one.
+    Fraction(f64),
+    /// Group `n` (1-based) of `t`: the packs whose name, read as a number, is `n - 1` modulo `t`.
+    /// Running 1/t .. t/t reads every pack once.
+    Part(u32, u32),
+}
+
+impl DataSubset {
+    /// Parses `N%` (0 < N <= 100, decimals allowed) or `n/t` (1 <= n <= t).
+    pub fn parse(s: &str) -> std::result::Result<DataSubset, String> {
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            return match p.trim().parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 100.0 => Ok(DataSubset::Fraction(v / 100.0)),
+                _ => Err(format!("{s:?}: a percentage must be above 0 and at most 100")),
+            };
+        }
+        if let Some((n, tot)) = t.split_once('/') {
+            return match (n.trim().parse::<u32>(), tot.trim().parse::<u32>()) {
+                (Ok(n), Ok(tot)) if n >= 1 && n <= tot => Ok(DataSubset::Part(n, tot)),
+                _ => Err(format!("{s:?}: n/t needs 1 <= n <= t")),
+            };
+        }
+        Err(format!("{s:?} is neither N% nor n/t"))
+    }
+
+    fn describe(&self) -> Option<String> {
+        match *self {
+            DataSubset::All => None,
+            DataSubset::Fraction(f) => Some(format!("{}%", f * 100.0)),
+            DataSubset::Part(n, t) => Some(format!("{n}/{t}")),
+        }
+    }
+
+    /// The names of the packs to read among `names` (the packs the snapshots need).
+    fn select(&self, names: &[String]) -> HashSet<String> {
+        match *self {
+            DataSubset::All => names.iter().cloned().collect(),
+            DataSubset::Fraction(f) => {
+                let want = ((names.len() as f64 * f).ceil() as usize).clamp(1, names.len().max(1));
+                let mut v: Vec<&String> = names.iter().collect();
+                rand::seq::SliceRandom::shuffle(&mut v[..], &mut rand::rng());
+                v.into_iter().take(want).cloned().collect()
+            }
+            DataSubset::Part(n, t) => names
+                .iter()
+                .filter(|name| {
+                    let head = name.get(..16).unwrap_or(name);
+                    u64::from_str_radix(head, 16).unwrap_or(0) % u64::from(t) == u64::from(n - 1)
+                })
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 fn label(s: &SnapshotInfo) -> String {
@@ -42,6 +112,13 @@ fn label(s: &SnapshotInfo) -> String {
 impl ChunkStore {
     /// Verifies one snapshot (or all complete ones).
     pub fn verify(&self, target: Option<&str>, read_data: bool) -> Result<VerifyReport> {
+        self.verify_subset(target, read_data.then_some(DataSubset::All))
+    }
+
+    /// [`ChunkStore::verify`], reading the data of the packs `subset` selects (none: only check
+    /// that every pack exists with its recorded size).
+    pub fn verify_subset(&self, target: Option<&str>, subset: Option<DataSubset>) -> Result<VerifyReport> {
+        let read_data = subset.is_some();
         let _lock = self.lock(LockMode::Shared, "verify", true)?;
         let index = match self.index().and_then(|i| i.quick_check().map(|_| i)) {
             Ok(i) => i,
@@ -54,6 +131,7 @@ impl ChunkStore {
         };
         let mut report = VerifyReport {
             read_data,
+            read_data_subset: subset.and_then(|s| s.describe()),
             ..Default::default()
         };
         let mut affected: BTreeSet<String> = BTreeSet::new();
@@ -93,7 +171,7 @@ impl ChunkStore {
         }
         report.chunks_checked = wanted.len(&index)?;
         // Pass 2: packs exist, are long enough, and (read_data) hold intact chunks.
-        let bad = self.check_packs(&index, &wanted, read_data, &mut report)?;
+        let bad = self.check_packs(&index, &wanted, subset, &mut report)?;
         // Pass 3: map bad chunks to snapshots.
         if !bad.is_empty() || !missing.is_empty() {
             for s in &snaps {
@@ -126,7 +204,9 @@ impl ChunkStore {
                 affected.insert(label(s));
             }
             // Results are kept when the index is writable; a read-only repository still verifies.
-            let _ = index.record_verification(&s.uid, read_data, &problems);
+            // A subset did not read all of a snapshot's data.
+            let all_read = read_data && report.packs_read == report.packs_needed;
+            let _ = index.record_verification(&s.uid, all_read, &problems);
         }
         report.affected_snapshots = affected.into_iter().collect();
         report.ok = report.problems.is_empty();
@@ -145,12 +225,13 @@ impl ChunkStore {
         &self,
         index: &Index,
         wanted: &ChunkSet,
-        read_data: bool,
+        subset: Option<DataSubset>,
         report: &mut VerifyReport,
     ) -> Result<HashSet<ChunkId>> {
         let sizes = pack_sizes(&*self.backend)?;
         let mut bad = HashSet::new();
         let mut scratch = self.codec.scratch()?;
+        let mut needed = Vec::new();
         for (pack_row, name, recorded) in index.packs()? {
             let mut chunks = Vec::new();
             for c in index.pack_chunks(pack_row)? {
@@ -158,9 +239,15 @@ impl ChunkStore {
                     chunks.push(c);
                 }
             }
-            if chunks.is_empty() {
-                continue;
+            if !chunks.is_empty() {
+                needed.push((name, recorded, chunks));
             }
+        }
+        report.packs_needed = needed.len() as u64;
+        let names: Vec<String> = needed.iter().map(|(n, _, _)| n.clone()).collect();
+        let to_read = subset.map(|s| s.select(&names)).unwrap_or_default();
+        for (name, recorded, chunks) in needed {
+            let read_data = to_read.contains(&name);
             let key = pack_key(&name);
             let Some(&size) = sizes.get(&key) else {
                 report
@@ -203,6 +290,7 @@ impl ChunkStore {
                 }
             };
             report.bytes_read += bytes.len() as u64;
+            report.packs_read += 1;
             for c in &chunks {
                 let (o, l) = (c.offset as usize, c.len as usize);
                 let what = || format!("chunk {} in {key}", c.id);

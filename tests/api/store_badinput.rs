@@ -171,3 +171,66 @@ fn store_full_disk_fails_clearly_and_keeps_earlier_snapshots() {
     }
     assert!(!text.contains(" big "), "the failed backup is listed: {text}");
 }
+
+#[test]
+fn store_full_disk_still_lists_restores_verifies_and_frees_space() {
+    if let Err(why) = unshare_works() {
+        println!("SKIP store full-disk maintenance test: cannot mount a small tmpfs ({why})");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let keep = write(d.path(), "keep", &seeded(7, 300_000));
+    let drop = write(d.path(), "drop", &seeded(8, 600_000));
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mnt.display();
+    // `fill` takes every free block; then only what needs no new space can work.
+    let script = format!(
+        "mount -t tmpfs -o size=10m tmpfs {m} || exit 99
+         R={m}/repo
+         $BIN store --repo $R init --chunk-avg 16K --chunk-min 4K --chunk-max 64K --pack-size 1M >/dev/null || exit 98
+         $BIN store --repo $R backup --name keep {k} >/dev/null 2>&1 || exit 97
+         $BIN store --repo $R backup --name drop {dr} >/dev/null 2>&1 || exit 96
+         dd if=/dev/zero of={m}/fill bs=4k 2>/dev/null
+         echo AVAIL_BEFORE=$(df --output=avail {m} | tail -1 | tr -d ' ')
+         $BIN store --repo $R list 2>&1; echo LIST_RC=$?
+         $BIN store --repo $R restore keep@latest --to - | cmp - {k}; echo RESTORE_RC=$?
+         $BIN store --repo $R verify 2>&1; echo VERIFY_RC=$?
+         $BIN store --repo $R verify --read-data 2>&1; echo VERIFYDATA_RC=$?
+         $BIN store --repo $R prune --name drop --keep-last 1 2>&1; echo PRUNE_RC=$?
+         $BIN store --repo $R forget drop@latest 2>&1; echo FORGET_RC=$?
+         $BIN store --repo $R gc --grace 0 2>&1; echo GC_RC=$?
+         echo AVAIL_AFTER=$(df --output=avail {m} | tail -1 | tr -d ' ')
+         $BIN store --repo $R restore keep@latest --to - | cmp - {k}; echo AFTER_RC=$?",
+        k = keep.display(),
+        dr = drop.display()
+    );
+    let out = in_namespace(&script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.code() != Some(99),
+        "tmpfs mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(text.contains("AVAIL_BEFORE=0\n"), "the disk is not full: {text}");
+    for marker in [
+        "LIST_RC=0",
+        "RESTORE_RC=0",
+        "VERIFY_RC=0",
+        "VERIFYDATA_RC=0",
+        "PRUNE_RC=0",
+        "FORGET_RC=0",
+        "GC_RC=0",
+        "AFTER_RC=0",
+    ] {
+        assert!(text.contains(marker), "{marker} missing: {text}");
+    }
+    assert!(text.contains("1 packs deleted"), "{text}");
+    let avail: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("AVAIL_AFTER="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(avail >= 500, "gc freed only {avail} KiB: {text}");
+}

@@ -261,3 +261,86 @@ fn store_backup_stdin_from_command_commits_only_when_the_command_succeeds() {
     assert!(out.contains("saved") && !out.contains("INCOMPLETE"), "{out}");
     assert_eq!(restore_bytes(&repo, "vm-100@latest"), b"vzdump bytes");
 }
+
+#[test]
+fn store_backup_reports_a_sparse_file_that_shrank_while_read_and_keeps_the_stream_valid() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    init_small(&repo, &[]);
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // 1 MiB of data every 2 MiB over 64 MiB: a file with holes, archived as a GNU sparse entry.
+    let victim = src.join("sparse");
+    let f = std::fs::File::create(&victim).unwrap();
+    f.set_len(64 << 20).unwrap();
+    for i in 0..32u64 {
+        f.write_all_at(&seeded(100 + i, 1 << 20), i * (2 << 20)).unwrap();
+    }
+    drop(f);
+    let m = std::fs::metadata(&victim).unwrap();
+    if m.blocks() * 512 >= m.len() {
+        println!("SKIP sparse shrink test: this file system does not keep holes");
+        return;
+    }
+    let after = write(&src, "z-after", b"the entry after the shrunk file");
+    std::fs::create_dir_all(repo.join("locks")).unwrap();
+    let lock = repo.join("locks/0123456789abcdef0123456789abcdef");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(
+        &lock,
+        format!(
+            r#"{{"mode":"exclusive","op":"test","host":"elsewhere","pid":1,"start_ticks":0,"time":{now}}}"#
+        ),
+    )
+    .unwrap();
+    let child = store_cmd(
+        &repo,
+        &["--json", "backup", "--name", "sparse", src.to_str().unwrap()],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !has_open(child.id(), &victim) {
+        assert!(Instant::now() < deadline, "the backup never opened the file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the tar side fill the stream's buffers and block inside the file.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::File::options()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_len(3 << 20)
+        .unwrap();
+    std::fs::remove_file(&lock).unwrap();
+    let out = child.wait_with_output().unwrap();
+    no_panic(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["shrunk"][0]["path"], victim.to_str().unwrap(), "{v}");
+    assert_eq!(v["shrunk"][0]["size"], 64 << 20);
+    assert!(v["shrunk"][0]["read"].as_u64().unwrap() < 64 << 20, "{v}");
+    // The stream stayed aligned: the snapshot restores, the file at its recorded size, and the
+    // entry after it intact.
+    let id = v["snapshot"]["id"].as_str().unwrap();
+    let to = d.path().join("restored");
+    ok(&repo, &["restore", id, "--to", to.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(to.join("sparse")).unwrap().len(), 64 << 20);
+    assert_eq!(
+        std::fs::read(to.join("z-after")).unwrap(),
+        std::fs::read(&after).unwrap()
+    );
+    let restored = std::fs::read(to.join("sparse")).unwrap();
+    assert_eq!(&restored[..1 << 20], &seeded(100, 1 << 20)[..]);
+}

@@ -229,6 +229,10 @@ impl Backend for LocalBackend {
     fn default_index_dir(&self) -> PathBuf {
         self.root.join("index")
     }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,11 @@ pub trait Backend: Send + Sync + 'static {
     fn staging_dir(&self) -> PathBuf;
     /// Default directory of the SQLite index (inside a local repository; a cache dir for S3).
     fn default_index_dir(&self) -> PathBuf;
+    /// The repository's directory when it is on a local file system (advisory locks and the
+    /// space reserve live there), `None` for object stores.
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// The key of a pack.
