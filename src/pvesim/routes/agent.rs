@@ -132,7 +132,10 @@ fn simulate(
         .shared
         .agent_commands
         .iter()
-        .find(|r| r.program == program || r.program == base)
+        .find(|r| {
+            (r.program == program || r.program == base)
+                && (r.guests.is_empty() || r.guests.iter().any(|n| *n == g.name()))
+        })
     {
         return Ok((
             rule.exitcode,

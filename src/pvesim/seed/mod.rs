@@ -287,6 +287,10 @@ pub struct AgentCommand {
     /// Simulated run time in seconds.
     #[serde(default = "default_exec_secs")]
     pub seconds: f64,
+    /// Only for guests with these names (qemu `name`; a restored copy keeps its backup's name);
+    /// empty: every guest. Rules apply in order, so a guest-specific rule goes first.
+    #[serde(default)]
+    pub guests: Vec<String>,
 }
 
 fn default_cluster_name() -> String {
