@@ -46,5 +46,8 @@ async fn client_tells_isolated_bridges_and_simple_zone_vnets_from_uplinks() {
     assert!(zone_of("rtest").is_simple() && zone_of("rtest").on_node("pve3"));
     assert!(!zone_of("vlan30").is_simple());
     assert_eq!(zone_of("vlan30").bridge.as_deref(), Some("vmbr1"));
-    assert_eq!(vnets.iter().find(|v| v.vnet == "vlan30").and_then(|v| v.tag), Some(30));
+    assert_eq!(
+        vnets.iter().find(|v| v.vnet == "vlan30").and_then(|v| v.tag),
+        Some(30)
+    );
 }

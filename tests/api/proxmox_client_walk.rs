@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use homelab_autopilot::proxmox::api::{
     BackupMode, CloneRequest, Compression, ConfigUpdate, ContentKind, CreateSnapshot, DeleteGuestOptions,
-    Feature, MigrateRequest, NetworkTypeFilter, ResourceKind, RestoreCt, RestoreVm, ShutdownOptions, StopOptions, VzdumpRequest,
+    Feature, MigrateRequest, NetworkTypeFilter, ResourceKind, RestoreCt, RestoreVm, ShutdownOptions,
+    StopOptions, VzdumpRequest,
 };
 use homelab_autopilot::proxmox::ops::{self, Operation};
 use homelab_autopilot::proxmox::{GuestRef, GuestType, PveClient, SnapshotName, TaskRef};

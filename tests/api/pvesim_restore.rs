@@ -107,16 +107,15 @@ async fn assert_empty_leftover(api: &Api, node: &str, vmid: u32, upid: &str) {
             .any(|l| l.contains(&format!("VM {vmid} state is NOT cleaned up"))),
         "{log:?}"
     );
-    let config = api
-        .get(&format!("/nodes/{node}/qemu/{vmid}/config"))
-        .await
-        .ok();
+    let config = api.get(&format!("/nodes/{node}/qemu/{vmid}/config")).await.ok();
     let keys: Vec<&String> = config.data().as_object().expect("config").keys().collect();
     assert_eq!(keys, ["digest"], "an empty, unlocked config is left");
     let taken = api.get(&format!("/cluster/nextid?vmid={vmid}")).await;
     assert_eq!(taken.status, 400, "{}", taken.raw);
     let destroy = api
-        .delete(&format!("/nodes/{node}/qemu/{vmid}?purge=1&destroy-unreferenced-disks=1"))
+        .delete(&format!(
+            "/nodes/{node}/qemu/{vmid}?purge=1&destroy-unreferenced-disks=1"
+        ))
         .await
         .ok()
         .data()
@@ -142,7 +141,10 @@ async fn a_restore_failing_half_way_frees_its_volumes_but_keeps_the_vm_config() 
     let (upid, status) = api
         .run_task("/nodes/pve1/qemu", &[("vmid", "190"), ("archive", &volid)])
         .await;
-    assert_eq!(status["exitstatus"], "restore failed: short read on chunk 4f1c...");
+    assert_eq!(
+        status["exitstatus"],
+        "restore failed: short read on chunk 4f1c..."
+    );
     let log = api.task_log(&upid).await;
     assert!(log.iter().any(|l| l.contains("restore-drive: 25%")), "{log:?}");
     assert!(!log.iter().any(|l| l.contains("restore-drive: 50%")), "{log:?}");
@@ -164,7 +166,8 @@ async fn a_restore_failing_half_way_frees_its_volumes_but_keeps_the_vm_config() 
         .find(|v| v.contains("lxc-102"))
         .expect("ct backup")
         .to_string();
-    api.sim.fail_next_task("vzrestore", "unexpected end of tar archive");
+    api.sim
+        .fail_next_task("vzrestore", "unexpected end of tar archive");
     let (_, status) = api
         .run_task(
             "/nodes/pve2/lxc",
@@ -195,8 +198,11 @@ fn restore_log_duration(log: &[String]) -> f64 {
 async fn restore_time_follows_the_disk_size_bwlimit_and_time_scale() {
     let api = Api::fast().await;
     for (node, vmid) in [("pve1", "100"), ("pve2", "103")] {
-        api.run_task(&format!("/nodes/{node}/vzdump"), &[("vmid", vmid), ("storage", "pbs")])
-            .await;
+        api.run_task(
+            &format!("/nodes/{node}/vzdump"),
+            &[("vmid", vmid), ("storage", "pbs")],
+        )
+        .await;
     }
     let rows = content(&api, "pbs").await;
     let volid = |vmid: &str| {
@@ -291,12 +297,7 @@ async fn live_restore_needs_pbs_and_runs_the_vm_while_restoring() {
         api.get("/nodes/pve1/qemu/211/status/current").await.ok().data()["status"],
         "running"
     );
-    assert!(
-        api.task_log(&upid)
-            .await
-            .iter()
-            .any(|l| l == "live-restore done")
-    );
+    assert!(api.task_log(&upid).await.iter().any(|l| l == "live-restore done"));
 }
 
 #[tokio::test]
@@ -397,7 +398,13 @@ async fn nodes_have_an_uplink_bridge_an_isolated_bridge_and_sdn_vnets() {
     assert_eq!(row("vmbr99")["bridge_ports"], "");
     assert_eq!(row("vmbr1")["bridge_vlan_aware"], 1);
     assert_eq!(row("eno1")["type"], "eth");
-    assert!(all.data().as_array().expect("rows").iter().all(|r| r["type"] != "vnet"));
+    assert!(
+        all.data()
+            .as_array()
+            .expect("rows")
+            .iter()
+            .all(|r| r["type"] != "vnet")
+    );
     let bridges = api.get("/nodes/pve2/network?type=any_bridge").await.ok();
     let names: Vec<&str> = bridges
         .data()

@@ -444,7 +444,9 @@ fn validate_probes(checks: &[HealthCheck], probe_cidr: Option<&str>, errors: &mu
             ),
             Some((_, None)) => {}
             Some((cidr, Some((base, prefix)))) => {
-                let Ok(ip) = host.parse::<std::net::Ipv4Addr>() else { continue };
+                let Ok(ip) = host.parse::<std::net::Ipv4Addr>() else {
+                    continue;
+                };
                 let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
                 if u32::from(ip) & mask != base & mask {
                     errors.add(

@@ -140,10 +140,18 @@ fn restore_test_probes_need_probe_cidr_and_must_stay_inside_it() {
     };
     assert_eq!(
         paths(&s),
-        ["spec.healthChecks[0]", "spec.healthChecks[1]", "spec.healthChecks[2]"]
+        [
+            "spec.healthChecks[0]",
+            "spec.healthChecks[1]",
+            "spec.healthChecks[2]"
+        ]
     );
     s.network.probe_cidr = Some("10.99.0.0/16".into());
-    assert_eq!(paths(&s), ["spec.healthChecks[0]"], "only the production address is refused");
+    assert_eq!(
+        paths(&s),
+        ["spec.healthChecks[0]"],
+        "only the production address is refused"
+    );
     s.health_checks.remove(0);
     assert!(paths(&s).is_empty());
     s.network.vlan_tag = Some(30);

@@ -181,8 +181,10 @@ impl PveClient {
         node: &NodeName,
         filter: Option<NetworkTypeFilter>,
     ) -> Result<Vec<NetworkInterface>> {
-        self.run(Call::new(ops::NODE_NETWORK, &[node.as_str()]).opt("type", filter.map(NetworkTypeFilter::as_str)))
-            .await
+        self.run(
+            Call::new(ops::NODE_NETWORK, &[node.as_str()]).opt("type", filter.map(NetworkTypeFilter::as_str)),
+        )
+        .await
     }
 
     /// `GET /cluster/sdn/zones` (the applied configuration).

@@ -52,7 +52,11 @@ fn backed_up_disk_bytes(kind: GuestKind, config_text: &str) -> u64 {
     parse_config_text(config_text)
         .iter()
         .filter(|(k, v)| is_volume_key(kind, k) && !k.starts_with("unused") && !v.contains("media=cdrom"))
-        .filter_map(|(_, v)| v.split(',').find_map(|p| p.strip_prefix("size=")).and_then(size_bytes))
+        .filter_map(|(_, v)| {
+            v.split(',')
+                .find_map(|p| p.strip_prefix("size="))
+                .and_then(size_bytes)
+        })
         .sum()
 }
 
@@ -336,7 +340,11 @@ struct Job<'a> {
     params: &'a Params,
 }
 
-async fn restore(t: &TaskCtx, job: Job<'_>, source: Source) -> Result<(BTreeMap<String, String>, PseudoDisk), Failed> {
+async fn restore(
+    t: &TaskCtx,
+    job: Job<'_>,
+    source: Source,
+) -> Result<(BTreeMap<String, String>, PseudoDisk), Failed> {
     let Job {
         task_kind,
         kind,

@@ -13,11 +13,11 @@ use crate::pvesim::auth::User;
 use crate::pvesim::clock::DAY_SECS;
 use crate::pvesim::state::disk::mix;
 use crate::pvesim::state::guest::{smbios1, vmgenid};
+use crate::pvesim::state::network::{default_interfaces, default_sdn};
 use crate::pvesim::state::{
     AgentState, AptPackage, Cluster, Guest, GuestKind, HaResource, Networks, Node, Pool, Power, PseudoDisk,
     Snapshot, Storage,
 };
-use crate::pvesim::state::network::{default_interfaces, default_sdn};
 
 /// The cluster, its users and the agent command table.
 pub(crate) struct Built {
@@ -284,10 +284,16 @@ fn networks(spec: &SeedSpec, path: &Path) -> Result<Networks, SimError> {
         let ip = n.ip.clone().unwrap_or_else(|| format!("192.168.100.{}", 11 + i));
         let list = n.network.clone().unwrap_or_else(|| default_interfaces(&ip));
         let mut seen = std::collections::BTreeSet::new();
-        if let Some(bad) = list.iter().find(|i| !(2..=20).contains(&i.iface.len()) || !seen.insert(i.iface.clone())) {
+        if let Some(bad) = list
+            .iter()
+            .find(|i| !(2..=20).contains(&i.iface.len()) || !seen.insert(i.iface.clone()))
+        {
             return Err(err(
                 path,
-                format!("nodes: '{}' has an invalid or duplicate interface '{}'", n.name, bad.iface),
+                format!(
+                    "nodes: '{}' has an invalid or duplicate interface '{}'",
+                    n.name, bad.iface
+                ),
             ));
         }
         interfaces.insert(n.name.clone(), list);

@@ -316,12 +316,10 @@ impl Networks {
 
     /// VNets whose zone exists on `node` (`PVE::Network::SDN::get_local_vnets`).
     pub fn local_vnets<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a SdnVnet> + 'a {
-        self.sdn.vnets.iter().filter(move |v| {
-            self.sdn
-                .zones
-                .iter()
-                .any(|z| z.zone == v.zone && z.on_node(node))
-        })
+        self.sdn
+            .vnets
+            .iter()
+            .filter(move |v| self.sdn.zones.iter().any(|z| z.zone == v.zone && z.on_node(node)))
     }
 
     /// The row `GET /nodes/{node}/network` shows for a local VNet.
@@ -351,7 +349,10 @@ mod tests {
     fn defaults_have_an_uplink_bridge_an_isolated_bridge_and_a_simple_zone_vnet() {
         let ifaces = default_interfaces("192.168.100.11");
         let vmbr0 = ifaces.iter().find(|i| i.iface == "vmbr0").map(|i| i.json(3));
-        assert_eq!(vmbr0.as_ref().map(|v| v["bridge_ports"].clone()), Some(json!("eno1")));
+        assert_eq!(
+            vmbr0.as_ref().map(|v| v["bridge_ports"].clone()),
+            Some(json!("eno1"))
+        );
         assert_eq!(vmbr0.map(|v| v["gateway"].clone()), Some(json!("192.168.100.1")));
         let vmbr99 = ifaces.iter().find(|i| i.iface == "vmbr99").map(|i| i.json(5));
         assert_eq!(vmbr99.map(|v| v["bridge_ports"].clone()), Some(json!("")));
