@@ -451,7 +451,7 @@ fn validate_probes(checks: &[HealthCheck], probe_cidr: Option<&str>, errors: &mu
                 if u32::from(ip) & mask != base & mask {
                     errors.add(
                         &field,
-                        &format!("{host} is outside network.probeCidr {cidr}: it would probe production, not the restored copy"),
+                        format!("{host} is outside network.probeCidr {cidr}: it would probe production, not the restored copy"),
                     );
                 }
             }
