@@ -183,6 +183,41 @@ async fn a_restore_failing_half_way_frees_its_volumes_but_keeps_the_vm_config() 
     assert!(api.sim.state(|c| c.guest(191).is_none()));
 }
 
+#[tokio::test]
+async fn a_restore_into_a_full_storage_fails_half_way_and_leaves_the_empty_vm() {
+    let api = Api::fast().await;
+    api.run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("storage", "pbs")])
+        .await;
+    let volid = content(&api, "pbs").await[0]["volid"]
+        .as_str()
+        .expect("volid")
+        .to_string();
+    // local-lvm holds about 31 GiB; nextcloud's 64 GiB disk needs a quarter of it.
+    api.sim.state_mut(|c| {
+        if let Some(s) = c.storages.get_mut("local-lvm") {
+            s.total = 40 << 30;
+        }
+    });
+    let storages = api.get("/nodes/pve1/storage?content=images").await.ok();
+    let lvm = storages
+        .data()
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["storage"] == "local-lvm")
+        .cloned()
+        .expect("local-lvm");
+    assert!(lvm["avail"].as_u64().expect("avail") < 16 << 30, "{lvm}");
+    let (upid, status) = api
+        .run_task("/nodes/pve1/qemu", &[("vmid", "240"), ("archive", &volid)])
+        .await;
+    assert_eq!(
+        status["exitstatus"],
+        "error writing 'local-lvm:vm-240-disk-0': No space left on device"
+    );
+    assert_empty_leftover(&api, "pve1", 240, &upid).await;
+}
+
 fn restore_log_duration(log: &[String]) -> f64 {
     log.iter()
         .find_map(|l| {

@@ -10,18 +10,21 @@
 //! up"), so the VMID stays taken; a failed `vzrestore` of a new container removes it entirely.
 //! `live-restore` (VMs): refused inside the task for non-PBS archives with PVE's message; from a
 //! PBS backup the VM runs at once (config locked `create`) while the task restores.
+//! A target storage without room for the restored disks (counted like `usage`: a quarter of
+//! each disk's size) fails the task half-way with "No space left on device" (the exact
+//! message of each storage plugin is not modelled).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::restore_config::{merge_config, new_guest_config, parse_config_text};
-use super::storage::find_backup;
+use super::storage::{find_backup, usage};
 use super::task;
 use crate::pvesim::clock::DAY_SECS;
 use crate::pvesim::dump::{DumpHeader, read_dump};
 use crate::pvesim::http::{ApiError, ApiResult, Params};
 use crate::pvesim::router::{Ctx, Reply};
-use crate::pvesim::state::guest::is_volume_key;
+use crate::pvesim::state::guest::{is_volume_key, parse_size};
 use crate::pvesim::state::{AgentState, Guest, GuestKind, Power, PseudoDisk};
 use crate::pvesim::tasks::TaskCtx;
 
@@ -32,31 +35,12 @@ const RESTORE_OVERHEAD_SECS: f64 = 2.0;
 /// Progress steps logged (and waited) during a restore; a failure strikes after half of them.
 const RESTORE_STEPS: u32 = 4;
 
-/// `size=` of a volume (`32G`, `512M`, `1T`, `4096K`, plain bytes).
-fn size_bytes(text: &str) -> Option<u64> {
-    let (num, unit) = text.split_at(text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
-    let n: f64 = num.parse().ok()?;
-    let factor: u64 = match unit {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => return None,
-    };
-    Some((n * factor as f64) as u64)
-}
-
 /// The size of the disks in a backed-up config (what the restore writes).
 fn backed_up_disk_bytes(kind: GuestKind, config_text: &str) -> u64 {
     parse_config_text(config_text)
         .iter()
         .filter(|(k, v)| is_volume_key(kind, k) && !k.starts_with("unused") && !v.contains("media=cdrom"))
-        .filter_map(|(_, v)| {
-            v.split(',')
-                .find_map(|p| p.strip_prefix("size="))
-                .and_then(size_bytes)
-        })
+        .filter_map(|(_, v)| v.split(',').find_map(|p| p.strip_prefix("size=")).map(parse_size))
         .sum()
 }
 
@@ -328,6 +312,39 @@ fn placeholder_guest(kind: GuestKind, vmid: u32, node: &str, previous: Option<&G
     }
 }
 
+/// The first new volume whose storage has no room left for it (a quarter of its size, like
+/// `usage` counts disks), after the volumes allocated before it.
+fn first_full_storage(
+    cluster: &crate::pvesim::state::Cluster,
+    kind: GuestKind,
+    config: &BTreeMap<String, String>,
+    allocated: &[String],
+) -> Option<String> {
+    let mut needed: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, value) in config {
+        let volid = value.split(',').next().unwrap_or_default();
+        if !is_volume_key(kind, key) || !allocated.iter().any(|a| a == volid) {
+            continue;
+        }
+        let storage = volid.split(':').next().unwrap_or_default().to_string();
+        let size = value
+            .split(',')
+            .find_map(|p| p.strip_prefix("size="))
+            .map(parse_size)
+            .unwrap_or(0);
+        let want = needed.entry(storage.clone()).or_default();
+        *want += size / 4;
+        let full = cluster
+            .storages
+            .get(&storage)
+            .is_some_and(|s| usage(cluster, &storage) + *want > s.total);
+        if full {
+            return Some(volid.to_string());
+        }
+    }
+    None
+}
+
 /// What one restore task does, besides its source.
 struct Job<'a> {
     task_kind: &'a str,
@@ -420,6 +437,7 @@ async fn restore(
             }
         });
     }
+    let no_space = t.state(|c| first_full_storage(c, kind, &config, &allocated));
     let bytes = backed_up_disk_bytes(kind, &header.config).max(header.disk.size);
     let bwlimit = params.int("bwlimit");
     let total = restore_duration(t, task_kind, bytes, bwlimit);
@@ -432,6 +450,9 @@ async fn restore(
         t.sleep(step).await.map_err(fail)?;
         if i == RESTORE_STEPS / 2 {
             t.checkpoint().map_err(fail)?;
+            if let Some(volid) = &no_space {
+                return Err(fail(format!("error writing '{volid}': No space left on device")));
+            }
         }
         let done = bytes / u64::from(RESTORE_STEPS) * u64::from(i);
         let secs = (step * i).as_secs();
