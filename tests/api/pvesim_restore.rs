@@ -333,6 +333,38 @@ async fn live_restore_needs_pbs_and_runs_the_vm_while_restoring() {
         "running"
     );
     assert!(api.task_log(&upid).await.iter().any(|l| l == "live-restore done"));
+
+    // A live-restore failing half-way stops the VM and keeps its config and disks.
+    api.sim.fail_next_task("qmrestore", "reading chunk failed");
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve1/qemu",
+            &[
+                ("vmid", "212"),
+                ("archive", &pbs),
+                ("live-restore", "1"),
+                ("description", "autopilot restore test"),
+            ],
+        )
+        .await;
+    assert_eq!(status["exitstatus"], "live-restore failed");
+    let log = api.task_log(&upid).await;
+    assert!(
+        log.iter()
+            .any(|l| l == "An error occurred during live-restore: reading chunk failed"),
+        "{log:?}"
+    );
+    let left = api.get("/nodes/pve1/qemu/212/config").await.ok();
+    assert_eq!(
+        left.data()["scsi0"],
+        "local-lvm:vm-212-disk-0,iothread=1,size=64G"
+    );
+    assert_eq!(left.data()["description"], "autopilot restore test");
+    assert!(left.data().get("lock").is_none());
+    assert_eq!(
+        api.get("/nodes/pve1/qemu/212/status/current").await.ok().data()["status"],
+        "stopped"
+    );
 }
 
 #[tokio::test]

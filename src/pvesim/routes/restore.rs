@@ -9,7 +9,8 @@
 //! allocated but leaves the VM's config behind, empty and unlocked ("VM N state is NOT cleaned
 //! up"), so the VMID stays taken; a failed `vzrestore` of a new container removes it entirely.
 //! `live-restore` (VMs): refused inside the task for non-PBS archives with PVE's message; from a
-//! PBS backup the VM runs at once (config locked `create`) while the task restores.
+//! PBS backup the VM runs at once (config locked `create`) while the task restores; if that
+//! fails, the VM is stopped and its config and volumes stay ("live-restore failed").
 //! A target storage without room for the restored disks (counted like `usage`: a quarter of
 //! each disk's size) fails the task half-way with "No space left on device" (the exact
 //! message of each storage plugin is not modelled).
@@ -60,6 +61,8 @@ fn restore_duration(t: &TaskCtx, task_kind: &str, bytes: u64, bwlimit: Option<i6
 struct Failed {
     message: String,
     allocated: Vec<String>,
+    /// A live-restore that failed after the VM started: its config (with the volumes) stays.
+    live_config: Option<BTreeMap<String, String>>,
 }
 
 impl From<String> for Failed {
@@ -67,6 +70,7 @@ impl From<String> for Failed {
         Self {
             message,
             allocated: Vec::new(),
+            live_config: None,
         }
     }
 }
@@ -255,8 +259,10 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
                     Ok(())
                 }
                 Err(failed) => {
-                    for volid in &failed.allocated {
-                        t.log(format!("temporary volume '{volid}' sucessfuly removed"));
+                    if failed.live_config.is_none() {
+                        for volid in &failed.allocated {
+                            t.log(format!("temporary volume '{volid}' sucessfuly removed"));
+                        }
                     }
                     let keep_empty = kind == GuestKind::Qemu && !had_previous;
                     if keep_empty {
@@ -269,6 +275,12 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
                         c.leave_pools(vmid);
                         if let Some(p) = &previous_pool {
                             c.join_pool(p, vmid);
+                        }
+                        if let (Some(g), Some(config)) = (c.guests.get_mut(&vmid), &failed.live_config) {
+                            // The VM was stopped; config and volumes stay, without the lock.
+                            g.config = config.clone();
+                            g.power = Power::Stopped;
+                            return;
                         }
                         if keep_empty {
                             if let Some(g) = c.guests.get_mut(&vmid) {
@@ -442,9 +454,21 @@ async fn restore(
     let bwlimit = params.int("bwlimit");
     let total = restore_duration(t, task_kind, bytes, bwlimit);
     let step = total / RESTORE_STEPS;
-    let fail = |message: String| Failed {
-        message,
-        allocated: allocated.clone(),
+    let fail = |message: String| {
+        if live {
+            // qemu-server's pbs_live_restore: stop the VM, keep config and disks.
+            t.log(format!("An error occurred during live-restore: {message}"));
+            return Failed {
+                message: "live-restore failed".into(),
+                allocated: allocated.clone(),
+                live_config: Some(config.clone()),
+            };
+        }
+        Failed {
+            message,
+            allocated: allocated.clone(),
+            live_config: None,
+        }
     };
     for i in 1..=RESTORE_STEPS {
         t.sleep(step).await.map_err(fail)?;
