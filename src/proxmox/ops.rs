@@ -130,6 +130,12 @@ operations! {
     NODES = Get "/nodes" [];
     /// `GET /nodes/{node}/status`
     NODE_STATUS = Get "/nodes/{node}/status" [];
+    /// `GET /nodes/{node}/network`: interfaces (and, with some filters, SDN VNets)
+    NODE_NETWORK = Get "/nodes/{node}/network" ["type"];
+    /// `GET /cluster/sdn/zones`
+    SDN_ZONES = Get "/cluster/sdn/zones" [];
+    /// `GET /cluster/sdn/vnets`
+    SDN_VNETS = Get "/cluster/sdn/vnets" [];
     /// `GET /nodes/{node}/apt/update`: the upgradable packages
     APT_UPDATES = Get "/nodes/{node}/apt/update" [];
     /// `POST /nodes/{node}/apt/update`: refresh the package index (task `aptupdate`)

@@ -1070,7 +1070,7 @@ async fn a_full_staging_storage_fails_the_item_cleanly_and_the_next_run_succeeds
         "no half snapshot in the store"
     );
     assert!(
-        lab.sim.state(|c| c.guests[&200].config.get("lock").is_none()),
+        lab.sim.state(|c| !c.guests[&200].config.contains_key("lock")),
         "the guest is not left locked"
     );
 

@@ -18,6 +18,7 @@ mod proxmox_client_cluster;
 mod proxmox_client_common;
 mod proxmox_client_faults;
 mod proxmox_client_migrate;
+mod proxmox_client_network;
 mod proxmox_client_pbs;
 mod proxmox_client_tls;
 mod proxmox_client_volume;

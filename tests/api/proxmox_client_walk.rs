@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use homelab_autopilot::proxmox::api::{
     BackupMode, CloneRequest, Compression, ConfigUpdate, ContentKind, CreateSnapshot, DeleteGuestOptions,
-    Feature, MigrateRequest, ResourceKind, RestoreCt, RestoreVm, ShutdownOptions, StopOptions, VolumeUpdate,
-    VzdumpRequest,
+    Feature, MigrateRequest, NetworkTypeFilter, ResourceKind, RestoreCt, RestoreVm, ShutdownOptions,
+    StopOptions, VolumeUpdate, VzdumpRequest,
 };
 use homelab_autopilot::proxmox::ops::{self, Operation};
 use homelab_autopilot::proxmox::{GuestRef, GuestType, PveClient, SnapshotName, TaskRef};
@@ -113,6 +113,11 @@ async fn walk_cluster_and_nodes(env: &Env, c: &PveClient) {
     assert!(c.is_vmid_free(vmid(4242)).await.expect("nextid?vmid"));
     c.nodes().await.expect("nodes");
     c.node_status(&pve1).await.expect("node status");
+    c.node_network(&pve1, Some(NetworkTypeFilter::AnyBridge))
+        .await
+        .expect("node network");
+    c.sdn_zones().await.expect("sdn zones");
+    c.sdn_vnets().await.expect("sdn vnets");
     c.ha_resources(Some(GuestType::Qemu)).await.expect("ha resources");
     c.apt_updates(&pve1).await.expect("apt list");
     let refresh = c.apt_refresh(&pve1, true).await.expect("apt update");

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 pub use status::*;
 
-use super::cel::{cron_fields_rule, exactly_one_of, immutable, rule};
+use super::cel::{cidr_is_aligned, cron_fields_rule, exactly_one_of, immutable, rule};
 use super::common::{
-    BRIDGE_PATTERN, CRON_PATTERN, GuestType, NODE_PATTERN, STORAGE_PATTERN, ServiceSelector,
+    BRIDGE_PATTERN, CIDR_PATTERN, CRON_PATTERN, GuestType, NODE_PATTERN, STORAGE_PATTERN, ServiceSelector,
     TIME_ZONE_PATTERN, VMID_MAX, VMID_MIN, VmidRange, default_time_zone, default_true, validate_schedule,
 };
 use super::health::{HealthCheck, reject_agent_checks_for_lxc, validate_health_checks};
@@ -49,8 +49,8 @@ use super::validation::{Errors, InvalidSpec, Validate};
     printcolumn(
         name = "Target",
         type_ = "integer",
-        json_path = ".spec.rto.targetSeconds",
-        description = "RTO target in seconds"
+        json_path = ".status.lastRun.rtoTargetSeconds",
+        description = "RTO target in seconds the last run was measured against"
     ),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRun.startTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -64,6 +64,10 @@ use super::validation::{Errors, InvalidSpec, Validate};
     validation = rule(
         "!has(self.source.type) || self.source.type == 'VM' || !has(self.healthChecks) || self.healthChecks.all(c, c.type != 'GuestAgent' && c.type != 'Exec')",
         "healthChecks: GuestAgent and Exec checks need the QEMU guest agent and work for VMs only; use GuestRunning, TCP or HTTP for an LXC source"
+    ),
+    validation = rule(
+        "has(self.network.probeCidr) || !has(self.healthChecks) || self.healthChecks.all(c, c.type != 'TCP' && c.type != 'HTTP')",
+        "healthChecks: TCP and HTTP checks need network.probeCidr, the path into the isolated network; the restored copy keeps its production address, so without it a check would probe production"
     )
 )]
 pub struct RestoreTestSpec {
@@ -115,6 +119,12 @@ pub struct RestoreTestSpec {
     /// measures time to service, not to a full copy). Default false.
     #[serde(default)]
     pub live_restore: bool,
+    /// Restore bandwidth limit in KiB/s (PVE `bwlimit`, 1-104857600). Absent: the storage's or
+    /// datacenter's restore limit. A limit makes the measured RTO slower than an emergency
+    /// restore would be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 104857600))]
+    pub bandwidth_limit_ki_bps: Option<i32>,
     /// When to remove the restored guest (default: 300 seconds after the checks, also on failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<CleanupPolicy>,
@@ -227,7 +237,15 @@ pub struct RestoreTarget {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = rule("(self.mode == 'None') != has(self.bridge)", "bridge is required for modes Bridge and SdnVnet, and must be absent for None"),
-    validation = rule("!has(self.vlanTag) || self.mode == 'Bridge'", "vlanTag is only allowed with mode Bridge")
+    validation = rule("!has(self.vlanTag) || self.mode == 'Bridge'", "vlanTag is only allowed with mode Bridge"),
+    validation = rule(
+        "!has(self.vlanTag) || (has(self.requireNoUplink) && !self.requireNoUplink)",
+        "vlanTag needs requireNoUplink: false: a VLAN bridge has uplinks, and whether the VLAN is isolated depends on the switch, which the operator cannot check"
+    ),
+    validation = rule(
+        format!("!has(self.probeCidr) || {}", cidr_is_aligned("self.probeCidr")),
+        "probeCidr must be a network address without host bits, e.g. 10.99.0.0/16"
+    )
 )]
 pub struct IsolationNetwork {
     /// `Bridge` (a Linux bridge without uplink), `SdnVnet` (a VNet of an SDN Simple zone) or
@@ -245,6 +263,13 @@ pub struct IsolationNetwork {
     /// Refuse to restore if the bridge has physical ports (default true).
     #[serde(default = "default_true")]
     pub require_no_uplink: bool,
+    /// IPv4 network through which the operator reaches restored guests, e.g. a masquerade range
+    /// routed into the isolated segment (`10.99.0.0/16`). `TCP` and `HTTP` checks need it and
+    /// may only target addresses inside it: the copy keeps its production address, so a probe
+    /// of that address would reach production and pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 18), regex(pattern = CIDR_PATTERN))]
+    pub probe_cidr: Option<String>,
 }
 
 /// How restored guests are isolated.
@@ -358,6 +383,22 @@ impl Validate for RestoreTestSpec {
         if net.vlan_tag.is_some() && net.mode != IsolationMode::Bridge {
             errors.add("spec.network.vlanTag", "only allowed with mode Bridge");
         }
+        if net.vlan_tag.is_some() && net.require_no_uplink {
+            errors.add(
+                "spec.network.vlanTag",
+                "needs requireNoUplink: false (a VLAN bridge has uplinks; its isolation depends on the switch)",
+            );
+        }
+        if let Some(cidr) = net.probe_cidr.as_deref() {
+            match parse_cidr(cidr) {
+                Some((base, prefix)) if prefix == 32 || base & (u32::MAX >> prefix) == 0 => {}
+                _ => errors.add(
+                    "spec.network.probeCidr",
+                    "must be a network address without host bits, e.g. 10.99.0.0/16",
+                ),
+            }
+        }
+        validate_probes(&self.health_checks, net.probe_cidr.as_deref(), &mut errors);
         if self.target.vmid_range.is_empty() {
             errors.add("spec.target.vmidRange", "start must not be greater than end");
         }
@@ -366,6 +407,55 @@ impl Validate for RestoreTestSpec {
             reject_agent_checks_for_lxc("spec.healthChecks", &self.health_checks, &mut errors);
         }
         errors.finish()
+    }
+}
+
+/// `(network, prefix)` of an IPv4 CIDR.
+fn parse_cidr(cidr: &str) -> Option<(u32, u32)> {
+    let (addr, prefix) = cidr.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    Some((u32::from(addr), prefix))
+}
+
+/// The host a TCP or HTTP check probes.
+fn probe_host(check: &HealthCheck) -> Option<&str> {
+    if let Some(tcp) = &check.tcp {
+        return Some(tcp.host.as_str());
+    }
+    let url = check.http.as_ref()?.url.as_str();
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(host.split(':').next().unwrap_or(host))
+}
+
+/// TCP/HTTP checks need `probeCidr`; a literal IPv4 target must lie inside it (a name is
+/// resolved and checked by the controller).
+fn validate_probes(checks: &[HealthCheck], probe_cidr: Option<&str>, errors: &mut Errors) {
+    let network = probe_cidr.map(|c| (c, parse_cidr(c)));
+    for (i, check) in checks.iter().enumerate() {
+        let Some(host) = probe_host(check) else { continue };
+        let field = format!("spec.healthChecks[{i}]");
+        match network {
+            None => errors.add(
+                &field,
+                "TCP and HTTP checks need network.probeCidr (the path into the isolated network)",
+            ),
+            Some((_, None)) => {}
+            Some((cidr, Some((base, prefix)))) => {
+                let Ok(ip) = host.parse::<std::net::Ipv4Addr>() else {
+                    continue;
+                };
+                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+                if u32::from(ip) & mask != base & mask {
+                    errors.add(
+                        &field,
+                        format!("{host} is outside network.probeCidr {cidr}: it would probe production, not the restored copy"),
+                    );
+                }
+            }
+        }
     }
 }
 

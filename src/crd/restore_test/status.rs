@@ -37,6 +37,11 @@ pub struct RestoreTestStatus {
     /// Earlier runs, newest first, at most `spec.historyLimit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RestoreRunSummary>,
+    /// The last value of the `autopilot.homelab.dev/run-now` annotation that was served, so
+    /// the same request does not run twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub last_run_request: Option<String>,
 }
 
 /// Outcome of a restore test.
@@ -89,6 +94,10 @@ pub struct RestoreRun {
     /// The slowest restore's RTO in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_seconds: Option<i64>,
+    /// The RTO target this run was measured against (`spec.rto.targetSeconds` when it ran), so
+    /// editing the target does not rewrite past results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_target_seconds: Option<i64>,
     /// One entry per restored backup.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restores: Vec<RestoreResultDetail>,
@@ -130,6 +139,9 @@ pub struct RestoreResultDetail {
     /// When the guest was started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub booted_time: Option<Timestamp>,
+    /// When the guest was ready: running, and for VMs with an agent check, the agent answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_ready_time: Option<Timestamp>,
     /// When all checks first passed (the RTO clock stops).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_time: Option<Timestamp>,
@@ -139,9 +151,13 @@ pub struct RestoreResultDetail {
     /// Time spent restoring data, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_seconds: Option<i64>,
-    /// Time from start until the checks passed, in seconds.
+    /// Time from the start until the guest was ready (`guestReadyTime`), in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_seconds: Option<i64>,
+    /// Time from the guest being ready until all checks passed, in seconds. `restoreSeconds`,
+    /// `bootSeconds` and `applicationSeconds` add up to about `rtoSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_seconds: Option<i64>,
     /// Result of this restore (absent while running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = crate::crd::common::optional_enum)]

@@ -36,6 +36,7 @@ fn restore_test_validate_reports_source_and_network_mistakes() {
         bridge: Some("vmbr99".into()),
         vlan_tag: Some(99),
         require_no_uplink: true,
+        probe_cidr: None,
     };
     s.selection = Some(BackupSelection {
         policy: SelectionPolicy::Volid,
@@ -53,6 +54,7 @@ fn restore_test_validate_reports_source_and_network_mistakes() {
             "spec.source.storage",
             "spec.selection.volid",
             "spec.network.bridge",
+            "spec.network.vlanTag",
             "spec.network.vlanTag"
         ]
     );
@@ -81,6 +83,7 @@ fn restore_test_status_round_trips() {
         service: "nextcloud".into(),
         result: Some(RestoreResult::RtoExceeded),
         rto_seconds: Some(1200),
+        rto_target_seconds: Some(900),
         restores: vec![RestoreResultDetail {
             service: "nextcloud".into(),
             source_vmid: 200,
@@ -94,10 +97,12 @@ fn restore_test_status_round_trips() {
             restore_start_time: Some(t),
             restored_time: None,
             booted_time: None,
+            guest_ready_time: Some(t),
             healthy_time: None,
             rto_seconds: Some(1200),
             restore_seconds: Some(900),
-            boot_seconds: Some(300),
+            boot_seconds: Some(240),
+            application_seconds: Some(60),
             result: Some(RestoreResult::RtoExceeded),
             reason: "TargetExceeded".into(),
             message: String::new(),
@@ -116,5 +121,45 @@ fn restore_test_status_round_trips() {
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["lastRun"]["result"], "RTOExceeded");
     assert_eq!(json["lastRun"]["rtoSeconds"], 1200);
+    assert_eq!(json["lastRun"]["rtoTargetSeconds"], 900);
+    assert_eq!(json["lastRun"]["restores"][0]["applicationSeconds"], 60);
+    assert!(json["lastRun"]["restores"][0]["guestReadyTime"].is_string());
     assert_eq!(serde_json::from_value::<RestoreTestStatus>(json).unwrap(), status);
+}
+
+#[test]
+fn restore_test_probes_need_probe_cidr_and_must_stay_inside_it() {
+    let mut s = spec(&format!(
+        "{MONTHLY}healthChecks:\n- {{name: web, type: HTTP, http: {{url: 'http://192.168.1.20:8080/status'}}}}\n- {{name: ssh, type: TCP, tcp: {{host: 10.99.1.20, port: 22}}}}\n- {{name: db, type: TCP, tcp: {{host: db.lab, port: 5432}}}}\n"
+    ));
+    let paths = |s: &RestoreTestSpec| -> Vec<String> {
+        s.validate()
+            .err()
+            .map(|e| e.errors().iter().map(|e| e.path.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        paths(&s),
+        [
+            "spec.healthChecks[0]",
+            "spec.healthChecks[1]",
+            "spec.healthChecks[2]"
+        ]
+    );
+    s.network.probe_cidr = Some("10.99.0.0/16".into());
+    assert_eq!(
+        paths(&s),
+        ["spec.healthChecks[0]"],
+        "only the production address is refused"
+    );
+    s.health_checks.remove(0);
+    assert!(paths(&s).is_empty());
+    s.network.vlan_tag = Some(30);
+    assert_eq!(paths(&s), ["spec.network.vlanTag"]);
+    s.network.require_no_uplink = false;
+    assert!(paths(&s).is_empty());
+    s.bandwidth_limit_ki_bps = Some(51200);
+    let back: RestoreTestSpec = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(serde_json::to_value(&s).unwrap()["bandwidthLimitKiBps"], 51200);
 }

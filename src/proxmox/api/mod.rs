@@ -12,6 +12,7 @@ mod config;
 mod guests;
 mod ha;
 mod migrate;
+mod network;
 mod nodes;
 mod snapshots;
 
@@ -32,6 +33,7 @@ pub use guests::{
 };
 pub use ha::{HaBlockingResource, HaMigrateResult, HaResource};
 pub use migrate::{CloneRequest, MigratePrecondition, MigrateRequest};
+pub use network::{NetworkInterface, NetworkTypeFilter, SdnVnet, SdnZone};
 pub use nodes::{BootInfo, KernelInfo, NodeStatus, UsageInfo};
 pub use snapshots::{CreateSnapshot, Feature, FeatureSupport, SnapshotCurrent, SnapshotInfo, SnapshotList};
 

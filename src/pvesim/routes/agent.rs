@@ -128,12 +128,10 @@ fn simulate(
 ) -> Result<(i32, String, String, f64), String> {
     let program = argv.first().map(String::as_str).unwrap_or("");
     let base = program.rsplit('/').next().unwrap_or(program);
-    if let Some(rule) = ctx
-        .shared
-        .agent_commands
-        .iter()
-        .find(|r| r.program == program || r.program == base)
-    {
+    if let Some(rule) = ctx.shared.agent_commands.iter().find(|r| {
+        (r.program == program || r.program == base)
+            && (r.guests.is_empty() || r.guests.iter().any(|n| *n == g.name()))
+    }) {
         return Ok((
             rule.exitcode,
             rule.stdout.clone(),

@@ -6,6 +6,7 @@ mod backup;
 mod cluster;
 mod config;
 mod migrate;
+mod network;
 mod node;
 mod power;
 mod restore;
@@ -135,6 +136,9 @@ pub(crate) fn router() -> Router {
         r("GET", "/storage/{storage}", cluster::storage_get),
         r("GET", "/nodes", cluster::nodes),
         r("GET", "/nodes/{node}/status", node::status),
+        r("GET", "/nodes/{node}/network", network::list),
+        r("GET", "/cluster/sdn/zones", network::zones),
+        r("GET", "/cluster/sdn/vnets", network::vnets),
         r("GET", "/nodes/{node}/apt/update", node::apt_list),
         r("POST", "/nodes/{node}/apt/update", node::apt_update),
         r("GET", "/nodes/{node}/apt/versions", node::apt_versions),

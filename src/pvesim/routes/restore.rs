@@ -1,19 +1,79 @@
 //! `POST /nodes/{node}/qemu` and `POST /nodes/{node}/lxc`: create a guest, or restore one from
 //! a backup (`archive` for VMs, `ostemplate` + `restore=1` for containers). Restores stream the
 //! archive back and fail the task on corruption; the guest is locked `create` meanwhile.
+//!
+//! A restore takes a fixed overhead plus the backed-up disks' size over a throughput (capped by
+//! `bwlimit`), in simulated time (so `time_scale` applies), unless `SimConfig::task_durations`
+//! fixes the task's duration. An injected `qmrestore`/`vzrestore` task failure strikes half-way,
+//! after the volumes were allocated. Cleanup is PVE's: a failed `qmrestore` frees the volumes it
+//! allocated but leaves the VM's config behind, empty and unlocked ("VM N state is NOT cleaned
+//! up"), so the VMID stays taken; a failed `vzrestore` of a new container removes it entirely.
+//! `live-restore` (VMs): refused inside the task for non-PBS archives with PVE's message; from a
+//! PBS backup the VM runs at once (config locked `create`) while the task restores; if that
+//! fails, the VM is stopped and its config and volumes stay ("live-restore failed").
+//! A target storage without room for the restored disks (counted like `usage`: a quarter of
+//! each disk's size) fails the task half-way with "No space left on device" (the exact
+//! message of each storage plugin is not modelled).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::restore_config::{merge_config, new_guest_config};
-use super::storage::find_backup;
+use super::restore_config::{merge_config, new_guest_config, parse_config_text};
+use super::storage::{find_backup, usage};
 use super::task;
 use crate::pvesim::clock::DAY_SECS;
 use crate::pvesim::dump::{DumpHeader, read_dump};
 use crate::pvesim::http::{ApiError, ApiResult, Params};
 use crate::pvesim::router::{Ctx, Reply};
-use crate::pvesim::state::guest::is_volume_key;
+use crate::pvesim::state::guest::{is_volume_key, parse_size};
 use crate::pvesim::state::{AgentState, Guest, GuestKind, Power, PseudoDisk};
 use crate::pvesim::tasks::TaskCtx;
+
+/// Restore throughput without `bwlimit`, bytes per simulated second.
+const RESTORE_BYTES_PER_SEC: f64 = (256u64 << 20) as f64;
+/// Fixed part of a restore (allocate volumes, write the config), simulated seconds.
+const RESTORE_OVERHEAD_SECS: f64 = 2.0;
+/// Progress steps logged (and waited) during a restore; a failure strikes after half of them.
+const RESTORE_STEPS: u32 = 4;
+
+/// The size of the disks in a backed-up config (what the restore writes).
+fn backed_up_disk_bytes(kind: GuestKind, config_text: &str) -> u64 {
+    parse_config_text(config_text)
+        .iter()
+        .filter(|(k, v)| is_volume_key(kind, k) && !k.starts_with("unused") && !v.contains("media=cdrom"))
+        .filter_map(|(_, v)| v.split(',').find_map(|p| p.strip_prefix("size=")).map(parse_size))
+        .sum()
+}
+
+/// The simulated duration of a restore of `bytes` with `bwlimit` KiB/s (0 or none: unlimited).
+fn restore_duration(t: &TaskCtx, task_kind: &str, bytes: u64, bwlimit: Option<i64>) -> Duration {
+    if let Some(fixed) = t.shared().durations.get(task_kind) {
+        return *fixed;
+    }
+    let rate = match bwlimit {
+        Some(kib) if kib > 0 => RESTORE_BYTES_PER_SEC.min(kib as f64 * 1024.0),
+        _ => RESTORE_BYTES_PER_SEC,
+    };
+    Duration::from_secs_f64(RESTORE_OVERHEAD_SECS + bytes as f64 / rate)
+}
+
+/// A failed restore: the message and the volumes it had allocated.
+struct Failed {
+    message: String,
+    allocated: Vec<String>,
+    /// A live-restore that failed after the VM started: its config (with the volumes) stays.
+    live_config: Option<BTreeMap<String, String>>,
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            allocated: Vec::new(),
+            live_config: None,
+        }
+    }
+}
 
 /// What the restore task reads.
 enum Source {
@@ -108,6 +168,7 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     let force = ctx.params.flag("force");
     let unique = ctx.params.flag("unique");
     let start = ctx.params.flag("start");
+    let live = kind == GuestKind::Qemu && ctx.params.flag("live-restore");
     let archive = match kind {
         GuestKind::Qemu => ctx.params.str("archive"),
         GuestKind::Lxc => ctx
@@ -164,10 +225,20 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     let params = ctx.params.clone();
     let task_kind = format!("{}restore", kind.task_prefix());
     let tk = task_kind.clone();
+    let had_previous = previous.is_some();
     task(ctx, &node, &task_kind, &vmid.to_string(), move |t| {
         Box::pin(async move {
-            let result = restore(&t, &tk, kind, vmid, &archive, source, storage, unique, &params).await;
-            match result {
+            let job = Job {
+                task_kind: &tk,
+                kind,
+                vmid,
+                archive: &archive,
+                storage,
+                unique,
+                live,
+                params: &params,
+            };
+            match restore(&t, job, source).await {
                 Ok((config, disk)) => {
                     let now = t.now();
                     t.state(|c| {
@@ -175,27 +246,57 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
                             g.config = config;
                             g.disk = disk;
                             g.snapshots.clear();
-                            g.power = if start {
-                                Power::Running { since: now }
-                            } else {
-                                Power::Stopped
-                            };
+                            // A live-restored VM runs since the start of the task.
+                            if !live {
+                                g.power = if start {
+                                    Power::Running { since: now }
+                                } else {
+                                    Power::Stopped
+                                };
+                            }
                         }
                     });
                     Ok(())
                 }
-                Err(e) => {
+                Err(failed) => {
+                    if failed.live_config.is_none() {
+                        for volid in &failed.allocated {
+                            t.log(format!("temporary volume '{volid}' sucessfuly removed"));
+                        }
+                    }
+                    let keep_empty = kind == GuestKind::Qemu && !had_previous;
+                    if keep_empty {
+                        // qemu-server: remove_lock('create') and die; the config file stays.
+                        t.log(format!(
+                            "error before or during data restore, some or all disks were not completely restored. VM {vmid} state is NOT cleaned up."
+                        ));
+                    }
                     t.state(|c| {
                         c.leave_pools(vmid);
                         if let Some(p) = &previous_pool {
                             c.join_pool(p, vmid);
                         }
+                        if let (Some(g), Some(config)) = (c.guests.get_mut(&vmid), &failed.live_config) {
+                            // The VM was stopped; config and volumes stay, without the lock.
+                            g.config = config.clone();
+                            g.power = Power::Stopped;
+                            return;
+                        }
+                        if keep_empty {
+                            if let Some(g) = c.guests.get_mut(&vmid) {
+                                g.config.clear();
+                                g.power = Power::Stopped;
+                                g.snapshots.clear();
+                                g.disk = PseudoDisk::new(u64::from(vmid), 4096, 0);
+                            }
+                            return;
+                        }
                         match previous {
                             Some(old) => c.guests.insert(vmid, old),
                             None => c.guests.remove(&vmid),
-                        }
+                        };
                     });
-                    Err(e)
+                    Err(failed.message)
                 }
             }
         })
@@ -223,18 +324,72 @@ fn placeholder_guest(kind: GuestKind, vmid: u32, node: &str, previous: Option<&G
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn restore(
-    t: &TaskCtx,
-    task_kind: &str,
+/// The first new volume whose storage has no room left for it (a quarter of its size, like
+/// `usage` counts disks), after the volumes allocated before it.
+fn first_full_storage(
+    cluster: &crate::pvesim::state::Cluster,
+    kind: GuestKind,
+    config: &BTreeMap<String, String>,
+    allocated: &[String],
+) -> Option<String> {
+    let mut needed: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, value) in config {
+        let volid = value.split(',').next().unwrap_or_default();
+        if !is_volume_key(kind, key) || !allocated.iter().any(|a| a == volid) {
+            continue;
+        }
+        let storage = volid.split(':').next().unwrap_or_default().to_string();
+        let size = value
+            .split(',')
+            .find_map(|p| p.strip_prefix("size="))
+            .map(parse_size)
+            .unwrap_or(0);
+        let want = needed.entry(storage.clone()).or_default();
+        *want += size / 4;
+        let full = cluster
+            .storages
+            .get(&storage)
+            .is_some_and(|s| usage(cluster, &storage) + *want > s.total);
+        if full {
+            return Some(volid.to_string());
+        }
+    }
+    None
+}
+
+/// What one restore task does, besides its source.
+struct Job<'a> {
+    task_kind: &'a str,
     kind: GuestKind,
     vmid: u32,
-    archive: &str,
-    source: Source,
+    archive: &'a str,
     storage: Option<String>,
     unique: bool,
-    params: &Params,
-) -> Result<(BTreeMap<String, String>, PseudoDisk), String> {
+    live: bool,
+    params: &'a Params,
+}
+
+async fn restore(
+    t: &TaskCtx,
+    job: Job<'_>,
+    source: Source,
+) -> Result<(BTreeMap<String, String>, PseudoDisk), Failed> {
+    let Job {
+        task_kind,
+        kind,
+        vmid,
+        archive,
+        storage,
+        unique,
+        live,
+        params,
+    } = job;
+    let is_pbs = matches!(source, Source::Pbs { .. });
+    if live && !is_pbs {
+        return Err(Failed::from(
+            "live-restore is only compatible with backup images from a Proxmox Backup Server".to_string(),
+        ));
+    }
     let header = match source {
         Source::File(path) => {
             match kind {
@@ -260,42 +415,97 @@ async fn restore(
             vmid: src,
             kind: k,
             backup_time,
-        } => {
-            t.log(format!(
-                "restore image complete (bytes={}, duration=1.00s, speed=1.00MB/s)",
-                disk.size
-            ));
-            DumpHeader {
-                vmid: src,
-                kind: k.as_str().into(),
-                node: String::new(),
-                backup_time,
-                config,
-                disk,
-            }
-        }
+        } => DumpHeader {
+            vmid: src,
+            kind: k.as_str().into(),
+            node: String::new(),
+            backup_time,
+            config,
+            disk,
+        },
     };
     if header.kind != kind.as_str() {
-        return Err(format!(
+        return Err(Failed::from(format!(
             "unable to restore '{archive}' - it is a {} backup, not {}",
             header.kind,
             kind.as_str()
-        ));
+        )));
     }
-    t.sleep(t.part(task_kind, 1)).await?;
-    t.checkpoint()?;
+    // Volumes are allocated and the config merged before any data is written.
     let (config, renames) =
         t.state(|c| merge_config(c, kind, vmid, &header.config, storage.as_deref(), unique, params));
-    for (from, to) in renames {
+    let allocated: Vec<String> = renames.iter().map(|(_, to)| to.clone()).collect();
+    for (from, to) in &renames {
         t.log(format!("new volume ID is '{to}' (restored from '{from}')"));
     }
-    match kind {
-        GuestKind::Qemu => t.log(format!(
-            "progress 100% (read {} bytes, duration 1 sec)",
-            header.disk.size
-        )),
-        GuestKind::Lxc => {
-            t.log(format!("Total bytes read: {}", header.disk.size));
+    if live {
+        let now = t.now();
+        t.log(format!("starting VM {vmid} for live-restore"));
+        t.state(|c| {
+            if let Some(g) = c.guests.get_mut(&vmid) {
+                g.config = config.clone();
+                g.config.insert("lock".into(), "create".into());
+                g.power = Power::Running { since: now };
+            }
+        });
+    }
+    let no_space = t.state(|c| first_full_storage(c, kind, &config, &allocated));
+    let bytes = backed_up_disk_bytes(kind, &header.config).max(header.disk.size);
+    let bwlimit = params.int("bwlimit");
+    let total = restore_duration(t, task_kind, bytes, bwlimit);
+    let step = total / RESTORE_STEPS;
+    let fail = |message: String| {
+        if live {
+            // qemu-server's pbs_live_restore: stop the VM, keep config and disks.
+            t.log(format!("An error occurred during live-restore: {message}"));
+            return Failed {
+                message: "live-restore failed".into(),
+                allocated: allocated.clone(),
+                live_config: Some(config.clone()),
+            };
+        }
+        Failed {
+            message,
+            allocated: allocated.clone(),
+            live_config: None,
+        }
+    };
+    for i in 1..=RESTORE_STEPS {
+        t.sleep(step).await.map_err(fail)?;
+        if i == RESTORE_STEPS / 2 {
+            t.checkpoint().map_err(fail)?;
+            if let Some(volid) = &no_space {
+                return Err(fail(format!("error writing '{volid}': No space left on device")));
+            }
+        }
+        let done = bytes / u64::from(RESTORE_STEPS) * u64::from(i);
+        let secs = (step * i).as_secs();
+        match (kind, is_pbs) {
+            (GuestKind::Qemu, false) => t.log(format!(
+                "progress {}% (read {done} bytes, duration {secs} sec)",
+                i * 100 / RESTORE_STEPS
+            )),
+            (GuestKind::Qemu, true) => t.log(format!(
+                "restore-drive: {}% ({done} of {bytes} bytes, {secs} s)",
+                i * 100 / RESTORE_STEPS
+            )),
+            (GuestKind::Lxc, _) => {}
+        }
+    }
+    match (kind, is_pbs) {
+        (GuestKind::Qemu, true) => {
+            let secs = total.as_secs_f64().max(0.01);
+            t.log(format!(
+                "restore image complete (bytes={bytes}, duration={secs:.2}s, speed={:.2}MB/s)",
+                bytes as f64 / 1_048_576.0 / secs
+            ));
+            if live {
+                t.log("live-restore done");
+            }
+        }
+        (GuestKind::Qemu, false) => t.log(format!("total bytes read {bytes}, sparse bytes 0 (0%)")),
+        (GuestKind::Lxc, _) => {
+            t.log(format!("Total bytes read: {bytes}"));
             t.log("merging backed-up and given configuration..");
         }
     }

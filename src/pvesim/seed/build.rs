@@ -13,9 +13,10 @@ use crate::pvesim::auth::{AclEntry, User};
 use crate::pvesim::clock::DAY_SECS;
 use crate::pvesim::state::disk::mix;
 use crate::pvesim::state::guest::{smbios1, vmgenid};
+use crate::pvesim::state::network::{default_interfaces, default_sdn};
 use crate::pvesim::state::{
-    AgentState, AptPackage, Cluster, Guest, GuestKind, HaResource, Node, Pool, Power, PseudoDisk, Snapshot,
-    Storage,
+    AgentState, AptPackage, Cluster, Guest, GuestKind, HaResource, Networks, Node, Pool, Power, PseudoDisk,
+    Snapshot, Storage,
 };
 
 /// The cluster, its users and the agent command table.
@@ -242,6 +243,7 @@ pub(crate) fn build_cluster(
         quorum_lost: false,
         dump_root,
         vzdump_defaults: spec.vzdump_defaults.clone(),
+        network: networks(spec, path)?,
         rng: StdRng::seed_from_u64(rng_seed),
     };
     for g in &spec.guests {
@@ -292,6 +294,39 @@ pub(crate) fn build_cluster(
         users,
         agent_commands: spec.agent_commands.clone(),
     })
+}
+
+/// Node interfaces (given or the defaults) and the SDN configuration, checked for names.
+fn networks(spec: &SeedSpec, path: &Path) -> Result<Networks, SimError> {
+    let mut interfaces = BTreeMap::new();
+    for (i, n) in spec.nodes.iter().enumerate() {
+        let ip = n.ip.clone().unwrap_or_else(|| format!("192.168.100.{}", 11 + i));
+        let list = n.network.clone().unwrap_or_else(|| default_interfaces(&ip));
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(bad) = list
+            .iter()
+            .find(|i| !(2..=20).contains(&i.iface.len()) || !seen.insert(i.iface.clone()))
+        {
+            return Err(err(
+                path,
+                format!(
+                    "nodes: '{}' has an invalid or duplicate interface '{}'",
+                    n.name, bad.iface
+                ),
+            ));
+        }
+        interfaces.insert(n.name.clone(), list);
+    }
+    let sdn = spec.sdn.clone().unwrap_or_else(default_sdn);
+    for v in &sdn.vnets {
+        if !sdn.zones.iter().any(|z| z.zone == v.zone) {
+            return Err(err(
+                path,
+                format!("sdn: vnet '{}' names unknown zone '{}'", v.vnet, v.zone),
+            ));
+        }
+    }
+    Ok(Networks { interfaces, sdn })
 }
 
 fn build_guest(

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::SimError;
-use super::state::AptPackage;
+use super::state::{AptPackage, NetInterface, Sdn};
 
 pub(crate) use build::{build_cluster, guest_ip};
 
@@ -53,6 +53,10 @@ pub struct SeedSpec {
     /// How guest-agent `exec` answers, by program name (besides the built-in commands).
     #[serde(default)]
     pub agent_commands: Vec<AgentCommand>,
+    /// SDN zones and VNets (default: simple zone `isolated` with VNet `rtest`, VLAN zone
+    /// `vlanzone` on `vmbr1` with VNet `vlan30`).
+    #[serde(default)]
+    pub sdn: Option<Sdn>,
 }
 
 /// A user of the simulated PVE.
@@ -151,6 +155,10 @@ pub struct NodeSpec {
     /// Updates `apt update` will find (default: a few Proxmox packages).
     #[serde(default)]
     pub apt_updates: Option<Vec<AptPackage>>,
+    /// Interfaces (default: `eno1`, `eno2`, uplink bridge `vmbr0`, VLAN-aware `vmbr1`, and
+    /// `vmbr99` without ports).
+    #[serde(default)]
+    pub network: Option<Vec<NetInterface>>,
 }
 
 /// A storage.
@@ -303,6 +311,10 @@ pub struct AgentCommand {
     /// Simulated run time in seconds.
     #[serde(default = "default_exec_secs")]
     pub seconds: f64,
+    /// Only for guests with these names (qemu `name`; a restored copy keeps its backup's name);
+    /// empty: every guest. Rules apply in order, so a guest-specific rule goes first.
+    #[serde(default)]
+    pub guests: Vec<String>,
 }
 
 fn default_cluster_name() -> String {
@@ -441,6 +453,7 @@ impl SeedSpec {
             pools: Vec::new(),
             vzdump_defaults: BTreeMap::new(),
             agent_commands: Vec::new(),
+            sdn: None,
         })
     }
 }

@@ -7,6 +7,7 @@
 mod config;
 pub mod disk;
 pub mod guest;
+pub mod network;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 use super::http::{ApiError, pve_bool};
 pub use disk::{DiskLayer, PseudoDisk};
 pub use guest::{AgentState, ExecJob, Guest, GuestKind, Power, Snapshot};
+pub use network::{NetInterface, Networks, Sdn, SdnVnet, SdnZone};
 
 /// A package row of `/nodes/{node}/apt/update` or `/apt/versions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +261,8 @@ pub struct Cluster {
     pub dump_root: PathBuf,
     /// `/etc/vzdump.conf` defaults (`compress`, `mode`...).
     pub vzdump_defaults: BTreeMap<String, String>,
+    /// Node interfaces and the SDN configuration.
+    pub network: Networks,
     pub(crate) rng: StdRng,
 }
 
@@ -439,6 +443,7 @@ mod tests {
             quorum_lost: false,
             dump_root: PathBuf::from("/tmp/x"),
             vzdump_defaults: BTreeMap::new(),
+            network: Networks::default(),
             rng: StdRng::seed_from_u64(1),
         }
     }
