@@ -159,7 +159,8 @@ async fn a_restore_failing_half_way_frees_its_volumes_but_keeps_the_vm_config() 
     // it created).
     api.run_task("/nodes/pve2/vzdump", &[("vmid", "102"), ("compress", "zstd")])
         .await;
-    let ct = content(&api, "local").await;
+    // `local` is per node: the backup made on pve2 is listed on pve2.
+    let ct = crate::pvesim_common::content_on(&api, "pve2", "local").await;
     let ct_volid = ct
         .iter()
         .filter_map(|r| r["volid"].as_str())
@@ -192,10 +193,11 @@ async fn a_restore_into_a_full_storage_fails_half_way_and_leaves_the_empty_vm() 
         .as_str()
         .expect("volid")
         .to_string();
-    // local-lvm holds about 31 GiB; nextcloud's 64 GiB disk needs a quarter of it.
+    // pve1's local-lvm holds about 21 GiB (it is per node); nextcloud's 64 GiB disk does not fit
+    // in what is left.
     api.sim.state_mut(|c| {
         if let Some(s) = c.storages.get_mut("local-lvm") {
-            s.total = 40 << 30;
+            s.total = 34 << 30;
         }
     });
     let storages = api.get("/nodes/pve1/storage?content=images").await.ok();

@@ -1139,7 +1139,7 @@ impl Pass<'_> {
                 .iter()
                 .map(|r| as_owned(r, verified_volid.as_deref()))
                 .collect();
-            for volid in prune_plan(&owned, keep) {
+            for volid in prune_plan(&owned, keep, self.now) {
                 match client.delete_volume(&node, storage, &volid, None).await {
                     Ok(_) => removed.push(volid),
                     Err(e) => failures.push(format!("cannot delete {volid}: {e}")),

@@ -12,7 +12,7 @@ use crate::crd::backup_policy::{
     BackupItemState, BackupResult, BackupRun, BackupRunItem, BackupRunSummary, ServiceBackupStatus,
 };
 use crate::crd::common::Retention;
-use crate::storage::prune::{KeepOptions, PruneItem, PruneMark, compute_prune};
+use crate::storage::prune::{KeepOptions, PruneItem, PruneMark, compute_prune_at};
 
 /// First word of the first line of a backup's notes: the backup is the operator's.
 pub const MARKER: &str = "autopilot";
@@ -223,10 +223,11 @@ pub struct OwnedBackup {
     pub verified: bool,
 }
 
-/// The backups of one guest to delete under `keep` (PBS semantics): those no rule keeps,
-/// except protected ones and the newest verified one. Without a rule that keeps anything,
-/// nothing is deleted.
-pub fn prune_plan(backups: &[OwnedBackup], keep: &KeepOptions) -> Vec<String> {
+/// The backups of one guest to delete under `keep` (PBS semantics) at `now`: those no rule
+/// keeps, except protected ones, the newest verified one, and any dated in the future (a node's
+/// clock ahead: it must not take the place of real backups). Without a rule that keeps
+/// anything, nothing is deleted.
+pub fn prune_plan(backups: &[OwnedBackup], keep: &KeepOptions, now: Timestamp) -> Vec<String> {
     if !keep.keeps_something() {
         return Vec::new();
     }
@@ -243,7 +244,7 @@ pub fn prune_plan(backups: &[OwnedBackup], keep: &KeepOptions) -> Vec<String> {
         .filter(|b| b.verified)
         .max_by_key(|b| (b.time, b.volid.clone()))
         .map(|b| b.volid.as_str());
-    let mut out: Vec<String> = compute_prune(&items, keep)
+    let mut out: Vec<String> = compute_prune_at(&items, keep, now.as_microsecond())
         .into_iter()
         .filter(|(_, mark)| *mark == PruneMark::Remove)
         .map(|(id, _)| id)

@@ -137,9 +137,9 @@ fn retention_keeps_rules_protected_and_the_newest_verified_backup() {
         backup("d3", 3, false, false),
     ];
     // keep-last=1 keeps d3; d2 is the newest verified; d1 is protected.
-    assert_eq!(prune_plan(&backups, &keep), ["d0"]);
+    assert_eq!(prune_plan(&backups, &keep, at(10 * 86_400)), ["d0"]);
     assert!(
-        prune_plan(&backups, &KeepOptions::default()).is_empty(),
+        prune_plan(&backups, &KeepOptions::default(), at(10 * 86_400)).is_empty(),
         "no rule: nothing is pruned"
     );
     let daily = keep_options(&Retention {
@@ -147,7 +147,10 @@ fn retention_keeps_rules_protected_and_the_newest_verified_backup() {
         ..Retention::default()
     });
     assert_eq!(daily.daily, Some(2));
-    assert_eq!(prune_plan(&backups, &daily), ["d0"]);
+    assert_eq!(prune_plan(&backups, &daily, at(10 * 86_400)), ["d0"]);
+    // Seen from a day before d3 was taken (a node clock a day ahead): d3 is in the future and
+    // does not count, so d2 stays as the newest real backup.
+    assert_eq!(prune_plan(&backups, &keep, at(2 * 86_400 + 60)), ["d0"]);
 }
 
 #[test]
