@@ -63,6 +63,10 @@ pub const CONDITION_VERIFIED: &str = "Verified";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = rule(
+    "!has(self.clusterConfig) || !self.clusterConfig || has(self.destination.chunkStore)",
+    "clusterConfig needs destination.chunkStore: the export is stored in the chunk store"
+))]
 pub struct BackupPolicySpec {
     /// The ProxmoxCluster (same namespace) the Services belong to. Immutable.
     #[x_kube(validation = immutable("clusterRef"))]
@@ -117,6 +121,11 @@ pub struct BackupPolicySpec {
     /// runs low (and, if asked, when they succeed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
+    /// Chunk store only: with each run, also store a JSON export of the cluster's guest configs,
+    /// storages, node networks, cluster status and HA resources (snapshot
+    /// `<namespace>.<policy>.cluster`), to rebuild or diff a node against. Default false.
+    #[serde(default, skip_serializing_if = "super::common::is_false")]
+    pub cluster_config: bool,
 }
 
 /// Where and when to notify.
@@ -337,6 +346,9 @@ pub struct BackupPolicyStatus {
     /// missed slot once, never one it already served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled_time: Option<Timestamp>,
+    /// The last export of the cluster's configuration (`spec.clusterConfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_config: Option<ClusterConfigStatus>,
     /// The last `autopilot.homelab.dev/run-now` annotation value served: a restart never
     /// repeats an on-demand run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -361,6 +373,21 @@ pub struct BackupPolicyStatus {
     /// `storedBytes` for humans, e.g. `12.4 GiB` (for `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_size: Option<String>,
+}
+
+/// The last export of the cluster's configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterConfigStatus {
+    /// When the last export was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Timestamp>,
+    /// Its id, `chunkstore/<snapshot id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volid: Option<String>,
+    /// What went wrong with the last attempt, if it failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Summary of a finished run.
@@ -533,6 +560,12 @@ impl Validate for BackupPolicySpec {
             errors.add(
                 "spec.destination",
                 "set exactly one of pbs, storage or chunkStore",
+            );
+        }
+        if self.cluster_config && d.chunk_store.is_none() {
+            errors.add(
+                "spec.clusterConfig",
+                "clusterConfig needs destination.chunkStore: the export is stored in the chunk store",
             );
         }
         if let Some(retention) = &self.retention {

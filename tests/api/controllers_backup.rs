@@ -431,7 +431,7 @@ async fn chunk_store_destination_ingests_verifies_dedups_and_removes_the_staged_
     lab.apply_policy(&format!(
         "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
          stagingPath: '{}'}}}}\n  retention: {{keepLast: 1}}\n  notifications: {{secretRef: {{name: alerts}}, \
-         events: [SpaceLow], spaceWarningPercent: 1}}\n",
+         events: [SpaceLow], spaceWarningPercent: 1}}\n  clusterConfig: true\n",
         staging.display()
     ));
     let first = lab.run_now().await;
@@ -478,10 +478,53 @@ async fn chunk_store_destination_ingests_verifies_dedups_and_removes_the_staged_
         OpenOptions::default(),
     )
     .unwrap();
-    let snaps = store.list().unwrap();
-    assert_eq!(snaps.len(), 1, "keepLast 1 pruned the first: {snaps:?}");
-    assert_eq!(snaps[0].name, format!("{}.nightly.vm-200", namespace()));
-    assert_eq!(second.backup_count, Some(1));
+    let mut snaps = store.list().unwrap();
+    snaps.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<&str> = snaps.iter().map(|s| s.name.as_str()).collect();
+    let ns = namespace();
+    assert_eq!(
+        names,
+        [format!("{ns}.nightly.cluster"), format!("{ns}.nightly.vm-200")],
+        "keepLast 1 pruned the first run's backup and cluster export"
+    );
+    assert_eq!(second.backup_count, Some(2));
+
+    // The cluster export: every guest's config, storages, node networks, status, HA.
+    let export = second.cluster_config.as_ref().expect("clusterConfig status");
+    assert!(
+        export.last_success_time.is_some() && export.message.is_empty(),
+        "{export:?}"
+    );
+    let id = export
+        .volid
+        .as_deref()
+        .unwrap()
+        .strip_prefix("chunkstore/")
+        .unwrap();
+    let snap = snaps.iter().find(|s| s.id == id).expect("the export snapshot");
+    let mut json = Vec::new();
+    store
+        .restore_to_writer(snap, &mut json, &homelab_autopilot::storage::NoProgress)
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let vm200 = doc["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["vmid"] == 200)
+        .expect("guest 200");
+    assert_eq!(vm200["config"]["name"], "nextcloud");
+    assert!(
+        doc["networks"]["pve1"].as_array().is_some_and(|n| !n.is_empty()),
+        "{}",
+        doc["networks"]
+    );
+    assert!(
+        doc["storage"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["storage"] == "nfs-backup"))
+    );
+    assert_eq!(doc["clusterStatus"]["cluster"]["quorate"], true);
 }
 
 fn namespace() -> String {

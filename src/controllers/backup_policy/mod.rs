@@ -7,6 +7,7 @@
 //! again, and an item whose vzdump was requested but not recorded finds the backup by the marker
 //! in its notes before it would start another. One pass does one bounded step per item.
 
+pub mod cluster_config;
 pub mod controller;
 pub mod destination;
 pub mod ingest;
@@ -440,6 +441,7 @@ impl Pass<'_> {
         let Some(mut run) = self.status.current_run.take() else {
             return;
         };
+
         let next_slot = schedule.next_after(run.scheduled_time).ok();
         for i in 0..run.items.len() {
             if run.items[i].is_done() {
@@ -448,6 +450,9 @@ impl Pass<'_> {
             self.step(&mut run, i, client, dest, &resources, next_slot).await;
         }
         if run.items.iter().all(BackupRunItem::is_done) {
+            if self.spec.cluster_config {
+                self.export_cluster_config(&run, client, &resources).await;
+            }
             self.finish_run(run, client, dest, selection).await;
         } else {
             self.status.current_run = Some(run);
@@ -934,6 +939,52 @@ impl Pass<'_> {
         self.retain(&run, client, dest).await;
     }
 
+    /// Stores the cluster's configuration in the chunk store (`spec.clusterConfig`), once per
+    /// run, when its guests are done.
+    async fn export_cluster_config(
+        &mut self,
+        run: &BackupRun,
+        client: &PveClient,
+        resources: &[ClusterResource],
+    ) {
+        let name = format!("{}.{}.cluster", self.input.namespace, self.name);
+        let result = match cluster_config::export(client, resources).await {
+            Ok(bytes) => {
+                let (store, uid, run_id, name) = (
+                    self.backup.store.clone(),
+                    self.input.uid.to_owned(),
+                    run.run_id.clone(),
+                    name.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    cluster_config::store(&store, &name, &uid, &run_id, &bytes)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("export stopped: {e}")))
+            }
+            Err(e) => Err(e),
+        };
+        let previous = self.status.cluster_config.take().unwrap_or_default();
+        self.status.cluster_config = Some(match result {
+            Ok(id) => crate::crd::backup_policy::ClusterConfigStatus {
+                last_success_time: Some(self.now),
+                volid: Some(format!(
+                    "{}{id}",
+                    crate::controllers::pve::restore::CHUNKSTORE_PREFIX
+                )),
+                message: String::new(),
+            },
+            Err(message) => {
+                self.events.push(PlannedEvent::warning(
+                    reasons::CLUSTER_CONFIG_FAILED,
+                    reasons::ACTION_BACKUP,
+                    message.clone(),
+                ));
+                crate::crd::backup_policy::ClusterConfigStatus { message, ..previous }
+            }
+        });
+    }
+
     /// `SpaceLow` when the storage vzdump writes to, or the chunk store's volume, is fuller
     /// than `spaceWarningPercent`.
     async fn space_check(&mut self, run: &BackupRun, client: &PveClient, dest: Destination<'_>) {
@@ -1057,10 +1108,18 @@ impl Pass<'_> {
             .collect();
         match dest {
             Destination::ChunkStore(_) => {
-                let names: Vec<String> = eligible
+                let mut names: Vec<String> = eligible
                     .iter()
                     .map(|i| snapshot_name(self.input.namespace, &self.name, &i.guest))
                     .collect();
+                if self
+                    .status
+                    .cluster_config
+                    .as_ref()
+                    .is_some_and(|c| c.last_success_time == Some(self.now))
+                {
+                    names.push(format!("{}.{}.cluster", self.input.namespace, self.name));
+                }
                 let store = self.backup.store.clone();
                 let uid = self.input.uid.to_owned();
                 let retention = self.spec.retention.clone();

@@ -43,6 +43,8 @@ pub const INGEST_FAILED: &str = "IngestFailed";
 /// Item: the chunk store cannot be opened or created.
 pub const STORE_UNAVAILABLE: &str = "ChunkStoreUnavailable";
 
+/// The cluster configuration export failed (Event).
+pub const CLUSTER_CONFIG_FAILED: &str = "ClusterConfigExportFailed";
 /// A notification could not be sent (Event).
 pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
 

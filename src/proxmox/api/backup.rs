@@ -107,7 +107,7 @@ impl ContentKind {
 }
 
 /// One row of `GET /storage` (the cluster's storage configuration).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct StorageConfig {
     /// Storage id.
     pub storage: String,

@@ -59,7 +59,7 @@ pub struct ClusterStatusEntry {
 }
 
 /// The cluster row of [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterSummary {
     /// Cluster name.
     pub name: String,
@@ -70,7 +70,7 @@ pub struct ClusterSummary {
 }
 
 /// A node row of [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterNodeStatus {
     /// Node name.
     pub name: String,
@@ -83,7 +83,7 @@ pub struct ClusterNodeStatus {
 }
 
 /// `GET /cluster/status`, summarised.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterStatus {
     /// The cluster row; `None` on a standalone node (no cluster configured).
     pub cluster: Option<ClusterSummary>,

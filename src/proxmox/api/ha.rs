@@ -10,7 +10,7 @@ use crate::proxmox::request::Call;
 use crate::proxmox::types::{GuestType, NodeName};
 
 /// One row of `GET /cluster/ha/resources` (the full resource config).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct HaResource {
     /// `vm:100` or `ct:101`.
     pub sid: String,

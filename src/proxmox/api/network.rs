@@ -60,7 +60,7 @@ fn port_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>
 }
 
 /// One row of `GET /nodes/{node}/network`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct NetworkInterface {
     /// Interface name (`vmbr0`, `eno1`, or a VNet name).
     pub iface: String,
