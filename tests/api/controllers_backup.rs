@@ -1126,3 +1126,96 @@ async fn a_full_staging_storage_fails_the_item_cleanly_and_the_next_run_succeeds
         "{ok:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_restart_after_the_ingest_committed_adopts_its_snapshot_instead_of_storing_another() {
+    let mut lab = BackupLab::start().await;
+    let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
+    lab.apply_policy(&format!(
+        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
+         stagingPath: '{}'}}}}\n",
+        staging.display()
+    ));
+    lab.world
+        .annotate::<BackupPolicy>("nightly", RUN_NOW_ANNOTATION, "once")
+        .unwrap();
+    let mut ingesting = false;
+    for _ in 0..200 {
+        lab.pass().await;
+        let status = lab.status();
+        if status
+            .current_run
+            .as_ref()
+            .is_some_and(|r| r.items[0].state == BackupItemState::Ingesting)
+        {
+            ingesting = true;
+            break;
+        }
+        lab.tick(Duration::from_secs(1)).await;
+    }
+    assert!(ingesting, "the item reached Ingesting: {:#?}", lab.status());
+    // The ingest commits its snapshot, and the operator dies before it records that in status:
+    // the new process finds status saying Ingesting and no job of its own.
+    let repo = lab.store.path().join("repo");
+    for _ in 0..500 {
+        let committed = ChunkStore::open(&repo.to_string_lossy(), OpenOptions::default())
+            .ok()
+            .and_then(|s| s.list().ok())
+            .is_some_and(|l| l.iter().any(|s| s.complete));
+        if committed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lab.world.deps.backup =
+        homelab_autopilot::controllers::backup_policy::BackupDeps::new(settings(&lab.store));
+    lab.world.deps.proxmox = fresh_deps();
+    let status = lab.until_idle().await;
+    assert_eq!(
+        status.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded,
+        "{status:#?}"
+    );
+    assert_eq!(lab.vzdump_tasks(), 1, "no second vzdump");
+    // The staged-volid tag makes the ingest idempotent: the committed snapshot is adopted, not
+    // stored twice, and the staged archive is deleted.
+    let store = ChunkStore::open(
+        &lab.store.path().join("repo").to_string_lossy(),
+        OpenOptions::default(),
+    )
+    .unwrap();
+    let snaps: Vec<_> = store.list().unwrap().into_iter().filter(|s| s.complete).collect();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(
+        status.services[0].volid.as_deref(),
+        Some(format!("chunkstore/{}", snaps[0].id).as_str())
+    );
+    assert!(
+        lab.backups("nfs-backup", 200).is_empty(),
+        "no orphaned staged archive"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_deleted_before_its_turn_fails_guest_not_found_and_the_others_go_on() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy("  destination: {storage: {storage: nfs-backup}}\n");
+    lab.world
+        .annotate::<BackupPolicy>("nightly", RUN_NOW_ANNOTATION, "once")
+        .unwrap();
+    lab.pass().await;
+    assert!(lab.status().current_run.is_some());
+    // gitea (CT 201) is deleted in the Proxmox UI while nextcloud is being backed up.
+    lab.sim.state_mut(|c| {
+        c.guests.remove(&201);
+    });
+    lab.world.deps.proxmox.snapshots.invalidate(&lab.cluster_uid());
+    let status = lab.until_idle().await;
+    let gitea = status.services.iter().find(|s| s.name == "gitea").unwrap();
+    assert_eq!(gitea.result, BackupResult::Failed);
+    let last = status.last_backup.as_ref().unwrap();
+    assert_eq!(last.result, BackupResult::PartiallySucceeded, "{status:#?}");
+    assert!(last.message.contains("gitea (GuestNotFound)"), "{}", last.message);
+    assert_eq!(lab.backups("nfs-backup", 201).len(), 0);
+    assert_eq!(lab.backups("nfs-backup", 200).len(), 1);
+}
