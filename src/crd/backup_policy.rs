@@ -346,6 +346,9 @@ pub struct BackupPolicyStatus {
     /// missed slot once, never one it already served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled_time: Option<Timestamp>,
+    /// The last scheduled re-verification of every retained backup (`verification.schedule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verification: Option<VerificationRun>,
     /// The last export of the cluster's configuration (`spec.clusterConfig`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_config: Option<ClusterConfigStatus>,
@@ -373,6 +376,23 @@ pub struct BackupPolicyStatus {
     /// `storedBytes` for humans, e.g. `12.4 GiB` (for `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_size: Option<String>,
+}
+
+/// A scheduled re-verification of the retained backups.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationRun {
+    /// The slot of `verification.schedule` it served.
+    pub scheduled_time: Timestamp,
+    /// When it finished.
+    pub completion_time: Timestamp,
+    /// Backups checked.
+    pub checked: i32,
+    /// Backups that did not read back.
+    pub failed: i32,
+    /// Which ones and why (bounded), or what kept the check from running.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// The last export of the cluster's configuration.

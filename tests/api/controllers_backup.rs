@@ -1219,3 +1219,43 @@ async fn a_guest_deleted_before_its_turn_fails_guest_not_found_and_the_others_go
     assert_eq!(lab.backups("nfs-backup", 201).len(), 0);
     assert_eq!(lab.backups("nfs-backup", 200).len(), 1);
 }
+
+#[tokio::test]
+async fn scheduled_verification_finds_a_damaged_archive_among_the_retained_backups() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy(
+        "  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n  \
+         verification: {schedule: '*/10 * * * *'}\n",
+    );
+    let status = lab.run_now().await;
+    assert_eq!(status.services[0].verified, Some(true));
+    lab.tick(Duration::from_secs(11 * 60)).await;
+    lab.pass().await;
+    let fine = lab.status();
+    let first = fine
+        .last_verification
+        .as_ref()
+        .expect("a scheduled verification ran");
+    assert_eq!((first.checked, first.failed), (1, 0), "{first:?}");
+
+    // The archive on the NFS share is damaged (its header overwritten).
+    let volid = status.services[0].volid.clone().unwrap();
+    let file = lab
+        .sim
+        .state(|c| c.backup_dir("nfs-backup"))
+        .join(volid.split_once("backup/").unwrap().1);
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::write(&file, vec![0u8; usize::try_from(len).unwrap()]).unwrap();
+    lab.tick(Duration::from_secs(10 * 60)).await;
+    lab.pass().await;
+    let damaged = lab.status();
+    let second = damaged.last_verification.as_ref().unwrap();
+    assert_eq!((second.checked, second.failed), (1, 1), "{second:?}");
+    assert!(second.message.contains(&volid), "{}", second.message);
+    assert_eq!(
+        find_condition(&damaged.conditions, "Verified").unwrap().status,
+        ConditionStatus::False
+    );
+    assert_eq!(damaged.services[0].verified, Some(false));
+    assert!(lab.event_reasons().iter().any(|r| r == "VerifyFailed"));
+}

@@ -184,6 +184,12 @@ pub async fn check_backup(client: &PveClient, node: &NodeName, row: &StorageCont
             "backup {} holds no guest configuration: the archive is damaged",
             row.volid
         )),
+        // PVE reports an archive it cannot read as a 500 with its reason (every `die` of an API
+        // handler is a 500); the client has already retried it. Connection trouble and the
+        // gateway statuses mean "ask again later".
+        Err(proxmox::Error::Api { status: 500, message }) => {
+            Check::Failed(format!("PVE cannot read backup {}: {message}", row.volid))
+        }
         Err(e) if e.is_transient() => Check::Pending,
         Err(e) => Check::Failed(format!("cannot read backup {}: {e}", row.volid)),
     }

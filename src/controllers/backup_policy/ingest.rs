@@ -287,3 +287,38 @@ pub fn volume_used_percent(store: &StoreSettings) -> Option<f64> {
     let avail = st.f_bavail.checked_mul(st.f_frsize)?;
     (total > 0).then(|| (total.saturating_sub(avail)) as f64 * 100.0 / total as f64)
 }
+
+/// Reads back every chunk of every snapshot of `policy_uid`: `(checked, problems)`. Blocking.
+pub fn verify_all(store: &StoreSettings, policy_uid: &str) -> Result<(usize, Vec<String>), String> {
+    if store.is_missing_dir() {
+        return Ok((0, Vec::new()));
+    }
+    let chunk_store = store
+        .open_or_init()
+        .map_err(|e| format!("cannot open the chunk store: {e}"))?;
+    let mut tags = BTreeMap::new();
+    tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
+    let ours = chunk_store
+        .list_matching(
+            &SnapshotFilter {
+                names: Vec::new(),
+                tags,
+            },
+            None,
+        )
+        .map_err(|e| format!("cannot list the chunk store: {e}"))?;
+    let mut problems = Vec::new();
+    for snap in ours.iter().filter(|s| s.complete) {
+        match chunk_store.verify(Some(&snap.id), true) {
+            Ok(report) if report.ok => {}
+            Ok(report) => problems.push(format!(
+                "{} ({}): {}",
+                snap.id,
+                snap.name,
+                report.problems.join(", ")
+            )),
+            Err(e) => problems.push(format!("{} ({}): {e}", snap.id, snap.name)),
+        }
+    }
+    Ok((ours.len(), problems))
+}

@@ -296,6 +296,9 @@ impl Pass<'_> {
             self.soon(self.input.access.resync.min(Duration::from_secs(60)));
         }
         if self.status.current_run.is_none() {
+            self.maybe_reverify(dest).await;
+        }
+        if self.status.current_run.is_none() {
             self.maybe_start(&schedule, &selection, dest);
         }
         if self.status.current_run.is_some() {
@@ -415,6 +418,131 @@ impl Pass<'_> {
         });
         // The run is recorded before any guest is touched.
         self.soon(Duration::ZERO);
+    }
+
+    /// `verification.schedule`: when a slot is due (and no run is in progress), check every
+    /// retained backup of this policy again: file archives by their header and config, PBS
+    /// snapshots by PBS's verification state, chunk-store snapshots by reading every chunk back.
+    async fn maybe_reverify(&mut self, dest: Destination<'_>) {
+        let Some(expr) = self
+            .spec
+            .verification
+            .as_ref()
+            .and_then(|v| v.schedule.as_deref())
+        else {
+            return;
+        };
+        let Ok(schedule) = Schedule::from_spec("spec.verification.", expr, &self.spec.time_zone) else {
+            return;
+        };
+        let created = self
+            .input
+            .policy
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(self.now, |t| t.0);
+        let last = self.status.last_verification.as_ref().map(|v| v.scheduled_time);
+        let scheduled = match schedule.due(last, created, self.now, None) {
+            Ok(Due::Run { scheduled }) => scheduled,
+            Ok(Due::Wait { next }) => {
+                self.soon(requeue_after(self.now, next));
+                return;
+            }
+            _ => return,
+        };
+        let Ok(client) = &self.input.access.client else {
+            return;
+        };
+        let (checked, failures) = match dest {
+            Destination::ChunkStore(_) => {
+                let store = self.backup.store.clone();
+                let uid = self.input.uid.to_owned();
+                tokio::task::spawn_blocking(move || ingest::verify_all(&store, &uid))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("verification stopped: {e}")))
+                    .unwrap_or_else(|e| (0, vec![e]))
+            }
+            Destination::Pbs { storage } | Destination::Storage { storage, .. } => {
+                self.reverify_on_pve(client, storage, matches!(dest, Destination::Pbs { .. }))
+                    .await
+            }
+        };
+        let failed = failures.len();
+        let mut message = failures.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        if failed > 5 {
+            message.push_str(&format!("; and {} more", failed - 5));
+        }
+        if failed > 0 {
+            self.events.push(PlannedEvent::warning(
+                reasons::VERIFY_FAILED,
+                reasons::ACTION_VERIFY,
+                format!("scheduled verification: {failed} of {checked} backups do not read back: {message}"),
+            ));
+            self.set(
+                CONDITION_VERIFIED,
+                ConditionStatus::False,
+                reasons::VERIFY_FAILED,
+                &format!("scheduled verification: {failed} of {checked} backups do not read back"),
+            );
+            self.notice(
+                NotificationEvent::VerifyFailed,
+                "scheduled verification",
+                format!("{failed} backups of {} do not read back", self.name),
+                message.clone(),
+            );
+        } else if checked > 0 {
+            self.set(
+                CONDITION_VERIFIED,
+                ConditionStatus::True,
+                reasons::VERIFIED,
+                &format!("scheduled verification: all {checked} retained backups read back"),
+            );
+        }
+        self.status.last_verification = Some(crate::crd::backup_policy::VerificationRun {
+            scheduled_time: scheduled,
+            completion_time: self.now,
+            checked: i32::try_from(checked).unwrap_or(i32::MAX),
+            failed: i32::try_from(failed).unwrap_or(i32::MAX),
+            message,
+        });
+    }
+
+    /// Checks every backup of this policy on `storage`, on every online node's view of it.
+    async fn reverify_on_pve(
+        &mut self,
+        client: &PveClient,
+        storage: &str,
+        pbs: bool,
+    ) -> (usize, Vec<String>) {
+        let nodes = match client.nodes().await {
+            Ok(n) => n,
+            Err(e) => return (0, vec![format!("cannot list the nodes: {e}")]),
+        };
+        let mut seen = BTreeSet::new();
+        let mut failures = Vec::new();
+        for entry in nodes.iter().filter(|n| n.status == "online") {
+            let Ok(rows) = owned_backups(client, &entry.node, storage, None, self.input.uid).await else {
+                continue;
+            };
+            for row in rows {
+                if !seen.insert(row.volid.clone()) {
+                    continue;
+                }
+                if let Check::Failed(why) = check_backup(client, &entry.node, &row, pbs).await {
+                    failures.push(why);
+                    for svc in self
+                        .status
+                        .services
+                        .iter_mut()
+                        .filter(|s| s.volid.as_deref() == Some(row.volid.as_str()))
+                    {
+                        svc.verified = Some(false);
+                    }
+                }
+            }
+        }
+        (seen.len(), failures)
     }
 
     async fn advance(
