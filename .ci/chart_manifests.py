@@ -284,6 +284,20 @@ def check_variants(chart, f):
     vols = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
     f.check(one(docs, "PersistentVolumeClaim") is None and "emptyDir" in vols["store"], "persistence off: emptyDir")
 
+    rc, docs, _ = render(chart, "store.s3.url=s3://homelab-backups/autopilot",
+                         "store.s3.existingSecret=s3-keys", "store.s3.endpoint=http://minio.lan:9000",
+                         "store.s3.allowHttp=true")
+    c = container(docs)
+    env = {e["name"]: e for e in c.get("env", [])}
+    f.check("--store-path=s3://homelab-backups/autopilot" in c["args"]
+            and env.get("AWS_ACCESS_KEY_ID", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "s3-keys"
+            and env.get("AWS_ENDPOINT_URL", {}).get("value") == "http://minio.lan:9000"
+            and env.get("AWS_ALLOW_HTTP", {}).get("value") == "true"
+            and env.get("XDG_CACHE_HOME", {}).get("value") == "/var/lib/homelab-autopilot/store",
+            "S3 store: --store-path, keys from the Secret, endpoint, index cache on the volume")
+    rc, _, err = render(chart, "store.s3.url=s3://homelab-backups/autopilot")
+    f.check(rc != 0 and "store.s3.existingSecret" in err, "S3 store without a key Secret is refused, naming the value")
+
     rc, docs, _ = render(chart, "store.encryptionKey.existingSecret=k")
     c = container(docs)
     f.check("--store-key-file=/etc/homelab-autopilot/store-key/key" in c["args"]
