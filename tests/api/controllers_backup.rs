@@ -49,10 +49,17 @@ fn fresh_deps() -> ProxmoxDeps {
 
 impl BackupLab {
     async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// With `pbs`, the simulator also serves the PBS API behind storage `pbs-homelab`, and the
+    /// ProxmoxCluster lists it under `backupServers`.
+    async fn start_with(pbs: bool) -> Self {
         let sim = Simulator::start(SimConfig {
             seed: sim_seed().unwrap(),
             schema: schema_path(),
             time_scale: 0.001,
+            pbs_listen: pbs.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             ..SimConfig::default()
         })
         .await
@@ -60,21 +67,30 @@ impl BackupLab {
         let store = tempfile::tempdir().unwrap();
         let now = Timestamp::from_second(sim.now()).unwrap();
         let mut world = World::empty(fresh_deps(), settings(&store));
+        let servers = match (sim.pbs_url(), sim.pbs_fingerprint()) {
+            (Some(url), Some(fp)) => format!(
+                ", backupServers: [{{name: pbs, url: '{url}', datastore: homelab, storage: pbs-homelab, \
+                 credentialsSecretRef: {{name: pbs-token}}, tls: {{fingerprint: '{fp}'}}}}]"
+            ),
+            _ => String::new(),
+        };
         let cluster = format!(
             "apiVersion: autopilot.homelab.dev/v1alpha1\nkind: ProxmoxCluster\nmetadata: {{name: homelab}}\n\
-             spec: {{endpoints: [{{url: '{}'}}], credentialsSecretRef: {{name: pve-token}}, tls: {{fingerprint: '{}'}}}}\n",
+             spec: {{endpoints: [{{url: '{}'}}], credentialsSecretRef: {{name: pve-token}}, tls: {{fingerprint: '{}'}}{servers}}}\n",
             sim.url(),
             sim.fingerprint()
         );
         world
             .apply_at(&[("cluster.yaml", &cluster), ("services.yaml", SERVICES)], now)
             .unwrap();
-        world
-            .update_secret(
-                "pve-token",
-                &[("tokenId", sim.token_id()), ("tokenSecret", sim.token_secret())],
-            )
-            .unwrap();
+        for secret in ["pve-token", "pbs-token"] {
+            world
+                .update_secret(
+                    secret,
+                    &[("tokenId", sim.token_id()), ("tokenSecret", sim.token_secret())],
+                )
+                .unwrap();
+        }
         BackupLab {
             sim,
             world,
@@ -444,6 +460,7 @@ async fn chunk_store_destination_ingests_verifies_dedups_and_removes_the_staged_
     let volid = svc.volid.clone().unwrap();
     assert!(volid.starts_with("chunkstore/"), "{volid}");
     assert_eq!(svc.verified, Some(true));
+    lab.settle().await;
     assert!(
         lab.backups("nfs-backup", 200).is_empty(),
         "the staged archive is deleted after the ingest"
@@ -1156,9 +1173,13 @@ async fn a_restart_after_the_ingest_committed_adopts_its_snapshot_instead_of_sto
     assert!(ingesting, "the item reached Ingesting: {:#?}", lab.status());
     // The ingest commits its snapshot, and the operator dies before it records that in status:
     // the new process finds status saying Ingesting and no job of its own.
+    lab.pass().await; // starts the ingest job
     let repo = lab.store.path().join("repo");
+    let mut committed = false;
     for _ in 0..500 {
-        let committed = ChunkStore::open(&repo.to_string_lossy(), OpenOptions::default())
+        let opened = ChunkStore::open(&repo.to_string_lossy(), OpenOptions::default());
+        committed = opened
+            .as_ref()
             .ok()
             .and_then(|s| s.list().ok())
             .is_some_and(|l| l.iter().any(|s| s.complete));
@@ -1167,6 +1188,7 @@ async fn a_restart_after_the_ingest_committed_adopts_its_snapshot_instead_of_sto
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(committed, "the first process's ingest committed its snapshot");
     lab.world.deps.backup =
         homelab_autopilot::controllers::backup_policy::BackupDeps::new(settings(&lab.store));
     lab.world.deps.proxmox = fresh_deps();
@@ -1178,7 +1200,8 @@ async fn a_restart_after_the_ingest_committed_adopts_its_snapshot_instead_of_sto
     );
     assert_eq!(lab.vzdump_tasks(), 1, "no second vzdump");
     // The staged-volid tag makes the ingest idempotent: the committed snapshot is adopted, not
-    // stored twice, and the staged archive is deleted.
+    // stored twice, and the staged archive is deleted (a PVE task: wait for it).
+    lab.settle().await;
     let store = ChunkStore::open(
         &lab.store.path().join("repo").to_string_lossy(),
         OpenOptions::default(),
@@ -1257,5 +1280,41 @@ async fn scheduled_verification_finds_a_damaged_archive_among_the_retained_backu
         ConditionStatus::False
     );
     assert_eq!(damaged.services[0].verified, Some(false));
+    assert!(lab.event_reasons().iter().any(|r| r == "VerifyFailed"));
+}
+
+#[tokio::test]
+async fn pbs_backups_are_verified_through_the_clusters_backup_server_and_a_bad_one_fails() {
+    let mut lab = BackupLab::start_with(true).await;
+    // The datastore does not verify new snapshots by itself: the operator must ask.
+    lab.sim
+        .inject(homelab_autopilot::pvesim::Fault::PbsVerifyNew { enabled: false })
+        .unwrap();
+    lab.apply_policy("  services: {names: [nextcloud]}\n  destination: {pbs: {storage: pbs-homelab}}\n");
+    let good = lab.run_now().await;
+    let svc = &good.services[0];
+    assert_eq!(svc.result, BackupResult::Succeeded, "{good:#?}");
+    assert_eq!(svc.verified, Some(true), "verified through PBS: {svc:?}");
+    assert_eq!(
+        find_condition(&good.conditions, "Verified").unwrap().status,
+        ConditionStatus::True
+    );
+
+    // The next snapshot of VM 200 is damaged: PBS's verification fails, and so does the item.
+    lab.sim
+        .inject(homelab_autopilot::pvesim::Fault::PbsVerifyFailure {
+            vmid: Some(200),
+            count: 1,
+        })
+        .unwrap();
+    lab.tick(Duration::from_secs(3600)).await;
+    let bad = lab.run_now().await;
+    let svc = &bad.services[0];
+    assert_eq!(svc.result, BackupResult::Failed, "{bad:#?}");
+    assert!(svc.message.contains("verification"), "{}", svc.message);
+    assert_eq!(
+        find_condition(&bad.conditions, "Verified").unwrap().reason,
+        "VerifyFailed"
+    );
     assert!(lab.event_reasons().iter().any(|r| r == "VerifyFailed"));
 }

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::controllers::kit::Outcome;
 use crate::controllers::kit::notify::channels;
+use crate::controllers::pve::pbs::pbs_access;
 use crate::controllers::pve::selector::selects;
 use crate::controllers::pve::{
     HasProxmox,
@@ -28,7 +29,7 @@ use crate::controllers::runtime::{
     error::Error,
     object_ref,
 };
-use crate::crd::backup_policy::BackupPolicyStatus;
+use crate::crd::backup_policy::{BackupItemState, BackupPolicyStatus};
 use crate::crd::validation::{InvalidSpec, Validate};
 use crate::crd::{BackupPolicy, ProxmoxCluster, Service};
 use crate::metrics::Metrics;
@@ -103,6 +104,17 @@ impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for Ba
                 },
             ),
         };
+        let verifying = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.current_run.as_ref())
+            .is_some_and(|r| r.items.iter().any(|i| i.state == BackupItemState::Verifying));
+        let pbs = match (&obj.spec.destination.pbs, verifying) {
+            (Some(dest), true) => {
+                pbs_access(env.source, &namespace, &obj.spec.cluster_ref.name, &dest.storage).await?
+            }
+            _ => None,
+        };
         let input = PolicyInput {
             policy: obj,
             uid: &uid,
@@ -110,6 +122,7 @@ impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for Ba
             services: &services,
             access: &access,
             notify: notify.as_ref(),
+            pbs: pbs.as_ref(),
         };
         Ok(reconcile_core(env.deps.proxmox(), env.deps.backup(), env.metrics, input, env.now).await)
     }

@@ -29,6 +29,7 @@ use crate::controllers::kit::schedule::{Due, Schedule, requeue_after, run_id, ru
 use crate::controllers::kit::time::elapsed;
 use crate::controllers::kit::{Conditions, Outcome, PlannedEvent};
 use crate::controllers::pve::guest::{GuestView, view_from};
+use crate::controllers::pve::pbs::PbsAccess;
 use crate::controllers::pve::reasons::failure_reason;
 use crate::controllers::pve::selector::{Selection, select};
 use crate::controllers::pve::task::{TaskView, handle, poll_task};
@@ -128,6 +129,9 @@ pub struct PolicyInput<'a> {
     /// Where notifications go (`spec.notifications`' Secret, read by the driver), or why they
     /// cannot; `None` without `spec.notifications`.
     pub notify: Option<&'a Result<Vec<Channel>, String>>,
+    /// The PBS behind a `pbs` destination (the cluster's `backupServers` entry for that
+    /// storage), when one is configured: new backups are verified through it.
+    pub pbs: Option<&'a Result<PbsAccess, String>>,
 }
 
 /// The chunk store snapshot name of a guest's backups under a policy.
@@ -922,10 +926,69 @@ impl Pass<'_> {
                 item.verified = Some(false);
                 self.verify_failed(item, message);
             }
-            // PBS verifies on its own schedule: the backup is good as far as we can tell, and
-            // `verified` stays absent until PBS says.
-            Check::Pending if pbs => self.succeed(item),
+            // PBS has not verified it yet: through the cluster's backupServers entry we ask it
+            // to; without one PBS verifies on its own schedule and `verified` stays absent.
+            Check::Pending if pbs => match self.input.pbs {
+                Some(Ok(access)) => self.verify_on_pbs(item, &volid, access).await,
+                _ => self.succeed(item),
+            },
             Check::Pending => self.soon(self.proxmox.tuning.task_poll),
+        }
+    }
+
+    /// Starts PBS's verification of the new snapshot (recording the PBS task in the item), or
+    /// polls it and reads the result.
+    async fn verify_on_pbs(&mut self, item: &mut BackupRunItem, volid: &str, access: &PbsAccess) {
+        let Some((_, mut snap)) = crate::proxmox::pbs::SnapshotRef::from_pve_volid(volid) else {
+            return self.succeed(item);
+        };
+        snap.ns = access.namespace.clone();
+        let store = access.datastore.as_str();
+        let Some(upid) = item.upid.clone() else {
+            match access.client.verify_snapshot(store, &snap).await {
+                Ok(task) => {
+                    item.upid = Some(crate::crd::common::TaskHandle::new(task.as_str().to_owned()));
+                    self.soon(self.proxmox.tuning.task_poll);
+                }
+                Err(e) if e.is_transient() => self.soon(self.proxmox.tuning.task_poll),
+                // PBS refused to verify (permissions): the backup stands, unverified.
+                Err(e) => {
+                    item.message = format!("PBS {} did not start a verification: {e}", access.server);
+                    self.succeed(item);
+                }
+            }
+            return;
+        };
+        let Ok(task) = crate::proxmox::pbs::PbsUpid::parse(upid.as_str()) else {
+            return self.succeed(item);
+        };
+        match access.client.task_status(&task).await {
+            Ok(status) if status.exit().is_none() => self.soon(self.proxmox.tuning.task_poll),
+            Ok(_) => match access.client.snapshot(store, &snap).await {
+                Ok(Some(found)) => match found.verify_state() {
+                    Some(crate::proxmox::pbs::VerifyState::Ok) => {
+                        item.verified = Some(true);
+                        self.succeed(item);
+                    }
+                    Some(crate::proxmox::pbs::VerifyState::Failed) => {
+                        item.verified = Some(false);
+                        let message = format!("PBS {} verification of {volid} failed", access.server);
+                        self.verify_failed(item, message);
+                    }
+                    _ => self.succeed(item),
+                },
+                Ok(None) => self.fail(
+                    item,
+                    reasons::BACKUP_MISSING,
+                    format!("PBS {} no longer lists {volid}", access.server),
+                ),
+                Err(_) => self.soon(self.proxmox.tuning.task_poll),
+            },
+            Err(e) if e.is_transient() => self.soon(self.proxmox.tuning.task_poll),
+            Err(e) => {
+                item.message = format!("cannot follow PBS verification {}: {e}", upid.as_str());
+                self.succeed(item);
+            }
         }
     }
 

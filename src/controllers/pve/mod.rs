@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod guest;
+pub mod pbs;
 pub mod read;
 pub mod reasons;
 pub mod recheck;
