@@ -1318,3 +1318,98 @@ async fn pbs_backups_are_verified_through_the_clusters_backup_server_and_a_bad_o
     );
     assert!(lab.event_reasons().iter().any(|r| r == "VerifyFailed"));
 }
+
+/// A small tmpfs mounted at a fresh directory (root only), unmounted on drop.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_chunk_store_fails_the_ingest_keeps_earlier_backups_and_leaves_no_staged_archive() {
+    let fs = match SmallFs::mount("6m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("SKIP chunk store full test: cannot mount a small tmpfs ({why})");
+            return;
+        }
+    };
+    let mut lab = BackupLab::start().await;
+    let location = StoreSettings {
+        repo: fs.0.path().join("repo"),
+        key_file: None,
+    };
+    lab.world.deps.backup = homelab_autopilot::controllers::backup_policy::BackupDeps::new(location.clone());
+    let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
+    lab.apply_policy(&format!(
+        "  services: {{names: [gitea]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
+         stagingPath: '{}'}}}}\n",
+        staging.display()
+    ));
+    let first = lab.run_now().await;
+    assert_eq!(
+        first.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded,
+        "{first:#?}"
+    );
+    // Fill what is left of the store's file system.
+    let filler = fs.0.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/urandom", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    // gitea changed a lot since: new data that needs new space.
+    lab.sim.state_mut(|c| {
+        if let Some(g) = c.guests.get_mut(&201) {
+            g.config.insert("description".into(), "x".repeat(100));
+        }
+    });
+    lab.tick(Duration::from_secs(40 * 86_400)).await;
+    let second = lab.run_now().await;
+    let svc = second.services.iter().find(|s| s.name == "gitea").unwrap();
+    if svc.result == BackupResult::Succeeded {
+        println!("SKIP chunk store full test: the second backup found room after all");
+        return;
+    }
+    assert_eq!(svc.result, BackupResult::Failed, "{second:#?}");
+    let last = second.last_backup.as_ref().unwrap();
+    assert!(last.message.contains("gitea (IngestFailed)"), "{}", last.message);
+    assert_eq!(
+        svc.volid, first.services[0].volid,
+        "the last good backup is still the one shown"
+    );
+    lab.settle().await;
+    assert!(
+        lab.backups("nfs-backup", 201).is_empty(),
+        "no orphaned staged archive"
+    );
+    let _ = std::fs::remove_file(&filler);
+    let store = location.open_or_init().unwrap();
+    let snaps: Vec<_> = store.list().unwrap().into_iter().filter(|s| s.complete).collect();
+    assert_eq!(snaps.len(), 1, "no half snapshot: {snaps:?}");
+    assert!(
+        store.verify(None, true).unwrap().ok,
+        "the earlier backup is intact"
+    );
+}
