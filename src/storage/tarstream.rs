@@ -1,5 +1,6 @@
 //! Directories as deterministic tar streams: entries sorted by path, metadata from the file
-//! system (mode, mtime, owner ids), so an unchanged tree gives the same bytes and dedups fully.
+//! system (mode, mtime, owner ids, extended attributes and so ACLs, see `xattrs.rs`), so an
+//! unchanged tree gives the same bytes and dedups fully.
 //! Restore reads the stream with the `tar` crate and keeps its path rules (nothing lands outside
 //! the target); regular files are written in large positioned writes (see `unpack_file`).
 
