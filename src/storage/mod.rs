@@ -32,6 +32,7 @@ pub(crate) mod sync;
 pub mod tarstream;
 pub mod verify;
 mod writeback;
+mod xattrs;
 
 pub use backup::{NoProgress, Progress, ShrunkFile, SkippedPath, SnapshotSummary};
 pub use browse::{ChangedPath, TreeDiff, TreeEntry};

@@ -1,5 +1,6 @@
 //! Directories as deterministic tar streams: entries sorted by path, metadata from the file
-//! system (mode, mtime, owner ids), so an unchanged tree gives the same bytes and dedups fully.
+//! system (mode, mtime, owner ids, extended attributes and so ACLs, see `xattrs.rs`), so an
+//! unchanged tree gives the same bytes and dedups fully.
 //! Restore reads the stream with the `tar` crate and keeps its path rules (nothing lands outside
 //! the target); regular files are written in large positioned writes (see `unpack_file`).
 
@@ -19,6 +20,7 @@ use super::restore::{RestoreSummary, Sink};
 use super::snapfile::SourceKind;
 use super::store::ChunkStore;
 use super::writeback::{NUDGE_BYTES, Writeback};
+use super::xattrs::{self, XattrReader, XattrWriter, Xattrs, pax_record, pax_records};
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)?
@@ -48,11 +50,13 @@ impl Incomplete {
 }
 
 /// What a tree walk carries along: the exclude filter, the hard links seen so far (by device
-/// and inode, to the first path archived), and what could not be saved as it was.
+/// and inode, to the first path archived), what could not be saved as it was, and the reader of
+/// extended attributes.
 struct Walk<'a> {
     filter: &'a PathFilter,
     links: HashMap<(u64, u64), PathBuf>,
     notes: Incomplete,
+    xattrs: XattrReader,
 }
 
 /// Appends the tree under `root/rel`. What cannot be read below the root (a directory that
@@ -90,7 +94,7 @@ fn write_tree(
         };
         let ft = meta.file_type();
         if meta.is_dir() {
-            append_pax_mtime(b, &meta)?;
+            append_pax(b, &meta, &walk.xattrs.read(&path))?;
             b.append_dir(&name, &path)?;
             write_tree(b, root, &name, walk)?;
         } else if meta.is_file() {
@@ -105,18 +109,20 @@ fn write_tree(
                     continue;
                 }
                 let before = walk.notes.skipped.len();
-                append_file(b, &path, &name, &mut walk.notes)?;
+                let x = walk.xattrs.read(&path);
+                append_file(b, &path, &name, &mut walk.notes, &x)?;
                 if walk.notes.skipped.len() == before {
                     walk.links.insert(key, name.clone());
                 }
                 continue;
             }
-            append_file(b, &path, &name, &mut walk.notes)?;
+            let x = walk.xattrs.read(&path);
+            append_file(b, &path, &name, &mut walk.notes, &x)?;
         } else if ft.is_symlink() {
-            append_pax_mtime(b, &meta)?;
+            append_pax(b, &meta, &walk.xattrs.read(&path))?;
             b.append_path_with_name(&path, &name)?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            append_pax_mtime(b, &meta)?;
+            append_pax(b, &meta, &walk.xattrs.read(&path))?;
             append_special(b, &meta, &name)?;
         }
         // Sockets are skipped: they carry no data and cannot be restored.
@@ -124,28 +130,30 @@ fn write_tree(
     Ok(())
 }
 
-/// Records the sub-second part of an entry's mtime, which the tar header holds in whole seconds,
-/// as a pax extended header (`mtime=SECONDS.NANOSECONDS`, as GNU tar `--format=posix` writes it)
-/// right before the entry. Only when there is a sub-second part, so entries with whole-second
-/// times stay byte for byte what they were. Readers without pax support see the seconds.
-fn append_pax_mtime(b: &mut tar::Builder<impl Write>, meta: &fs::Metadata) -> std::io::Result<()> {
+/// Writes a pax extended header right before an entry, with what its tar header cannot hold:
+/// the sub-second part of its mtime (`mtime=SECONDS.NANOSECONDS`, as GNU tar `--format=posix`
+/// writes it), then its extended attributes in name order (`SCHILY.xattr.NAME=VALUE`, as GNU tar
+/// `--xattrs` and libarchive write them; ACLs are the `system.posix_acl_*` attributes; see
+/// [`pax_records`] for values with a newline). Nothing
+/// when there is neither, so entries with whole-second times and no attributes stay byte for
+/// byte what they were, and the stream of an unchanged tree deduplicates against old snapshots.
+/// Readers without pax support see the seconds and ignore the rest.
+fn append_pax(b: &mut tar::Builder<impl Write>, meta: &fs::Metadata, xattrs: &Xattrs) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
+    let mut records = Vec::new();
     let (secs, nsec) = (meta.mtime(), meta.mtime_nsec());
-    if nsec <= 0 || secs < 0 {
+    if nsec > 0 && secs >= 0 {
+        pax_record(&mut records, b"mtime", format!("{secs}.{nsec:09}").as_bytes());
+    }
+    pax_records(&mut records, xattrs);
+    if records.is_empty() {
         return Ok(());
     }
-    let body = format!(" mtime={secs}.{nsec:09}\n");
-    // The record's length counts its own digits.
-    let mut len = body.len() + 1;
-    while len.to_string().len() + body.len() != len {
-        len = len.to_string().len() + body.len();
-    }
-    let record = format!("{len}{body}");
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::XHeader);
     h.set_mode(0o644);
-    h.set_size(record.len() as u64);
-    b.append_data(&mut h, "././@PaxHeader", record.as_bytes())
+    h.set_size(records.len() as u64);
+    b.append_data(&mut h, "././@PaxHeader", &records[..])
 }
 
 /// The mtime of an entry with its sub-second part from a pax `mtime` record, if it has one.
@@ -203,6 +211,7 @@ fn append_file(
     path: &Path,
     name: &Path,
     notes: &mut Incomplete,
+    xattrs: &Xattrs,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let opened = File::open(path).and_then(|f| Ok((f.metadata()?, f)));
@@ -213,7 +222,7 @@ fn append_file(
             return Ok(());
         }
     };
-    append_pax_mtime(b, &meta)?;
+    append_pax(b, &meta, xattrs)?;
     if meta.blocks() * 512 < meta.len() {
         return append_sparse(b, path, name, &meta, &mut f, notes);
     }
@@ -396,6 +405,7 @@ pub fn write_tar_filtered(dir: &Path, filter: &PathFilter, w: impl Write) -> std
         filter,
         links: HashMap::new(),
         notes: Incomplete::default(),
+        xattrs: XattrReader::default(),
     };
     write_tree(&mut b, dir, Path::new(""), &mut walk)?;
     b.into_inner()?.flush()?;
@@ -687,6 +697,7 @@ fn unpack_tree<R: Read>(
 ) -> std::io::Result<()> {
     let dst = dst.canonicalize()?;
     let root = is_root();
+    let mut xw = XattrWriter::new(root);
     let mut dirs = Vec::new();
     let mut buf = vec![0u8; COPY_BUF];
     for entry in a.entries()? {
@@ -711,20 +722,27 @@ fn unpack_tree<R: Read>(
             }
         }
         if kind == tar::EntryType::Regular || kind.is_gnu_sparse() {
-            unpack_file(&mut e, &dst, root, wb, &mut buf)?;
+            unpack_file(&mut e, &dst, root, wb, &mut buf, &mut xw)?;
         } else if kind == tar::EntryType::Fifo
             || kind == tar::EntryType::Char
             || kind == tar::EntryType::Block
         {
-            unpack_special(&mut e, &dst, root)?;
+            unpack_special(&mut e, &dst, root, &mut xw)?;
         } else {
             let precise = precise_mtime(&mut e);
+            let x = xattrs::from_entry(&mut e);
             let path = e.path()?.into_owned();
             if e.unpack_in(&dst)?
                 && kind == tar::EntryType::Symlink
-                && let (Some(t), Some(link)) = (precise, entry_path(&dst, &path))
+                && let Some(link) = entry_path(&dst, &path)
             {
-                filetime::set_symlink_file_times(&link, t, t)?;
+                // `unpack_in` made sure the link's parent is inside the target.
+                if !x.is_empty() {
+                    xw.set_path(&link, &x);
+                }
+                if let Some(t) = precise {
+                    filetime::set_symlink_file_times(&link, t, t)?;
+                }
             }
         }
     }
@@ -736,6 +754,10 @@ fn unpack_tree<R: Read>(
         // Left out, unless it holds something restored.
         if !filter.is_empty() && !filter.takes(&d.path()?.to_string_lossy()) && !dir.is_dir() {
             continue;
+        }
+        let x = xattrs::from_entry(&mut d);
+        if !x.is_empty() {
+            set_dir_xattrs(&dir, &dst, &x, &mut xw);
         }
         if !d.unpack_in(&dst)? {
             continue;
@@ -755,14 +777,41 @@ fn unpack_tree<R: Read>(
     Ok(())
 }
 
+/// Sets a directory's extended attributes before `unpack_in` gives it its saved mode (and
+/// owner): a directory whose mode denies writing (0555) takes no `user.*` attributes from a user
+/// who is not root. A directory that holds nothing restored does not exist yet: it is created
+/// here, when its parent is inside the target (what `unpack_in` does next then keeps it).
+/// Nothing is set through a path that resolves outside the target.
+fn set_dir_xattrs(dir: &Path, dst: &Path, x: &Xattrs, xw: &mut XattrWriter) {
+    let parent_inside = dir
+        .parent()
+        .and_then(|p| p.canonicalize().ok())
+        .is_some_and(|p| p.starts_with(dst));
+    if !parent_inside {
+        return;
+    }
+    if fs::symlink_metadata(dir).is_err() && fs::create_dir(dir).is_err() {
+        return;
+    }
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        xw.set_path(dir, x);
+    }
+}
+
 /// Creates a fifo or device node (`mknod(1)`: the standard library has no call for it). Device
 /// nodes need root; without it they are skipped with a warning, as a fifo that cannot be made.
-fn unpack_special<R: Read>(e: &mut tar::Entry<R>, dst: &Path, root: bool) -> std::io::Result<()> {
+fn unpack_special<R: Read>(
+    e: &mut tar::Entry<R>,
+    dst: &Path,
+    root: bool,
+    xw: &mut XattrWriter,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let Some(path) = entry_path(dst, &e.path()?) else {
         return Ok(());
     };
     let precise = precise_mtime(e);
+    let x = xattrs::from_entry(e);
     let h = e.header();
     let kind = h.entry_type();
     if kind != tar::EntryType::Fifo && !root {
@@ -810,6 +859,9 @@ fn unpack_special<R: Read>(e: &mut tar::Entry<R>, dst: &Path, root: bool) -> std
     if root && let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
         std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32))?;
     }
+    if !x.is_empty() {
+        xw.set_path(&path, &x);
+    }
     fs::set_permissions(&path, fs::Permissions::from_mode(h.mode()?))?;
     if let Some(t) = precise.or_else(|| Some(filetime::FileTime::from_unix_time(h.mtime().ok()? as i64, 0))) {
         filetime::set_symlink_file_times(&path, t, t)?;
@@ -836,15 +888,17 @@ fn unpack_file<R: Read>(
     root: bool,
     wb: &Writeback,
     buf: &mut [u8],
+    xw: &mut XattrWriter,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let Some(file) = entry_path(dst, &e.path()?) else {
         return e.unpack_in(dst).map(drop);
     };
-    let inside = file
-        .parent()
-        .and_then(|p| p.canonicalize().ok())
-        .is_some_and(|p| p.starts_with(dst));
+    let inside = match file.parent().map(Path::canonicalize) {
+        Some(Ok(p)) => p.starts_with(dst),
+        Some(Err(_)) => make_parents_inside(dst, &file),
+        None => false,
+    };
     let precise = precise_mtime(e);
     if !inside {
         // `tar` sets whole seconds; by path, as the file's mode may deny opening it.
@@ -896,6 +950,12 @@ fn unpack_file<R: Read>(
     if root && let (Ok(uid), Ok(gid)) = (e.header().uid(), e.header().gid()) {
         std::os::unix::fs::fchown(&f, Some(uid as u32), Some(gid as u32)).map_err(failed)?;
     }
+    // Extended attributes after the data and the owner (writing and chown drop
+    // `security.capability`), before the mode (an ACL's mask and the group bits are one).
+    let x = xattrs::from_entry(e);
+    if !x.is_empty() {
+        xw.set_file(&f, &file, &x);
+    }
     if let Some(t) = precise.or_else(|| {
         let s = e.header().mtime().ok()?;
         Some(filetime::FileTime::from_unix_time(s.max(1) as i64, 0))
@@ -906,6 +966,31 @@ fn unpack_file<R: Read>(
     f.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(failed)?;
     Ok(())
+}
+
+/// Creates the missing directories above `file` one at a time, each only after the one above it
+/// resolved inside `dst` (as `tar`'s `unpack_in` does), so a file whose directory has no entry
+/// of its own yet (directories are unpacked last) still takes the fast path of
+/// [`unpack_file`], extended attributes included. False when a component resolves outside
+/// `dst` or cannot be made: `unpack_in` then refuses or reports it as before.
+fn make_parents_inside(dst: &Path, file: &Path) -> bool {
+    let Some(rel) = file.parent().and_then(|p| p.strip_prefix(dst).ok()) else {
+        return false;
+    };
+    let mut cur = dst.to_path_buf();
+    for c in rel.components() {
+        let Component::Normal(c) = c else {
+            return false;
+        };
+        cur.push(c);
+        if fs::symlink_metadata(&cur).is_err() && fs::create_dir(&cur).is_err() {
+            return false;
+        }
+        if !cur.canonicalize().is_ok_and(|p| p.starts_with(dst)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Writes `data` at `pos`; with `holes`, blocks of zeros are skipped (left as holes).
@@ -1162,11 +1247,33 @@ mod tests {
         assert!(allocated <= 5 * HOLE_BLOCK as u64, "{allocated} bytes allocated");
     }
 
-    /// What `write_tar` wrote before files were read in large pieces: the `tar` crate alone.
+    /// The pax `mtime` header as it was written before extended attributes were recorded (kept
+    /// here verbatim: an entry without attributes must still get exactly these bytes).
+    fn old_pax_mtime(b: &mut tar::Builder<impl Write>, meta: &fs::Metadata) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let (secs, nsec) = (meta.mtime(), meta.mtime_nsec());
+        if nsec <= 0 || secs < 0 {
+            return Ok(());
+        }
+        let body = format!(" mtime={secs}.{nsec:09}\n");
+        let mut len = body.len() + 1;
+        while len.to_string().len() + body.len() != len {
+            len = len.to_string().len() + body.len();
+        }
+        let record = format!("{len}{body}");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_size(record.len() as u64);
+        b.append_data(&mut h, "././@PaxHeader", record.as_bytes())
+    }
+
+    /// What `write_tar` wrote before files were read in large pieces and extended attributes
+    /// were recorded: the `tar` crate alone.
     fn reference_tar(root: &Path, rel: &Path, b: &mut tar::Builder<Vec<u8>>) {
         for path in sorted_entries(&root.join(rel)).unwrap() {
             let name = rel.join(path.file_name().unwrap());
-            append_pax_mtime(b, &fs::symlink_metadata(&path).unwrap()).unwrap();
+            old_pax_mtime(b, &fs::symlink_metadata(&path).unwrap()).unwrap();
             if fs::symlink_metadata(&path).unwrap().is_dir() {
                 b.append_dir(&name, &path).unwrap();
                 reference_tar(root, &name, b);
@@ -1251,6 +1358,93 @@ mod tests {
             }],
             "and reported"
         );
+    }
+
+    /// Sets a `user.*` attribute, or says why the file system refuses it.
+    fn set_user_xattr(p: &Path, name: &str, value: &[u8]) -> bool {
+        match rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()) {
+            Ok(()) => true,
+            Err(e) => {
+                println!("SKIP: the test file system refuses user xattrs ({e})");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn tar_records_xattrs_as_sorted_pax_records_and_restores_them() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("tree");
+        fs::create_dir_all(src.join("dir")).unwrap();
+        fs::write(src.join("dir/f"), b"data").unwrap();
+        fs::write(src.join("plain"), b"no attributes").unwrap();
+        if !set_user_xattr(&src.join("dir/f"), "user.zeta", b"last") {
+            return;
+        }
+        set_user_xattr(&src.join("dir/f"), "user.alpha", &[0, 1, b'\n', 0xff]);
+        set_user_xattr(&src.join("dir"), "user.empty", b"");
+        // Whole seconds: only the attributes go into the pax header.
+        let t = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+        for p in ["dir", "dir/f", "plain"] {
+            filetime::set_symlink_file_times(src.join(p), t, t).unwrap();
+        }
+        let mut one = Vec::new();
+        write_tar(&src, &mut one).unwrap();
+        let mut two = Vec::new();
+        write_tar(&src, &mut two).unwrap();
+        assert!(one == two, "the stream must be deterministic");
+
+        let mut a = tar::Archive::new(&one[..]);
+        let mut seen = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let keys: Vec<String> = e
+                .pax_extensions()
+                .unwrap()
+                .map(|x| {
+                    x.flatten()
+                        .map(|r| String::from_utf8_lossy(r.key_bytes()).into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            seen.push((e.path().unwrap().display().to_string(), keys));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("dir".to_string(), vec!["SCHILY.xattr.user.empty".to_string()]),
+                (
+                    "dir/f".to_string(),
+                    vec![
+                        // A newline in the value: base64, see `pax_records`.
+                        "LIBARCHIVE.xattr.user.alpha".to_string(),
+                        "SCHILY.xattr.user.zeta".to_string()
+                    ]
+                ),
+                ("plain".to_string(), vec![]),
+            ]
+        );
+
+        let dst = d.path().join("dst");
+        fs::create_dir(&dst).unwrap();
+        unpack_bytes(&one, &dst).unwrap();
+        let get = |p: &str, n: &str| {
+            let mut v = vec![0u8; 256];
+            let len =
+                rustix::fs::lgetxattr(dst.join(p), n, &mut v[..]).unwrap_or_else(|e| panic!("{p} {n}: {e}"));
+            v.truncate(len);
+            v
+        };
+        assert_eq!(get("dir/f", "user.zeta"), b"last");
+        assert_eq!(get("dir/f", "user.alpha"), [0, 1, b'\n', 0xff]);
+        assert_eq!(get("dir", "user.empty"), b"");
+        assert_eq!(
+            rustix::fs::llistxattr_query(dst.join("plain")).unwrap(),
+            0,
+            "no attributes invented"
+        );
+        assert_eq!(fs::metadata(dst.join("dir/f")).unwrap().mtime(), 1_700_000_000);
     }
 
     #[test]
