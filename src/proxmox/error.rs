@@ -262,10 +262,11 @@ fn classify(status: u16, message: String, errors: BTreeMap<String, String>) -> E
     Error::Api { status, message }
 }
 
-/// Recognises PVE's lock messages. `Some(Some(lock))` for `VM is locked (backup)`,
+/// Recognises PVE's lock messages (also in task log lines, e.g. vzdump's per-guest `ERROR:`
+/// lines, whose job only ends with `job errors`). `Some(Some(lock))` for `VM is locked (backup)`,
 /// `CT 101 is locked (snapshot)`, `... - VM is locked (migrate)`; `Some(None)` for a config file
 /// lock timeout (`can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout`).
-fn guest_lock(message: &str) -> Option<Option<String>> {
+pub fn guest_lock(message: &str) -> Option<Option<String>> {
     if let Some(pos) = message.find(" is locked") {
         let before = message[..pos].trim_end();
         // The subject is `VM`/`CT`, optionally followed by the VMID.

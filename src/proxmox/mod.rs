@@ -37,7 +37,7 @@ mod transport_tests;
 pub use auth::{Credentials, Secret};
 pub use client::PveClient;
 pub use config::{ClientConfig, Endpoint, RetryPolicy, Timeouts, TlsVerify};
-pub use error::{Error, Result};
+pub use error::{Error, Result, guest_lock};
 pub use metrics::ClientMetrics;
 pub use pbs::PbsClient;
 pub use task::{LOG_TAIL_LINES, TaskExit, TaskLog, TaskLogLine, TaskRef, TaskStatus, TaskSuccess};

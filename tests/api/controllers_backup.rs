@@ -1413,3 +1413,18 @@ async fn a_full_chunk_store_fails_the_ingest_keeps_earlier_backups_and_leaves_no
         "the earlier backup is intact"
     );
 }
+
+#[tokio::test]
+async fn a_vzdump_that_ends_on_a_guest_lock_is_retried_not_polled_forever() {
+    let mut lab = BackupLab::start().await;
+    lab.apply_policy("  services: {names: [nextcloud]}\n  destination: {storage: {storage: nfs-backup}}\n");
+    // The lock appears between our look at the cluster and the vzdump's own check.
+    lab.sim.fail_next_task("vzdump", "VM 200 is locked (snapshot)");
+    let status = lab.run_now().await;
+    assert_eq!(
+        status.last_backup.as_ref().unwrap().result,
+        BackupResult::Succeeded,
+        "{status:#?}"
+    );
+    assert_eq!(lab.vzdump_tasks(), 2, "the locked attempt, then the retry");
+}

@@ -719,7 +719,7 @@ impl Pass<'_> {
                     self.soon(self.proxmox.tuning.task_poll);
                 }
                 Err(e) if e.is_transient() => self.soon(self.proxmox.tuning.reconnect_min),
-                Err(e) if is_lock_error(&e.to_string()) => {
+                Err(e) if e.is_locked() => {
                     let message = e.to_string();
                     self.locked(item, &message, next_slot);
                 }
@@ -750,7 +750,9 @@ impl Pass<'_> {
                 }
             }
             TaskView::Done {
-                error: Some(error), ..
+                error: Some(error),
+                locked,
+                ..
             } => {
                 self.proxmox.snapshots.invalidate(&self.input.access.uid);
                 // "job errors" says little: the log's ERROR lines say what went wrong.
@@ -760,7 +762,9 @@ impl Pass<'_> {
                 } else {
                     format!("{error}: {}", details.join("; "))
                 };
-                if is_lock_error(&error) {
+                // vzdump reports a locked guest in its log only; the job ends "job errors".
+                let locked = locked || details.iter().any(|d| crate::proxmox::guest_lock(d).is_some());
+                if locked {
                     self.locked(item, &error, next_slot);
                 } else if matches!(view_from(resources, vmid, item.guest.type_), GuestView::Missing)
                     || error.contains("unable to find")
@@ -1522,12 +1526,6 @@ async fn error_lines(client: &PveClient, upid: &crate::crd::common::TaskHandle) 
         .filter_map(|l| l.split_once("ERROR: ").map(|(_, e)| e.trim().to_owned()))
         .take(3)
         .collect()
-}
-
-/// Whether a PVE error says the guest is locked by another operation.
-fn is_lock_error(message: &str) -> bool {
-    let m = message.to_lowercase();
-    m.contains("is locked") || m.contains("can't lock file") || m.contains("got timeout")
 }
 
 fn plural(n: usize, what: &str) -> String {

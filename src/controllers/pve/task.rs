@@ -20,6 +20,9 @@ pub enum TaskView {
         task_type: String,
         /// Why it failed.
         error: Option<String>,
+        /// It failed because the guest was locked by another operation (the client's
+        /// `Error::is_locked`): worth trying again later, unlike other failures.
+        locked: bool,
     },
 }
 
@@ -38,6 +41,7 @@ pub async fn poll_task(client: &PveClient, upid: &TaskHandle) -> TaskView {
                 "status.upid {:?} is not a PVE task id; ignoring it",
                 upid.as_str()
             )),
+            locked: false,
         };
     };
     let task_type = task.upid.worker_type().to_owned();
@@ -47,12 +51,22 @@ pub async fn poll_task(client: &PveClient, upid: &TaskHandle) -> TaskView {
             upid: upid.clone(),
             task_type,
             error: None,
+            locked: false,
+        },
+        // A task that ended on a guest lock has ended: report it (the client counts a lock as
+        // transient for requests, which would keep it "running" here forever).
+        Err(e) if e.is_locked() => TaskView::Done {
+            upid: upid.clone(),
+            task_type,
+            error: Some(e.to_string()),
+            locked: true,
         },
         Err(e) if e.is_transient() => TaskView::Running(upid.clone()),
         Err(e) => TaskView::Done {
             upid: upid.clone(),
             task_type,
             error: Some(e.to_string()),
+            locked: false,
         },
     }
 }

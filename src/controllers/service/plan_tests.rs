@@ -267,6 +267,7 @@ fn plan_stopped_guest_with_desired_running_starts_it_and_records_the_upid() {
         upid: UPID.into(),
         task_type: "qmstart".into(),
         error: None,
+        locked: false,
     };
     let after = pass(&s, &running.outcome.status, &mem2, 10).run(&GuestView::Found(up), &done);
     let st = &after.outcome.status;
@@ -337,6 +338,7 @@ fn plan_failed_power_task_is_reported_once() {
         upid: UPID.into(),
         task_type: "qmstart".into(),
         error: Some("PVE task failed: start failed: storage 'ceph' is not online".into()),
+        locked: false,
     };
     let p = pass(&s, &prev, &mem, 0).run(&view(204, GuestType::Vm), &done);
     assert_eq!(p.outcome.status.upid, None);
