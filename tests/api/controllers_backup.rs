@@ -310,27 +310,7 @@ async fn retention_prunes_only_this_policys_backups_never_protected_or_foreign_o
     // A backup made by hand (no marker) must survive any retention of ours.
     let admin = admin_client(&lab.sim);
     let node = homelab_autopilot::proxmox::NodeName::new("pve1").unwrap();
-    let task = admin
-        .vzdump(
-            &node,
-            &homelab_autopilot::proxmox::api::VzdumpRequest {
-                vmids: vec![homelab_autopilot::proxmox::Vmid::new(200).unwrap()],
-                storage: Some("nfs-backup".into()),
-                notes_template: Some("made by hand".into()),
-                remove: Some(false),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    admin
-        .wait_task(
-            &task,
-            Duration::from_millis(20),
-            tokio::time::Instant::now() + Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
+    backup_by_hand(&admin, "made by hand").await;
     lab.tick(Duration::from_secs(3600)).await;
 
     let mut ours = Vec::new();
@@ -362,6 +342,32 @@ async fn retention_prunes_only_this_policys_backups_never_protected_or_foreign_o
     assert!(!volids.contains(&ours[1].as_str()), "pruned: {volids:?}");
     assert!(volids.contains(&ours[2].as_str()) && volids.contains(&ours[3].as_str()));
     assert!(lab.event_reasons().iter().any(|r| r == "BackupsPruned"));
+}
+
+/// A backup of VM 200 to nfs-backup made in the Proxmox UI, with these notes.
+async fn backup_by_hand(admin: &AdminClient, notes: &str) {
+    let node = homelab_autopilot::proxmox::NodeName::new("pve1").unwrap();
+    let task = admin
+        .vzdump(
+            &node,
+            &homelab_autopilot::proxmox::api::VzdumpRequest {
+                vmids: vec![homelab_autopilot::proxmox::Vmid::new(200).unwrap()],
+                storage: Some("nfs-backup".into()),
+                notes_template: Some(notes.into()),
+                remove: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    admin
+        .wait_task(
+            &task,
+            Duration::from_millis(20),
+            tokio::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
 }
 
 fn admin_client(sim: &SimHandle) -> AdminClient {
@@ -723,29 +729,7 @@ async fn deleting_a_delete_policy_removes_its_backups_and_nothing_else() {
     lab.tick(Duration::from_secs(60)).await;
     lab.run_now().await;
     assert_eq!(lab.backups("nfs-backup", 200).len(), 2);
-    let admin = admin_client(&lab.sim);
-    let node = homelab_autopilot::proxmox::NodeName::new("pve1").unwrap();
-    let task = admin
-        .vzdump(
-            &node,
-            &homelab_autopilot::proxmox::api::VzdumpRequest {
-                vmids: vec![homelab_autopilot::proxmox::Vmid::new(200).unwrap()],
-                storage: Some("nfs-backup".into()),
-                notes_template: Some("autopilot policy=someone-else run=x".into()),
-                remove: Some(false),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    admin
-        .wait_task(
-            &task,
-            Duration::from_millis(20),
-            tokio::time::Instant::now() + Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
+    backup_by_hand(&admin_client(&lab.sim), "autopilot policy=someone-else run=x").await;
     let mut gone = false;
     for _ in 0..20 {
         if lab

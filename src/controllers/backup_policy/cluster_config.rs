@@ -12,7 +12,7 @@ use crate::proxmox::api::ClusterResource;
 use crate::proxmox::{GuestRef, PveClient};
 use crate::storage::{NoProgress, SourceKind, StoreLocation};
 
-use super::ingest::{TAG_POLICY, TAG_RUN};
+use super::ingest::{TAG_RUN, policy_tags};
 
 /// The export, as JSON bytes.
 pub async fn export(client: &PveClient, rows: &[ClusterResource]) -> Result<Vec<u8>, String> {
@@ -82,8 +82,7 @@ pub fn store(
     let chunk_store = location
         .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
-    let mut tags = BTreeMap::new();
-    tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
+    let mut tags = policy_tags(policy_uid);
     tags.insert(TAG_RUN.to_owned(), run_id.to_owned());
     chunk_store
         .backup_reader(bytes, name, &tags, SourceKind::Stream, &NoProgress)

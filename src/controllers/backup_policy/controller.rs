@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 use crate::controllers::kit::Outcome;
 use crate::controllers::kit::notify::channels;
 use crate::controllers::pve::pbs::pbs_access;
+use crate::controllers::pve::read::secret_data;
 use crate::controllers::pve::selector::selects;
 use crate::controllers::pve::{
     HasProxmox,
@@ -86,17 +87,9 @@ impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for Ba
             None => None,
             Some(n) => Some(
                 match env.source.get::<Secret>(&namespace, &n.secret_ref.name).await? {
-                    Some(secret) => {
-                        let data = secret
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0))
-                            .collect();
-                        channels(&data).map_err(|e| {
-                            format!("Secret {} (spec.notifications.secretRef): {e}", n.secret_ref.name)
-                        })
-                    }
+                    Some(secret) => channels(&secret_data(&secret)).map_err(|e| {
+                        format!("Secret {} (spec.notifications.secretRef): {e}", n.secret_ref.name)
+                    }),
                     None => Err(format!(
                         "Secret {} (spec.notifications.secretRef) does not exist in namespace {namespace}",
                         n.secret_ref.name

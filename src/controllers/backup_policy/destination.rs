@@ -200,13 +200,8 @@ pub fn storage_of(volid: &str) -> &str {
     volid.split_once(':').map_or("", |(s, _)| s)
 }
 
-/// The file name of a file-based backup volid (`staging:backup/vzdump-qemu-100-….vma` ->
-/// `vzdump-qemu-100-….vma`).
-pub fn file_name(volid: &str) -> Option<&str> {
-    let (_, path) = volid.split_once(':')?;
-    let name = path.strip_prefix("backup/").unwrap_or(path);
-    (!name.is_empty() && !name.contains('/') && name != "." && name != "..").then_some(name)
-}
+/// The file name of a file-based backup volid (shared with restore).
+pub use crate::controllers::pve::restore::backup_file_name as file_name;
 
 #[cfg(test)]
 mod tests {

@@ -69,6 +69,11 @@ pub enum IngestView {
     Done(Result<Ingested, String>),
 }
 
+/// The tags every snapshot of policy `policy_uid` carries (and that select them).
+pub fn policy_tags(policy_uid: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(TAG_POLICY.to_owned(), policy_uid.to_owned())])
+}
+
 /// A job's slot: `None` while it runs, then its result.
 type Jobs = HashMap<String, Option<Result<Ingested, String>>>;
 
@@ -125,8 +130,7 @@ fn ingest(store: &StoreSettings, req: &IngestRequest) -> Result<Ingested, String
     let chunk_store = store
         .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
-    let mut tags = BTreeMap::new();
-    tags.insert(TAG_POLICY.to_owned(), req.policy_uid.clone());
+    let mut tags = policy_tags(&req.policy_uid);
     tags.insert(TAG_STAGED.to_owned(), req.staged_volid.clone());
     let existing = chunk_store
         .list_matching(
@@ -198,8 +202,7 @@ pub fn prune_store(
     let chunk_store = store
         .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
-    let mut tags = BTreeMap::new();
-    tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
+    let tags = policy_tags(policy_uid);
     let mut removed = 0;
     if let Some(keep) = retention.map(keep_options).filter(|k| k.keeps_something()) {
         for name in names {
@@ -251,8 +254,7 @@ pub fn delete_all(store: &StoreSettings, policy_uid: &str) -> Result<usize, Stri
     let chunk_store = store
         .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
-    let mut tags = BTreeMap::new();
-    tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
+    let tags = policy_tags(policy_uid);
     let ours = chunk_store
         .list_matching(
             &SnapshotFilter {
@@ -296,8 +298,7 @@ pub fn verify_all(store: &StoreSettings, policy_uid: &str) -> Result<(usize, Vec
     let chunk_store = store
         .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
-    let mut tags = BTreeMap::new();
-    tags.insert(TAG_POLICY.to_owned(), policy_uid.to_owned());
+    let tags = policy_tags(policy_uid);
     let ours = chunk_store
         .list_matching(
             &SnapshotFilter {

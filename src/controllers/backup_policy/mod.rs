@@ -1498,12 +1498,6 @@ impl Pass<'_> {
             (None, Some(next)) => requeue_after(self.now, next),
             (None, None) => crate::controllers::kit::schedule::MAX_REQUEUE,
         };
-        // A pass that recorded an intent wants the next at once; the status is written first.
-        let requeue = if self.requeue == Some(Duration::ZERO) {
-            Duration::ZERO
-        } else {
-            requeue
-        };
         self.status.services.truncate(256);
         Outcome {
             status: self.status,

@@ -4,7 +4,8 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::resolve::{self, SecretData};
+use super::read::secret_data;
+use super::resolve;
 use crate::controllers::runtime::driver::Source;
 use crate::controllers::runtime::error::Error;
 use crate::crd::ProxmoxCluster;
@@ -22,15 +23,6 @@ pub struct PbsAccess {
     pub namespace: Option<String>,
     /// The client.
     pub client: PbsClient,
-}
-
-fn data(secret: &Secret) -> SecretData {
-    secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect()
 }
 
 /// The PBS behind PVE storage `storage`, per the ProxmoxCluster `cluster` in `namespace`:
@@ -51,10 +43,11 @@ pub async fn pbs_access<S: Source>(
     let what = format!("backupServers entry {:?}", entry.name);
     let secret_name = &entry.credentials_secret_ref.name;
     let secret = source.get::<Secret>(namespace, secret_name).await?;
-    let credentials = match resolve::credentials(namespace, secret_name, secret.as_ref().map(data).as_ref()) {
-        Ok(c) => c,
-        Err(u) => return Ok(Some(Err(format!("{what}: {}", u.message)))),
-    };
+    let credentials =
+        match resolve::credentials(namespace, secret_name, secret.as_ref().map(secret_data).as_ref()) {
+            Ok(c) => c,
+            Err(u) => return Ok(Some(Err(format!("{what}: {}", u.message)))),
+        };
     let tls = match entry.tls.as_ref().map(|t| t.trust()) {
         None => TlsVerify::SystemRoots,
         Some(Err(e)) => return Ok(Some(Err(format!("{what}: tls: {e}")))),
@@ -66,7 +59,7 @@ pub async fn pbs_access<S: Source>(
             let ca = source.get::<Secret>(namespace, &selector.name).await?;
             let pem = ca
                 .as_ref()
-                .map(data)
+                .map(secret_data)
                 .and_then(|d| d.get(&selector.key).cloned())
                 .and_then(|v| String::from_utf8(v).ok());
             match pem {

@@ -37,7 +37,8 @@ pub async fn cluster_inputs<S: Source>(source: &S, cluster: &ProxmoxCluster) -> 
     Ok(ClusterInputs { secret, ca })
 }
 
-fn secret_data(secret: &Secret) -> SecretData {
+/// The data of a Secret as the resolvers read it (key -> bytes).
+pub fn secret_data(secret: &Secret) -> SecretData {
     secret
         .data
         .iter()

@@ -109,6 +109,14 @@ pub struct Started {
     pub staged: Option<Staged>,
 }
 
+/// The file name of a file-based backup volid (`staging:backup/vzdump-qemu-100-….vma` ->
+/// `vzdump-qemu-100-….vma`), never a path.
+pub fn backup_file_name(volid: &str) -> Option<&str> {
+    let (_, path) = volid.split_once(':')?;
+    let name = path.strip_prefix("backup/").unwrap_or(path);
+    (!name.is_empty() && !name.contains('/') && name != "." && name != "..").then_some(name)
+}
+
 /// Reassembles a chunk-store snapshot into `staging_path` under its original vzdump file name,
 /// returning the staged volid. Blocking; refuses to overwrite an existing file.
 pub fn reassemble(
@@ -129,10 +137,8 @@ pub fn reassemble(
     let staged = snap.tags.get(TAG_STAGED).ok_or_else(|| {
         format!("snapshot {snapshot} was not made from a vzdump archive (no {TAG_STAGED} tag)")
     })?;
-    let file = staged
-        .split_once(':')
-        .map(|(_, p)| p.strip_prefix("backup/").unwrap_or(p))
-        .filter(|f| f.starts_with("vzdump-") && !f.contains('/'))
+    let file = backup_file_name(staged)
+        .filter(|f| f.starts_with("vzdump-"))
         .ok_or_else(|| format!("snapshot {snapshot}: tag {TAG_STAGED}={staged} is not a vzdump file"))?;
     let path = staging_path.join(file);
     let out = std::fs::File::options()
