@@ -85,6 +85,11 @@ pub struct RestoreTestMetrics {
     /// `homelab_autopilot_restore_test_success{namespace,restoretest,service}`: 1 if the last run
     /// passed, 0 if it failed.
     pub success: IntGaugeVec,
+    /// `homelab_autopilot_restore_test_last_success_timestamp_seconds{namespace,restoretest,service}`:
+    /// Unix time of the last run that restored the Service and passed (`Passed` or `RTOExceeded`).
+    /// A failed run leaves it alone, so the `restoreTestStale` alert also catches a test that keeps
+    /// failing or stopped running.
+    pub last_success_timestamp_seconds: GaugeVec,
 }
 
 /// Proxmox connection series.
@@ -221,6 +226,13 @@ impl Metrics {
                 ),
                 &restore_test_labels,
             )?,
+            last_success_timestamp_seconds: GaugeVec::new(
+                opts(
+                    "restore_test_last_success_timestamp_seconds",
+                    "Unix time of the last run of a RestoreTest that restored this Service and passed (Passed or RTOExceeded).",
+                ),
+                &restore_test_labels,
+            )?,
         };
         let proxmox = ProxmoxMetrics {
             cluster_connected: IntGaugeVec::new(
@@ -261,6 +273,7 @@ impl Metrics {
         registry.register(Box::new(restore_test.rto_seconds.clone()))?;
         registry.register(Box::new(restore_test.rto_target_seconds.clone()))?;
         registry.register(Box::new(restore_test.success.clone()))?;
+        registry.register(Box::new(restore_test.last_success_timestamp_seconds.clone()))?;
         registry.register(Box::new(proxmox.cluster_connected.clone()))?;
         registry.register(Box::new(update.rollbacks_total.clone()))?;
         registry.register(Box::new(chunkstore.bytes.clone()))?;
@@ -377,6 +390,10 @@ mod tests {
             .success
             .with_label_values(&["lab", "nextcloud-weekly", "nextcloud"])
             .set(1);
+        m.restore_test
+            .last_success_timestamp_seconds
+            .with_label_values(&["lab", "nextcloud-weekly", "nextcloud"])
+            .set(1.7e9);
         m.proxmox
             .cluster_connected
             .with_label_values(&["lab", "homelab"])
@@ -407,6 +424,9 @@ mod tests {
             "homelab_autopilot_restore_test_rto_seconds{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 93.5",
             "homelab_autopilot_restore_test_rto_target_seconds{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 300",
             "homelab_autopilot_restore_test_success{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 1",
+            "homelab_autopilot_restore_test_last_success_timestamp_seconds{namespace=\"lab\",restoretest=\"nextcloud-weekly\",service=\"nextcloud\"} 1700000000",
+            "# HELP homelab_autopilot_restore_test_last_success_timestamp_seconds Unix time of the last run of a RestoreTest that restored this Service and passed (Passed or RTOExceeded).",
+            "# TYPE homelab_autopilot_restore_test_last_success_timestamp_seconds gauge",
             "homelab_autopilot_pve_cluster_connected{cluster=\"homelab\",namespace=\"lab\"} 1",
             "homelab_autopilot_update_rollbacks_total{namespace=\"lab\",policy=\"weekly\"} 1",
             "homelab_autopilot_chunkstore_bytes{kind=\"logical\"} 1024",
