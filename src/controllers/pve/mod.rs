@@ -9,6 +9,7 @@
 pub mod access;
 pub mod guest;
 pub mod pbs;
+pub mod probe;
 pub mod read;
 pub mod reasons;
 pub mod recheck;

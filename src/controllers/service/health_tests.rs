@@ -2,6 +2,7 @@
 //! listeners.
 
 use super::*;
+use crate::controllers::pve::guest::GuestFacts;
 use crate::demo::standin::StandIn;
 
 fn at(secs: i64) -> Timestamp {
