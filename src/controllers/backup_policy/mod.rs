@@ -31,6 +31,7 @@ use crate::controllers::kit::{Conditions, Outcome, PlannedEvent};
 use crate::controllers::pve::guest::{GuestView, view_from};
 use crate::controllers::pve::pbs::PbsAccess;
 use crate::controllers::pve::reasons::failure_reason;
+use crate::controllers::pve::restore::chunk_snapshot_name;
 use crate::controllers::pve::selector::{Selection, select};
 use crate::controllers::pve::task::{TaskView, handle, poll_task};
 use crate::controllers::pve::{ClusterAccess, ProxmoxDeps};
@@ -132,15 +133,6 @@ pub struct PolicyInput<'a> {
     /// The PBS behind a `pbs` destination (the cluster's `backupServers` entry for that
     /// storage), when one is configured: new backups are verified through it.
     pub pbs: Option<&'a Result<PbsAccess, String>>,
-}
-
-/// The chunk store snapshot name of a guest's backups under a policy.
-pub fn snapshot_name(namespace: &str, policy: &str, target: &GuestTarget) -> String {
-    format!(
-        "{namespace}.{policy}.{}-{}",
-        target.type_.short_name(),
-        target.vmid
-    )
 }
 
 struct Pass<'a> {
@@ -829,7 +821,7 @@ impl Pass<'_> {
         let request = IngestRequest {
             path: std::path::Path::new(&chunk.staging_path).join(file),
             staged_volid: staged.clone(),
-            name: snapshot_name(self.input.namespace, &self.name, &item.guest),
+            name: chunk_snapshot_name(self.input.namespace, &self.name, &item.guest),
             policy_uid: self.input.uid.to_owned(),
             run_id: run_id.to_owned(),
         };
@@ -1305,7 +1297,7 @@ impl Pass<'_> {
             Destination::ChunkStore(_) => {
                 let mut names: Vec<String> = eligible
                     .iter()
-                    .map(|i| snapshot_name(self.input.namespace, &self.name, &i.guest))
+                    .map(|i| chunk_snapshot_name(self.input.namespace, &self.name, &i.guest))
                     .collect();
                 if self
                     .status

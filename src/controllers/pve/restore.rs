@@ -89,6 +89,20 @@ pub struct RestoreRequest {
     pub overrides: BTreeMap<String, String>,
 }
 
+/// The chunk-store snapshot name of a guest's backups under a BackupPolicy
+/// (`<namespace>.<policy>.<vm|ct>-<vmid>`): the BackupPolicy writes it, the RestoreTest lists it.
+pub fn chunk_snapshot_name(
+    namespace: &str,
+    policy: &str,
+    target: &crate::crd::common::GuestTarget,
+) -> String {
+    format!(
+        "{namespace}.{policy}.{}-{}",
+        target.type_.short_name(),
+        target.vmid
+    )
+}
+
 /// A staged archive (a reassembled chunk-store backup) to remove after the restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Staged {
