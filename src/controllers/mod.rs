@@ -7,7 +7,7 @@
 //!   maps, time.
 //! - [`pve`]: what every Proxmox-driving kind shares: reaching a cluster, finding a guest,
 //!   polling a task, shared reasons, [`pve::ProxmoxDeps`].
-//! - [`proxmox_cluster`], [`service`], [`backup_policy`]: one folder per kind. A kind imports `runtime`, `kit` and
+//! - [`proxmox_cluster`], [`service`], [`backup_policy`], [`restore_test`]: one folder per kind. A kind imports `runtime`, `kit` and
 //!   `pve`, never another kind.
 //! - [`cli`]: `homelab-autopilot operator`.
 //!
@@ -19,6 +19,7 @@ pub mod kit;
 pub mod proxmox_cluster;
 pub mod pve;
 pub mod restore_cli;
+pub mod restore_test;
 pub mod runtime;
 pub mod service;
 
@@ -52,6 +53,8 @@ pub struct OperatorDeps {
     pub service: service::ServiceDeps,
     /// The BackupPolicy controller's chunk store, ingest jobs and guest claims.
     pub backup: backup_policy::BackupDeps,
+    /// The RestoreTest controller's chunk store access, check clients, node and VMID claims.
+    pub restore: restore_test::RestoreDeps,
 }
 
 impl OperatorDeps {
@@ -66,7 +69,8 @@ impl OperatorDeps {
             store_key_file,
             proxmox: Arc::new(proxmox),
             service: service::ServiceDeps::default(),
-            backup: backup_policy::BackupDeps::new(store),
+            backup: backup_policy::BackupDeps::new(store.clone()),
+            restore: restore_test::RestoreDeps::new(store),
         }
     }
 }
@@ -89,11 +93,19 @@ impl backup_policy::HasBackupDeps for OperatorDeps {
     }
 }
 
-/// Registers every controller this build has (ProxmoxCluster, Service, BackupPolicy) on
+impl restore_test::HasRestoreDeps for OperatorDeps {
+    fn restore(&self) -> &restore_test::RestoreDeps {
+        &self.restore
+    }
+}
+
+/// Registers every controller this build has (ProxmoxCluster, Service, BackupPolicy,
+/// RestoreTest) on
 /// `operator`.
 pub fn register_controllers(operator: Operator<OperatorDeps>) -> Operator<OperatorDeps> {
     operator
         .register_kind::<proxmox_cluster::controller::ClusterKind>()
         .register_kind::<service::controller::ServiceKind>()
         .register_kind::<backup_policy::controller::BackupPolicyKind>()
+        .register_kind::<restore_test::controller::RestoreTestKind>()
 }

@@ -17,6 +17,7 @@ use crate::controllers::backup_policy::ingest::StoreSettings;
 use crate::controllers::backup_policy::{BackupDeps, HasBackupDeps};
 use crate::controllers::kit::PlannedEvent;
 use crate::controllers::pve::{HasProxmox, ProxmoxDeps};
+use crate::controllers::restore_test::{HasRestoreDeps, RestoreDeps};
 use crate::controllers::runtime::ControlledKind;
 use crate::controllers::runtime::driver::{Env, Reconciler, Source, run_pass};
 use crate::controllers::runtime::error::Error;
@@ -79,6 +80,8 @@ pub struct DemoDeps {
     pub service: ServiceDeps,
     /// The BackupPolicy controller's state (its chunk store in a temporary directory).
     pub backup: BackupDeps,
+    /// The RestoreTest controller's state (the same chunk store).
+    pub restore: RestoreDeps,
 }
 
 impl HasProxmox for DemoDeps {
@@ -96,6 +99,12 @@ impl HasServiceDeps for DemoDeps {
 impl HasBackupDeps for DemoDeps {
     fn backup(&self) -> &BackupDeps {
         &self.backup
+    }
+}
+
+impl HasRestoreDeps for DemoDeps {
+    fn restore(&self) -> &RestoreDeps {
+        &self.restore
     }
 }
 
@@ -171,7 +180,8 @@ impl World {
             deps: DemoDeps {
                 proxmox,
                 service: ServiceDeps::default(),
-                backup: BackupDeps::new(store),
+                backup: BackupDeps::new(store.clone()),
+                restore: RestoreDeps::new(store),
             },
             metrics: Metrics::new(),
         }

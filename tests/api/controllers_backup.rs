@@ -20,10 +20,10 @@ use jiff::Timestamp;
 
 use crate::pvesim_common::schema_path;
 
-struct BackupLab {
-    sim: SimHandle,
-    world: World,
-    now: Timestamp,
+pub(crate) struct BackupLab {
+    pub(crate) sim: SimHandle,
+    pub(crate) world: World,
+    pub(crate) now: Timestamp,
     store: tempfile::TempDir,
     requests: u32,
 }
@@ -48,13 +48,13 @@ fn fresh_deps() -> ProxmoxDeps {
 }
 
 impl BackupLab {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(false).await
     }
 
     /// With `pbs`, the simulator also serves the PBS API behind storage `pbs-homelab`, and the
     /// ProxmoxCluster lists it under `backupServers`.
-    async fn start_with(pbs: bool) -> Self {
+    pub(crate) async fn start_with(pbs: bool) -> Self {
         let sim = Simulator::start(SimConfig {
             seed: sim_seed().unwrap(),
             schema: schema_path(),
@@ -101,7 +101,7 @@ impl BackupLab {
     }
 
     /// `kubectl apply` of a BackupPolicy `nightly` with `spec` (YAML mapping body, indented 2).
-    fn apply_policy(&mut self, spec: &str) {
+    pub(crate) fn apply_policy(&mut self, spec: &str) {
         let yaml = format!(
             "apiVersion: autopilot.homelab.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: nightly}}\n\
              spec:\n  clusterRef: {{name: homelab}}\n  services: {{matchLabels: {{backup: nightly}}}}\n  \
@@ -110,17 +110,17 @@ impl BackupLab {
         self.world.apply_at(&[("policy.yaml", &yaml)], self.now).unwrap();
     }
 
-    fn policy(&self) -> BackupPolicy {
+    pub(crate) fn policy(&self) -> BackupPolicy {
         self.world.get::<BackupPolicy>("nightly").unwrap()
     }
 
-    fn status(&self) -> BackupPolicyStatus {
+    pub(crate) fn status(&self) -> BackupPolicyStatus {
         self.policy().status.unwrap_or_default()
     }
 
     /// Asks for a run now (`kubectl annotate … autopilot.homelab.dev/run-now=<n>`) and drives
     /// passes until the run finished.
-    async fn run_now(&mut self) -> BackupPolicyStatus {
+    pub(crate) async fn run_now(&mut self) -> BackupPolicyStatus {
         self.requests += 1;
         let value = format!("r{}", self.requests);
         self.world
@@ -135,12 +135,12 @@ impl BackupLab {
         self.until_idle().await
     }
 
-    async fn pass(&mut self) {
+    pub(crate) async fn pass(&mut self) {
         self.world.reconcile::<BackupPolicyKind>(self.now).await.unwrap();
     }
 
     /// Passes (one simulated second apart) until no run is in progress.
-    async fn until_idle(&mut self) -> BackupPolicyStatus {
+    pub(crate) async fn until_idle(&mut self) -> BackupPolicyStatus {
         for _ in 0..2000 {
             self.pass().await;
             let status = self.status();
@@ -152,18 +152,18 @@ impl BackupLab {
         panic!("the run did not finish: {:#?}", self.status());
     }
 
-    async fn tick(&mut self, by: Duration) {
+    pub(crate) async fn tick(&mut self, by: Duration) {
         self.now = homelab_autopilot::controllers::kit::time::add(self.now, by);
         self.sim.advance_clock(by);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    fn event_reasons(&self) -> Vec<String> {
+    pub(crate) fn event_reasons(&self) -> Vec<String> {
         self.world.events.iter().map(|e| e.event.reason.clone()).collect()
     }
 
     /// Backup files the simulator holds for `vmid` on `storage`, as `(volid, notes)`.
-    fn backups(&self, storage: &str, vmid: u32) -> Vec<(String, Option<String>)> {
+    pub(crate) fn backups(&self, storage: &str, vmid: u32) -> Vec<(String, Option<String>)> {
         let mut out: Vec<(String, Option<String>)> = Vec::new();
         let dir = self.sim.state(|c| c.backup_dir(storage));
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -202,7 +202,7 @@ impl BackupLab {
     }
 
     /// Waits until no PVE task runs (volume deletions are tasks too).
-    async fn settle(&mut self) {
+    pub(crate) async fn settle(&mut self) {
         for _ in 0..500 {
             if self.sim.tasks().iter().all(|t| !t.running()) {
                 return;
@@ -789,7 +789,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap, String)>>> =
             Default::default();
         let store = seen.clone();

@@ -9,6 +9,7 @@ mod controllers_backup;
 mod controllers_common;
 mod controllers_demo;
 mod controllers_kube;
+mod controllers_restore;
 mod controllers_service;
 #[path = "../kind/fixtures.rs"]
 mod fixtures;

@@ -324,6 +324,28 @@ fn default_cleanup_after() -> i32 {
     300
 }
 
+impl Default for CleanupPolicy {
+    /// What an absent `cleanup` means: remove the copy 300 s after the checks, also on failure.
+    fn default() -> Self {
+        Self {
+            after_seconds: default_cleanup_after(),
+            on_failure: FailedGuestPolicy::Delete,
+        }
+    }
+}
+
+impl Default for BackupSelection {
+    /// What an absent `selection` means: the latest verified backup, of any age.
+    fn default() -> Self {
+        Self {
+            policy: SelectionPolicy::Latest,
+            volid: None,
+            max_age_seconds: None,
+            require_verified: true,
+        }
+    }
+}
+
 /// What happens to the guest of a failed test.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum FailedGuestPolicy {

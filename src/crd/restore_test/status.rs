@@ -34,6 +34,12 @@ pub struct RestoreTestStatus {
     /// Next scheduled run (absent while suspended or without a schedule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_time: Option<Timestamp>,
+    /// The `schedule` slot the last run served (or skipped), so a slot runs once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_time: Option<Timestamp>,
+    /// Without a `schedule`: the `metadata.generation` the last once-per-change run served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_generation: Option<i64>,
     /// Earlier runs, newest first, at most `spec.historyLimit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RestoreRunSummary>,
@@ -145,6 +151,9 @@ pub struct RestoreResultDetail {
     /// When all checks first passed (the RTO clock stops).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_time: Option<Timestamp>,
+    /// When the checks ended, passed or failed (cleanup counts `cleanup.afterSeconds` from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_time: Option<Timestamp>,
     /// Restore request to all checks passing, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_seconds: Option<i64>,
@@ -174,6 +183,38 @@ pub struct RestoreResultDetail {
     /// Whether the restored guest has been removed.
     #[serde(default, skip_serializing_if = "crate::crd::common::is_false")]
     pub cleaned_up: bool,
+}
+
+impl RestoreResultDetail {
+    /// A restore of `source_vmid` not started yet (no backup or VMID chosen).
+    pub fn pending(service: impl Into<String>, source_vmid: i32, type_: GuestType) -> Self {
+        Self {
+            service: service.into(),
+            source_vmid,
+            type_,
+            backup_volid: None,
+            backup_time: None,
+            restored_vmid: 0,
+            node: String::new(),
+            phase: RestorePhase::Pending,
+            upid: None,
+            restore_start_time: None,
+            restored_time: None,
+            booted_time: None,
+            guest_ready_time: None,
+            healthy_time: None,
+            finished_time: None,
+            rto_seconds: None,
+            restore_seconds: None,
+            boot_seconds: None,
+            application_seconds: None,
+            result: None,
+            reason: String::new(),
+            message: String::new(),
+            checks: Vec::new(),
+            cleaned_up: false,
+        }
+    }
 }
 
 /// Outcome of one check on a restored guest.

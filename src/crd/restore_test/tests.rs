@@ -99,6 +99,7 @@ fn restore_test_status_round_trips() {
             booted_time: None,
             guest_ready_time: Some(t),
             healthy_time: None,
+            finished_time: None,
             rto_seconds: Some(1200),
             restore_seconds: Some(900),
             boot_seconds: Some(240),
