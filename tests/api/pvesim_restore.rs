@@ -194,6 +194,46 @@ async fn restoring_another_nodes_local_backup_is_refused_while_the_owning_node_r
     api.get("/nodes/pve2/lxc/161/config").await.ok();
 }
 
+/// The simulator writes VMA for VMs, but a legacy `vzdump-qemu-*.tar` placed by hand is listed
+/// like PVE lists it, and qemu-server's `restore_tar_archive` refuses config overrides for it in
+/// the worker: the task fails and, as with any qmrestore failure, the empty VM stays behind.
+#[tokio::test]
+async fn a_qemu_tar_archive_cannot_take_config_overrides_like_qemu_server() {
+    let api = Api::fast().await;
+    let name = "vzdump-qemu-100-2024_06_01-02_00_00.tar";
+    let dir = crate::pvesim_common::node_backup_dir(&api.sim, "local", "pve1");
+    std::fs::create_dir_all(&dir).expect("dump dir");
+    std::fs::write(dir.join(name), b"legacy tar archive").expect("archive");
+    let volid = format!("local:backup/{name}");
+    let row = content(&api, "local")
+        .await
+        .into_iter()
+        .find(|r| r["volid"] == volid.as_str())
+        .expect("the tar archive is listed");
+    assert_eq!(
+        (row["format"].as_str(), row["subtype"].as_str()),
+        (Some("tar"), Some("qemu"))
+    );
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve1/qemu",
+            &[
+                ("vmid", "152"),
+                ("archive", &volid),
+                ("name", "ap-restore-test"),
+                ("memory", "2048"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        status["exitstatus"],
+        "cannot pass along options (memory name) when restoring from tar archive",
+        "{:?}",
+        api.task_log(&upid).await
+    );
+    assert_empty_leftover(&api, "pve1", 152, &upid).await;
+}
+
 #[tokio::test]
 async fn restore_of_a_truncated_archive_fails_and_leaves_the_empty_vm_behind_like_pve() {
     let api = Api::fast().await;

@@ -20,15 +20,17 @@
 //! VMID (`$classify_restore_archive` -> `abs_filesystem_path`), so the POST fails with a 500
 //! "can't find file '<volid>'"; pve-container does it in the `vzrestore` worker (after
 //! "recovering backed-up configuration from ..."), so that task fails with the same message.
+//! A legacy qemu `.tar` archive cannot take config overrides (`restore_tar_archive`); the
+//! simulator never writes one, but lists and refuses a hand-placed one like PVE.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::restore_config::{merge_config, new_guest_config, parse_config_text};
+use super::restore_config::{merge_config, new_guest_config, override_keys, parse_config_text};
 use super::storage::{find_archive, usage};
 use super::task;
 use crate::pvesim::clock::DAY_SECS;
-use crate::pvesim::dump::{DumpHeader, read_dump};
+use crate::pvesim::dump::{DumpHeader, parse_archive_name, read_dump};
 use crate::pvesim::http::{ApiError, ApiResult, Params};
 use crate::pvesim::router::{Ctx, Reply};
 use crate::pvesim::state::guest::{is_volume_key, parse_size};
@@ -113,6 +115,14 @@ fn source_on(cluster: &Cluster, node: &str, archive: &str) -> Result<Source, Api
         }
         _ => Err(ApiError::internal(format!("can't find file '{archive}'"))),
     }
+}
+
+/// Whether `path` is a legacy tar archive (`archive_info` format `tar`: `.tar[.gz|...]`, `.tgz`).
+fn is_tar_archive(path: &std::path::Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(parse_archive_name)
+        .is_some_and(|a| a.format == "tgz" || a.format.starts_with("tar"))
 }
 
 fn check_existing_qemu(ctx: &Ctx<'_>, vmid: u32, node: &str, force: bool) -> ApiResult<bool> {
@@ -414,9 +424,22 @@ async fn restore(
             "live-restore is only compatible with backup images from a Proxmox Backup Server".to_string(),
         ));
     }
+    if let (GuestKind::Qemu, Source::File(path)) = (kind, &source) {
+        // qemu-server's restore_tar_archive joins the keys in hash order; sorted here.
+        let keys = override_keys(params);
+        if is_tar_archive(path) && !keys.is_empty() {
+            return Err(Failed::from(format!(
+                "cannot pass along options ({}) when restoring from tar archive",
+                keys.join(" ")
+            )));
+        }
+    }
     let header = match source {
         Source::File(path) => {
             match kind {
+                GuestKind::Qemu if is_tar_archive(&path) => {
+                    t.log(format!("extracting archive '{}'", path.display()))
+                }
                 GuestKind::Qemu => t.log(format!(
                     "restore vma archive: vma extract -v -r /var/tmp/vzdumptmp.fifo {} /var/tmp/vzdumptmp",
                     path.display()
