@@ -188,10 +188,11 @@ async fn backup_restore(auth: AuthKind) {
     };
     assert!(exists.to_string().contains("already exists"), "{exists}");
 
-    // Restore the container on another node and storage.
+    // Restore the container onto another storage, on pve2: `local` is per node and the backup
+    // lies on pve2's (pve1 would not find the file).
     let task = c
         .restore_ct(
-            &node("pve1"),
+            &node("pve2"),
             &RestoreCt {
                 vmid: vmid(301),
                 archive: ct_backup.volid.clone(),
@@ -208,7 +209,7 @@ async fn backup_restore(auth: AuthKind) {
         .expect("restore ct");
     assert_eq!(task.upid.worker_type(), "vzrestore");
     env.wait(&task).await;
-    let restored = c.guest_config(&ct("pve1", 301)).await.expect("restored ct");
+    let restored = c.guest_config(&ct("pve2", 301)).await.expect("restored ct");
     assert_eq!(restored.name().as_deref(), Some("ap-pihole-test"));
     assert!(
         restored
@@ -217,7 +218,7 @@ async fn backup_restore(auth: AuthKind) {
         "{restored:?}"
     );
     assert!(
-        c.guest_status(&ct("pve1", 301))
+        c.guest_status(&ct("pve2", 301))
             .await
             .expect("status")
             .is_running()

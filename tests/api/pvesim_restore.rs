@@ -37,8 +37,16 @@ async fn restore_reads_the_archive_back_and_refuses_existing_vmids_without_force
         exists.reason.as_deref(),
         Some("unable to restore vm 100 - config file already exists")
     );
+    // Over a VMID that lives on another node: from a backup pve2 sees too (PBS is shared;
+    // `local` is per node and only pve1 holds the file).
+    api.run_task("/nodes/pve1/vzdump", &[("vmid", "100"), ("storage", "pbs")])
+        .await;
+    let pbs_volid = content(&api, "pbs").await[0]["volid"]
+        .as_str()
+        .expect("pbs volid")
+        .to_string();
     let elsewhere = api
-        .post("/nodes/pve2/qemu", &[("vmid", "100"), ("archive", &volid)])
+        .post("/nodes/pve2/qemu", &[("vmid", "100"), ("archive", &pbs_volid)])
         .await;
     assert_eq!(
         elsewhere.reason.as_deref(),
@@ -47,7 +55,7 @@ async fn restore_reads_the_archive_back_and_refuses_existing_vmids_without_force
     api.sim.advance_clock(Duration::from_secs(3 * 86_400));
     let resp = api
         .post(
-            "/nodes/pve2/qemu",
+            "/nodes/pve1/qemu",
             &[
                 ("vmid", "150"),
                 ("archive", &volid),
@@ -62,7 +70,7 @@ async fn restore_reads_the_archive_back_and_refuses_existing_vmids_without_force
     assert!(upid.contains(":qmrestore:150:"), "{upid}");
     let status = api.wait_task(&upid).await;
     assert_eq!(status["exitstatus"], "OK", "{:?}", api.task_log(&upid).await);
-    let restored = api.get("/nodes/pve2/qemu/150/config").await.ok();
+    let restored = api.get("/nodes/pve1/qemu/150/config").await.ok();
     assert_eq!(restored.data()["name"], "ap-restore-test");
     assert_eq!(restored.data()["scsi0"], "ceph:vm-150-disk-0,iothread=1,size=64G");
     assert!(restored.data().get("lock").is_none());
@@ -76,6 +84,154 @@ async fn restore_reads_the_archive_back_and_refuses_existing_vmids_without_force
         sha(Some(backed_up)),
         "restored disk equals the backed-up disk"
     );
+}
+
+/// `local` is per node: PVE resolves a restore's archive on the target node itself
+/// (`abs_filesystem_path`), so a backup on another node's `local` is not found there. qemu-server
+/// does it before locking the VMID (a 500 on the POST), pve-container in the `vzrestore` worker
+/// (the task fails and the new CT is gone); on the node holding the file both restores work.
+#[tokio::test]
+async fn restoring_another_nodes_local_backup_is_refused_while_the_owning_node_restores_it() {
+    let api = Api::fast().await;
+    api.run_task("/nodes/pve2/vzdump", &[("vmid", "103"), ("compress", "zstd")])
+        .await;
+    api.run_task("/nodes/pve2/vzdump", &[("vmid", "102"), ("compress", "zstd")])
+        .await;
+    let on_pve2 = crate::pvesim_common::content_on(&api, "pve2", "local").await;
+    let volid_of = |vmid: u64| {
+        on_pve2
+            .iter()
+            .find(|r| r["vmid"] == vmid)
+            .and_then(|r| r["volid"].as_str())
+            .expect("backup on pve2's local")
+            .to_string()
+    };
+    let (vm_volid, ct_volid) = (volid_of(103), volid_of(102));
+    assert!(
+        crate::pvesim_common::content_on(&api, "pve1", "local")
+            .await
+            .is_empty(),
+        "pve1's local does not hold pve2's files"
+    );
+
+    // qemu: refused synchronously, nothing locked or created.
+    let vm = api
+        .post("/nodes/pve1/qemu", &[("vmid", "160"), ("archive", &vm_volid)])
+        .await;
+    assert_eq!(vm.status, 500, "{}", vm.raw);
+    let cant_find = format!("can't find file '{vm_volid}'");
+    assert_eq!(vm.reason.as_deref(), Some(cant_find.as_str()));
+    assert!(api.sim.state(|c| c.guest(160).is_none()));
+    let config = api
+        .get(&format!(
+            "/nodes/pve1/vzdump/extractconfig?volume={}",
+            encode(&vm_volid)
+        ))
+        .await;
+    assert_eq!(config.status, 500, "{}", config.raw);
+    assert_eq!(config.reason.as_deref(), Some(cant_find.as_str()));
+
+    // lxc: the worker fails after "recovering backed-up configuration", the CT is removed.
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve1/lxc",
+            &[
+                ("vmid", "161"),
+                ("ostemplate", &ct_volid),
+                ("restore", "1"),
+                ("storage", "local-lvm"),
+            ],
+        )
+        .await;
+    assert!(upid.contains(":vzrestore:161:"), "{upid}");
+    let log = api.task_log(&upid).await;
+    assert_eq!(
+        status["exitstatus"],
+        format!("can't find file '{ct_volid}'"),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains(&format!("recovering backed-up configuration from '{ct_volid}'"))),
+        "{log:?}"
+    );
+    assert!(api.sim.state(|c| c.guest(161).is_none()));
+
+    // On pve2, which holds both files, the same restores work.
+    let config = api
+        .get(&format!(
+            "/nodes/pve2/vzdump/extractconfig?volume={}",
+            encode(&vm_volid)
+        ))
+        .await
+        .ok();
+    assert!(
+        config
+            .data()
+            .as_str()
+            .is_some_and(|c| c.contains("name: jellyfin"))
+    );
+    let restores: [(&str, &[(&str, &str)]); 2] = [
+        (
+            "/nodes/pve2/qemu",
+            &[("vmid", "160"), ("archive", &vm_volid), ("unique", "1")],
+        ),
+        (
+            "/nodes/pve2/lxc",
+            &[
+                ("vmid", "161"),
+                ("ostemplate", &ct_volid),
+                ("restore", "1"),
+                ("storage", "local-lvm"),
+            ],
+        ),
+    ];
+    for (path, params) in restores {
+        let (upid, status) = api.run_task(path, params).await;
+        assert_eq!(status["exitstatus"], "OK", "{:?}", api.task_log(&upid).await);
+    }
+    api.get("/nodes/pve2/qemu/160/config").await.ok();
+    api.get("/nodes/pve2/lxc/161/config").await.ok();
+}
+
+/// The simulator writes VMA for VMs, but a legacy `vzdump-qemu-*.tar` placed by hand is listed
+/// like PVE lists it, and qemu-server's `restore_tar_archive` refuses config overrides for it in
+/// the worker: the task fails and, as with any qmrestore failure, the empty VM stays behind.
+#[tokio::test]
+async fn a_qemu_tar_archive_cannot_take_config_overrides_like_qemu_server() {
+    let api = Api::fast().await;
+    let name = "vzdump-qemu-100-2024_06_01-02_00_00.tar";
+    let dir = crate::pvesim_common::node_backup_dir(&api.sim, "local", "pve1");
+    std::fs::create_dir_all(&dir).expect("dump dir");
+    std::fs::write(dir.join(name), b"legacy tar archive").expect("archive");
+    let volid = format!("local:backup/{name}");
+    let row = content(&api, "local")
+        .await
+        .into_iter()
+        .find(|r| r["volid"] == volid.as_str())
+        .expect("the tar archive is listed");
+    assert_eq!(
+        (row["format"].as_str(), row["subtype"].as_str()),
+        (Some("tar"), Some("qemu"))
+    );
+    let (upid, status) = api
+        .run_task(
+            "/nodes/pve1/qemu",
+            &[
+                ("vmid", "152"),
+                ("archive", &volid),
+                ("name", "ap-restore-test"),
+                ("memory", "2048"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        status["exitstatus"],
+        "cannot pass along options (memory name) when restoring from tar archive",
+        "{:?}",
+        api.task_log(&upid).await
+    );
+    assert_empty_leftover(&api, "pve1", 152, &upid).await;
 }
 
 #[tokio::test]

@@ -331,11 +331,13 @@ async fn run_job(
     }
 }
 
-/// `GET /nodes/{node}/vzdump/extractconfig`: the guest config stored in the archive.
+/// `GET /nodes/{node}/vzdump/extractconfig`: the guest config stored in the archive, as `node`
+/// resolves the volid (`extract_vzdump_config` -> `abs_filesystem_path`: another node's local
+/// backup is "can't find file").
 pub(crate) fn extractconfig(ctx: &mut Ctx<'_>) -> ApiResult<Reply> {
     let node = ctx.node()?;
     let volid = ctx.req("volume")?;
-    let b = super::storage::find_backup_on(ctx.cluster, &node, &volid)?;
+    let b = super::storage::find_archive(ctx.cluster, &node, &volid)?;
     if let Some(i) = b.pbs {
         let config = ctx
             .cluster

@@ -14,19 +14,27 @@
 //! A target storage without room for the restored disks (counted like `usage`: a quarter of
 //! each disk's size) fails the task half-way with "No space left on device" (the exact
 //! message of each storage plugin is not modelled).
+//!
+//! The archive is resolved as the target node sees it ([`find_archive`]): a backup on another
+//! node's non-shared storage (`local`) is not there. qemu-server resolves it before locking the
+//! VMID (`$classify_restore_archive` -> `abs_filesystem_path`), so the POST fails with a 500
+//! "can't find file '<volid>'"; pve-container does it in the `vzrestore` worker (after
+//! "recovering backed-up configuration from ..."), so that task fails with the same message.
+//! A legacy qemu `.tar` archive cannot take config overrides (`restore_tar_archive`); the
+//! simulator never writes one, but lists and refuses a hand-placed one like PVE.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::restore_config::{merge_config, new_guest_config, parse_config_text};
-use super::storage::{find_backup, usage};
+use super::restore_config::{merge_config, new_guest_config, override_keys, parse_config_text};
+use super::storage::{find_archive, usage};
 use super::task;
 use crate::pvesim::clock::DAY_SECS;
-use crate::pvesim::dump::{DumpHeader, read_dump};
+use crate::pvesim::dump::{DumpHeader, parse_archive_name, read_dump};
 use crate::pvesim::http::{ApiError, ApiResult, Params};
 use crate::pvesim::router::{Ctx, Reply};
 use crate::pvesim::state::guest::{is_volume_key, parse_size};
-use crate::pvesim::state::{AgentState, Guest, GuestKind, Power, PseudoDisk};
+use crate::pvesim::state::{AgentState, Cluster, Guest, GuestKind, Power, PseudoDisk};
 use crate::pvesim::tasks::TaskCtx;
 
 /// Restore throughput without `bwlimit`, bytes per simulated second.
@@ -85,6 +93,36 @@ enum Source {
         kind: GuestKind,
         backup_time: i64,
     },
+}
+
+/// What a restore on `node` reads for `archive`.
+fn source_on(cluster: &Cluster, node: &str, archive: &str) -> Result<Source, ApiError> {
+    let backup = find_archive(cluster, node, archive)?;
+    match (&backup.path, backup.pbs) {
+        (Some(path), _) => Ok(Source::File(path.clone())),
+        (None, Some(i)) => {
+            let b = cluster
+                .pbs_backups
+                .get(i)
+                .ok_or_else(|| ApiError::internal("backup vanished"))?;
+            Ok(Source::Pbs {
+                config: b.config_text.clone(),
+                disk: b.disk.clone(),
+                vmid: b.vmid,
+                kind: b.kind,
+                backup_time: b.backup_time,
+            })
+        }
+        _ => Err(ApiError::internal(format!("can't find file '{archive}'"))),
+    }
+}
+
+/// Whether `path` is a legacy tar archive (`archive_info` format `tar`: `.tar[.gz|...]`, `.tgz`).
+fn is_tar_archive(path: &std::path::Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(parse_archive_name)
+        .is_some_and(|a| a.format == "tgz" || a.format.starts_with("tar"))
 }
 
 fn check_existing_qemu(ctx: &Ctx<'_>, vmid: u32, node: &str, force: bool) -> ApiResult<bool> {
@@ -180,6 +218,9 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
     let Some(archive) = archive else {
         return create_new(ctx, kind, node, vmid, start, pool);
     };
+    // qemu-server resolves the archive on this node before it locks the VMID; pve-container
+    // only in its worker (`source` stays `None` until then).
+    let mut source = None;
     if kind == GuestKind::Qemu {
         for key in ctx.params.keys() {
             if is_volume_key(kind, key) && !key.starts_with("unused") {
@@ -189,31 +230,13 @@ fn create(ctx: &mut Ctx<'_>, kind: GuestKind) -> ApiResult<Reply> {
                 ));
             }
         }
+        source = Some(source_on(ctx.cluster, &node, &archive)?);
     }
     match kind {
         GuestKind::Qemu => check_existing_qemu(ctx, vmid, &node, force)?,
         GuestKind::Lxc => check_existing_lxc(ctx, vmid, &node, force, true)?,
     };
     let storage = storage_for(ctx, kind, (kind == GuestKind::Lxc).then_some("local"))?;
-    let backup = find_backup(ctx.cluster, &archive)?;
-    let source = match (&backup.path, backup.pbs) {
-        (Some(path), _) => Source::File(path.clone()),
-        (None, Some(i)) => {
-            let b = ctx
-                .cluster
-                .pbs_backups
-                .get(i)
-                .ok_or_else(|| ApiError::internal("backup vanished"))?;
-            Source::Pbs {
-                config: b.config_text.clone(),
-                disk: b.disk.clone(),
-                vmid: b.vmid,
-                kind: b.kind,
-                backup_time: b.backup_time,
-            }
-        }
-        _ => return Err(ApiError::internal(format!("volume '{archive}' does not exist"))),
-    };
     // create_and_lock_config: the guest shows `lock: create` while the restore runs.
     let previous = ctx.cluster.guests.get(&vmid).cloned();
     let placeholder = placeholder_guest(kind, vmid, &node, previous.as_ref());
@@ -369,10 +392,11 @@ struct Job<'a> {
     params: &'a Params,
 }
 
+/// Runs a restore from `source`, or (containers) from the archive resolved on the task's node.
 async fn restore(
     t: &TaskCtx,
     job: Job<'_>,
-    source: Source,
+    source: Option<Source>,
 ) -> Result<(BTreeMap<String, String>, PseudoDisk), Failed> {
     let Job {
         task_kind,
@@ -384,21 +408,43 @@ async fn restore(
         live,
         params,
     } = job;
+    if kind == GuestKind::Lxc {
+        t.log(format!("recovering backed-up configuration from '{archive}'"));
+    }
+    let source = match source {
+        Some(source) => source,
+        // pve-container's recover_config -> abs_filesystem_path, in the worker.
+        None => t
+            .state(|c| source_on(c, &t.node, archive))
+            .map_err(|e| Failed::from(e.message.trim_end().to_string()))?,
+    };
     let is_pbs = matches!(source, Source::Pbs { .. });
     if live && !is_pbs {
         return Err(Failed::from(
             "live-restore is only compatible with backup images from a Proxmox Backup Server".to_string(),
         ));
     }
+    if let (GuestKind::Qemu, Source::File(path)) = (kind, &source) {
+        // qemu-server's restore_tar_archive joins the keys in hash order; sorted here.
+        let keys = override_keys(params);
+        if is_tar_archive(path) && !keys.is_empty() {
+            return Err(Failed::from(format!(
+                "cannot pass along options ({}) when restoring from tar archive",
+                keys.join(" ")
+            )));
+        }
+    }
     let header = match source {
         Source::File(path) => {
             match kind {
+                GuestKind::Qemu if is_tar_archive(&path) => {
+                    t.log(format!("extracting archive '{}'", path.display()))
+                }
                 GuestKind::Qemu => t.log(format!(
                     "restore vma archive: vma extract -v -r /var/tmp/vzdumptmp.fifo {} /var/tmp/vzdumptmp",
                     path.display()
                 )),
                 GuestKind::Lxc => {
-                    t.log(format!("recovering backed-up configuration from '{archive}'"));
                     t.log(format!("restoring '{archive}' now.."));
                     t.log(format!("extracting archive '{}'", path.display()));
                 }

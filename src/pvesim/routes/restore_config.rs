@@ -59,6 +59,12 @@ fn given(params: &Params) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The config keys given with a create/restore call (sorted), what qemu-server passes on as
+/// `override_conf`.
+pub(crate) fn override_keys(params: &Params) -> Vec<String> {
+    given(params).into_keys().collect()
+}
+
 /// The config of a restored guest plus `(old volid, new volid)` of every disk.
 pub(crate) fn merge_config(
     cluster: &mut Cluster,

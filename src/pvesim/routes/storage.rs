@@ -164,22 +164,29 @@ pub(crate) fn avail_on(cluster: &Cluster, storage: &str, node: &str) -> u64 {
     total.saturating_sub(usage_on(cluster, storage, node))
 }
 
-/// Finds a backup by volid (`local:backup/vzdump-...` or `pbs:backup/vm/100/...`) on any node
-/// (the main node's view first). Prefer [`find_backup_on`]: a local storage is per node.
-pub(crate) fn find_backup(cluster: &Cluster, volid: &str) -> Result<BackupEntry, ApiError> {
-    let local = cluster.local_node.clone();
-    let nodes = std::iter::once(local.as_str())
-        .chain(cluster.nodes.keys().map(String::as_str).filter(|n| *n != local));
-    let mut first_err = None;
-    for node in nodes {
-        match find_backup_on(cluster, node, volid) {
-            Ok(b) => return Ok(b),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
+/// The backup archive `volid` as a restore or `extractconfig` on `node` resolves it
+/// (`PVE::Storage::abs_filesystem_path`, which activates the storage first): a shared storage
+/// shows every node the same files, a non-shared one (`local`) only what lies on `node` itself,
+/// so another node's local backup is "can't find file '<volid>'", like PVE's `-f $path` check.
+/// PBS snapshots are looked up in the datastore, whichever node asks.
+pub(crate) fn find_archive(cluster: &Cluster, node: &str, volid: &str) -> Result<BackupEntry, ApiError> {
+    let (storage, _) = volid
+        .split_once(':')
+        .ok_or_else(|| ApiError::internal(format!("unable to parse volume ID '{volid}'")))?;
+    let s = cluster.storage(storage)?;
+    if s.kind == "pbs" {
+        return find_backup_on(cluster, node, volid);
     }
-    Err(first_err.unwrap_or_else(|| ApiError::internal(format!("volume '{volid}' does not exist"))))
+    // activate_storage -> storage_check_enabled -> storage_check_node.
+    if !s.available_on(node) {
+        return Err(ApiError::internal(format!(
+            "storage '{storage}' is not available on node '{node}'"
+        )));
+    }
+    backups_on(cluster, storage, node)
+        .into_iter()
+        .find(|b| b.volid == volid)
+        .ok_or_else(|| ApiError::internal(format!("can't find file '{volid}'")))
 }
 
 /// Finds a backup by volid as `node` sees the storage.
