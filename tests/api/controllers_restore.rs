@@ -20,19 +20,19 @@ use homelab_autopilot::pvesim::Fault;
 use crate::controllers_backup::BackupLab;
 
 /// A lab with fresh backups of nextcloud (VM 200) and gitea (CT 201) on `nfs-backup`.
-struct RestoreLab {
-    lab: BackupLab,
+pub(crate) struct RestoreLab {
+    pub(crate) lab: BackupLab,
     requests: u32,
 }
 
-const NAME: &str = "drill";
+pub(crate) const NAME: &str = "drill";
 
 impl RestoreLab {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::with_backups(true).await
     }
 
-    async fn with_backups(backup: bool) -> Self {
+    pub(crate) async fn with_backups(backup: bool) -> Self {
         let mut lab = BackupLab::start().await;
         lab.apply_policy("  destination: {storage: {storage: nfs-backup}}\n  mode: Stop\n");
         if backup {
@@ -51,7 +51,7 @@ impl RestoreLab {
     }
 
     /// `kubectl apply` of RestoreTest `drill` with `spec` (YAML mapping body, indented 2).
-    fn apply(&mut self, spec: &str) {
+    pub(crate) fn apply(&mut self, spec: &str) {
         let yaml = format!(
             "apiVersion: autopilot.homelab.dev/v1alpha1\nkind: RestoreTest\nmetadata: {{name: {NAME}}}\n\
              spec:\n  clusterRef: {{name: homelab}}\n  target: {{node: pve3, storage: local-lvm, vmidRange: {{start: 9900, end: 9909}}}}\n{spec}"
@@ -63,26 +63,26 @@ impl RestoreLab {
             .unwrap();
     }
 
-    fn test(&self) -> RestoreTest {
+    pub(crate) fn test(&self) -> RestoreTest {
         self.lab.world.get::<RestoreTest>(NAME).unwrap()
     }
 
-    fn status(&self) -> RestoreTestStatus {
+    pub(crate) fn status(&self) -> RestoreTestStatus {
         self.test().status.unwrap_or_default()
     }
 
-    fn current(&self) -> Option<RestoreResultDetail> {
+    pub(crate) fn current(&self) -> Option<RestoreResultDetail> {
         self.status()
             .current_run
             .and_then(|r| r.restores.into_iter().next())
     }
 
-    async fn pass(&mut self) {
+    pub(crate) async fn pass(&mut self) {
         let now = self.lab.now;
         self.lab.world.reconcile::<RestoreTestKind>(now).await.unwrap();
     }
 
-    async fn request(&mut self) {
+    pub(crate) async fn request(&mut self) {
         self.requests += 1;
         let value = format!("drill-{}", self.requests);
         self.lab
@@ -94,7 +94,7 @@ impl RestoreLab {
     }
 
     /// Passes one simulated second apart until `done` holds.
-    async fn until(&mut self, what: &str, done: impl Fn(&RestoreTestStatus) -> bool) -> RestoreTestStatus {
+    pub(crate) async fn until(&mut self, what: &str, done: impl Fn(&RestoreTestStatus) -> bool) -> RestoreTestStatus {
         for _ in 0..3000 {
             self.pass().await;
             let status = self.status();
@@ -106,11 +106,11 @@ impl RestoreLab {
         panic!("{what} did not happen: {:#?}", self.status());
     }
 
-    async fn until_idle(&mut self) -> RestoreTestStatus {
+    pub(crate) async fn until_idle(&mut self) -> RestoreTestStatus {
         self.until("the run's end", |s| s.current_run.is_none()).await
     }
 
-    async fn until_phase(&mut self, phase: RestorePhase) -> RestoreResultDetail {
+    pub(crate) async fn until_phase(&mut self, phase: RestorePhase) -> RestoreResultDetail {
         self.until(&format!("phase {phase:?}"), |s| {
             s.current_run
                 .as_ref()
@@ -120,13 +120,13 @@ impl RestoreLab {
         self.current().unwrap()
     }
 
-    fn guest_config(&self, vmid: u32) -> Option<std::collections::BTreeMap<String, String>> {
+    pub(crate) fn guest_config(&self, vmid: u32) -> Option<std::collections::BTreeMap<String, String>> {
         self.lab
             .sim
             .state(|c| c.guests.get(&vmid).map(|g| g.config.clone()))
     }
 
-    fn restore_tasks(&self) -> usize {
+    pub(crate) fn restore_tasks(&self) -> usize {
         self.lab
             .sim
             .tasks()
@@ -135,7 +135,7 @@ impl RestoreLab {
             .count()
     }
 
-    fn guests_in_range(&self) -> Vec<u32> {
+    pub(crate) fn guests_in_range(&self) -> Vec<u32> {
         self.lab.sim.state(|c| {
             c.guests
                 .keys()
@@ -145,7 +145,7 @@ impl RestoreLab {
         })
     }
 
-    fn events(&self) -> Vec<String> {
+    pub(crate) fn events(&self) -> Vec<String> {
         self.lab
             .world
             .events
@@ -157,7 +157,7 @@ impl RestoreLab {
 
     /// An operator restart: every per-process state (clients, snapshots, claims) is lost;
     /// status, the simulator and the store stay.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let deps = &mut self.lab.world.deps;
         deps.proxmox = homelab_autopilot::controllers::pve::ProxmoxDeps::new(None).with_tuning(
             homelab_autopilot::controllers::pve::Tuning {
@@ -169,7 +169,7 @@ impl RestoreLab {
     }
 }
 
-const AGENT_CHECKS: &str = "  network: {mode: Bridge, bridge: vmbr99}\n  healthChecks:\n  - {name: agent, type: GuestAgent}\n  - {name: app, type: Exec, exec: {command: [systemctl, is-active, nextcloud]}}\n";
+pub(crate) const AGENT_CHECKS: &str = "  network: {mode: Bridge, bridge: vmbr99}\n  healthChecks:\n  - {name: agent, type: GuestAgent}\n  - {name: app, type: Exec, exec: {command: [systemctl, is-active, nextcloud]}}\n";
 
 #[tokio::test]
 async fn restore_test_passes_within_target_isolated_and_cleans_up() {
