@@ -94,7 +94,11 @@ impl RestoreLab {
     }
 
     /// Passes one simulated second apart until `done` holds.
-    pub(crate) async fn until(&mut self, what: &str, done: impl Fn(&RestoreTestStatus) -> bool) -> RestoreTestStatus {
+    pub(crate) async fn until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&RestoreTestStatus) -> bool,
+    ) -> RestoreTestStatus {
         for _ in 0..3000 {
             self.pass().await;
             let status = self.status();

@@ -16,6 +16,9 @@ pub mod plan;
 pub mod reasons;
 mod steps;
 
+#[cfg(test)]
+mod kube_tests;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -241,6 +244,14 @@ impl Pass<'_> {
                 self.soon(self.input.access.resync.min(Duration::from_secs(60)));
                 if self.status.current_run.is_none() {
                     self.maybe_start(schedule.as_ref());
+                }
+                // A run whose every restore failed at its start (e.g. no such Service) ends now.
+                if let Some(run) = self.status.current_run.take() {
+                    if run.restores.iter().all(|r| r.phase == RestorePhase::Done) {
+                        self.finish_run(run);
+                    } else {
+                        self.status.current_run = Some(run);
+                    }
                 }
             }
             Ok(client) => {
