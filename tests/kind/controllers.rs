@@ -633,7 +633,11 @@ async fn restore_test_example_restores_on_demand_and_reports() {
         assert!(r.cleaned_up || r.phase == RestorePhase::Done, "{r:#?}");
     }
     // Succeeded is True for Passed; RTOExceeded (restored, but slower than the target) is False.
-    let succeeded = if result == RestoreResult::Passed { "True" } else { "False" };
+    let succeeded = if result == RestoreResult::Passed {
+        "True"
+    } else {
+        "False"
+    };
     assert!(
         has_condition(&st.conditions, "Succeeded", succeeded, None),
         "{st:#?}"

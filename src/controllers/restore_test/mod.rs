@@ -88,14 +88,6 @@ impl RestoreDeps {
         holder == test
     }
 
-    /// The RestoreTest holding `node`, if another than `test`.
-    pub fn node_holder(&self, cluster: &str, node: &str, test: &str) -> Option<String> {
-        self.nodes()
-            .get(&(cluster.to_owned(), node.to_owned()))
-            .filter(|h| *h != test)
-            .cloned()
-    }
-
     /// Releases `test`'s claim of `node`.
     pub fn release_node(&self, cluster: &str, node: &str, test: &str) {
         let mut nodes = self.nodes();

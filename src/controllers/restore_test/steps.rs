@@ -78,6 +78,14 @@ impl Pass<'_> {
         resources: &[ClusterResource],
     ) {
         let mut r = run.restores[i].clone();
+        if matches!(
+            r.phase,
+            RestorePhase::Restoring | RestorePhase::Booting | RestorePhase::Checking
+        ) && !r.node.is_empty()
+        {
+            // After a restart the claim is taken again from status.
+            self.deps.claim_node(self.cluster_uid(), &r.node, self.input.uid);
+        }
         match r.phase {
             RestorePhase::Pending if r.restored_vmid == 0 => {
                 self.prepare(&mut r, &run.run_id, &run.restores, client, resources)
@@ -301,14 +309,13 @@ impl Pass<'_> {
                         | RestorePhase::Checking
                 )
         });
-        if let Some(holder) = self.deps.node_holder(&cluster, node.as_str(), self.input.uid) {
-            let _ = holder;
-            r.message = format!("waiting: another RestoreTest is restoring on node {node}");
-            self.soon(Duration::from_secs(5));
-            return;
-        }
         if sibling_busy {
             r.message = format!("waiting: another restore of this run is on node {node}");
+            return;
+        }
+        if !self.deps.claim_node(&cluster, node.as_str(), self.input.uid) {
+            r.message = format!("waiting: another RestoreTest is restoring on node {node}");
+            self.soon(Duration::from_secs(5));
             return;
         }
         let found = match self.candidates(r, &node, client).await {
@@ -385,13 +392,13 @@ impl Pass<'_> {
                     taken.insert(candidate);
                 }
                 Err(e) => {
+                    self.deps.release_node(&cluster, node.as_str(), self.input.uid);
                     r.message = format!("cannot check VMID {candidate}: {e}");
                     self.soon(self.proxmox.tuning.reconnect_min);
                     return;
                 }
             }
         };
-        self.deps.claim_node(&cluster, node.as_str(), self.input.uid);
         r.backup_volid = Some(chosen.id.clone());
         r.backup_time = Some(chosen.time);
         r.node = node.to_string();
