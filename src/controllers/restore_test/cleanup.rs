@@ -112,7 +112,7 @@ fn tagged_in_range<'a>(
     rows: &'a [ClusterResource],
     test: &RestoreTest,
 ) -> impl Iterator<Item = GuestRef> + 'a {
-    let range = test.spec.target.vmid_range.clone();
+    let range = test.spec.target.vmid_range;
     rows.iter().filter_map(move |row| {
         let vmid = row.vmid?;
         let kind = row.guest_type()?;

@@ -976,24 +976,24 @@ impl Pass<'_> {
             }
         }
         update.delete = plan::passthrough_keys(r.type_, &values);
-        if !update.set.is_empty() || !update.delete.is_empty() {
-            if let Err(e) = client.update_config(&guest, &update).await {
-                let (reason, what) = if update.delete.is_empty() {
-                    (
-                        reasons::NIC_NOT_OVERRIDABLE,
-                        format!("cannot move {} onto the isolation network", keys(&update.set)),
-                    )
-                } else {
-                    (
-                        reasons::PASSTHROUGH_NOT_REMOVABLE,
-                        format!(
-                            "cannot remove the passthrough devices {}",
-                            update.delete.join(", ")
-                        ),
-                    )
-                };
-                return self.fail(r, reason, format!("{what}: {e}; the copy was never started"));
-            }
+        if (!update.set.is_empty() || !update.delete.is_empty())
+            && let Err(e) = client.update_config(&guest, &update).await
+        {
+            let (reason, what) = if update.delete.is_empty() {
+                (
+                    reasons::NIC_NOT_OVERRIDABLE,
+                    format!("cannot move {} onto the isolation network", keys(&update.set)),
+                )
+            } else {
+                (
+                    reasons::PASSTHROUGH_NOT_REMOVABLE,
+                    format!(
+                        "cannot remove the passthrough devices {}",
+                        update.delete.join(", ")
+                    ),
+                )
+            };
+            return self.fail(r, reason, format!("{what}: {e}; the copy was never started"));
         }
         match client.start_guest(&guest).await {
             Ok(task) => {
