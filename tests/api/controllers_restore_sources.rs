@@ -540,3 +540,85 @@ async fn two_restore_tests_on_one_node_take_turns_and_get_different_vmids() {
     assert!(ra.cleaned_up && rb.cleaned_up);
     assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
 }
+
+#[tokio::test]
+async fn count_two_restores_both_services_one_after_the_other_on_the_node() {
+    let mut lab = RestoreLab::start().await;
+    lab.apply(&format!(
+        "  source: {{services: {{matchLabels: {{backup: nightly}}}}, count: 2}}\n{QUICK}"
+    ));
+    let status = lab
+        .until("the run's end", |s| {
+            if let Some(run) = &s.current_run {
+                let busy = run
+                    .restores
+                    .iter()
+                    .filter(|r| {
+                        r.restored_vmid != 0
+                            && matches!(
+                                r.phase,
+                                RestorePhase::Pending
+                                    | RestorePhase::Restoring
+                                    | RestorePhase::Booting
+                                    | RestorePhase::Checking
+                            )
+                    })
+                    .count();
+                assert!(busy <= 1, "two restores of one run on pve3 at once: {run:#?}");
+            }
+            s.last_run.is_some() && s.current_run.is_none()
+        })
+        .await;
+    let last = status.last_run.as_ref().unwrap();
+    assert_eq!(last.service, "gitea, nextcloud");
+    assert_eq!(last.restores.len(), 2);
+    assert_eq!(last.result, Some(RestoreResult::Passed), "{last:#?}");
+    assert!(last.restores.iter().all(|r| r.cleaned_up && r.node == "pve3"));
+    assert_eq!(lab.restore_tasks(), 2);
+    assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
+}
+
+#[tokio::test]
+async fn source_services_matching_nothing_starts_no_run_and_says_why() {
+    let mut lab = RestoreLab::start().await;
+    lab.apply(&format!(
+        "  source: {{services: {{matchLabels: {{backup: weekly}}}}, count: 1}}\n{QUICK}"
+    ));
+    lab.pass().await;
+    let status = lab.status();
+    assert!(
+        status.current_run.is_none() && status.last_run.is_none(),
+        "{status:#?}"
+    );
+    let ready = find_condition(&status.conditions, "Ready").unwrap();
+    assert_eq!(ready.reason, "NoServicesSelected", "{ready:?}");
+    assert!(lab.events().iter().any(|e| e == "NoServicesSelected"));
+    assert_eq!(lab.restore_tasks(), 0);
+}
+
+#[tokio::test]
+async fn live_restore_of_a_chunk_store_backup_is_refused_before_anything_is_staged() {
+    let mut lab = RestoreLab::with_policy(false, "  destination: {storage: {storage: nfs-backup}}\n").await;
+    let staging = lab.lab.sim.state(|c| c.backup_dir("nfs-backup"));
+    lab.lab.apply_policy(&format!(
+        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
+         stagingPath: '{}'}}}}\n",
+        staging.display()
+    ));
+    lab.lab.run_now().await;
+    lab.lab.settle().await;
+    lab.apply(&format!(
+        "  source: {{serviceRef: {{name: nextcloud}}}}\n  liveRestore: true\n{QUICK}"
+    ));
+    let status = until_run(&mut lab, "g1").await;
+    let r = last_restore(&status);
+    assert_eq!(r.reason, "LiveRestoreNeedsPbs", "{r:#?}");
+    assert!(
+        r.backup_volid
+            .as_deref()
+            .is_some_and(|v| v.starts_with("chunkstore/"))
+    );
+    assert_eq!(lab.restore_tasks(), 0);
+    assert!(lab.lab.backups("nfs-backup", 200).is_empty(), "nothing staged");
+    assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
+}
