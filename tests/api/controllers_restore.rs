@@ -50,6 +50,14 @@ impl RestoreLab {
         Self { lab, requests: 0 }
     }
 
+    /// A lab (with the PBS API if `pbs`) whose BackupPolicy `nightly` has `policy` (YAML mapping
+    /// body, indented 2, e.g. its destination); no backup is made yet (`lab.lab.run_now()`).
+    pub(crate) async fn with_policy(pbs: bool, policy: &str) -> Self {
+        let mut lab = BackupLab::start_with(pbs).await;
+        lab.apply_policy(policy);
+        Self { lab, requests: 0 }
+    }
+
     /// `kubectl apply` of RestoreTest `drill` with `spec` (YAML mapping body, indented 2).
     pub(crate) fn apply(&mut self, spec: &str) {
         let yaml = format!(

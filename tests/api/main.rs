@@ -10,6 +10,7 @@ mod controllers_common;
 mod controllers_demo;
 mod controllers_kube;
 mod controllers_restore;
+mod controllers_restore_sources;
 mod controllers_service;
 #[path = "../kind/fixtures.rs"]
 mod fixtures;
