@@ -20,6 +20,23 @@ use crate::crd::restore_test::{
 use crate::proxmox::api::{ClusterResource, DeleteGuestOptions, StopOptions};
 use crate::proxmox::{self, GuestRef, PveClient, TaskRef};
 
+/// Separates a restore's result message from the note about its removal in progress.
+const NOTE: &str = " | cleanup: ";
+
+/// The note about the removal in progress, if any.
+fn note(r: &RestoreResultDetail) -> Option<&str> {
+    r.message.split_once(NOTE).map(|(_, n)| n)
+}
+
+/// Keeps the result message and replaces (or, with `None`, drops) the removal note.
+fn set_note(r: &mut RestoreResultDetail, note: Option<&str>) {
+    let base = r.message.split(NOTE).next().unwrap_or_default().to_owned();
+    r.message = match note {
+        Some(n) => format!("{base}{NOTE}{n}"),
+        None => base,
+    };
+}
+
 /// What one removal step did.
 #[derive(Debug)]
 pub(super) enum Removal {
@@ -148,8 +165,29 @@ impl Pass<'_> {
                 }
             }
         }
-        let cleanup = self.spec.cleanup.clone().unwrap_or_default();
         let failed = r.result == Some(RestoreResult::Failed);
+        // A live-restored copy passed its checks while PVE still restored it: the restore time
+        // is known when that task ends (the copy cannot be removed before anyway).
+        if let Some(upid) = r
+            .upid
+            .clone()
+            .filter(|u| !failed && is_restore_task(Some(u)) && r.restored_time.is_none())
+        {
+            match poll_task(client, &upid).await {
+                TaskView::Running(_) | TaskView::None => {
+                    self.soon(self.proxmox.tuning.task_poll);
+                    return;
+                }
+                TaskView::Done { .. } => {
+                    r.restored_time = Some(self.now);
+                    r.restore_seconds = r
+                        .restore_start_time
+                        .map(|start| (self.now.as_second() - start.as_second()).max(0));
+                    r.upid = None;
+                }
+            }
+        }
+        let cleanup = self.spec.cleanup.clone().unwrap_or_default();
         let keep = failed && cleanup.on_failure == FailedGuestPolicy::Keep;
         if !keep {
             let after = Duration::from_secs(u64::try_from(cleanup.after_seconds).unwrap_or(0));
@@ -169,6 +207,7 @@ impl Pass<'_> {
         match remove_copy(client, &guest, self.input.uid, allow_empty, keep).await {
             Removal::Gone => {
                 r.cleaned_up = true;
+                set_note(r, None);
                 r.phase = RestorePhase::Done;
                 r.upid = None;
                 if let Ok(vmid) = u32::try_from(r.restored_vmid) {
@@ -195,7 +234,7 @@ impl Pass<'_> {
                 ));
             }
             Removal::Busy(why) => {
-                r.message = format!("removing the copy: {why}");
+                set_note(r, Some(&why));
                 self.soon(self.proxmox.tuning.task_poll);
             }
             Removal::Started(task) => {
@@ -209,14 +248,14 @@ impl Pass<'_> {
             }
             Removal::Failed(e) => {
                 let message = format!("cannot remove the copy {} yet: {e}", guest.vmid);
-                if r.message != message {
+                if note(r) != Some(message.as_str()) {
                     self.events.push(PlannedEvent::warning(
                         reasons::CLEANUP_FAILED,
                         reasons::ACTION_CLEANUP,
                         message.clone(),
                     ));
                 }
-                r.message = message;
+                set_note(r, Some(&message));
                 self.soon(Duration::from_secs(10));
             }
         }
