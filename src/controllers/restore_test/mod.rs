@@ -271,6 +271,16 @@ impl Pass<'_> {
                 }
             }
         }
+        if let Some(selector) = &self.spec.source.services
+            && select(self.input.services, selector, &self.spec.cluster_ref.name)
+                .selected
+                .is_empty()
+        {
+            self.no_services = Some(format!(
+                "source.services matches no Service of ProxmoxCluster {} in namespace {}",
+                self.spec.cluster_ref.name, self.input.namespace
+            ));
+        }
         self.status.next_run_time = match (&schedule, self.spec.suspend) {
             (Some(s), false) => s.next_after(self.now).ok(),
             _ => None,
