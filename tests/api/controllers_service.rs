@@ -421,7 +421,7 @@ fn calls_since(lab: &Lab, from: usize) -> std::collections::BTreeMap<String, usi
 }
 
 #[tokio::test]
-async fn many_services_cost_one_cluster_read_and_one_vm_list_per_node_per_resync() {
+async fn many_services_cost_one_cluster_read_per_resync() {
     use homelab_autopilot::pvesim::{SeedSpec, SimConfig};
     const GENERATED: u32 = 90;
     let seed = homelab_autopilot::demo::sim_seed()
@@ -433,8 +433,7 @@ async fn many_services_cost_one_cluster_read_and_one_vm_list_per_node_per_resync
     })
     .await;
     let access = lab.access().await;
-    // 90 running VMs spread over pve1-pve3, the seed's running VM 200 and container 201: the
-    // VMs are the expensive case (their QMP state is not in /cluster/resources).
+    // 90 running VMs spread over pve1-pve3, the seed's running VM 200 and container 201.
     let first = SeedSpec::FIRST_GENERATED_VMID as i32;
     let mut specs: Vec<_> = (first..first + GENERATED as i32)
         .map(|vmid| service(vmid, "VM", ""))
@@ -456,11 +455,8 @@ async fn many_services_cost_one_cluster_read_and_one_vm_list_per_node_per_resync
             futures::future::join_all(passes).await
         }
     };
-    let per_resync: std::collections::BTreeMap<String, usize> = [
-        ("GET /cluster/resources".to_owned(), 1),
-        ("GET /nodes/{node}/qemu".to_owned(), 3),
-    ]
-    .into();
+    let per_resync: std::collections::BTreeMap<String, usize> =
+        [("GET /cluster/resources".to_owned(), 1)].into();
 
     // The first resync: every Service reports its node and power state...
     let before = lab.sim.requests().len();
@@ -476,14 +472,8 @@ async fn many_services_cost_one_cluster_read_and_one_vm_list_per_node_per_resync
         Some("pve1"),
         "the first generated VM is on the first node"
     );
-    // ...for one cluster read and one VM list per node, whatever the number of Services.
+    // ...for one cluster read, whatever the number of Services and nodes.
     assert_eq!(calls_since(&lab, before), per_resync);
-    assert!(
-        lab.sim.requests()[before..]
-            .iter()
-            .filter(|r| r.template == "/nodes/{node}/qemu")
-            .all(|r| r.params == ["full"] && r.status == 200)
-    );
 
     // Within the resync window nothing is asked again.
     let before = lab.sim.requests().len();
@@ -501,7 +491,7 @@ async fn many_services_cost_one_cluster_read_and_one_vm_list_per_node_per_resync
 }
 
 #[tokio::test]
-async fn a_paused_vm_is_seen_through_its_nodes_vm_list() {
+async fn a_paused_vm_is_seen_in_the_cluster_read() {
     use homelab_autopilot::pvesim::Power;
     let lab = Lab::start().await;
     let spec = service(200, "VM", "");
@@ -519,7 +509,7 @@ async fn a_paused_vm_is_seen_through_its_nodes_vm_list() {
     assert_eq!(paused.status.power_state, Some(PowerState::Paused));
     assert_eq!(
         calls_since(&lab, before).keys().collect::<Vec<_>>(),
-        ["GET /cluster/resources", "GET /nodes/{node}/qemu"],
-        "no per-guest status call"
+        ["GET /cluster/resources"],
+        "no per-guest or per-node call"
     );
 }

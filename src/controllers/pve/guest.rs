@@ -1,14 +1,11 @@
-//! Find a guest: where it really runs (`/cluster/resources`, never a node hint), its power state,
-//! uptime and lock (for a running VM: its node's full VM list). Every kind that acts on guests
-//! finds them here, through the cluster's shared snapshots.
+//! Find a guest: where it really runs, its power state (paused included), uptime and lock, all
+//! from `/cluster/resources` (never a node hint, never a request per guest). Every kind that
+//! acts on guests finds them here, through the cluster's shared snapshot.
 
 use super::snapshot::ClusterView;
 use crate::crd::common::GuestType;
 use crate::crd::service::PowerState;
-use crate::proxmox::{
-    self, GuestRef, Vmid,
-    api::{ClusterResource, GuestListEntry},
-};
+use crate::proxmox::{self, GuestRef, Vmid, api::ClusterResource};
 
 /// Why the cluster could not be asked about the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,16 +90,15 @@ pub fn power_state(status: &str, qmpstatus: Option<&str>) -> PowerState {
         ("running", Some("paused" | "suspended" | "prelaunch")) => PowerState::Paused,
         ("running", _) => PowerState::Running,
         ("stopped", _) => PowerState::Stopped,
-        ("paused" | "suspended", _) => PowerState::Paused,
+        ("paused" | "suspended" | "prelaunch", _) => PowerState::Paused,
         _ => PowerState::Unknown,
     }
 }
 
-/// Finds the guest `vmid` of type `expected` through the cluster's shared snapshots
-/// ([`super::snapshot`]): where it is from `/cluster/resources`; for a running VM, its QMP state
-/// (paused), exact uptime and lock from its node's full VM list (one request per node and resync
-/// window, shared by every guest of the node), never a request per guest. A connection or API
-/// failure is `Err`, for the caller to describe.
+/// Finds the guest `vmid` of type `expected` in the cluster's shared snapshot
+/// ([`super::snapshot`]) of `/cluster/resources`: where it is, its power state (a paused VM shows
+/// `paused` there), uptime (grown by the snapshot's age), lock and name. Never a request per
+/// guest. A connection or API failure is `Err`, for the caller to describe.
 pub async fn observe_guest(
     cluster: &ClusterView<'_>,
     vmid: i32,
@@ -116,42 +112,13 @@ pub async fn observe_guest(
         })?;
     let resources = cluster.resources().await?;
     let mut view = view_from(&resources.rows, vmid, expected);
-    let GuestView::Found(facts) = &mut view else {
-        return Ok(view);
-    };
-    // The snapshot may be up to a resync window old: its uptime is as of its read.
-    facts.uptime = facts
-        .uptime
-        .map(|u| u.saturating_add(cluster.age_secs(resources.at)));
-    // A container has no QMP state: the snapshot row says all there is.
-    if facts.power == PowerState::Running && facts.guest.guest_type == proxmox::GuestType::Qemu {
-        match cluster.node_vms(&facts.guest.node).await {
-            Ok(vms) => match vms.rows.iter().find(|v| v.vmid == vmid) {
-                Some(vm) => apply_node_row(facts, vm, cluster.age_secs(vms.at)),
-                // Moved between the two reads: the cluster view stands until the next one.
-                None => {
-                    tracing::debug!(guest = %facts.guest, "not in its node's VM list; using cluster view")
-                }
-            },
-            Err(e) if e.is_transient() => {
-                tracing::debug!(guest = %facts.guest, error = %e, "cannot read the node's VMs; using cluster view");
-            }
-            Err(e) => return Err(e),
-        }
+    if let GuestView::Found(facts) = &mut view {
+        // The snapshot may be up to a resync window old: its uptime is as of its read.
+        facts.uptime = facts
+            .uptime
+            .map(|u| u.saturating_add(cluster.age_secs(resources.at)));
     }
     Ok(view)
-}
-
-/// The node's own view of a VM (a row of `GET /nodes/{node}/qemu?full=1`, read `age` seconds
-/// ago) over the cluster's: power with the QMP state, uptime (grown by `age`), lock and name.
-fn apply_node_row(facts: &mut GuestFacts, vm: &GuestListEntry, age: u64) {
-    facts.power = power_state(&vm.status, vm.qmpstatus.as_deref());
-    facts.uptime = vm
-        .uptime
-        .filter(|_| facts.power != PowerState::Stopped)
-        .map(|u| u.saturating_add(age));
-    facts.lock = vm.lock.clone();
-    facts.name = vm.name.clone().or(facts.name.take());
 }
 
 /// The guest `vmid` in the rows of `GET /cluster/resources?type=vm`: where it is, of which

@@ -1,6 +1,6 @@
 //! What every Proxmox-driving kind shares: reaching a cluster ([`access`], credential
 //! resolution in [`resolve`], reading through the driver's source in [`read`]), one
-//! `/cluster/resources` read (and one VM list per node that needs it) per cluster and resync
+//! `/cluster/resources` read per cluster and resync
 //! window ([`snapshot`]), finding a guest
 //! ([`guest`]), polling a task ([`task`]), which Services a policy selects ([`selector`]), the
 //! shared condition reasons ([`reasons`]), and [`ProxmoxDeps`] (client cache, snapshots, timing).
@@ -81,7 +81,7 @@ impl HasProxmox for ProxmoxDeps {
 pub struct ProxmoxDeps {
     /// One client per ProxmoxCluster UID, versioned by generation and Secret resourceVersion.
     pub clients: ClientCache<PveClient>,
-    /// One `/cluster/resources` read (and one full VM list per node that needs it) per
+    /// One `/cluster/resources` read per
     /// ProxmoxCluster and resync window, shared by all kinds.
     pub snapshots: snapshot::Snapshots,
     /// Prompt re-checks of clusters their dependents found unreachable.

@@ -1,15 +1,11 @@
-//! One read of `/cluster/resources` per ProxmoxCluster and resync window, shared by every kind,
-//! and, for the nodes where a kind needs the QMP state of running VMs, one
-//! `GET /nodes/{node}/qemu?full=1` per node and window.
+//! One read of `/cluster/resources` per ProxmoxCluster and resync window, shared by every kind.
 //!
 //! On a real PVE cluster `/cluster/resources` is built from every node; asking it once per guest
 //! per pass (what each Service reconcile did) costs a thousand large responses per resync at a
-//! thousand guests. `/cluster/resources` lacks what only the node knows about a running VM (its
-//! QMP state: paused; its exact uptime and lock as of now), which each Service reconcile then
-//! asked `status/current` for, one request per running VM. The node's full guest list answers
-//! the same for all its VMs in one request. So a resync costs one `/cluster/resources` plus at
-//! most one list per node that holds a running VM someone looks at, however many guests there
-//! are. Every snapshot is:
+//! thousand guests. It already says what a Service needs of each guest: its node, its status
+//! (`paused` for a paused VM: pvestatd records the QMP state as the status), uptime, lock and
+//! tags. So a resync costs one request per cluster, however many guests and nodes there are.
+//! The snapshot is:
 //!
 //! - refreshed at most once per `max_age` (the cluster's resync window);
 //! - single-flight: concurrent reconciles wait for the one request in flight instead of sending
@@ -31,19 +27,13 @@ use std::{
 use jiff::Timestamp;
 
 use crate::controllers::kit::time::elapsed;
-use crate::proxmox::{
-    self, NodeName, PveClient,
-    api::{ClusterResource, GuestListEntry},
-};
+use crate::proxmox::{self, PveClient, api::ClusterResource};
 
 /// How long a failed read is answered from memory before the next request is sent.
 pub const FAILURE_REUSE: Duration = Duration::from_secs(5);
 
 /// The rows of `GET /cluster/resources` (all types), shared.
 pub type Resources = Arc<Vec<ClusterResource>>;
-
-/// The rows of `GET /nodes/{node}/qemu?full=1` (one node's VMs with their QMP state), shared.
-pub type NodeVms = Arc<Vec<GuestListEntry>>;
 
 /// A shared answer and the pass time it was read at: what it says about time (uptime) was true
 /// then, not necessarily at the reader's `now`.
@@ -121,17 +111,8 @@ impl<T> Cached<T> {
 #[derive(Default)]
 struct Slot {
     resources: Cached<Vec<ClusterResource>>,
-    /// One entry per node whose VMs someone asked about.
-    node_vms: Mutex<HashMap<NodeName, Arc<Cached<Vec<GuestListEntry>>>>>,
     epoch: AtomicU64,
     requests: AtomicU64,
-}
-
-impl Slot {
-    fn node_vms(&self, node: &NodeName) -> Arc<Cached<Vec<GuestListEntry>>> {
-        let mut map = self.node_vms.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(map.entry(node.clone()).or_default())
-    }
 }
 
 /// The snapshots of every cluster, keyed by the ProxmoxCluster's UID.
@@ -183,35 +164,6 @@ impl Snapshots {
         let slot = self.slot(owner);
         slot.resources
             .read(&slot, max_age, now, client.cluster_resources(None))
-            .await
-    }
-
-    /// The VMs of `node` in the cluster `owner` with their QMP state (`GET
-    /// /nodes/{node}/qemu?full=1`), under the same rules as [`Self::resources`].
-    pub async fn node_vms(
-        &self,
-        owner: &str,
-        client: &PveClient,
-        node: &NodeName,
-        max_age: Duration,
-        now: Timestamp,
-    ) -> Result<NodeVms, proxmox::Error> {
-        self.node_vms_read(owner, client, node, max_age, now)
-            .await
-            .map(|r| r.rows)
-    }
-
-    async fn node_vms_read(
-        &self,
-        owner: &str,
-        client: &PveClient,
-        node: &NodeName,
-        max_age: Duration,
-        now: Timestamp,
-    ) -> Result<Read<Vec<GuestListEntry>>, proxmox::Error> {
-        let slot = self.slot(owner);
-        slot.node_vms(node)
-            .read(&slot, max_age, now, client.qemu_guests_full(node))
             .await
     }
 
@@ -278,13 +230,6 @@ impl ClusterView<'_> {
     pub async fn resources(&self) -> Result<Read<Vec<ClusterResource>>, proxmox::Error> {
         self.snapshots
             .resources_read(self.owner, self.client, self.max_age, self.now)
-            .await
-    }
-
-    /// `GET /nodes/{node}/qemu?full=1`, shared ([`Snapshots::node_vms`]), with its read time.
-    pub async fn node_vms(&self, node: &NodeName) -> Result<Read<Vec<GuestListEntry>>, proxmox::Error> {
-        self.snapshots
-            .node_vms_read(self.owner, self.client, node, self.max_age, self.now)
             .await
     }
 

@@ -61,6 +61,19 @@ fn guest_row(cluster: &Cluster, vmid: u32, now: i64) -> Option<Value> {
         return Some(Value::Object(map));
     }
     g.usage_fields(now, &mut map);
+    // pvestatd writes `qmpstatus || status` into the RRD that `/cluster/resources` reads, so
+    // a paused VM shows `paused` here (pve-manager PVE/Service/pvestatd.pm update_qemu_status,
+    // PVE/API2Tools.pm extract_vm_stats).
+    if g.kind == GuestKind::Qemu && matches!(g.power, Power::Paused { .. }) {
+        map.insert("status".into(), json!("paused"));
+    }
+    // Config properties PVE adds to every guest row (`get_guest_config_properties`).
+    if let Some(lock) = g.lock() {
+        map.insert("lock".into(), json!(lock));
+    }
+    if let Some(tags) = g.tags() {
+        map.insert("tags".into(), json!(tags));
+    }
     if let Some(cpus) = map.remove("cpus") {
         map.insert("maxcpu".into(), cpus);
     }
