@@ -26,6 +26,7 @@ use self::world::{NAMESPACE, World};
 use crate::controllers::backup_policy::controller::BackupPolicyKind;
 use crate::controllers::proxmox_cluster::controller::ClusterKind;
 use crate::controllers::pve::ProxmoxDeps;
+use crate::controllers::restore_test::controller::RestoreTestKind;
 use crate::controllers::service::controller::ServiceKind;
 use crate::crd::health::HealthCheck;
 use crate::crd::proxmox_cluster::{Endpoint, TlsConfig};
@@ -71,6 +72,9 @@ pub struct Demo {
     pub gitea_web: StandIn,
     out: String,
     shown_events: usize,
+    /// Backup volids as the simulator named them, and as the demo shows them (see
+    /// [`Demo::retime_backups`]).
+    retimed: Vec<(String, String)>,
 }
 
 /// Points the HTTP and TCP checks of `checks` at `standin` (same URL path).
@@ -166,6 +170,7 @@ impl Demo {
             gitea_web,
             out: String::new(),
             shown_events: 0,
+            retimed: Vec::new(),
         })
     }
 
@@ -175,9 +180,42 @@ impl Demo {
         self.sim.advance_clock(by);
     }
 
-    /// Replaces the simulator's ephemeral address with [`SHOWN_SIM_URL`].
+    /// Replaces the simulator's ephemeral address with [`SHOWN_SIM_URL`], and the snapshot
+    /// times in backup volids with the demo clock's.
     pub fn scrub(&self, text: &str) -> String {
-        text.replace(self.sim.url(), SHOWN_SIM_URL)
+        let mut text = text.replace(self.sim.url(), SHOWN_SIM_URL);
+        for (actual, shown) in &self.retimed {
+            text = text.replace(actual, shown);
+        }
+        text
+    }
+
+    /// Remembers how to show the PBS volids of the backups in progress: the simulator's wall
+    /// clock is the demo clock plus the real time the demo has run so far (a second or a few),
+    /// so a snapshot named after it (`pbs-homelab:backup/vm/200/2026-06-01T10:24:51Z`) would
+    /// differ between runs; it is shown with the demo-clock time the vzdump was requested at.
+    fn retime_backups(&mut self) -> anyhow::Result<()> {
+        for policy in self.world.list::<crate::crd::BackupPolicy>()? {
+            let items = policy
+                .status
+                .and_then(|s| s.current_run)
+                .map(|r| r.items)
+                .unwrap_or_default();
+            for item in items {
+                let (Some(volid), Some(started)) = (item.volid, item.start_time) else {
+                    continue;
+                };
+                let Some((prefix, time)) = volid.rsplit_once('/') else {
+                    continue;
+                };
+                if time.parse::<Timestamp>().is_err() || self.retimed.iter().any(|(a, _)| *a == volid) {
+                    continue;
+                }
+                let shown = format!("{prefix}/{}", started.strftime("%Y-%m-%dT%H:%M:%SZ"));
+                self.retimed.push((volid, shown));
+            }
+        }
+        Ok(())
     }
 
     /// Starts a scene: a heading with the demo time.
@@ -227,6 +265,7 @@ impl Demo {
         for _ in 0..200 {
             let now = self.now;
             self.world.reconcile::<BackupPolicyKind>(now).await?;
+            self.retime_backups()?;
             let running = self
                 .world
                 .list::<crate::crd::BackupPolicy>()?
@@ -241,6 +280,54 @@ impl Demo {
             self.advance(Duration::from_secs(5));
         }
         anyhow::bail!("the backup run did not finish")
+    }
+
+    /// RestoreTest passes (5 s of demo time apart, waiting for the simulator's tasks) until no
+    /// run is in progress, that is until every copy is checked and removed. While every restore
+    /// left only waits out `cleanup.afterSeconds`, the clock jumps to the end of that wait
+    /// instead of passing every 5 s through it.
+    pub async fn restore_tests_until_idle(&mut self) -> anyhow::Result<()> {
+        use crate::crd::restore_test::RestorePhase;
+        for _ in 0..400 {
+            let now = self.now;
+            self.world.reconcile::<RestoreTestKind>(now).await?;
+            let tests = self.world.list::<crate::crd::RestoreTest>()?;
+            let runs: Vec<_> = tests
+                .iter()
+                .filter_map(|t| t.status.as_ref()?.current_run.as_ref().map(|r| (t, r)))
+                .collect();
+            if runs.is_empty() {
+                return Ok(());
+            }
+            for task in self.sim.tasks().into_iter().filter(|t| t.running()) {
+                self.sim.wait_task(&task.upid, Duration::from_secs(30)).await;
+            }
+            // The latest end of a cleanup wait, if waiting is all that is left to do.
+            let mut wait_until: Option<Timestamp> = None;
+            let only_waiting = runs.iter().all(|(test, run)| {
+                let after = test.spec.cleanup.as_ref().map_or(0, |c| c.after_seconds);
+                run.restores.iter().all(|r| match r.phase {
+                    RestorePhase::Done => true,
+                    RestorePhase::CleaningUp if r.upid.is_none() => r.finished_time.is_some_and(|f| {
+                        let end = crate::controllers::kit::time::add(
+                            f,
+                            Duration::from_secs(u64::try_from(after).unwrap_or(0)),
+                        );
+                        wait_until = wait_until.max(Some(end));
+                        true
+                    }),
+                    _ => false,
+                })
+            });
+            match wait_until.filter(|end| only_waiting && *end > self.now) {
+                Some(end) => {
+                    let by = u64::try_from(end.as_second() - self.now.as_second()).unwrap_or(0);
+                    self.advance(Duration::from_secs(by));
+                }
+                None => self.advance(Duration::from_secs(5)),
+            }
+        }
+        anyhow::bail!("the restore test did not finish")
     }
 
     /// One pass over every Service, then the Services table and the new Events.

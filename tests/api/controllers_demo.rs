@@ -51,6 +51,11 @@ fn demo_binary_plays_every_scene_deterministically_and_exits_zero() {
         "NAME      LAST BACKUP   RESULT      NEXT                   STORED              AGE\n\
          nightly   0s            Succeeded   2026-06-02T00:30:00Z   1.2 MiB (logical)   25m\n",
         "Normal   BackupSucceeded   backuppolicy/nightly   run now-20260601-102430: 2/2 Services backed up",
+        // Scene 8: a RestoreTest on demand: nextcloud restored into isolation, RTO measured, copy removed.
+        "NAME                SERVICE     RESULT   RTO   TARGET   LAST RUN   AGE\n",
+        "nextcloud-monthly   nextcloud   Passed   20    900      5m35s      31m\n",
+        "Normal   CleanedUp            restoretest/nextcloud-monthly   nextcloud: removed the restored copy 9900 from pve3",
+        "RTO 20 s = restore 5 s + boot 15 s + application 0 s (target 900 s)",
     ] {
         assert!(first.contains(expected), "missing:\n{expected}\nin:\n{first}");
     }
