@@ -143,7 +143,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         .wait_task(&started.task, Duration::from_secs(2), deadline)
         .await;
     if let Some(staged) = &started.staged
-        && let Err(e) = remove_staged(staged)
+        && let Err(e) = remove_staged(&staged.path)
     {
         eprintln!("warning: {e}");
     }

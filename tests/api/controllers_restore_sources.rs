@@ -200,8 +200,9 @@ async fn live_restore_of_a_backup_not_on_pbs_is_refused_before_the_restore() {
     assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
 }
 
-#[tokio::test]
-async fn a_chunk_store_backup_is_reassembled_into_the_staging_path_restored_and_unstaged() {
+/// A lab whose BackupPolicy has just put nextcloud into the chunk store (staging on
+/// `nfs-backup`), and the backup's id.
+async fn chunk_store_lab() -> (RestoreLab, String) {
     let mut lab = RestoreLab::with_policy(false, "  destination: {storage: {storage: nfs-backup}}\n").await;
     let staging = lab.lab.sim.state(|c| c.backup_dir("nfs-backup"));
     lab.lab.apply_policy(&format!(
@@ -217,19 +218,34 @@ async fn a_chunk_store_backup_is_reassembled_into_the_staging_path_restored_and_
         lab.lab.backups("nfs-backup", 200).is_empty(),
         "nothing staged yet"
     );
+    (lab, made)
+}
 
+/// Passes until the restore task of the reassembled archive runs; the staged archive's path.
+async fn until_restoring_staged(lab: &mut RestoreLab) -> String {
+    let status = lab
+        .until("the restore task of the reassembled archive", |s| {
+            s.current_run.as_ref().is_some_and(|r| {
+                r.restores[0].phase == RestorePhase::Restoring && r.restores[0].upid.is_some()
+            })
+        })
+        .await;
+    let staged = lab.lab.backups("nfs-backup", 200);
+    assert_eq!(staged.len(), 1, "the archive is staged: {staged:?}");
+    let recorded = status.current_run.unwrap().restores[0].staged_archive.clone();
+    let recorded = recorded.expect("the staged archive is recorded in status");
+    assert!(std::path::Path::new(&recorded).exists(), "{recorded}");
+    recorded
+}
+
+#[tokio::test]
+async fn a_chunk_store_backup_is_reassembled_into_the_staging_path_restored_and_unstaged() {
+    let (mut lab, made) = chunk_store_lab().await;
     lab.apply(&format!(
         "  source: {{serviceRef: {{name: nextcloud}}}}\n  rto: {{targetSeconds: 3600}}\n{QUICK}"
     ));
     // While PVE restores, the reassembled archive sits in the staging path.
-    lab.until("the restore task of the reassembled archive", |s| {
-        s.current_run
-            .as_ref()
-            .is_some_and(|r| r.restores[0].phase == RestorePhase::Restoring && r.restores[0].upid.is_some())
-    })
-    .await;
-    let staged = lab.lab.backups("nfs-backup", 200);
-    assert_eq!(staged.len(), 1, "the archive is staged: {staged:?}");
+    until_restoring_staged(&mut lab).await;
 
     let status = until_run(&mut lab, "g1").await;
     let r = last_restore(&status);
@@ -237,6 +253,7 @@ async fn a_chunk_store_backup_is_reassembled_into_the_staging_path_restored_and_
     assert_eq!(r.backup_volid.as_deref(), Some(made.as_str()));
     assert!(r.rto_seconds.is_some() && r.restore_seconds.is_some(), "{r:#?}");
     assert!(r.cleaned_up);
+    assert_eq!(r.staged_archive, None, "{r:#?}");
     assert_eq!(lab.restore_tasks(), 1);
     lab.lab.settle().await;
     assert!(
@@ -244,6 +261,27 @@ async fn a_chunk_store_backup_is_reassembled_into_the_staging_path_restored_and_
         "the staged archive is removed after the restore"
     );
     assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
+}
+
+#[tokio::test]
+async fn deleting_the_restore_test_while_a_staged_archive_restores_removes_copy_and_archive() {
+    let (mut lab, _) = chunk_store_lab().await;
+    lab.apply(&format!("  source: {{serviceRef: {{name: nextcloud}}}}\n{QUICK}"));
+    let staged = until_restoring_staged(&mut lab).await;
+    // Deleted while PVE still reads the archive: the finalizer waits for the task, removes the
+    // copy, then the archive, and only then lets the RestoreTest go.
+    for _ in 0..500 {
+        let now = lab.lab.now;
+        if lab.lab.world.delete::<RestoreTestKind>(NAME, now).await.unwrap() {
+            assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
+            assert!(!std::path::Path::new(&staged).exists(), "{staged} is left behind");
+            lab.lab.settle().await;
+            assert!(lab.lab.backups("nfs-backup", 200).is_empty());
+            return;
+        }
+        lab.lab.tick(Duration::from_millis(200)).await;
+    }
+    panic!("the RestoreTest was not released: {:?}", lab.guests_in_range());
 }
 
 #[tokio::test]

@@ -264,11 +264,11 @@ pub async fn start_restore(client: &PveClient, req: &RestoreRequest) -> Result<S
 
 /// Removes a staged archive once its restore ended (the file on the operator's mount; PVE lists
 /// it no more).
-pub fn remove_staged(staged: &Staged) -> Result<(), String> {
-    match std::fs::remove_file(&staged.path) {
+pub fn remove_staged(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", staged.path.display())),
+        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
     }
 }
 

@@ -12,6 +12,7 @@ use super::steps::guest_of;
 use super::{Pass, reasons};
 use crate::controllers::kit::PlannedEvent;
 use crate::controllers::kit::time::elapsed;
+use crate::controllers::pve::restore::remove_staged;
 use crate::controllers::pve::task::{TaskView, handle, poll_task};
 use crate::crd::common::{GuestType, TaskHandle};
 use crate::crd::restore_test::{
@@ -345,6 +346,20 @@ pub async fn delete_copies(client: &PveClient, test: &RestoreTest, uid: &str) ->
             Removal::Gone | Removal::NotOurs(_) | Removal::Kept => {}
             Removal::Busy(_) | Removal::Started(_) => done = false,
             Removal::Failed(e) => return Err(format!("cannot remove the restored copy {}: {e}", guest.vmid)),
+        }
+    }
+    if done {
+        // Archives reassembled from the chunk store for restores that never got to remove them
+        // (deleted mid-restore, or an operator restart): no restore reads them once the copies
+        // are gone.
+        for path in status
+            .current_run
+            .iter()
+            .chain(status.last_run.iter())
+            .flat_map(|run| run.restores.iter())
+            .filter_map(|r| r.staged_archive.as_deref())
+        {
+            remove_staged(std::path::Path::new(path))?;
         }
     }
     Ok(done)

@@ -457,7 +457,7 @@ impl Pass<'_> {
                         ),
                     );
                 }
-                Ok(_) => {}
+                Ok(staged) => r.staged_archive = Some(staged.path.to_string_lossy().into_owned()),
                 Err(message) => return self.fail(r, reasons::RESTORE_FAILED, message),
             }
             r.phase = RestorePhase::Restoring;
@@ -465,7 +465,7 @@ impl Pass<'_> {
             self.soon(Duration::ZERO);
             return;
         }
-        self.post(r, run_id, client, &guest, &volid, None).await;
+        self.post(r, run_id, client, &guest, &volid).await;
     }
 
     /// The staged archive a chunk-store restore writes (path and PVE volid).
@@ -519,17 +519,11 @@ impl Pass<'_> {
         client: &PveClient,
         guest: &GuestRef,
         archive: &str,
-        staged: Option<&Staged>,
     ) {
-        let drop_staged = |staged: Option<&Staged>| {
-            if let Some(s) = staged {
-                let _ = remove_staged(s);
-            }
-        };
         let text = match client.extract_backup_config(&guest.node, archive).await {
             Ok(t) => t,
             Err(e) => {
-                drop_staged(staged);
+                unstage(r);
                 return self.fail(
                     r,
                     reasons::RESTORE_FAILED,
@@ -579,7 +573,7 @@ impl Pass<'_> {
         let nics = match checked {
             Ok(n) => n,
             Err((reason, message)) => {
-                drop_staged(staged);
+                unstage(r);
                 return self.fail(r, reason, message);
             }
         };
@@ -654,7 +648,7 @@ impl Pass<'_> {
                 self.soon(self.proxmox.tuning.task_poll);
             }
             Err(message) => {
-                drop_staged(staged);
+                unstage(r);
                 self.fail(r, reasons::RESTORE_FAILED, message);
             }
         }
@@ -780,7 +774,7 @@ impl Pass<'_> {
                 self.soon(self.proxmox.tuning.task_poll);
             }
             TaskView::Done { error: None, .. } => {
-                self.unstage(r, &guest.node, client).await;
+                unstage(r);
                 self.proxmox.snapshots.invalidate(self.cluster_uid());
                 r.restored_time = Some(self.now);
                 r.upid = None;
@@ -789,7 +783,7 @@ impl Pass<'_> {
                 self.soon(Duration::ZERO);
             }
             TaskView::Done { error: Some(e), .. } => {
-                self.unstage(r, &guest.node, client).await;
+                unstage(r);
                 self.proxmox.snapshots.invalidate(self.cluster_uid());
                 let lines = error_lines(client, &upid).await;
                 let detail = if lines.is_empty() { e } else { lines.join("; ") };
@@ -853,7 +847,8 @@ impl Pass<'_> {
             Err(message) => return self.fail(r, reasons::RESTORE_FAILED, message),
         };
         // A partial file of an attempt cut short by a restart (recorded as ours by the phase).
-        let _ = remove_staged(&staged);
+        let _ = remove_staged(&staged.path);
+        r.staged_archive = Some(staged.path.to_string_lossy().into_owned());
         let id = r.backup_volid.clone().unwrap_or_default();
         let snapshot = id.strip_prefix(CHUNKSTORE_PREFIX).unwrap_or_default().to_owned();
         let storage = staged.volid.split(':').next().unwrap_or_default().to_owned();
@@ -870,32 +865,12 @@ impl Pass<'_> {
                 // The clock started with the reassembly; it took real time.
                 let took = jiff::SignedDuration::try_from(started.elapsed()).unwrap_or_default();
                 r.restore_start_time = self.now.checked_sub(took).ok().or(Some(self.now));
-                self.post(r, run_id, client, guest, &staged.volid.clone(), Some(&staged))
-                    .await;
+                self.post(r, run_id, client, guest, &staged.volid).await;
             }
             Err(message) => {
-                let _ = remove_staged(&staged);
+                unstage(r);
                 self.fail(r, reasons::RESTORE_FAILED, message);
             }
-        }
-    }
-
-    /// Removes the staged archive of a chunk-store restore whose task ended.
-    async fn unstage(&self, r: &RestoreResultDetail, node: &NodeName, client: &PveClient) {
-        if !r
-            .backup_volid
-            .as_deref()
-            .is_some_and(|v| v.starts_with(CHUNKSTORE_PREFIX))
-        {
-            return;
-        }
-        match self.staged_for(r, node, client).await {
-            Ok(staged) => {
-                if let Err(e) = remove_staged(&staged) {
-                    tracing::warn!(error = %e, "cannot remove a staged archive");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot find the staged archive to remove"),
         }
     }
 
@@ -1054,4 +1029,16 @@ fn human(bytes: u64) -> String {
         unit += 1;
     }
     format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Removes the archive reassembled for `r` (recorded in `stagedArchive`) and clears the record.
+/// A file that cannot be removed stays recorded, for the RestoreTest's deletion to try again.
+pub(super) fn unstage(r: &mut RestoreResultDetail) {
+    let Some(path) = r.staged_archive.take() else {
+        return;
+    };
+    if let Err(e) = remove_staged(std::path::Path::new(&path)) {
+        tracing::warn!(error = %e, "cannot remove a staged archive");
+        r.staged_archive = Some(path);
+    }
 }

@@ -183,6 +183,13 @@ pub struct RestoreResultDetail {
     /// Whether the restored guest has been removed.
     #[serde(default, skip_serializing_if = "crate::crd::common::is_false")]
     pub cleaned_up: bool,
+    /// For a chunk-store backup: the archive reassembled for this restore, as the operator
+    /// mounts the BackupPolicy's `stagingPath`. Recorded before the reassembly starts and cleared
+    /// once the file is removed (when the restore task ends, or when the RestoreTest is deleted),
+    /// so a restart or a deletion mid-restore never leaves it behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub staged_archive: Option<String>,
 }
 
 impl RestoreResultDetail {
@@ -213,6 +220,7 @@ impl RestoreResultDetail {
             message: String::new(),
             checks: Vec::new(),
             cleaned_up: false,
+            staged_archive: None,
         }
     }
 }

@@ -113,6 +113,7 @@ fn restore_test_status_round_trips() {
                 message: String::new(),
             }],
             cleaned_up: true,
+            staged_archive: None,
         }],
     };
     let status = RestoreTestStatus {
