@@ -6,8 +6,9 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-/// Entries kept.
-pub(crate) const CAPACITY: usize = 10_000;
+/// Entries kept (re-exported as `pvesim::JOURNAL_CAPACITY`: a reader that counts requests by
+/// position knows when the oldest ones were dropped).
+pub const CAPACITY: usize = 10_000;
 
 /// One answered request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,7 +53,7 @@ use std::time::Duration;
 pub use dump::{DumpHeader, read_dump};
 pub use faults::{EndpointFault, Fault};
 pub use handle::SimHandle;
-pub use journal::RequestRecord;
+pub use journal::{CAPACITY as JOURNAL_CAPACITY, RequestRecord};
 pub use schema::SchemaIndex;
 pub use seed::SeedSpec;
 pub use state::{Cluster, Guest, GuestKind, Pool, Power, PseudoDisk};
