@@ -176,8 +176,9 @@ pub struct ServiceStatus {
     /// When the guest last started (now minus its uptime); absent while it is not running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Timestamp>,
-    /// When the guest was last found in the cluster. Refreshed on state changes and at most
-    /// once per resync, so a missing guest shows when it disappeared.
+    /// When the guest was last found in the cluster. Refreshed on node or power changes and
+    /// otherwise every 10 minutes (or every resync, if that is longer), so a missing guest shows
+    /// about when it disappeared without a status write per Service and resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_time: Option<Timestamp>,
     /// Latest result of each health check (kept from before while the guest does not run).

@@ -43,6 +43,13 @@ pub const ACTION_HEALTH: &str = "HealthCheck";
 /// after "now" is taken): keeps `status.startTime` from changing on every pass.
 const START_TIME_TOLERANCE: Duration = Duration::from_secs(30);
 
+/// How often `lastSeenTime` of a guest seen without change is refreshed at most (or once per
+/// resync, if that is longer). Each refresh is a status write per Service: at a 30 s resync and a
+/// thousand Services, refreshing every resync would be 33 writes a second to the API server for
+/// no news. When a guest disappears, `lastSeenTime` is at most this old, and the Ready
+/// condition's transition time says when it was missed.
+pub const LAST_SEEN_REFRESH: Duration = Duration::from_secs(600);
+
 /// What a pass needs besides what it saw.
 #[derive(Clone, Copy, Debug)]
 pub struct PlanInput<'a> {
@@ -218,7 +225,7 @@ fn observed_fields(b: &mut Builder<'_>, guest: &GuestView) {
             let changed = previous.node != b.status.node || previous.power_state != Some(f.power);
             let stale = previous
                 .last_seen_time
-                .is_none_or(|t| elapsed(t, b.input.now) >= b.input.resync);
+                .is_none_or(|t| elapsed(t, b.input.now) >= b.input.resync.max(LAST_SEEN_REFRESH));
             b.status.last_seen_time = if changed || stale {
                 Some(b.input.now)
             } else {

@@ -159,9 +159,16 @@ fn plan_same_guest_a_minute_later_changes_nothing() {
     let second = pass_after(&s, &first, 60, &GuestView::Found(later));
     assert_eq!(second.outcome.status, first.outcome.status);
     assert!(second.outcome.events.is_empty());
-    // After a resync interval the last-seen time is refreshed once.
-    let third = pass_after(&s, &first, 300, &view(200, GuestType::Vm));
-    assert_eq!(third.outcome.status.last_seen_time, Some(at(300)));
+    // A resync interval later nothing changed either: no status write per Service and resync.
+    let GuestView::Found(mut resynced) = view(200, GuestType::Vm) else {
+        unreachable!()
+    };
+    resynced.uptime = Some(3600 + 300);
+    let third = pass_after(&s, &first, 300, &GuestView::Found(resynced));
+    assert_eq!(third.outcome.status, first.outcome.status);
+    // After LAST_SEEN_REFRESH the last-seen time is refreshed once.
+    let fourth = pass_after(&s, &first, 600, &view(200, GuestType::Vm));
+    assert_eq!(fourth.outcome.status.last_seen_time, Some(at(600)));
 }
 
 #[test]
