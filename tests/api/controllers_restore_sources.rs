@@ -655,3 +655,40 @@ async fn live_restore_of_a_chunk_store_backup_is_refused_before_anything_is_stag
     assert!(lab.lab.backups("nfs-backup", 200).is_empty(), "nothing staged");
     assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
 }
+
+#[tokio::test]
+async fn a_restore_test_that_finds_no_backup_does_not_hold_its_node() {
+    let mut lab = RestoreLab::start().await;
+    lab.lab.tick(Duration::from_secs(7200)).await;
+    // drill-a claims pve3, then finds every backup too old; drill-b comes one pass later.
+    apply_test(
+        &mut lab,
+        "drill-a",
+        "{node: pve3, storage: local-lvm, vmidRange: {start: 9900, end: 9909}}",
+        &format!("  source: {{serviceRef: {{name: gitea}}}}\n  selection: {{maxAgeSeconds: 3600}}\n{QUICK}"),
+    );
+    let now = lab.lab.now;
+    lab.lab.world.reconcile::<RestoreTestKind>(now).await.unwrap();
+    apply_test(
+        &mut lab,
+        "drill-b",
+        "{node: pve3, storage: local-lvm, vmidRange: {start: 9910, end: 9919}}",
+        &format!("  source: {{serviceRef: {{name: gitea}}}}\n{QUICK}"),
+    );
+    for _ in 0..600 {
+        let now = lab.lab.now;
+        lab.lab.world.reconcile::<RestoreTestKind>(now).await.unwrap();
+        let (a, b) = (status_of(&lab, "drill-a"), status_of(&lab, "drill-b"));
+        if a.current_run.is_none() && b.current_run.is_none() && b.last_run.is_some() {
+            let ra = last_restore(&a);
+            assert_eq!(ra.reason, "NoRecentBackup", "{ra:#?}");
+            let rb = last_restore(&b);
+            assert_eq!(rb.result, Some(RestoreResult::Passed), "{rb:#?}");
+            assert_eq!(rb.node, "pve3");
+            return;
+        }
+        lab.lab.tick(Duration::from_secs(1)).await;
+    }
+    let b = status_of(&lab, "drill-b");
+    panic!("drill-b never got pve3: {b:#?}");
+}

@@ -120,6 +120,14 @@ impl Pass<'_> {
         self.soon(Duration::ZERO);
     }
 
+    /// [`Self::fail`] for a restore that claimed `node` but has not recorded it yet: the claim
+    /// goes too, or every other RestoreTest would wait for this node until a restart.
+    fn fail_claimed(&mut self, node: &NodeName, r: &mut RestoreResultDetail, reason: &str, message: String) {
+        self.deps
+            .release_node(self.cluster_uid(), node.as_str(), self.input.uid);
+        self.fail(r, reason, message);
+    }
+
     fn service(&self, name: &str) -> Option<&Service> {
         self.input.services.iter().find(|s| s.name_any() == name)
     }
@@ -320,7 +328,7 @@ impl Pass<'_> {
         }
         let found = match self.candidates(r, &node, client).await {
             Ok(f) => f,
-            Err((reason, message)) => return self.fail(r, reason, message),
+            Err((reason, message)) => return self.fail_claimed(&node, r, reason, message),
         };
         let selection = self.spec.selection.clone().unwrap_or_default();
         let candidates: Vec<Candidate> = found.iter().map(|f| f.candidate.clone()).collect();
@@ -333,7 +341,7 @@ impl Pass<'_> {
         let ordered =
             match plan::choose_backups(&candidates, sel, &format!("{run_id}/{}", r.source_vmid), self.now) {
                 Ok(o) => o,
-                Err((reason, message)) => return self.fail(r, reason, message),
+                Err((reason, message)) => return self.fail_claimed(&node, r, reason, message),
             };
         let mut chosen: Option<Candidate> = None;
         let mut rejected: Vec<String> = Vec::new();
@@ -358,7 +366,8 @@ impl Pass<'_> {
             break;
         }
         let Some(chosen) = chosen else {
-            return self.fail(
+            return self.fail_claimed(
+                &node,
                 r,
                 reasons::NO_VERIFIED_BACKUP,
                 format!("no backup passed the archive check: {}", rejected.join("; ")),
@@ -373,7 +382,8 @@ impl Pass<'_> {
         taken.extend(self.deps.reserved_by_others(&cluster, self.input.uid));
         let vmid = loop {
             let Some(candidate) = plan::lowest_free(&self.spec.target.vmid_range, &taken) else {
-                return self.fail(
+                return self.fail_claimed(
+                    &node,
                     r,
                     reasons::NO_FREE_VMID,
                     format!(
