@@ -48,6 +48,10 @@ pub struct EndpointFault {
     /// Drop the connections of the next N matching requests.
     #[serde(default)]
     pub drop_next: u32,
+    /// Carry out the next N matching requests, then drop the connection instead of answering
+    /// (the answer is lost on the way back: the client cannot tell whether it was done).
+    #[serde(default)]
+    pub lose_answer_next: u32,
 }
 
 fn any_path() -> String {
@@ -84,6 +88,7 @@ impl Default for EndpointFault {
             latency: Duration::ZERO,
             drop_rate: 0.0,
             drop_next: 0,
+            lose_answer_next: 0,
         }
     }
 }
@@ -228,6 +233,7 @@ impl FromStr for Fault {
             "fail-next" => endpoint.fail_next = count(need("count")?)?,
             "drop-rate" => endpoint.drop_rate = rate(need("0..1")?)?,
             "drop-next" => endpoint.drop_next = count(need("count")?)?,
+            "lose-answer-next" => endpoint.lose_answer_next = count(need("count")?)?,
             "latency" => endpoint.latency = parse_duration(need("duration like 250ms or 2s")?)?,
             "node-offline" => {
                 return Ok(Fault::NodeOffline {
@@ -284,7 +290,7 @@ impl FromStr for Fault {
             }
             _ => {
                 return Err(format!(
-                    "unknown fault '{name}' (use error-rate, fail-next, drop-rate, drop-next, latency, node-offline, node-online, quorum-loss, task-failure, expire-tickets, storage-full, storage-free, pbs-verify-failure, pbs-verify-new)"
+                    "unknown fault '{name}' (use error-rate, fail-next, drop-rate, drop-next, lose-answer-next, latency, node-offline, node-online, quorum-loss, task-failure, expire-tickets, storage-full, storage-free, pbs-verify-failure, pbs-verify-new)"
                 ));
             }
         }
@@ -316,6 +322,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 pub(crate) struct Decision {
     pub(crate) latency: Duration,
     pub(crate) drop: bool,
+    /// Carry the request out, then drop the connection.
+    pub(crate) lose_answer: bool,
     pub(crate) error: Option<ApiError>,
 }
 
@@ -381,6 +389,10 @@ impl Faults {
             {
                 fault.drop_next = fault.drop_next.saturating_sub(1);
                 decision.drop = true;
+            }
+            if !decision.lose_answer && fault.lose_answer_next > 0 {
+                fault.lose_answer_next -= 1;
+                decision.lose_answer = true;
             }
             if decision.error.is_none()
                 && (fault.fail_next > 0 || (fault.error_rate > 0.0 && rng.random::<f64>() < fault.error_rate))

@@ -388,6 +388,17 @@ impl SimHandle {
         });
     }
 
+    /// Carries out the next `n` matching calls, then drops their connections instead of
+    /// answering: the caller cannot tell whether they were done.
+    pub fn lose_answer_next(&self, method: Option<&str>, template: &str, n: u32) {
+        self.shared.faults.add_endpoint(EndpointFault {
+            method: method.map(str::to_string),
+            path: template.to_string(),
+            lose_answer_next: n,
+            ..EndpointFault::default()
+        });
+    }
+
     /// Drops the connections of the next `n` matching calls without answering.
     pub fn drop_next(&self, method: Option<&str>, template: &str, n: u32) {
         self.shared.faults.add_endpoint(EndpointFault {

@@ -276,6 +276,9 @@ async fn api(
         Reply::Now(ok) => ok,
         Reply::WaitTask(upid, max) => wait_task(shared, upid, max).await?,
     };
+    if decision.lose_answer {
+        return Ok(None);
+    }
     Ok(Some(ok_response(ok)))
 }
 

@@ -529,6 +529,32 @@ async fn a_restarted_operator_resumes_mid_restore_and_mid_boot_without_restoring
 }
 
 #[tokio::test]
+async fn a_restore_request_whose_answer_is_lost_is_found_not_repeated_or_leaked() {
+    let mut lab = RestoreLab::start().await;
+    // PVE starts the restore, but its answer (the UPID) never arrives.
+    lab.lab
+        .sim
+        .lose_answer_next(Some("POST"), "/nodes/{node}/qemu", 1);
+    lab.apply(&format!(
+        "  source: {{serviceRef: {{name: nextcloud}}}}\n  cleanup: {{afterSeconds: 0}}\n{AGENT_CHECKS}"
+    ));
+    let restoring = lab.until_phase(RestorePhase::Restoring).await;
+    assert_eq!(restoring.upid, None, "no answer, no task id: {restoring:#?}");
+    assert!(restoring.request_time.is_some(), "{restoring:#?}");
+    let status = lab.until_idle().await;
+    let r = &status.last_run.as_ref().unwrap().restores[0];
+    assert_eq!(r.result, Some(RestoreResult::Passed), "{r:#?}");
+    assert_eq!(r.restored_vmid, 9900);
+    assert_eq!(
+        lab.restore_tasks(),
+        1,
+        "the restore PVE started is used, not requested again"
+    );
+    assert!(r.cleaned_up, "{r:#?}");
+    assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
+}
+
+#[tokio::test]
 async fn deleting_the_restore_test_mid_test_removes_its_copy() {
     let mut lab = RestoreLab::start().await;
     lab.apply(&format!(

@@ -170,18 +170,39 @@ pub fn reassemble(
     })
 }
 
+/// Why a restore did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RestoreError {
+    /// What happened, for humans.
+    pub message: String,
+    /// The request may have reached PVE (it timed out, or the connection broke after it was
+    /// sent): a restore may be running at the VMID, so nothing may be assumed gone.
+    pub unanswered: bool,
+}
+
+impl From<String> for RestoreError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            unanswered: false,
+        }
+    }
+}
+
 /// Starts the restore: checks the VMID is free, reassembles a chunk-store backup first, then
 /// asks PVE (never with `force`).
-pub async fn start_restore(client: &PveClient, req: &RestoreRequest) -> Result<Started, String> {
+pub async fn start_restore(client: &PveClient, req: &RestoreRequest) -> Result<Started, RestoreError> {
     match client.is_vmid_free(req.vmid).await {
         Ok(true) => {}
         Ok(false) => {
             return Err(format!(
                 "VMID {} is in use: a restore never overwrites a guest; pick a free VMID",
                 req.vmid
-            ));
+            )
+            .into());
         }
-        Err(e) => return Err(format!("cannot check VMID {}: {e}", req.vmid)),
+        Err(e) => return Err(format!("cannot check VMID {}: {e}", req.vmid).into()),
     }
     let (archive, staged) = match &req.backup {
         Backup::Volume(volid) => (volid.clone(), None),
@@ -192,7 +213,7 @@ pub async fn start_restore(client: &PveClient, req: &RestoreRequest) -> Result<S
             staging_path,
         } => {
             if req.live_restore {
-                return Err("live restore needs a Proxmox Backup Server backup".into());
+                return Err(String::from("live restore needs a Proxmox Backup Server backup").into());
             }
             let (store, snapshot, storage, path) = (
                 store.clone(),
@@ -227,7 +248,7 @@ pub async fn start_restore(client: &PveClient, req: &RestoreRequest) -> Result<S
         }
         GuestType::Lxc => {
             if req.live_restore {
-                return Err("live restore is for VMs only".into());
+                return Err(String::from("live restore is for VMs only").into());
             }
             client
                 .restore_ct(
@@ -254,10 +275,22 @@ pub async fn start_restore(client: &PveClient, req: &RestoreRequest) -> Result<S
             staged,
         }),
         Err(e) => {
-            if let Some(staged) = &staged {
+            // Without an answer PVE may be restoring from the archive: it stays.
+            let unanswered = matches!(
+                e,
+                crate::proxmox::Error::Timeout { .. } | crate::proxmox::Error::Transport { .. }
+            );
+            if let Some(staged) = staged.as_ref().filter(|_| !unanswered) {
                 let _ = std::fs::remove_file(&staged.path);
             }
-            Err(format!("PVE refused the restore of {archive}: {e}"))
+            Err(RestoreError {
+                message: if unanswered {
+                    format!("PVE did not answer the restore request of {archive}: {e}")
+                } else {
+                    format!("PVE refused the restore of {archive}: {e}")
+                },
+                unanswered,
+            })
         }
     }
 }

@@ -12,6 +12,7 @@ use kube::ResourceExt;
 
 use super::plan::{self, Candidate, Verified};
 use super::{Pass, reasons};
+use crate::controllers::kit::time::elapsed;
 use crate::controllers::pve::guest::{GuestView, pve_type, view_from};
 use crate::controllers::pve::restore::{
     Backup, CHUNKSTORE_PREFIX, RestoreRequest, Staged, TAG_STAGED, backup_file_name, chunk_snapshot_name,
@@ -34,6 +35,9 @@ pub(super) fn fail_detail(r: &mut RestoreResultDetail, reason: &str, message: St
     r.finished_time.get_or_insert(now);
     plan::breakdown(r);
 }
+
+/// How long a restore request that got no answer is looked for before it is sent again.
+const UNANSWERED_GRACE: Duration = Duration::from_secs(30);
 
 /// Where a candidate backup comes from.
 #[derive(Clone, Debug)]
@@ -471,6 +475,8 @@ impl Pass<'_> {
                 Err(message) => return self.fail(r, reasons::RESTORE_FAILED, message),
             }
             r.phase = RestorePhase::Restoring;
+            // The RTO clock starts with the reassembly, recorded before it starts.
+            r.restore_start_time.get_or_insert(self.now);
             r.message = format!("reassembling {volid} from the chunk store");
             self.soon(Duration::ZERO);
             return;
@@ -632,6 +638,7 @@ impl Pass<'_> {
                 .and_then(|b| u64::try_from(b).ok()),
             overrides,
         };
+        r.request_time = Some(self.now);
         match start_restore(client, &request).await {
             Ok(started) => {
                 self.proxmox.snapshots.invalidate(self.cluster_uid());
@@ -657,9 +664,18 @@ impl Pass<'_> {
                 ));
                 self.soon(self.proxmox.tuning.task_poll);
             }
-            Err(message) => {
+            Err(e) if e.unanswered => {
+                // PVE may have accepted it: the restore is looked for (by our marker once its
+                // task ends) instead of being assumed refused, and the staged archive stays.
+                self.proxmox.snapshots.invalidate(self.cluster_uid());
+                r.restore_start_time.get_or_insert(self.now);
+                r.phase = RestorePhase::Restoring;
+                r.message = format!("{e}; looking for the restore at VMID {}", guest.vmid);
+                self.soon(self.proxmox.tuning.task_poll);
+            }
+            Err(e) => {
                 unstage(r);
-                self.fail(r, reasons::RESTORE_FAILED, message);
+                self.fail(r, reasons::RESTORE_FAILED, e.message);
             }
         }
     }
@@ -764,6 +780,14 @@ impl Pass<'_> {
                     self.soon(self.proxmox.tuning.reconnect_min);
                 }
                 Ok(false) => self.adopt(r, &guest, client).await,
+                // A request that got no answer: if PVE accepted it, the restore writes its
+                // placeholder config at the VMID within moments; until then it looks free.
+                Ok(true)
+                    if r.request_time
+                        .is_some_and(|t| elapsed(t, self.now) < UNANSWERED_GRACE) =>
+                {
+                    self.soon(self.proxmox.tuning.task_poll);
+                }
                 Ok(true)
                     if r.backup_volid
                         .as_deref()
@@ -864,17 +888,13 @@ impl Pass<'_> {
         let storage = staged.volid.split(':').next().unwrap_or_default().to_owned();
         let dir = staged.path.parent().map(PathBuf::from).unwrap_or_default();
         let store = self.deps.store.clone();
-        r.restore_start_time = Some(self.now);
-        let started = std::time::Instant::now();
+        r.restore_start_time.get_or_insert(self.now);
         let result = tokio::task::spawn_blocking(move || reassemble(&store, &snapshot, &storage, &dir))
             .await
             .map_err(|e| format!("reassembly stopped: {e}"))
             .and_then(|r| r);
         match result {
             Ok(staged) => {
-                // The clock started with the reassembly; it took real time.
-                let took = jiff::SignedDuration::try_from(started.elapsed()).unwrap_or_default();
-                r.restore_start_time = self.now.checked_sub(took).ok().or(Some(self.now));
                 self.post(r, run_id, client, guest, &staged.volid).await;
             }
             Err(message) => {

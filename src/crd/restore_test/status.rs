@@ -139,6 +139,11 @@ pub struct RestoreResultDetail {
     /// When the restore request was accepted (the RTO clock starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_start_time: Option<Timestamp>,
+    /// When the restore request was sent to PVE (for a chunk-store backup, after its
+    /// reassembly). A request that got no answer is looked for at `restoredVmid` for a while
+    /// from here before it is sent again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_time: Option<Timestamp>,
     /// When the restore task finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_time: Option<Timestamp>,
@@ -206,6 +211,7 @@ impl RestoreResultDetail {
             phase: RestorePhase::Pending,
             upid: None,
             restore_start_time: None,
+            request_time: None,
             restored_time: None,
             booted_time: None,
             guest_ready_time: None,

@@ -114,6 +114,7 @@ fn restore_test_status_round_trips() {
             }],
             cleaned_up: true,
             staged_archive: None,
+            request_time: None,
         }],
     };
     let status = RestoreTestStatus {
