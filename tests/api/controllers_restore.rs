@@ -555,6 +555,31 @@ async fn a_restore_request_whose_answer_is_lost_is_found_not_repeated_or_leaked(
 }
 
 #[tokio::test]
+async fn a_start_whose_answer_is_lost_is_not_sent_twice() {
+    let mut lab = RestoreLab::start().await;
+    // PVE starts the copy, but its answer (the UPID) never arrives: like an operator that
+    // stopped right after asking.
+    lab.lab
+        .sim
+        .lose_answer_next(Some("POST"), "/nodes/{node}/qemu/{vmid}/status/start", 1);
+    lab.apply(&format!(
+        "  source: {{serviceRef: {{name: nextcloud}}}}\n  cleanup: {{afterSeconds: 0}}\n{AGENT_CHECKS}"
+    ));
+    let status = lab.until_idle().await;
+    let r = &status.last_run.as_ref().unwrap().restores[0];
+    assert_eq!(r.result, Some(RestoreResult::Passed), "{r:#?}");
+    let starts = lab
+        .lab
+        .sim
+        .tasks()
+        .iter()
+        .filter(|t| t.upid.contains(":qmstart:9900:"))
+        .count();
+    assert_eq!(starts, 1, "started once");
+    assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
+}
+
+#[tokio::test]
 async fn deleting_the_restore_test_mid_test_removes_its_copy() {
     let mut lab = RestoreLab::start().await;
     lab.apply(&format!(

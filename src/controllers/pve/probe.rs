@@ -50,6 +50,8 @@ impl Probe {
 pub struct HealthEnv {
     verified: OnceLock<Result<reqwest::Client, String>>,
     insecure: OnceLock<Result<reqwest::Client, String>>,
+    /// Requests go only where the check says: no redirect is followed, no proxy is used.
+    confined: bool,
 }
 
 impl std::fmt::Debug for HealthEnv {
@@ -64,9 +66,16 @@ impl Default for HealthEnv {
     }
 }
 
-fn http_client(tls: &TlsVerify) -> Result<reqwest::Client, String> {
+fn http_client(tls: &TlsVerify, confined: bool) -> Result<reqwest::Client, String> {
     let config = crate::proxmox::rustls_client_config(tls).map_err(|e| e.to_string())?;
-    reqwest::Client::builder()
+    let builder = if confined {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+    } else {
+        reqwest::Client::builder()
+    };
+    builder
         .tls_backend_preconfigured(config)
         .user_agent(concat!(
             "homelab-autopilot-healthcheck/",
@@ -82,15 +91,27 @@ impl HealthEnv {
         Self {
             verified: OnceLock::new(),
             insecure: OnceLock::new(),
+            confined: false,
+        }
+    }
+
+    /// For probes that must reach only the address they were cleared for (a restored copy in
+    /// its isolated network): a redirect is answered as its own status, never followed (it
+    /// could lead to the production guest), and no proxy stands in between.
+    pub fn confined() -> Self {
+        Self {
+            confined: true,
+            ..Self::new()
         }
     }
 
     fn client(&self, insecure: bool) -> &Result<reqwest::Client, String> {
         if insecure {
             self.insecure
-                .get_or_init(|| http_client(&TlsVerify::InsecureSkipVerify))
+                .get_or_init(|| http_client(&TlsVerify::InsecureSkipVerify, self.confined))
         } else {
-            self.verified.get_or_init(|| http_client(&TlsVerify::SystemRoots))
+            self.verified
+                .get_or_init(|| http_client(&TlsVerify::SystemRoots, self.confined))
         }
     }
 }

@@ -72,7 +72,12 @@ impl Pass<'_> {
         }
     }
 
-    pub(super) async fn checking(&mut self, r: &mut RestoreResultDetail, client: &PveClient) {
+    pub(super) async fn checking(
+        &mut self,
+        r: &mut RestoreResultDetail,
+        target: Option<i64>,
+        client: &PveClient,
+    ) {
         let Some(guest) = guest_of(r) else {
             return self.fail(r, reasons::ABORTED, "no VMID recorded".into());
         };
@@ -140,7 +145,7 @@ impl Pass<'_> {
             r.healthy_time = Some(self.now);
             r.finished_time = Some(self.now);
             plan::breakdown(r);
-            let target = self.spec.rto.as_ref().map(|t| i64::from(t.target_seconds));
+            // The run's target, as recorded when it started: an edit mid-run judges the next.
             let result = plan::judge(r.rto_seconds, target);
             r.result = Some(result);
             let rto = r.rto_seconds.unwrap_or(0);

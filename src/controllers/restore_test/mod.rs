@@ -61,7 +61,7 @@ impl RestoreDeps {
     pub fn new(store: StoreLocation) -> Self {
         Self {
             store,
-            health: HealthEnv::new(),
+            health: HealthEnv::confined(),
             nodes: Mutex::new(HashMap::new()),
             vmids: Mutex::new(HashMap::new()),
         }

@@ -421,6 +421,28 @@ pub fn passthrough_keys(kind: GuestType, config: &BTreeMap<String, String>) -> V
         .collect()
 }
 
+/// A host-side hook to delete before the first start: `hookscript` runs on the PVE node at
+/// the copy's start and stop, and could undo the isolation (re-bridge the copy, announce its
+/// production address) or act on production in the copy's name.
+pub fn hook_keys(config: &BTreeMap<String, String>) -> Vec<String> {
+    config.keys().filter(|k| *k == "hookscript").cloned().collect()
+}
+
+/// Why raw QEMU `args` would open a network path around the isolation (`-netdev`, `-nic`,
+/// `-net`), if they do: a restored VM with such args is never started.
+pub fn args_network(kind: GuestType, config: &BTreeMap<String, String>) -> Option<String> {
+    if kind != GuestType::Vm {
+        return None;
+    }
+    let args = config.get("args")?;
+    let found = args.split_whitespace().find(|a| {
+        matches!(*a, "-netdev" | "-nic" | "-net") || a.starts_with("-netdev=") || a.starts_with("-nic=")
+    })?;
+    Some(format!(
+        "the backed-up config passes {found} to QEMU in `args`, a network path the isolation cannot move; remove it from the guest's args"
+    ))
+}
+
 /// Whether the config enables the QEMU guest agent (`agent: 1` or `agent: enabled=1,...`).
 pub fn agent_enabled(config: &BTreeMap<String, String>) -> bool {
     config.get("agent").is_some_and(|v| {

@@ -415,3 +415,29 @@ fn the_rto_breakdown_adds_up_and_the_worst_restore_decides() {
         ["r3", "r2", "r1"]
     );
 }
+
+#[test]
+fn hookscripts_go_and_network_args_are_refused_before_the_first_start() {
+    let config: BTreeMap<String, String> = [
+        ("hookscript", "local:snippets/announce.pl"),
+        ("args", "-cpu host -netdev user,id=n9 -device e1000,netdev=n9"),
+        ("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(hook_keys(&config), ["hookscript"]);
+    let refused = args_network(GuestType::Vm, &config).expect("refused");
+    assert!(
+        refused.contains("-netdev") && refused.contains("args"),
+        "{refused}"
+    );
+    let mut plain = config.clone();
+    plain.insert("args".into(), "-cpu host,+aes".into());
+    assert_eq!(args_network(GuestType::Vm, &plain), None);
+    assert_eq!(
+        args_network(GuestType::Lxc, &config),
+        None,
+        "containers have no QEMU args"
+    );
+}

@@ -98,7 +98,7 @@ impl Pass<'_> {
             RestorePhase::Pending => self.request(&mut r, &run.run_id, client).await,
             RestorePhase::Restoring => self.restoring(&mut r, &run.run_id, client).await,
             RestorePhase::Booting => self.booting(&mut r, client).await,
-            RestorePhase::Checking => self.checking(&mut r, client).await,
+            RestorePhase::Checking => self.checking(&mut r, run.rto_target_seconds, client).await,
             RestorePhase::CleaningUp => self.cleaning_up(&mut r, client).await,
             RestorePhase::Done => {}
         }
@@ -954,11 +954,37 @@ impl Pass<'_> {
                 ),
             );
         }
+        // Started before a restart that lost the start task's id: it boots already.
+        match client.guest_status(&guest).await {
+            Ok(s) if s.status == "running" => {
+                r.booted_time.get_or_insert(self.now);
+                r.phase = RestorePhase::Checking;
+                r.message = format!(
+                    "started; waiting for the checks (at most {} s)",
+                    self.spec.boot_timeout_seconds
+                );
+                self.soon(Duration::ZERO);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                r.message = format!("cannot read the copy's state: {e}");
+                self.soon(self.proxmox.tuning.reconnect_min);
+                return;
+            }
+        }
         let values: BTreeMap<String, String> = config
             .values
             .keys()
             .filter_map(|k| config.get(k).map(|v| (k.clone(), v)))
             .collect();
+        if let Some(why) = plan::args_network(r.type_, &values) {
+            return self.fail(
+                r,
+                reasons::NIC_NOT_OVERRIDABLE,
+                format!("{why}; the copy was never started"),
+            );
+        }
         // Belt and braces: PVE applied our NICs in the restore; any NIC that is not on the
         // isolation network now (e.g. added by a hook) is moved before the first start.
         let mut update = ConfigUpdate::default();
@@ -981,6 +1007,7 @@ impl Pass<'_> {
             }
         }
         update.delete = plan::passthrough_keys(r.type_, &values);
+        update.delete.extend(plan::hook_keys(&values));
         if (!update.set.is_empty() || !update.delete.is_empty())
             && let Err(e) = client.update_config(&guest, &update).await
         {
@@ -1000,11 +1027,12 @@ impl Pass<'_> {
             };
             return self.fail(r, reason, format!("{what}: {e}; the copy was never started"));
         }
+        // Recorded before the request: the boot clock runs from the first start attempt.
+        r.booted_time.get_or_insert(self.now);
         match client.start_guest(&guest).await {
             Ok(task) => {
                 self.proxmox.snapshots.invalidate(self.cluster_uid());
                 r.upid = Some(handle(&task));
-                r.booted_time = Some(self.now);
                 r.message = "starting the copy in isolation".into();
                 let who = if r.service.is_empty() {
                     format!("guest {}", r.source_vmid)
@@ -1023,6 +1051,12 @@ impl Pass<'_> {
             }
             Err(e) if e.is_transient() => {
                 r.message = format!("cannot start the copy yet: {e}");
+                self.soon(self.proxmox.tuning.reconnect_min);
+            }
+            // No answer: PVE may have started it, which the next pass sees before asking again.
+            Err(e) if e.is_transient() => {
+                self.proxmox.snapshots.invalidate(self.cluster_uid());
+                r.message = format!("the start request got no answer ({e}); looking again");
                 self.soon(self.proxmox.tuning.reconnect_min);
             }
             Err(e) => self.fail(r, reasons::START_FAILED, format!("the copy did not start: {e}")),

@@ -202,3 +202,38 @@ async fn probe_guest_running_reflects_the_observed_power_state() {
     let p = probe(&running[0], &GuestView::Missing, None, &env).await;
     assert_eq!(p, Probe::fail("the guest does not exist"));
 }
+
+/// A one-shot HTTP server on loopback that answers every request with `301` to `location`.
+async fn redirect_to(location: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 2048];
+            let _ = conn.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_confined_probe_answers_a_redirect_with_its_status_instead_of_following_it() {
+    // "Production" answers 200; the address the check was cleared for redirects there.
+    let production = StandIn::start().await.unwrap();
+    let redirecting = redirect_to(format!("{}/status.php", production.url())).await;
+    let http = checks(&format!(
+        "- {{name: web, type: HTTP, http: {{url: 'http://{redirecting}/'}}, timeoutSeconds: 5}}\n"
+    ));
+    let view = view_running();
+    // A Service's check follows redirects, as a browser would...
+    let followed = probe(&http[0], &view, None, &HealthEnv::new()).await;
+    assert!(followed.ok, "{followed:?}");
+    // ...a restore test's never does: the redirect could lead to the production guest.
+    let confined = probe(&http[0], &view, None, &HealthEnv::confined()).await;
+    assert_eq!(confined, Probe::fail("HTTP 301, expected 200"));
+}
