@@ -692,3 +692,67 @@ async fn a_restore_test_that_finds_no_backup_does_not_hold_its_node() {
     let b = status_of(&lab, "drill-b");
     panic!("drill-b never got pve3: {b:#?}");
 }
+
+#[tokio::test]
+async fn after_a_restart_a_restore_in_progress_keeps_its_node_from_another_restore_test() {
+    let mut lab = RestoreLab::start().await;
+    let spec = "  network: {mode: None}\n  cleanup: {afterSeconds: 0}\n";
+    apply_test(
+        &mut lab,
+        "zz-first",
+        "{node: pve3, storage: local-lvm, vmidRange: {start: 9900, end: 9909}}",
+        &format!("  source: {{serviceRef: {{name: nextcloud}}}}\n{spec}"),
+    );
+    for _ in 0..600 {
+        let now = lab.lab.now;
+        lab.lab.world.reconcile::<RestoreTestKind>(now).await.unwrap();
+        let first = status_of(&lab, "zz-first");
+        if first
+            .current_run
+            .as_ref()
+            .is_some_and(|r| r.restores[0].phase == RestorePhase::Restoring && r.restores[0].upid.is_some())
+        {
+            break;
+        }
+        lab.lab.tick(Duration::from_millis(200)).await;
+    }
+    // The operator restarts (the node claims were in memory) and a second RestoreTest, passed
+    // before the first (names in order), wants the same node.
+    lab.restart();
+    apply_test(
+        &mut lab,
+        "aa-second",
+        "{node: pve3, storage: local-lvm, vmidRange: {start: 9910, end: 9919}}",
+        &format!("  source: {{serviceRef: {{name: gitea}}}}\n{spec}"),
+    );
+    let mut waited = false;
+    for _ in 0..3000 {
+        let now = lab.lab.now;
+        lab.lab.world.reconcile::<RestoreTestKind>(now).await.unwrap();
+        let (a, b) = (status_of(&lab, "zz-first"), status_of(&lab, "aa-second"));
+        let restoring = |s: &RestoreTestStatus| {
+            s.current_run
+                .as_ref()
+                .is_some_and(|r| r.restores.iter().any(|d| d.phase == RestorePhase::Restoring))
+        };
+        assert!(
+            !(restoring(&a) && restoring(&b)),
+            "two restores on pve3: {a:#?} {b:#?}"
+        );
+        if let Some(r) = b.current_run.as_ref().and_then(|r| r.restores.first())
+            && r.message
+                .starts_with("waiting: a restore is running on node pve3")
+        {
+            waited = true;
+        }
+        if a.current_run.is_none() && b.current_run.is_none() && b.last_run.is_some() {
+            assert!(waited, "the second waited for the first");
+            assert_eq!(last_restore(&a).result, Some(RestoreResult::Passed));
+            assert_eq!(last_restore(&b).result, Some(RestoreResult::Passed));
+            assert_eq!(lab.guests_in_range(), Vec::<u32>::new());
+            return;
+        }
+        lab.lab.tick(Duration::from_millis(200)).await;
+    }
+    panic!("the runs did not end");
+}

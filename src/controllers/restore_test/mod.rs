@@ -88,6 +88,13 @@ impl RestoreDeps {
         holder == test
     }
 
+    /// Whether `test` holds the claim of `node`.
+    pub fn holds_node(&self, cluster: &str, node: &str, test: &str) -> bool {
+        self.nodes()
+            .get(&(cluster.to_owned(), node.to_owned()))
+            .is_some_and(|h| h == test)
+    }
+
     /// Releases `test`'s claim of `node`.
     pub fn release_node(&self, cluster: &str, node: &str, test: &str) {
         let mut nodes = self.nodes();

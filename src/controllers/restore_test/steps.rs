@@ -325,6 +325,17 @@ impl Pass<'_> {
             r.message = format!("waiting: another restore of this run is on node {node}");
             return;
         }
+        // A restore the claims do not know of (claims live in memory: an operator restarted
+        // while another RestoreTest restored; or a restore started by hand) holds its guest's
+        // config locked `create` until it ends.
+        let restoring_here = resources.iter().any(|row| {
+            row.node.as_ref() == Some(&node) && row.vmid.is_some() && row.lock.as_deref() == Some("create")
+        });
+        if restoring_here && !self.deps.holds_node(&cluster, node.as_str(), self.input.uid) {
+            r.message = format!("waiting: a restore is running on node {node}");
+            self.soon(Duration::from_secs(5));
+            return;
+        }
         if !self.deps.claim_node(&cluster, node.as_str(), self.input.uid) {
             r.message = format!("waiting: another RestoreTest is restoring on node {node}");
             self.soon(Duration::from_secs(5));
@@ -431,7 +442,12 @@ impl Pass<'_> {
                 format!("node {:?} or VMID {} is not valid", r.node, r.restored_vmid),
             );
         };
-        self.deps.claim_node(self.cluster_uid(), &r.node, self.input.uid);
+        if !self.deps.claim_node(self.cluster_uid(), &r.node, self.input.uid) {
+            // Taken meanwhile (after a restart, by a RestoreTest that got there first).
+            r.message = format!("waiting: another RestoreTest is restoring on node {}", r.node);
+            self.soon(Duration::from_secs(5));
+            return;
+        }
         match client.is_vmid_free(guest.vmid).await {
             Ok(true) => {}
             // A restore requested before a restart whose task id was not recorded: it is found
