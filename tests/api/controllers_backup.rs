@@ -611,7 +611,7 @@ spec: {clusterRef: {name: homelab}, vmid: 777, type: VM}
 }
 
 impl BackupLab {
-    fn cluster_uid(&self) -> String {
+    pub(crate) fn cluster_uid(&self) -> String {
         self.world
             .get::<homelab_autopilot::crd::ProxmoxCluster>("homelab")
             .unwrap()

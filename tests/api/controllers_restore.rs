@@ -406,6 +406,73 @@ async fn a_failed_restore_task_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn a_guest_built_where_a_failed_restore_was_is_left_alone() {
+    let mut lab = RestoreLab::start().await;
+    lab.lab
+        .sim
+        .inject(Fault::TaskFailure {
+            task_type: "qmrestore".into(),
+            message: "error writing to the target volume".into(),
+            count: 1,
+        })
+        .unwrap();
+    lab.apply(
+        "  source: {serviceRef: {name: nextcloud}}\n  network: {mode: None}\n  cleanup: {onFailure: Keep}\n",
+    );
+    let status = lab.until("the run's end", |s| s.last_run.is_some()).await;
+    let r = &status.last_run.as_ref().unwrap().restores[0];
+    assert_eq!(r.reason, "RestoreFailed", "{r:#?}");
+    assert!(r.cleaned_up, "{r:#?}");
+    assert_eq!(
+        lab.guests_in_range(),
+        Vec::<u32>::new(),
+        "an empty placeholder has nothing to look at: removed despite onFailure: Keep"
+    );
+    // Someone builds a diskless network-boot VM at the same VMID.
+    lab.lab.sim.state_mut(|c| {
+        let mut g = c.guests.get(&200).unwrap().clone();
+        g.vmid = 9900;
+        g.node = "pve3".into();
+        g.power = homelab_autopilot::pvesim::Power::Stopped;
+        g.snapshots.clear();
+        g.config = [
+            ("name", "pxe-lab"),
+            ("memory", "2048"),
+            ("boot", "order=net0"),
+            ("net0", "virtio=BC:24:11:99:00:01,bridge=vmbr0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        c.guests.insert(9900, g);
+    });
+    let cluster = lab.lab.cluster_uid();
+    lab.lab.world.deps.proxmox.snapshots.invalidate(&cluster);
+    // The next run takes another VMID and leaves it alone...
+    lab.request().await;
+    let status = lab.until_idle().await;
+    let r = &status.last_run.as_ref().unwrap().restores[0];
+    assert_eq!(r.result, Some(RestoreResult::Passed), "{r:#?}");
+    assert_ne!(r.restored_vmid, 9900);
+    let name_of_9900 = |lab: &RestoreLab| {
+        lab.lab
+            .sim
+            .state(|c| c.guests.get(&9900).and_then(|g| g.config.get("name").cloned()))
+    };
+    assert_eq!(name_of_9900(&lab).as_deref(), Some("pxe-lab"));
+    // ...and so does deleting the RestoreTest.
+    for _ in 0..500 {
+        let now = lab.lab.now;
+        if lab.lab.world.delete::<RestoreTestKind>(NAME, now).await.unwrap() {
+            assert_eq!(name_of_9900(&lab).as_deref(), Some("pxe-lab"));
+            return;
+        }
+        lab.lab.tick(Duration::from_millis(200)).await;
+    }
+    panic!("the RestoreTest was not released");
+}
+
+#[tokio::test]
 async fn a_nic_that_cannot_be_moved_aborts_before_the_restore() {
     let mut lab = RestoreLab::with_backups(false).await;
     // A NIC whose model nobody knows: it cannot be rewritten onto the isolation network.

@@ -97,8 +97,16 @@ pub(super) async fn remove_copy(
         proxmox::GuestType::Qemu => GuestType::Vm,
         proxmox::GuestType::Lxc => GuestType::Lxc,
     };
-    let ours = plan::is_ours(&config.tags(), config.description().as_deref(), uid)
-        || (allow_empty && plan::disk_storages(kind, &values).is_empty() && config.tags().is_empty());
+    // The config a failed restore of ours leaves (qemu-server keeps the placeholder it wrote
+    // before restoring: at most `memory`, no disk, no tag), stopped: nothing a user would build.
+    let placeholder = allow_empty
+        && status.status == "stopped"
+        && plan::disk_storages(kind, &values).is_empty()
+        && values
+            .keys()
+            .all(|k| matches!(k.as_str(), "memory" | "lock" | "digest"));
+    let marked = plan::is_ours(&config.tags(), config.description().as_deref(), uid);
+    let ours = marked || placeholder;
     if !ours {
         return Removal::NotOurs(format!(
             "VMID {} on {} does not carry this RestoreTest's marker; it is left alone",
@@ -111,7 +119,8 @@ pub(super) async fn remove_copy(
             Err(e) => Removal::Failed(e.to_string()),
         };
     }
-    if keep {
+    // A failed restore's placeholder has nothing to look at (the task log stays in PVE): it goes.
+    if keep && marked {
         return Removal::Kept;
     }
     let options = DeleteGuestOptions {

@@ -315,7 +315,8 @@ pub struct CleanupPolicy {
     #[schemars(range(min = 0, max = 86400))]
     pub after_seconds: i32,
     /// After a failed test: `Delete` (default) or `Keep` (stopped, for debugging, until the
-    /// next run or until this RestoreTest is deleted).
+    /// next run or until this RestoreTest is deleted). A restore task that failed leaves only an
+    /// empty config, nothing to look at: it is removed either way.
     #[serde(default)]
     pub on_failure: FailedGuestPolicy,
 }
