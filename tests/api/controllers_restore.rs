@@ -521,6 +521,8 @@ async fn passthrough_devices_are_removed_before_the_first_start_or_the_copy_neve
         let g = c.guests.get_mut(&200).unwrap();
         g.config.insert("hostpci0".into(), "0000:01:00.0,pcie=1".into());
         g.config.insert("usb0".into(), "host=1a86:7523".into());
+        g.config
+            .insert("hookscript".into(), "local:snippets/announce.pl".into());
     });
     lab.lab.run_now().await;
     lab.apply(
@@ -531,6 +533,10 @@ async fn passthrough_devices_are_removed_before_the_first_start_or_the_copy_neve
     assert!(
         !config.contains_key("hostpci0") && !config.contains_key("usb0"),
         "{config:?}"
+    );
+    assert!(
+        !config.contains_key("hookscript"),
+        "the host-side hook goes too: {config:?}"
     );
     assert!(config["net0"].contains("link_down=1"), "{config:?}");
     lab.until_idle().await;
