@@ -17,8 +17,7 @@ pub mod reasons;
 #[cfg(test)]
 mod kube_tests;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -27,7 +26,7 @@ use kube::ResourceExt;
 use crate::controllers::kit::notify::{self, Channel, Cooldowns, Notice};
 use crate::controllers::kit::schedule::{Due, Schedule, requeue_after, run_id, run_now_requested};
 use crate::controllers::kit::time::elapsed;
-use crate::controllers::kit::{Conditions, Outcome, PlannedEvent};
+use crate::controllers::kit::{Claims, Conditions, Outcome, PlannedEvent};
 use crate::controllers::pve::guest::{GuestView, view_from};
 use crate::controllers::pve::pbs::PbsAccess;
 use crate::controllers::pve::reasons::failure_reason;
@@ -61,7 +60,7 @@ pub struct BackupDeps {
     pub cooldowns: Cooldowns,
     /// Guests a policy is backing up now, by (cluster UID, VMID): two policies selecting one
     /// guest take turns.
-    claims: Mutex<HashMap<(String, u32), String>>,
+    claims: Claims<u32>,
 }
 
 impl BackupDeps {
@@ -71,39 +70,23 @@ impl BackupDeps {
             store,
             ingests: Ingests::default(),
             cooldowns: Cooldowns::default(),
-            claims: Mutex::new(HashMap::new()),
+            claims: Claims::default(),
         }
-    }
-
-    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), String>> {
-        self.claims
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Claims guest `vmid` of `cluster` for `policy`; false while another policy holds it.
     pub fn claim(&self, cluster: &str, vmid: u32, policy: &str) -> bool {
-        let mut claims = self.claims();
-        let holder = claims
-            .entry((cluster.to_owned(), vmid))
-            .or_insert_with(|| policy.to_owned());
-        holder == policy
+        self.claims.claim(cluster, vmid, policy)
     }
 
     /// Releases `policy`'s claim of guest `vmid`.
     pub fn release(&self, cluster: &str, vmid: u32, policy: &str) {
-        let mut claims = self.claims();
-        if claims
-            .get(&(cluster.to_owned(), vmid))
-            .is_some_and(|h| h == policy)
-        {
-            claims.remove(&(cluster.to_owned(), vmid));
-        }
+        self.claims.release(cluster, vmid, policy);
     }
 
     /// Releases every claim of `policy` (deleted).
     pub fn release_all(&self, policy: &str) {
-        self.claims().retain(|_, holder| holder != policy);
+        self.claims.release_all(policy);
     }
 }
 

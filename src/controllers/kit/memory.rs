@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     future::Future,
+    hash::Hash,
     sync::{Mutex, MutexGuard, PoisonError},
 };
 
@@ -59,6 +60,68 @@ impl<V: Clone + Default> MemoryMap<V> {
     /// Replaces the memory of `uid`.
     pub fn set(&self, uid: &str, value: V) {
         self.lock().insert(uid.to_owned(), value);
+    }
+}
+
+/// Exclusive claims by (cluster UID, key), each held by one owner (an object's UID): what an
+/// object is doing to a shared thing right now (a node it restores on, a VMID it reserved, a
+/// guest it backs up), so that two objects take turns instead of colliding.
+#[derive(Debug)]
+pub struct Claims<K> {
+    held: Mutex<HashMap<(String, K), String>>,
+}
+
+impl<K> Default for Claims<K> {
+    fn default() -> Self {
+        Self {
+            held: Mutex::default(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Claims<K> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, K), String>> {
+        // Each operation is one map call: a panic elsewhere cannot leave the map half-updated.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Claims `key` of `cluster` for `owner`; false while another owner holds it.
+    pub fn claim(&self, cluster: &str, key: K, owner: &str) -> bool {
+        let mut held = self.lock();
+        let holder = held
+            .entry((cluster.to_owned(), key))
+            .or_insert_with(|| owner.to_owned());
+        holder == owner
+    }
+
+    /// Whether `owner` holds `key` of `cluster`.
+    pub fn holds(&self, cluster: &str, key: K, owner: &str) -> bool {
+        self.lock()
+            .get(&(cluster.to_owned(), key))
+            .is_some_and(|h| h == owner)
+    }
+
+    /// Releases `owner`'s claim of `key` (another owner's claim stays).
+    pub fn release(&self, cluster: &str, key: K, owner: &str) {
+        let mut held = self.lock();
+        let key = (cluster.to_owned(), key);
+        if held.get(&key).is_some_and(|h| h == owner) {
+            held.remove(&key);
+        }
+    }
+
+    /// Releases every claim of `owner` (deleted).
+    pub fn release_all(&self, owner: &str) {
+        self.lock().retain(|_, holder| holder != owner);
+    }
+
+    /// The keys of `cluster` that owners other than `owner` hold.
+    pub fn held_by_others(&self, cluster: &str, owner: &str) -> Vec<K> {
+        self.lock()
+            .iter()
+            .filter(|((c, _), holder)| c == cluster && *holder != owner)
+            .map(|((_, key), _)| key.clone())
+            .collect()
     }
 }
 
@@ -179,5 +242,27 @@ mod tests {
             .await;
         assert_eq!(r, Err("unreachable"));
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn claims_are_exclusive_per_cluster_and_released_only_by_their_holder() {
+        let claims = Claims::<u32>::default();
+        assert!(claims.claim("c1", 9900, "a"));
+        assert!(
+            claims.claim("c1", 9900, "a"),
+            "a claim is taken again by its holder"
+        );
+        assert!(!claims.claim("c1", 9900, "b"));
+        assert!(
+            claims.claim("c2", 9900, "b"),
+            "another cluster's 9900 is another thing"
+        );
+        claims.release("c1", 9900, "b");
+        assert!(claims.holds("c1", 9900, "a"), "only the holder releases");
+        assert!(claims.claim("c1", 9901, "b"));
+        assert_eq!(claims.held_by_others("c1", "a"), vec![9901]);
+        claims.release_all("a");
+        assert!(!claims.holds("c1", 9900, "a"));
+        assert!(claims.claim("c1", 9900, "b"));
     }
 }

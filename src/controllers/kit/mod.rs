@@ -5,7 +5,7 @@
 //!
 //! - [`outcome`]: what a core's pass returns ([`Outcome`], [`PlannedEvent`]).
 //! - [`conditions`]: the one way conditions are set ([`Conditions`], [`Change`]).
-//! - [`memory`]: per-process memory keyed by object ([`MemoryMap`], [`ClientCache`]).
+//! - [`memory`]: per-process memory keyed by object ([`MemoryMap`], [`ClientCache`], [`Claims`]).
 //! - [`time`]: timestamp arithmetic that never panics.
 //! - [`schedule`]: cron schedules in an IANA time zone, the missed-run rule
 //!   (`startingDeadlineSeconds`), run ids, capped requeue, the `run-now` annotation and the one
@@ -20,5 +20,5 @@ pub mod schedule;
 pub mod time;
 
 pub use conditions::{Change, Conditions};
-pub use memory::{ClientCache, MemoryMap};
+pub use memory::{Claims, ClientCache, MemoryMap};
 pub use outcome::{Outcome, PlannedEvent};

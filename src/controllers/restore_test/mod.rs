@@ -19,15 +19,14 @@ mod steps;
 #[cfg(test)]
 mod kube_tests;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::controllers::kit::schedule::{Due, Schedule, requeue_after, run_id, run_now_requested};
-use crate::controllers::kit::{Conditions, Outcome, PlannedEvent};
+use crate::controllers::kit::{Claims, Conditions, Outcome, PlannedEvent};
 use crate::controllers::pve::probe::HealthEnv;
 use crate::controllers::pve::reasons::failure_reason;
 use crate::controllers::pve::selector::select;
@@ -51,9 +50,9 @@ pub struct RestoreDeps {
     /// HTTP clients of `HTTP` checks.
     pub health: HealthEnv,
     /// Nodes restoring now, by (cluster UID, node): one restore test per node at a time.
-    nodes: Mutex<HashMap<(String, String), String>>,
+    nodes: Claims<String>,
     /// VMIDs chosen by a restore and not released yet, by (cluster UID, VMID).
-    vmids: Mutex<HashMap<(String, u32), String>>,
+    vmids: Claims<u32>,
 }
 
 impl RestoreDeps {
@@ -62,79 +61,45 @@ impl RestoreDeps {
         Self {
             store,
             health: HealthEnv::confined(),
-            nodes: Mutex::new(HashMap::new()),
-            vmids: Mutex::new(HashMap::new()),
+            nodes: Claims::default(),
+            vmids: Claims::default(),
         }
-    }
-
-    fn nodes(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
-        self.nodes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn vmids(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), String>> {
-        self.vmids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Claims `node` of `cluster` for the RestoreTest `test`; false while another holds it.
     pub fn claim_node(&self, cluster: &str, node: &str, test: &str) -> bool {
-        let mut nodes = self.nodes();
-        let holder = nodes
-            .entry((cluster.to_owned(), node.to_owned()))
-            .or_insert_with(|| test.to_owned());
-        holder == test
+        self.nodes.claim(cluster, node.to_owned(), test)
     }
 
     /// Whether `test` holds the claim of `node`.
     pub fn holds_node(&self, cluster: &str, node: &str, test: &str) -> bool {
-        self.nodes()
-            .get(&(cluster.to_owned(), node.to_owned()))
-            .is_some_and(|h| h == test)
+        self.nodes.holds(cluster, node.to_owned(), test)
     }
 
     /// Releases `test`'s claim of `node`.
     pub fn release_node(&self, cluster: &str, node: &str, test: &str) {
-        let mut nodes = self.nodes();
-        let key = (cluster.to_owned(), node.to_owned());
-        if nodes.get(&key).is_some_and(|h| h == test) {
-            nodes.remove(&key);
-        }
+        self.nodes.release(cluster, node.to_owned(), test);
     }
 
     /// Reserves `vmid` of `cluster` for `test`; false while another RestoreTest reserved it.
     pub fn reserve_vmid(&self, cluster: &str, vmid: u32, test: &str) -> bool {
-        let mut vmids = self.vmids();
-        let holder = vmids
-            .entry((cluster.to_owned(), vmid))
-            .or_insert_with(|| test.to_owned());
-        holder == test
+        self.vmids.claim(cluster, vmid, test)
     }
 
     /// VMIDs of `cluster` other RestoreTests reserved.
     pub fn reserved_by_others(&self, cluster: &str, test: &str) -> BTreeSet<u32> {
-        self.vmids()
-            .iter()
-            .filter(|((c, _), holder)| c == cluster && *holder != test)
-            .map(|((_, v), _)| *v)
-            .collect()
+        self.vmids.held_by_others(cluster, test).into_iter().collect()
     }
 
     /// Releases `test`'s reservation of `vmid`.
     pub fn release_vmid(&self, cluster: &str, vmid: u32, test: &str) {
-        let mut vmids = self.vmids();
-        let key = (cluster.to_owned(), vmid);
-        if vmids.get(&key).is_some_and(|h| h == test) {
-            vmids.remove(&key);
-        }
+        self.vmids.release(cluster, vmid, test);
     }
 
     /// Releases everything `test` holds (deleted).
     pub fn release_all(&self, test: &str) {
-        self.nodes().retain(|_, h| h != test);
-        self.vmids().retain(|_, h| h != test);
+        self.nodes.release_all(test);
+        self.vmids.release_all(test);
     }
 }
 
