@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::controller::{BackupPolicyKind, FINALIZER};
 use crate::controllers::OperatorDeps;
 use crate::controllers::pve::ProxmoxDeps;
-use crate::controllers::runtime::api_mock::{self, status_body};
+use crate::controllers::runtime::api_mock::{self, empty_list, status_body};
 use crate::controllers::runtime::backoff::BackoffTracker;
 use crate::controllers::runtime::context::Context;
 use crate::controllers::runtime::driver::reconcile;
@@ -58,10 +58,6 @@ fn context() -> (Arc<Context<OperatorDeps>>, api_mock::ApiServerVerifier) {
     (Arc::new(ctx), api)
 }
 
-fn empty_services() -> Value {
-    json!({"apiVersion": "autopilot.homelab.dev/v1alpha1", "kind": "ServiceList", "metadata": {}, "items": []})
-}
-
 #[tokio::test]
 async fn finalizer_first_then_reads_status_by_ssa_and_event() {
     let (ctx, mut api) = context();
@@ -82,7 +78,7 @@ async fn finalizer_first_then_reads_status_by_ssa_and_event() {
         cluster.path,
         "/apis/autopilot.homelab.dev/v1alpha1/namespaces/lab/proxmoxclusters/homelab"
     );
-    let list = api.answer(200, empty_services()).await;
+    let list = api.answer(200, empty_list("ServiceList")).await;
     assert_eq!(
         (list.method.as_str(), list.path.as_str()),
         (

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::controller::{FINALIZER, RestoreTestKind};
 use crate::controllers::OperatorDeps;
 use crate::controllers::pve::ProxmoxDeps;
-use crate::controllers::runtime::api_mock::{self, status_body};
+use crate::controllers::runtime::api_mock::{self, empty_list, event_answer, status_body};
 use crate::controllers::runtime::backoff::BackoffTracker;
 use crate::controllers::runtime::context::Context;
 use crate::controllers::runtime::driver::reconcile;
@@ -56,14 +56,6 @@ fn context() -> (Arc<Context<OperatorDeps>>, api_mock::ApiServerVerifier) {
         Arc::new(deps),
     );
     (Arc::new(ctx), api)
-}
-
-fn empty_list(kind: &str) -> Value {
-    json!({"apiVersion": "autopilot.homelab.dev/v1alpha1", "kind": kind, "metadata": {}, "items": []})
-}
-
-fn event_answer() -> Value {
-    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}})
 }
 
 #[tokio::test]

@@ -46,6 +46,16 @@ pub(crate) fn status_body(code: u16, reason: &str) -> Value {
     })
 }
 
+/// The API server's answer to an Event create (its content is not read).
+pub(crate) fn event_answer() -> Value {
+    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}})
+}
+
+/// An empty list of our API group (`kind`: e.g. `ServiceList`).
+pub(crate) fn empty_list(kind: &str) -> Value {
+    json!({"apiVersion": "autopilot.homelab.dev/v1alpha1", "kind": kind, "metadata": {}, "items": []})
+}
+
 impl ApiServerVerifier {
     /// The next request (failing the test if none comes within 10 s) and its responder.
     pub async fn next(&mut self) -> (Seen, SendResponse<Response<Body>>) {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::*;
 use crate::controllers::kit::Conditions;
 use crate::controllers::runtime::{
-    api_mock::{self, ApiServerVerifier},
+    api_mock::{self, ApiServerVerifier, event_answer},
     backoff::BackoffTracker,
 };
 use crate::crd::conditions::Condition;
@@ -161,10 +161,6 @@ async fn run_alone(
         .await
         .expect("the reconcile made a request to the API server that none was expected")
         .unwrap()
-}
-
-fn event_answer() -> serde_json::Value {
-    serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}})
 }
 
 #[tokio::test]
