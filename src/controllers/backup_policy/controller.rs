@@ -47,14 +47,6 @@ fn uid_of(obj: &BackupPolicy) -> String {
     obj.uid().unwrap_or_default()
 }
 
-fn referrer<'a, D, S>(env: &Env<'_, D, S>, obj: &BackupPolicy, namespace: &'a str) -> Referrer<'a> {
-    Referrer {
-        namespace,
-        created: obj.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        now: env.now,
-    }
-}
-
 impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for BackupPolicyKind {
     type Kind = BackupPolicy;
     type Status = BackupPolicyStatus;
@@ -78,7 +70,7 @@ impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for Ba
         let access = cluster_access(
             env.source,
             env.deps.proxmox(),
-            referrer(env, obj, &namespace),
+            Referrer::of(obj, &namespace, env.now),
             &obj.spec.cluster_ref.name,
         )
         .await?;
@@ -125,7 +117,7 @@ impl<D: HasProxmox + HasBackupDeps + Send + Sync + 'static> Reconciler<D> for Ba
         let access = cluster_access(
             env.source,
             env.deps.proxmox(),
-            referrer(env, obj, &namespace),
+            Referrer::of(obj, &namespace, env.now),
             &obj.spec.cluster_ref.name,
         )
         .await?;

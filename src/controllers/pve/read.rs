@@ -58,6 +58,17 @@ pub struct Referrer<'a> {
     pub now: Timestamp,
 }
 
+impl<'a> Referrer<'a> {
+    /// The object `obj` in `namespace`, at the pass time `now`.
+    pub fn of(obj: &impl kube::Resource, namespace: &'a str, now: Timestamp) -> Self {
+        Self {
+            namespace,
+            created: obj.meta().creation_timestamp.as_ref().map(|t| t.0),
+            now,
+        }
+    }
+}
+
 /// The ProxmoxCluster `name` in the referrer's namespace and its client, or why there is none.
 pub async fn cluster_access<S: Source>(
     source: &S,

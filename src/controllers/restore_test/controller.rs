@@ -59,14 +59,6 @@ fn stale_services(family: &dyn Collector, key: &ObjectKey) -> Vec<String> {
         .collect()
 }
 
-fn referrer<'a, D, S>(env: &Env<'_, D, S>, obj: &RestoreTest, namespace: &'a str) -> Referrer<'a> {
-    Referrer {
-        namespace,
-        created: obj.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        now: env.now,
-    }
-}
-
 impl<D: HasProxmox + HasRestoreDeps + Send + Sync + 'static> Reconciler<D> for RestoreTestKind {
     type Kind = RestoreTest;
     type Status = RestoreTestStatus;
@@ -90,7 +82,7 @@ impl<D: HasProxmox + HasRestoreDeps + Send + Sync + 'static> Reconciler<D> for R
         let access = cluster_access(
             env.source,
             env.deps.proxmox(),
-            referrer(env, obj, &namespace),
+            Referrer::of(obj, &namespace, env.now),
             &obj.spec.cluster_ref.name,
         )
         .await?;
@@ -119,7 +111,7 @@ impl<D: HasProxmox + HasRestoreDeps + Send + Sync + 'static> Reconciler<D> for R
         let access = cluster_access(
             env.source,
             env.deps.proxmox(),
-            referrer(env, obj, &namespace),
+            Referrer::of(obj, &namespace, env.now),
             &obj.spec.cluster_ref.name,
         )
         .await?;

@@ -55,15 +55,10 @@ impl<D: HasProxmox + HasServiceDeps + Send + Sync + 'static> Reconciler<D> for S
         let uid = obj
             .uid()
             .unwrap_or_else(|| format!("{namespace}/{}", obj.name_any()));
-        let referrer = Referrer {
-            namespace: &namespace,
-            created: obj.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            now: env.now,
-        };
         let access = cluster_access(
             env.source,
             env.deps.proxmox(),
-            referrer,
+            Referrer::of(obj, &namespace, env.now),
             &obj.spec.cluster_ref.name,
         )
         .await?;
