@@ -82,6 +82,60 @@ fn event_notes(events: &[Event]) -> String {
         .collect()
 }
 
+/// `name` once the operator has put its cleanup finalizer on it (it has seen the object).
+async fn with_cleanup_finalizer<K>(api: &Api<K>, name: &str) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    poll(&format!("the finalizer on {name}"), DEADLINE, || async move {
+        api.get(name).await.ok().filter(|o| {
+            o.meta()
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == "autopilot.homelab.dev/cleanup")
+        })
+    })
+    .await
+}
+
+/// Asks for a run of `name` now (`autopilot.homelab.dev/run-now: value`).
+async fn run_now<K>(api: &Api<K>, name: &str, value: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"annotations": {"autopilot.homelab.dev/run-now": value}}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+}
+
+/// Runs the BackupPolicy `nightly` now and waits until that run (`value`) has finished.
+async fn backup_nightly_now(
+    policies: &Api<homelab_autopilot::crd::BackupPolicy>,
+    value: &str,
+) -> homelab_autopilot::crd::BackupPolicy {
+    run_now(policies, "nightly", value).await;
+    poll(
+        "nightly's on-demand run to finish",
+        Duration::from_secs(300),
+        || async move {
+            policies.get("nightly").await.ok().filter(|p| {
+                p.status.as_ref().is_some_and(|s| {
+                    s.current_run.is_none()
+                        && s.last_run_request.as_deref() == Some(value)
+                        && s.last_backup.is_some()
+                })
+            })
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn examples_reconcile_to_status_events_and_columns_then_follow_drift() {
     let Some(env) = Env::start("ctl-examples").await else {
@@ -373,44 +427,9 @@ async fn backup_policy_example_runs_on_demand_and_reports() {
     })
     .await;
     let policies: Api<homelab_autopilot::crd::BackupPolicy> = Api::namespaced(client.clone(), &ns);
-    let policy = poll("the finalizer on nightly", DEADLINE, || {
-        let policies = policies.clone();
-        async move {
-            policies.get("nightly").await.ok().filter(|p| {
-                p.metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == "autopilot.homelab.dev/cleanup")
-            })
-        }
-    })
-    .await;
+    let policy = with_cleanup_finalizer(&policies, "nightly").await;
     let uid = policy.metadata.uid.clone().unwrap();
-    let patch = json!({"metadata": {"annotations": {"autopilot.homelab.dev/run-now": "e2e-1"}}});
-    policies
-        .patch(
-            "nightly",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
-    let done = poll(
-        "nightly's on-demand run to finish",
-        Duration::from_secs(300),
-        || {
-            let policies = policies.clone();
-            async move {
-                policies.get("nightly").await.ok().filter(|p| {
-                    p.status
-                        .as_ref()
-                        .is_some_and(|s| s.current_run.is_none() && s.last_backup.is_some())
-                })
-            }
-        },
-    )
-    .await;
+    let done = backup_nightly_now(&policies, "e2e-1").await;
     let st = done.status.clone().unwrap();
     let last = st.last_backup.as_ref().unwrap();
     assert_eq!(serde_json::to_value(last.result).unwrap(), "Succeeded", "{st:#?}");
@@ -493,7 +512,6 @@ async fn restore_test_example_restores_on_demand_and_reports() {
 
     /// The example's `target.vmidRange`.
     const RANGE: std::ops::RangeInclusive<i32> = 9900..=9949;
-    const RUN_NOW: &str = "autopilot.homelab.dev/run-now";
 
     let Some(env) = Env::start("ctl-restore").await else {
         return;
@@ -514,44 +532,8 @@ async fn restore_test_example_restores_on_demand_and_reports() {
 
     // A fresh verified backup of nextcloud (selection: Latest, requireVerified, at most 2 days old).
     let policies: Api<homelab_autopilot::crd::BackupPolicy> = Api::namespaced(client.clone(), &ns);
-    poll("the finalizer on nightly", DEADLINE, || {
-        let policies = policies.clone();
-        async move {
-            policies.get("nightly").await.ok().filter(|p| {
-                p.metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == "autopilot.homelab.dev/cleanup")
-            })
-        }
-    })
-    .await;
-    policies
-        .patch(
-            "nightly",
-            &params,
-            &merge(json!({"metadata": {"annotations": {RUN_NOW: "e2e-1"}}})),
-        )
-        .await
-        .unwrap();
-    let backed_up = poll(
-        "nightly's on-demand run to finish",
-        Duration::from_secs(300),
-        || {
-            let policies = policies.clone();
-            async move {
-                policies.get("nightly").await.ok().filter(|p| {
-                    p.status.as_ref().is_some_and(|s| {
-                        s.current_run.is_none()
-                            && s.last_run_request.as_deref() == Some("e2e-1")
-                            && s.last_backup.is_some()
-                    })
-                })
-            }
-        },
-    )
-    .await;
+    with_cleanup_finalizer(&policies, "nightly").await;
+    let backed_up = backup_nightly_now(&policies, "e2e-1").await;
     let st = backed_up.status.unwrap();
     assert_eq!(
         serde_json::to_value(st.last_backup.as_ref().unwrap().result).unwrap(),
@@ -561,19 +543,7 @@ async fn restore_test_example_restores_on_demand_and_reports() {
 
     // The guest is removed right after the checks instead of 300 s later (the CRD's minimum).
     let tests: Api<RestoreTest> = Api::namespaced(client.clone(), &ns);
-    let test = poll("the finalizer on nextcloud-monthly", DEADLINE, || {
-        let tests = tests.clone();
-        async move {
-            tests.get("nextcloud-monthly").await.ok().filter(|t| {
-                t.metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == "autopilot.homelab.dev/cleanup")
-            })
-        }
-    })
-    .await;
+    let test = with_cleanup_finalizer(&tests, "nextcloud-monthly").await;
     assert!(
         test.status.as_ref().is_none_or(|s| s.last_run.is_none()),
         "the monthly schedule has not run yet: {:#?}",
@@ -587,14 +557,7 @@ async fn restore_test_example_restores_on_demand_and_reports() {
         )
         .await
         .unwrap();
-    tests
-        .patch(
-            "nextcloud-monthly",
-            &params,
-            &merge(json!({"metadata": {"annotations": {RUN_NOW: "e2e-1"}}})),
-        )
-        .await
-        .unwrap();
+    run_now(&tests, "nextcloud-monthly", "e2e-1").await;
 
     let done = poll(
         "nextcloud-monthly's on-demand run to finish",
