@@ -3,8 +3,8 @@
 //! POSIX ACLs, and a tree with a mode-000 directory restores for a user who is not root.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use super::store_common::*;
 
@@ -20,6 +20,34 @@ fn setpriv_works() -> bool {
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Restores snapshot `id` of `repo` as user 65534 (nobody) into `<dir>/nobody/r`, after opening
+/// `dir` and the repository to that user; the target and the CLI's output.
+fn restore_as_nobody(dir: &Path, repo: &Path, id: &str) -> (PathBuf, Output) {
+    for p in [dir, repo] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(repo)
+        .status()
+        .unwrap();
+    let out_dir = dir.join("nobody");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::chown(&out_dir, Some(65534), Some(65534)).unwrap();
+    let to = out_dir.join("r");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+        .args(["store", "--repo", repo.to_str().unwrap(), "restore", id, "--to"])
+        .arg(&to)
+        .env("RUST_LOG", "warn")
+        .env_remove("AUTOPILOT_STORE_KEY")
+        .env_remove("AUTOPILOT_STORE_KEY_FILE")
+        .output()
+        .unwrap();
+    no_panic(&out);
+    (to, out)
 }
 
 fn mknod(path: &Path, args: &[&str]) {
@@ -99,28 +127,7 @@ fn store_directory_restore_keeps_owners_links_fifos_devices_and_modes() {
     }
     // The same snapshot restored by a user who is not root: owners become the user's, device
     // nodes are skipped with a warning, modes (000 and 0555 directories too) are kept.
-    for p in [d.path(), repo.as_path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(&repo)
-        .status()
-        .unwrap();
-    let out_dir = d.path().join("nobody");
-    std::fs::create_dir(&out_dir).unwrap();
-    std::os::unix::fs::chown(&out_dir, Some(65534), Some(65534)).unwrap();
-    let to = out_dir.join("r");
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
-        .args(["store", "--repo", repo.to_str().unwrap(), "restore", &id, "--to"])
-        .arg(&to)
-        .env("RUST_LOG", "warn")
-        .env_remove("AUTOPILOT_STORE_KEY")
-        .env_remove("AUTOPILOT_STORE_KEY_FILE")
-        .output()
-        .unwrap();
-    no_panic(&out);
+    let (to, out) = restore_as_nobody(d.path(), &repo, &id);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("device node not restored"), "{err}");
@@ -361,28 +368,7 @@ fn store_directory_restore_as_root_keeps_acls_and_trusted_xattrs() {
     }
     // Restored by a user who is not root: user.* attributes and ACLs come back (the user owns
     // the restored files), trusted.* is skipped with one warning, and the restore succeeds.
-    for p in [d.path(), repo.as_path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(&repo)
-        .status()
-        .unwrap();
-    let out_dir = d.path().join("nobody");
-    std::fs::create_dir(&out_dir).unwrap();
-    std::os::unix::fs::chown(&out_dir, Some(65534), Some(65534)).unwrap();
-    let to = out_dir.join("r");
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
-        .args(["store", "--repo", repo.to_str().unwrap(), "restore", &id, "--to"])
-        .arg(&to)
-        .env("RUST_LOG", "warn")
-        .env_remove("AUTOPILOT_STORE_KEY")
-        .env_remove("AUTOPILOT_STORE_KEY_FILE")
-        .output()
-        .unwrap();
-    no_panic(&out);
+    let (to, out) = restore_as_nobody(d.path(), &repo, &id);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(err.matches("only root may set them").count(), 1, "{err}");
