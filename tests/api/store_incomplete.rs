@@ -3,8 +3,8 @@
 //! fails leaves no snapshot.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use super::store_common::*;
@@ -166,17 +166,10 @@ fn has_open(pid: u32, path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn store_backup_reports_a_file_that_shrank_while_read_and_exits_3() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("repo");
-    init_small(&repo, &[]);
-    let src = d.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    let victim = write(&src, "victim", &seeded(7, 48 << 20));
-    // An exclusive lock held by a live "process elsewhere" makes the backup wait for it; the tar
-    // side starts reading meanwhile and stops, blocked, inside the 48 MiB file once the stream's
-    // few buffers are full. Then the file shrinks and the lock goes away.
+/// Starts `store --json backup --name <name> <src>` while a live lock of another host holds the
+/// repository: the backup waits for it, and its tar side meanwhile starts reading and opens
+/// `victim`. Returns the lock (remove it to let the backup go on) and the running backup.
+fn backup_held_at_lock(repo: &Path, src: &Path, name: &str, victim: &Path) -> (PathBuf, Child) {
     std::fs::create_dir_all(repo.join("locks")).unwrap();
     let lock = repo.join("locks/0123456789abcdef0123456789abcdef");
     let now = std::time::SystemTime::now()
@@ -190,19 +183,31 @@ fn store_backup_reports_a_file_that_shrank_while_read_and_exits_3() {
         ),
     )
     .unwrap();
-    let child = store_cmd(
-        &repo,
-        &["--json", "backup", "--name", "shrink", src.to_str().unwrap()],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child = store_cmd(repo, &["--json", "backup", "--name", name, src.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !has_open(child.id(), &victim) {
+    while !has_open(child.id(), victim) {
         assert!(Instant::now() < deadline, "the backup never opened the file");
         std::thread::sleep(Duration::from_millis(20));
     }
+    (lock, child)
+}
+
+#[test]
+fn store_backup_reports_a_file_that_shrank_while_read_and_exits_3() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    init_small(&repo, &[]);
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let victim = write(&src, "victim", &seeded(7, 48 << 20));
+    // An exclusive lock held by a live "process elsewhere" makes the backup wait for it; the tar
+    // side starts reading meanwhile and stops, blocked, inside the 48 MiB file once the stream's
+    // few buffers are full. Then the file shrinks and the lock goes away.
+    let (lock, child) = backup_held_at_lock(&repo, &src, "shrink", &victim);
     std::fs::File::options()
         .write(true)
         .open(&victim)
@@ -284,32 +289,7 @@ fn store_backup_reports_a_sparse_file_that_shrank_while_read_and_keeps_the_strea
         return;
     }
     let after = write(&src, "z-after", b"the entry after the shrunk file");
-    std::fs::create_dir_all(repo.join("locks")).unwrap();
-    let lock = repo.join("locks/0123456789abcdef0123456789abcdef");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    std::fs::write(
-        &lock,
-        format!(
-            r#"{{"mode":"exclusive","op":"test","host":"elsewhere","pid":1,"start_ticks":0,"time":{now}}}"#
-        ),
-    )
-    .unwrap();
-    let child = store_cmd(
-        &repo,
-        &["--json", "backup", "--name", "sparse", src.to_str().unwrap()],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !has_open(child.id(), &victim) {
-        assert!(Instant::now() < deadline, "the backup never opened the file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (lock, child) = backup_held_at_lock(&repo, &src, "sparse", &victim);
     // Let the tar side fill the stream's buffers and block inside the file.
     std::thread::sleep(Duration::from_millis(500));
     std::fs::File::options()
