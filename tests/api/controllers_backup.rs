@@ -110,6 +110,17 @@ impl BackupLab {
         self.world.apply_at(&[("policy.yaml", &yaml)], self.now).unwrap();
     }
 
+    /// `apply_policy` of a policy backing up `service` into the chunk store, staged through
+    /// the simulator's `nfs-backup` storage.
+    pub(crate) fn apply_chunk_store_policy(&mut self, service: &str) {
+        let staging = self.sim.state(|c| c.backup_dir("nfs-backup"));
+        self.apply_policy(&format!(
+            "  services: {{names: [{service}]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
+             stagingPath: '{}'}}}}\n",
+            staging.display()
+        ));
+    }
+
     pub(crate) fn policy(&self) -> BackupPolicy {
         self.world.get::<BackupPolicy>("nightly").unwrap()
     }
@@ -989,11 +1000,7 @@ async fn restore_cli(lab: &BackupLab, args: &[&str]) -> std::process::Output {
 async fn restore_puts_a_chunk_store_or_storage_backup_on_a_free_vmid_and_never_overwrites() {
     let mut lab = BackupLab::start().await;
     let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
-    lab.apply_policy(&format!(
-        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
-         stagingPath: '{}'}}}}\n",
-        staging.display()
-    ));
+    lab.apply_chunk_store_policy("nextcloud");
     let status = lab.run_now().await;
     let id = status.services[0].volid.clone().unwrap();
     assert!(id.starts_with("chunkstore/"));
@@ -1085,12 +1092,7 @@ async fn restore_puts_a_chunk_store_or_storage_backup_on_a_free_vmid_and_never_o
 #[tokio::test]
 async fn a_full_staging_storage_fails_the_item_cleanly_and_the_next_run_succeeds() {
     let mut lab = BackupLab::start().await;
-    let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
-    lab.apply_policy(&format!(
-        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
-         stagingPath: '{}'}}}}\n",
-        staging.display()
-    ));
+    lab.apply_chunk_store_policy("nextcloud");
     lab.sim
         .inject(homelab_autopilot::pvesim::Fault::StorageFull {
             storage: "nfs-backup".into(),
@@ -1131,12 +1133,7 @@ async fn a_full_staging_storage_fails_the_item_cleanly_and_the_next_run_succeeds
 #[tokio::test]
 async fn a_restart_after_the_ingest_committed_adopts_its_snapshot_instead_of_storing_another() {
     let mut lab = BackupLab::start().await;
-    let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
-    lab.apply_policy(&format!(
-        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
-         stagingPath: '{}'}}}}\n",
-        staging.display()
-    ));
+    lab.apply_chunk_store_policy("nextcloud");
     lab.world
         .annotate::<BackupPolicy>("nightly", RUN_NOW_ANNOTATION, "once")
         .unwrap();
@@ -1345,12 +1342,7 @@ async fn a_full_chunk_store_fails_the_ingest_keeps_earlier_backups_and_leaves_no
         key_file: None,
     };
     lab.world.deps.backup = homelab_autopilot::controllers::backup_policy::BackupDeps::new(location.clone());
-    let staging = lab.sim.state(|c| c.backup_dir("nfs-backup"));
-    lab.apply_policy(&format!(
-        "  services: {{names: [gitea]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
-         stagingPath: '{}'}}}}\n",
-        staging.display()
-    ));
+    lab.apply_chunk_store_policy("gitea");
     let first = lab.run_now().await;
     assert_eq!(
         first.last_backup.as_ref().unwrap().result,

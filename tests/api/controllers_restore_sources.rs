@@ -204,12 +204,7 @@ async fn live_restore_of_a_backup_not_on_pbs_is_refused_before_the_restore() {
 /// `nfs-backup`), and the backup's id.
 async fn chunk_store_lab() -> (RestoreLab, String) {
     let mut lab = RestoreLab::with_policy(false, "  destination: {storage: {storage: nfs-backup}}\n").await;
-    let staging = lab.lab.sim.state(|c| c.backup_dir("nfs-backup"));
-    lab.lab.apply_policy(&format!(
-        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
-         stagingPath: '{}'}}}}\n",
-        staging.display()
-    ));
+    lab.lab.apply_chunk_store_policy("nextcloud");
     let backups = lab.lab.run_now().await;
     let made = backups.services[0].volid.clone().unwrap();
     assert!(made.starts_with("chunkstore/"), "{made}");
@@ -632,12 +627,7 @@ async fn source_services_matching_nothing_starts_no_run_and_says_why() {
 #[tokio::test]
 async fn live_restore_of_a_chunk_store_backup_is_refused_before_anything_is_staged() {
     let mut lab = RestoreLab::with_policy(false, "  destination: {storage: {storage: nfs-backup}}\n").await;
-    let staging = lab.lab.sim.state(|c| c.backup_dir("nfs-backup"));
-    lab.lab.apply_policy(&format!(
-        "  services: {{names: [nextcloud]}}\n  destination: {{chunkStore: {{stagingStorage: nfs-backup, \
-         stagingPath: '{}'}}}}\n",
-        staging.display()
-    ));
+    lab.lab.apply_chunk_store_policy("nextcloud");
     lab.lab.run_now().await;
     lab.lab.settle().await;
     lab.apply(&format!(
