@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::storage::{ChunkStore, NoProgress, SnapshotFilter, SourceKind};
+use crate::storage::{ChunkStore, NoProgress, SnapshotFilter, SnapshotInfo, SourceKind};
 
 use super::plan::keep_options;
 use crate::crd::common::Retention;
@@ -245,25 +245,34 @@ fn totals(chunk_store: &ChunkStore, policy_uid: &str, removed: usize) -> Result<
     })
 }
 
-/// Removes every snapshot of `policy_uid` (deletionPolicy `Delete`), then collects garbage.
-/// Returns how many were removed. Blocking.
-pub fn delete_all(store: &StoreSettings, policy_uid: &str) -> Result<usize, String> {
+/// The chunk store and the snapshots of `policy_uid` in it; `None` when a local store was never
+/// created (nothing to find, and nothing is created to find it).
+fn open_with_snapshots_of(
+    store: &StoreSettings,
+    policy_uid: &str,
+) -> Result<Option<(ChunkStore, Vec<SnapshotInfo>)>, String> {
     if store.is_missing_dir() {
-        return Ok(0);
+        return Ok(None);
     }
     let chunk_store = store
         .open_or_init()
         .map_err(|e| format!("cannot open the chunk store: {e}"))?;
-    let tags = policy_tags(policy_uid);
+    let filter = SnapshotFilter {
+        names: Vec::new(),
+        tags: policy_tags(policy_uid),
+    };
     let ours = chunk_store
-        .list_matching(
-            &SnapshotFilter {
-                names: Vec::new(),
-                tags,
-            },
-            None,
-        )
+        .list_matching(&filter, None)
         .map_err(|e| format!("cannot list the chunk store: {e}"))?;
+    Ok(Some((chunk_store, ours)))
+}
+
+/// Removes every snapshot of `policy_uid` (deletionPolicy `Delete`), then collects garbage.
+/// Returns how many were removed. Blocking.
+pub fn delete_all(store: &StoreSettings, policy_uid: &str) -> Result<usize, String> {
+    let Some((chunk_store, ours)) = open_with_snapshots_of(store, policy_uid)? else {
+        return Ok(0);
+    };
     if ours.is_empty() {
         return Ok(0);
     }
@@ -292,22 +301,9 @@ pub fn volume_used_percent(store: &StoreSettings) -> Option<f64> {
 
 /// Reads back every chunk of every snapshot of `policy_uid`: `(checked, problems)`. Blocking.
 pub fn verify_all(store: &StoreSettings, policy_uid: &str) -> Result<(usize, Vec<String>), String> {
-    if store.is_missing_dir() {
+    let Some((chunk_store, ours)) = open_with_snapshots_of(store, policy_uid)? else {
         return Ok((0, Vec::new()));
-    }
-    let chunk_store = store
-        .open_or_init()
-        .map_err(|e| format!("cannot open the chunk store: {e}"))?;
-    let tags = policy_tags(policy_uid);
-    let ours = chunk_store
-        .list_matching(
-            &SnapshotFilter {
-                names: Vec::new(),
-                tags,
-            },
-            None,
-        )
-        .map_err(|e| format!("cannot list the chunk store: {e}"))?;
+    };
     let mut problems = Vec::new();
     for snap in ours.iter().filter(|s| s.complete) {
         match chunk_store.verify(Some(&snap.id), true) {
