@@ -170,15 +170,12 @@ impl<D: HasProxmox + HasRestoreDeps + Send + Sync + 'static> Reconciler<D> for R
         let by_cluster = controller.store();
         let in_namespace = |store: &kube::runtime::reflector::Store<Guarded<RestoreTest>>,
                             namespace: &str,
-                            cluster: Option<&str>| {
+                            cluster: &str| {
             store
                 .state()
                 .iter()
                 .filter_map(|g| g.0.as_ref().ok())
-                .filter(|t| {
-                    t.namespace().as_deref() == Some(namespace)
-                        && cluster.is_none_or(|c| t.spec.cluster_ref.name == c)
-                })
+                .filter(|t| t.namespace().as_deref() == Some(namespace) && t.spec.cluster_ref.name == cluster)
                 .map(|t| object_ref::<RestoreTest>(namespace, &t.name_any()))
                 .collect::<Vec<_>>()
         };
@@ -193,7 +190,7 @@ impl<D: HasProxmox + HasRestoreDeps + Send + Sync + 'static> Reconciler<D> for R
                     in_namespace(
                         &by_service,
                         &service.namespace().unwrap_or_default(),
-                        Some(&service.spec.cluster_ref.name),
+                        &service.spec.cluster_ref.name,
                     )
                 },
             )
@@ -207,7 +204,7 @@ impl<D: HasProxmox + HasRestoreDeps + Send + Sync + 'static> Reconciler<D> for R
                     in_namespace(
                         &by_policy,
                         &policy.namespace().unwrap_or_default(),
-                        Some(&policy.spec.cluster_ref.name),
+                        &policy.spec.cluster_ref.name,
                     )
                 },
             )
@@ -218,7 +215,7 @@ impl<D: HasProxmox + HasRestoreDeps + Send + Sync + 'static> Reconciler<D> for R
                     in_namespace(
                         &by_cluster,
                         &cluster.namespace().unwrap_or_default(),
-                        Some(&cluster.name_any()),
+                        &cluster.name_any(),
                     )
                 },
             )
