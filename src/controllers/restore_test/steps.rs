@@ -920,6 +920,16 @@ impl Pass<'_> {
         }
     }
 
+    /// The copy runs: its checks are next.
+    fn started(&mut self, r: &mut RestoreResultDetail) {
+        r.phase = RestorePhase::Checking;
+        r.message = format!(
+            "started; waiting for the checks (at most {} s)",
+            self.spec.boot_timeout_seconds
+        );
+        self.soon(Duration::ZERO);
+    }
+
     /// A restored copy: make sure every NIC is isolated, remove passthrough devices, start it.
     async fn booting(&mut self, r: &mut RestoreResultDetail, client: &PveClient) {
         let Some(guest) = guest_of(r) else {
@@ -931,12 +941,7 @@ impl Pass<'_> {
                 TaskView::Done { error: None, .. } => {
                     self.proxmox.snapshots.invalidate(self.cluster_uid());
                     r.upid = None;
-                    r.phase = RestorePhase::Checking;
-                    r.message = format!(
-                        "started; waiting for the checks (at most {} s)",
-                        self.spec.boot_timeout_seconds
-                    );
-                    self.soon(Duration::ZERO);
+                    self.started(r);
                 }
                 TaskView::Done { error: Some(e), .. } => {
                     r.upid = None;
@@ -974,13 +979,7 @@ impl Pass<'_> {
         match client.guest_status(&guest).await {
             Ok(s) if s.status == "running" => {
                 r.booted_time.get_or_insert(self.now);
-                r.phase = RestorePhase::Checking;
-                r.message = format!(
-                    "started; waiting for the checks (at most {} s)",
-                    self.spec.boot_timeout_seconds
-                );
-                self.soon(Duration::ZERO);
-                return;
+                return self.started(r);
             }
             Ok(_) => {}
             Err(e) => {
